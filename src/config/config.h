@@ -1,0 +1,43 @@
+/* config — the validated settings the daemon runs on, filled from the TOML
+ * file (config_load) and/or the command line. Every setting has a default,
+ * so an empty file or no file at all is a valid configuration. */
+#ifndef DV_CONFIG_CONFIG_H
+#define DV_CONFIG_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "core/net.h"
+
+struct cfg_listener {
+    struct net_addr addr;
+    bool udp, tcp;
+};
+
+struct cfg_upstream {
+    char *name;
+    char *url;
+};
+
+struct config {
+    struct cfg_listener *listeners;
+    size_t n_listeners;
+    struct cfg_upstream *upstreams;
+    size_t n_upstreams;
+
+    unsigned timeout_ms;      /* per-query deadline before SERVFAIL */
+    unsigned tcp_idle_ms;     /* idle client TCP connections close after this */
+    unsigned tcp_max_conns;   /* client TCP connections per listener */
+    char *user;               /* drop to this user after binding as root */
+    int log_level;            /* DV_LOG_* */
+};
+
+/* A config holding every default and no listener or upstream. NULL on ENOMEM. */
+struct config *config_new(void);
+void config_free(struct config *c);
+
+/* Appends a listener / upstream. 0, DV_EINVAL (bad address) or DV_ENOMEM. */
+int config_add_listener(struct config *c, const char *addr, bool udp, bool tcp);
+int config_add_upstream(struct config *c, const char *name, const char *url);
+
+#endif

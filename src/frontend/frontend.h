@@ -1,0 +1,39 @@
+/* frontend — sockets that face clients. A UDP and a TCP listener per
+ * configured address hand every message to the query engine and send its
+ * replies back. Listeners are reference-counted: a query in flight holds its
+ * listener (and TCP connection) until its reply is sent, so a reload or a
+ * shutdown can close a listener without pulling a socket from under a reply. */
+#ifndef DV_FRONTEND_FRONTEND_H
+#define DV_FRONTEND_FRONTEND_H
+
+#include <ev.h>
+#include <stddef.h>
+
+#include "core/net.h"
+
+struct query_engine;
+struct fe_udp;
+struct fe_tcp;
+
+struct fe_tcp_opts {
+    unsigned idle_timeout_ms; /* RFC 7766 §6.2.3: close idle clients */
+    unsigned max_conns;       /* accept no more while this many are open */
+};
+
+/* Binds and starts serving. NULL on failure, with errno set. */
+struct fe_udp *fe_udp_new(struct ev_loop *loop, const struct net_addr *a,
+                          struct query_engine *qe);
+struct fe_tcp *fe_tcp_new(struct ev_loop *loop, const struct net_addr *a,
+                          struct query_engine *qe, const struct fe_tcp_opts *o);
+
+/* Stops reading new queries; replies still in flight are still sent. Then
+ * drops the owner's reference (the object goes when the last query does). */
+void fe_udp_close(struct fe_udp *u);
+/* Stops accepting; idle connections close now, busy ones after their last
+ * reply. Then drops the owner's reference. */
+void fe_tcp_close(struct fe_tcp *t);
+
+/* Open TCP client connections (for tests of the connection cap and drain). */
+size_t fe_tcp_conns(const struct fe_tcp *t);
+
+#endif

@@ -1,0 +1,188 @@
+/* UDP listener: queries arrive in recvmmsg batches; replies produced during
+ * one loop iteration leave in one sendmmsg, flushed from an ev_prepare
+ * watcher just before the loop blocks again. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "core/log.h"
+#include "frontend/frontend.h"
+#include "resolve/query.h"
+
+enum {
+    UDP_BATCH = 32,
+    UDP_RX_SLOT = 4096, /* a larger query is not one we answer over UDP */
+    UDP_TX_SLOTS = 64,
+    UDP_TX_SLOT = 2048, /* rarer, larger replies go out at once with sendto */
+};
+
+struct fe_udp {
+    ev_io io;
+    ev_prepare flush;
+    struct ev_loop *loop;
+    struct query_engine *qe;
+    int fd;
+    unsigned refs;
+
+    size_t ntx;
+    struct mmsghdr tx_msgs[UDP_TX_SLOTS];
+    struct iovec tx_iov[UDP_TX_SLOTS];
+    struct net_addr tx_addr[UDP_TX_SLOTS];
+    uint8_t tx_buf[UDP_TX_SLOTS][UDP_TX_SLOT];
+};
+
+/* shared by every listener: the loop is single-threaded */
+static uint8_t rx_buf[UDP_BATCH][UDP_RX_SLOT];
+
+static void udp_flush(struct fe_udp *u)
+{
+    size_t done = 0;
+
+    while (done < u->ntx) {
+        int n = sendmmsg(u->fd, u->tx_msgs + done, (unsigned)(u->ntx - done), 0);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            /* full socket buffer or an unreachable client: UDP may lose these */
+            log_debug("udp sendmmsg: %s", strerror(errno));
+            done++;
+            continue;
+        }
+        done += (size_t)n;
+    }
+    u->ntx = 0;
+}
+
+static void udp_unref(struct fe_udp *u)
+{
+    if (--u->refs > 0)
+        return;
+    udp_flush(u);
+    ev_prepare_stop(u->loop, &u->flush);
+    close(u->fd);
+    free(u);
+}
+
+static void udp_send(void *ctx, const struct net_addr *peer, const uint8_t *msg, size_t len)
+{
+    struct fe_udp *u = ctx;
+
+    if (len > UDP_TX_SLOT) {
+        if (sendto(u->fd, msg, len, 0, (const struct sockaddr *)&peer->ss, peer->len) < 0)
+            log_debug("udp sendto: %s", strerror(errno));
+        return;
+    }
+    if (u->ntx == UDP_TX_SLOTS)
+        udp_flush(u);
+    size_t i = u->ntx++;
+    memcpy(u->tx_buf[i], msg, len);
+    u->tx_addr[i] = *peer;
+    u->tx_iov[i].iov_base = u->tx_buf[i];
+    u->tx_iov[i].iov_len = len;
+    memset(&u->tx_msgs[i], 0, sizeof(u->tx_msgs[i]));
+    u->tx_msgs[i].msg_hdr.msg_name = &u->tx_addr[i].ss;
+    u->tx_msgs[i].msg_hdr.msg_namelen = peer->len;
+    u->tx_msgs[i].msg_hdr.msg_iov = &u->tx_iov[i];
+    u->tx_msgs[i].msg_hdr.msg_iovlen = 1;
+    if (!ev_is_active(&u->flush))
+        ev_prepare_start(u->loop, &u->flush);
+}
+
+static void udp_hold(void *ctx)
+{
+    ((struct fe_udp *)ctx)->refs++;
+}
+
+static void udp_release(void *ctx)
+{
+    udp_unref(ctx);
+}
+
+static const struct query_sink_ops udp_sink = {
+    .send = udp_send,
+    .hold = udp_hold,
+    .release = udp_release,
+};
+
+static void udp_flush_cb(struct ev_loop *loop, ev_prepare *w, int revents)
+{
+    struct fe_udp *u = w->data;
+
+    udp_flush(u);
+    ev_prepare_stop(loop, w);
+}
+
+static void udp_read_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    struct fe_udp *u = w->data;
+    struct mmsghdr msgs[UDP_BATCH];
+    struct iovec iov[UDP_BATCH];
+    struct query_client c = {.ops = &udp_sink, .ctx = u};
+    struct net_addr peers[UDP_BATCH];
+
+    /* bounded work per wakeup so TCP clients and timers are not starved */
+    for (int round = 0; round < 4; round++) {
+        memset(msgs, 0, sizeof(msgs));
+        for (int i = 0; i < UDP_BATCH; i++) {
+            iov[i].iov_base = rx_buf[i];
+            iov[i].iov_len = UDP_RX_SLOT;
+            msgs[i].msg_hdr.msg_iov = &iov[i];
+            msgs[i].msg_hdr.msg_iovlen = 1;
+            msgs[i].msg_hdr.msg_name = &peers[i].ss;
+            msgs[i].msg_hdr.msg_namelen = sizeof(peers[i].ss);
+        }
+        int n = recvmmsg(u->fd, msgs, UDP_BATCH, MSG_DONTWAIT, NULL);
+        if (n <= 0) {
+            if (n < 0 && errno != EAGAIN && errno != EINTR)
+                log_debug("udp recvmmsg: %s", strerror(errno));
+            return;
+        }
+        for (int i = 0; i < n; i++) {
+            if (msgs[i].msg_hdr.msg_flags & MSG_TRUNC) {
+                query_count_drop(u->qe);
+                continue;
+            }
+            c.peer = peers[i];
+            c.peer.len = msgs[i].msg_hdr.msg_namelen;
+            query_submit(u->qe, rx_buf[i], msgs[i].msg_len, &c);
+        }
+        if (n < UDP_BATCH)
+            return;
+    }
+}
+
+struct fe_udp *fe_udp_new(struct ev_loop *loop, const struct net_addr *a,
+                          struct query_engine *qe)
+{
+    struct fe_udp *u;
+    int fd = net_listen(a, SOCK_DGRAM, 0);
+
+    if (fd < 0)
+        return NULL;
+    u = calloc(1, sizeof(*u));
+    if (!u) {
+        close(fd);
+        errno = ENOMEM;
+        return NULL;
+    }
+    u->loop = loop;
+    u->qe = qe;
+    u->fd = fd;
+    u->refs = 1;
+    ev_io_init(&u->io, udp_read_cb, fd, EV_READ);
+    u->io.data = u;
+    ev_prepare_init(&u->flush, udp_flush_cb);
+    u->flush.data = u;
+    ev_io_start(loop, &u->io);
+    return u;
+}
+
+void fe_udp_close(struct fe_udp *u)
+{
+    if (!u)
+        return;
+    ev_io_stop(u->loop, &u->io);
+    udp_unref(u);
+}

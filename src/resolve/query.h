@@ -1,0 +1,66 @@
+/* query — the per-query state machine. A client query enters through
+ * query_submit() and ends in exactly one reply through its client's sink (the
+ * answer, or FORMERR/NOTIMP/BADVERS/SERVFAIL), or in a counted drop when it
+ * is not a DNS query at all. In between: identical questions in flight are
+ * coalesced into one upstream exchange, and the upstreams of the pool are
+ * tried in turn until one answers or the deadline passes. */
+#ifndef DV_RESOLVE_QUERY_H
+#define DV_RESOLVE_QUERY_H
+
+#include <ev.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/net.h"
+
+struct pool;
+struct query_engine;
+
+/* How a reply gets back to the client that asked. */
+struct query_sink_ops {
+    /* Sends one reply; the sink copies msg before returning. */
+    void (*send)(void *ctx, const struct net_addr *peer, const uint8_t *msg, size_t len);
+    /* A query that cannot be answered at once holds its sink until it sends
+     * (or is dropped at shutdown) and releases it then. */
+    void (*hold)(void *ctx);
+    void (*release)(void *ctx);
+};
+
+struct query_client {
+    struct net_addr peer;
+    bool tcp; /* replies are never truncated below 65535 bytes */
+    const struct query_sink_ops *ops;
+    void *ctx;
+};
+
+struct query_opts {
+    unsigned timeout_ms; /* client-facing deadline; SERVFAIL after it */
+};
+
+struct query_stats {
+    uint64_t queries, answered, servfail, formerr, notimp, dropped;
+    uint64_t coalesced, upstream_sent, upstream_failed, truncated;
+};
+
+struct query_engine *query_engine_new(struct ev_loop *loop, const struct query_opts *o,
+                                      struct pool *pool);
+/* Fails every pending query with SERVFAIL first. */
+void query_engine_del(struct query_engine *qe);
+/* New settings and pool for queries that start from now on; queries in flight
+ * finish with what they started with. Takes a reference on pool. */
+void query_engine_configure(struct query_engine *qe, const struct query_opts *o,
+                            struct pool *pool);
+
+/* Handles one client message. msg is only read during the call. */
+void query_submit(struct query_engine *qe, const uint8_t *msg, size_t len,
+                  const struct query_client *c);
+/* Counts a datagram the frontend dropped before parsing (oversized, ...). */
+void query_count_drop(struct query_engine *qe);
+
+size_t query_pending(const struct query_engine *qe);
+void query_stats(const struct query_engine *qe, struct query_stats *out);
+/* Logs one "stats: ..." line at info level (SIGUSR1). */
+void query_stats_log(const struct query_engine *qe);
+
+#endif

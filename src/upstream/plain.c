@@ -1,0 +1,254 @@
+/* plain — unencrypted DNS to an upstream, only where the configuration asks
+ * for it (split domains on a local resolver). udp:// sends each query from
+ * its own connected socket (a fresh random source port per query, so an
+ * off-path spoofer must guess port and ID) and retries over TCP when the
+ * answer is truncated; tcp:// uses one connection per query. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "core/buf.h"
+#include "core/err.h"
+#include "core/log.h"
+#include "dns/dns.h"
+#include "upstream/upstream.h"
+
+struct plain_xfer {
+    ev_io io;
+    int fd;
+    bool tcp;
+    bool connected;
+    size_t sent;        /* TCP: bytes of frame written */
+    struct buf in;      /* TCP: bytes read */
+    struct xfer *x;
+    struct upstream *u;
+};
+
+static uint8_t rxbuf[DNS_MSG_MAX];
+
+static void px_close_fd(struct plain_xfer *px)
+{
+    if (px->fd >= 0) {
+        ev_io_stop(px->u->loop, &px->io);
+        close(px->fd);
+        px->fd = -1;
+    }
+}
+
+static void px_free(struct plain_xfer *px)
+{
+    px_close_fd(px);
+    buf_free(&px->in);
+    free(px);
+}
+
+/* Completes the xfer and frees our state; the owner may start a new xfer on
+ * this upstream from inside done, so nothing touches px afterwards. */
+static void px_finish(struct plain_xfer *px, int rc, const uint8_t *ans, size_t len)
+{
+    struct xfer *x = px->x;
+
+    x->tpriv = NULL;
+    px_close_fd(px);
+    x->done(x, rc, rc ? NULL : ans, rc ? 0 : len);
+    px_free(px);
+}
+
+static void px_tcp_cb(struct ev_loop *loop, ev_io *w, int revents);
+static void px_udp_cb(struct ev_loop *loop, ev_io *w, int revents);
+
+static int px_start(struct plain_xfer *px, bool tcp)
+{
+    struct upstream *u = px->u;
+
+    px->tcp = tcp;
+    px->sent = 0;
+    px->connected = false;
+    px->fd = net_socket(u->addr.ss.ss_family, tcp ? SOCK_STREAM : SOCK_DGRAM);
+    if (px->fd < 0)
+        return DV_EIO;
+    if (connect(px->fd, (const struct sockaddr *)&u->addr.ss, u->addr.len) < 0 &&
+        errno != EINPROGRESS) {
+        log_debug("upstream %s: connect: %s", u->name, strerror(errno));
+        close(px->fd);
+        px->fd = -1;
+        return DV_ECONN;
+    }
+    if (!tcp) {
+        if (send(px->fd, px->x->msg, px->x->len, 0) < 0) {
+            log_debug("upstream %s: send: %s", u->name, strerror(errno));
+            close(px->fd);
+            px->fd = -1;
+            return DV_ECONN;
+        }
+        ev_io_init(&px->io, px_udp_cb, px->fd, EV_READ);
+    } else {
+        ev_io_init(&px->io, px_tcp_cb, px->fd, EV_READ | EV_WRITE);
+    }
+    px->io.data = px;
+    ev_io_start(u->loop, &px->io);
+    return 0;
+}
+
+static void px_udp_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    struct plain_xfer *px = w->data;
+    const struct xfer *x = px->x;
+
+    for (;;) {
+        ssize_t n = recv(px->fd, rxbuf, sizeof(rxbuf), 0);
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EINTR)
+                return;
+            /* ICMP port unreachable surfaces here as ECONNREFUSED */
+            log_debug("upstream %s: recv: %s", px->u->name, strerror(errno));
+            px_finish(px, DV_ECONN, NULL, 0);
+            return;
+        }
+        /* a connected socket filters the source; the ID must match too */
+        if (n < DNS_HDR_LEN || dns_get16(rxbuf) != dns_get16(x->msg) ||
+            !(dns_get16(rxbuf + 2) & DNS_FLAG_QR))
+            continue;
+        if (dns_get16(rxbuf + 2) & DNS_FLAG_TC) {
+            int rc;
+            px_close_fd(px);
+            rc = px_start(px, true);
+            if (rc)
+                px_finish(px, rc, NULL, 0);
+            return;
+        }
+        px_finish(px, 0, rxbuf, (size_t)n);
+        return;
+    }
+}
+
+static void px_tcp_write(struct plain_xfer *px)
+{
+    const struct xfer *x = px->x;
+    uint8_t frame[2 + DNS_MSG_MAX];
+    size_t total = 2 + x->len;
+
+    dns_put16(frame, (uint16_t)x->len);
+    memcpy(frame + 2, x->msg, x->len);
+    while (px->sent < total) {
+        ssize_t n = send(px->fd, frame + px->sent, total - px->sent, MSG_NOSIGNAL);
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EINTR)
+                return;
+            log_debug("upstream %s: tcp send: %s", px->u->name, strerror(errno));
+            px_finish(px, DV_ECONN, NULL, 0);
+            return;
+        }
+        px->sent += (size_t)n;
+    }
+    ev_io_stop(px->u->loop, &px->io);
+    ev_io_set(&px->io, px->fd, EV_READ);
+    ev_io_start(px->u->loop, &px->io);
+}
+
+static void px_tcp_read(struct plain_xfer *px)
+{
+    for (;;) {
+        if (buf_reserve(&px->in, 4096)) {
+            px_finish(px, DV_ENOMEM, NULL, 0);
+            return;
+        }
+        ssize_t n = recv(px->fd, px->in.data + px->in.len, px->in.cap - px->in.len, 0);
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EINTR)
+                return;
+            px_finish(px, DV_ECONN, NULL, 0);
+            return;
+        }
+        if (n == 0) {
+            px_finish(px, DV_ECONN, NULL, 0);
+            return;
+        }
+        px->in.len += (size_t)n;
+        /* skip answers to other IDs: the connection is ours alone, so any
+         * mismatch is the server's error, but skipping costs nothing */
+        while (buf_used(&px->in) >= 2) {
+            size_t flen = dns_get16(buf_head(&px->in));
+            if (buf_used(&px->in) < 2 + flen)
+                break;
+            const uint8_t *m = buf_head(&px->in) + 2;
+            if (flen >= DNS_HDR_LEN && dns_get16(m) == dns_get16(px->x->msg)) {
+                px_finish(px, 0, m, flen);
+                return;
+            }
+            buf_consume(&px->in, 2 + flen);
+        }
+    }
+}
+
+static void px_tcp_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    struct plain_xfer *px = w->data;
+
+    if (!px->connected) {
+        int soerr = 0;
+        socklen_t sl = sizeof(soerr);
+        getsockopt(px->fd, SOL_SOCKET, SO_ERROR, &soerr, &sl);
+        if (soerr) {
+            log_debug("upstream %s: tcp connect: %s", px->u->name, strerror(soerr));
+            px_finish(px, DV_ECONN, NULL, 0);
+            return;
+        }
+        px->connected = true;
+    }
+    if (revents & EV_WRITE) {
+        px_tcp_write(px);
+        return;
+    }
+    if (revents & EV_READ)
+        px_tcp_read(px);
+}
+
+static int plain_open(struct upstream *u)
+{
+    return 0;
+}
+
+static int plain_send(struct upstream *u, struct xfer *x)
+{
+    struct plain_xfer *px = calloc(1, sizeof(*px));
+    int rc;
+
+    if (!px)
+        return DV_ENOMEM;
+    px->x = x;
+    px->u = u;
+    px->fd = -1;
+    buf_init(&px->in);
+    rc = px_start(px, u->proto == UPSTREAM_TCP);
+    if (rc) {
+        px_free(px);
+        return rc;
+    }
+    x->tpriv = px;
+    return 0;
+}
+
+static void plain_cancel(struct upstream *u, struct xfer *x)
+{
+    struct plain_xfer *px = x->tpriv;
+
+    if (px) {
+        x->tpriv = NULL;
+        px_free(px);
+    }
+}
+
+static void plain_close(struct upstream *u)
+{
+}
+
+const struct transport_ops plain_ops = {
+    .name = "plain",
+    .open = plain_open,
+    .send = plain_send,
+    .cancel = plain_cancel,
+    .close = plain_close,
+};

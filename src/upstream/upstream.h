@@ -1,0 +1,75 @@
+/* upstream — one configured upstream server and the transport interface every
+ * protocol implements (plain, dot, doh, doq, odoh).
+ *
+ * The query layer owns the retry/deadline logic; a transport only moves one
+ * query to its server and reports the outcome through xfer->done. */
+#ifndef DV_UPSTREAM_UPSTREAM_H
+#define DV_UPSTREAM_UPSTREAM_H
+
+#include <ev.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/net.h"
+
+struct upstream;
+struct xfer;
+
+/* Called exactly once per xfer that send() accepted, unless the xfer was
+ * cancelled first; never from inside send(). rc is 0 with the answer in
+ * ans[0..len) (valid only during the call; the transport has matched the
+ * message ID) or a DV_E* code with ans NULL. */
+typedef void (*xfer_done_fn)(struct xfer *x, int rc, const uint8_t *ans, size_t len);
+
+/* One exchange with one upstream. Owned by the caller, who keeps it and the
+ * query bytes alive until done runs or cancel returns. */
+struct xfer {
+    const uint8_t *msg; /* query in wire form; its ID is used on the wire */
+    size_t len;
+    xfer_done_fn done;
+    void *owner;
+    void *tpriv; /* transport-private, set by send() */
+};
+
+struct transport_ops {
+    const char *name; /* "plain", "dot", "doh", "doq", "odoh" */
+    /* Sets up u->priv from u's settings. 0 or DV_E*. */
+    int (*open)(struct upstream *u);
+    /* Queues x. 0, or DV_E* (then done is never called). */
+    int (*send)(struct upstream *u, struct xfer *x);
+    /* Forgets x; done will not be called for it. */
+    void (*cancel)(struct upstream *u, struct xfer *x);
+    /* Frees u->priv and every connection. No xfer is pending when called. */
+    void (*close)(struct upstream *u);
+};
+
+enum upstream_proto { UPSTREAM_UDP, UPSTREAM_TCP };
+
+struct upstream {
+    char *name;
+    char *url;
+    const struct transport_ops *ops;
+    enum upstream_proto proto;
+    struct net_addr addr;
+    struct ev_loop *loop;
+    void *priv;
+
+    /* health, kept by pool.c */
+    unsigned fails;       /* consecutive failures */
+    uint64_t down_until;  /* monotonic ms; skipped before this unless all are down */
+    double rtt_ewma;      /* ms */
+    unsigned refs;
+};
+
+/* Creates an upstream from a URL (udp://ADDR[:PORT], tcp://ADDR[:PORT]; later
+ * transports add their schemes). On failure returns NULL and writes the
+ * reason to err. */
+struct upstream *upstream_new(struct ev_loop *loop, const char *name, const char *url,
+                              char *err, size_t errlen);
+void upstream_ref(struct upstream *u);
+/* Drops a reference; the last one closes the transport and frees u. */
+void upstream_unref(struct upstream *u);
+
+extern const struct transport_ops plain_ops;
+
+#endif
