@@ -42,6 +42,7 @@ enum {
     OPT_USER,
     OPT_PIDFILE,
     OPT_CHECK,
+    OPT_TLS_CA,
 };
 
 static const struct option long_opts[] = {
@@ -54,6 +55,7 @@ static const struct option long_opts[] = {
     {"daemon", no_argument, NULL, 'd'},
     {"pidfile", required_argument, NULL, OPT_PIDFILE},
     {"check", no_argument, NULL, OPT_CHECK},
+    {"tls-ca", required_argument, NULL, OPT_TLS_CA},
     {"help", no_argument, NULL, 'h'},
     {"version", no_argument, NULL, 'V'},
     {NULL, 0, NULL, 0},
@@ -68,6 +70,7 @@ static void usage(FILE *f)
             "                        default 127.0.0.53:53); [::1]:53 for IPv6\n"
             "  -u, --upstream URL    upstream server, tried in the order given (repeatable):\n"
             "                        udp://IP[:PORT] (TCP retry on truncation), tcp://IP[:PORT]\n"
+            "      --tls-ca FILE     trust this PEM CA bundle instead of the system store\n"
             "      --timeout MS      per-query deadline before SERVFAIL (default 2500)\n"
             "      --user NAME       user to run as after binding (default nobody)\n"
             "  -v, --verbose         debug logging\n"
@@ -172,8 +175,7 @@ static struct pool *build_pool(struct daemon *d)
     if (!ups)
         return NULL;
     for (; n < c->n_upstreams; n++) {
-        ups[n] = upstream_new(d->loop, c->upstreams[n].name, c->upstreams[n].url, err,
-                              sizeof(err));
+        ups[n] = upstream_new(d->loop, &c->upstreams[n], c, err, sizeof(err));
         if (!ups[n]) {
             log_err("%s", err);
             goto out;
@@ -290,6 +292,10 @@ int main(int argc, char **argv)
         case 'd': daemon_mode = true; break;
         case OPT_PIDFILE: pidfile = optarg; break;
         case OPT_CHECK: check = true; break;
+        case OPT_TLS_CA:
+            free(d.cfg->ca_file);
+            d.cfg->ca_file = strdup(optarg);
+            break;
         case 'h': usage(stdout); rc = 0; goto out;
         case 'V': printf("dnsveil %s\n", DV_VERSION); rc = 0; goto out;
         default: usage(stderr); goto out;

@@ -28,13 +28,12 @@ void config_free(struct config *c)
 {
     if (!c)
         return;
-    for (size_t i = 0; i < c->n_upstreams; i++) {
-        free(c->upstreams[i].name);
-        free(c->upstreams[i].url);
-    }
+    for (size_t i = 0; i < c->n_upstreams; i++)
+        config_upstream_clear(&c->upstreams[i]);
     free(c->upstreams);
     free(c->listeners);
     free(c->user);
+    free(c->ca_file);
     free(c);
 }
 
@@ -53,6 +52,21 @@ int config_add_listener(struct config *c, const char *addr, bool udp, bool tcp)
     return 0;
 }
 
+void config_upstream_clear(struct cfg_upstream *u)
+{
+    free(u->name);
+    free(u->url);
+    free(u->tls_name);
+    free(u->ca_file);
+    for (size_t i = 0; i < u->n_pins; i++)
+        free(u->pins[i]);
+    free(u->pins);
+    for (size_t i = 0; i < u->n_bootstrap; i++)
+        free(u->bootstrap[i]);
+    free(u->bootstrap);
+    memset(u, 0, sizeof(*u));
+}
+
 int config_add_upstream(struct config *c, const char *name, const char *url)
 {
     struct cfg_upstream *p = realloc(c->upstreams, (c->n_upstreams + 1) * sizeof(*p));
@@ -61,6 +75,7 @@ int config_add_upstream(struct config *c, const char *name, const char *url)
         return DV_ENOMEM;
     c->upstreams = p;
     p = &c->upstreams[c->n_upstreams];
+    memset(p, 0, sizeof(*p));
     p->name = strdup(name ? name : url);
     p->url = strdup(url);
     if (!p->name || !p->url) {

@@ -17,6 +17,13 @@ struct cfg_listener {
 struct cfg_upstream {
     char *name;
     char *url;
+    char *tls_name;    /* name checked against the certificate; NULL = URL host */
+    char *ca_file;     /* PEM bundle to trust instead of the system store */
+    char **pins;       /* base64 SHA-256 of the SubjectPublicKeyInfo; any may match */
+    size_t n_pins;
+    char **bootstrap;  /* IP addresses for a URL whose host is a name */
+    size_t n_bootstrap;
+    bool doh_get;      /* DoH: GET ?dns= instead of POST */
 };
 
 struct config {
@@ -29,6 +36,7 @@ struct config {
     unsigned tcp_idle_ms;     /* idle client TCP connections close after this */
     unsigned tcp_max_conns;   /* client TCP connections per listener */
     char *user;               /* drop to this user after binding as root */
+    char *ca_file;            /* default CA bundle for every TLS upstream (--tls-ca) */
     int log_level;            /* DV_LOG_* */
 };
 
@@ -39,5 +47,7 @@ void config_free(struct config *c);
 /* Appends a listener / upstream. 0, DV_EINVAL (bad address) or DV_ENOMEM. */
 int config_add_listener(struct config *c, const char *addr, bool udp, bool tcp);
 int config_add_upstream(struct config *c, const char *name, const char *url);
+/* Frees what an upstream entry owns and zeroes it. */
+void config_upstream_clear(struct cfg_upstream *u);
 
 #endif

@@ -18,51 +18,169 @@ static const struct scheme schemes[] = {
     {"tcp://", &plain_ops, UPSTREAM_TCP, 53},
 };
 
-struct upstream *upstream_new(struct ev_loop *loop, const char *name, const char *url,
-                              char *err, size_t errlen)
+static char *dup_or_null(const char *s)
+{
+    return s ? strdup(s) : NULL;
+}
+
+static char **dup_list(char *const *v, size_t n)
+{
+    char **out = calloc(n ? n : 1, sizeof(*out));
+
+    for (size_t i = 0; out && i < n; i++) {
+        if (!(out[i] = strdup(v[i]))) {
+            while (i--)
+                free(out[i]);
+            free(out);
+            return NULL;
+        }
+    }
+    return out;
+}
+
+static int copy_cfg(struct cfg_upstream *dst, const struct cfg_upstream *src,
+                    const struct config *global)
+{
+    const char *ca = src->ca_file ? src->ca_file : global ? global->ca_file : NULL;
+
+    memset(dst, 0, sizeof(*dst));
+    dst->name = strdup(src->name ? src->name : src->url);
+    dst->url = strdup(src->url);
+    dst->tls_name = dup_or_null(src->tls_name);
+    dst->ca_file = dup_or_null(ca);
+    dst->pins = dup_list(src->pins, src->n_pins);
+    dst->n_pins = src->n_pins;
+    dst->bootstrap = dup_list(src->bootstrap, src->n_bootstrap);
+    dst->n_bootstrap = src->n_bootstrap;
+    dst->doh_get = src->doh_get;
+    if (!dst->name || !dst->url || !dst->pins || !dst->bootstrap ||
+        (src->tls_name && !dst->tls_name) || (ca && !dst->ca_file)) {
+        config_upstream_clear(dst);
+        return DV_ENOMEM;
+    }
+    return 0;
+}
+
+/* Splits "host[:port][/path]" (host may be "[v6]") and finds the address:
+ * the host itself when it is an IP literal, else the first bootstrap
+ * address, so a name never goes to the system resolver in plaintext. */
+static int parse_authority(struct upstream *u, const char *rest, uint16_t port,
+                           char *err, size_t errlen)
+{
+    const char *slash = strchr(rest, '/');
+    size_t alen = slash ? (size_t)(slash - rest) : strlen(rest);
+    char auth[300], hostbuf[300];
+    const char *portstr = NULL;
+
+    if (alen == 0 || alen >= sizeof(auth)) {
+        snprintf(err, errlen, "upstream '%s': missing or overlong host", u->url);
+        return DV_EINVAL;
+    }
+    memcpy(auth, rest, alen);
+    auth[alen] = 0;
+    if (auth[0] == '[') {
+        char *end = strchr(auth, ']');
+        if (!end || (end[1] && end[1] != ':')) {
+            snprintf(err, errlen, "upstream '%s': bad IPv6 literal", u->url);
+            return DV_EINVAL;
+        }
+        *end = 0;
+        snprintf(hostbuf, sizeof(hostbuf), "%s", auth + 1);
+        portstr = end[1] ? end + 2 : NULL;
+    } else {
+        char *colon = strrchr(auth, ':');
+        if (colon && strchr(auth, ':') != colon) {
+            snprintf(err, errlen, "upstream '%s': write an IPv6 address as [ADDR]:PORT",
+                     u->url);
+            return DV_EINVAL;
+        }
+        if (colon) {
+            *colon = 0;
+            portstr = colon + 1;
+        }
+        snprintf(hostbuf, sizeof(hostbuf), "%s", auth);
+    }
+    if (portstr) {
+        char *end;
+        long v = strtol(portstr, &end, 10);
+        if (!*portstr || *end || v < 1 || v > 65535) {
+            snprintf(err, errlen, "upstream '%s': bad port '%s'", u->url, portstr);
+            return DV_EINVAL;
+        }
+        port = (uint16_t)v;
+    }
+    u->host = strdup(hostbuf);
+    u->path = slash ? strdup(slash) : NULL;
+    if (!u->host || (slash && !u->path))
+        return DV_ENOMEM;
+
+    if (net_addr_parse(hostbuf, port, &u->addr) == 0)
+        return 0;
+    if (u->cfg.n_bootstrap == 0) {
+        snprintf(err, errlen,
+                 "upstream '%s': host '%s' is a name; give its IP addresses in 'bootstrap'",
+                 u->url, hostbuf);
+        return DV_EINVAL;
+    }
+    if (net_addr_parse(u->cfg.bootstrap[0], port, &u->addr)) {
+        snprintf(err, errlen, "upstream '%s': bad bootstrap address '%s'", u->url,
+                 u->cfg.bootstrap[0]);
+        return DV_EINVAL;
+    }
+    return 0;
+}
+
+static void upstream_free(struct upstream *u)
+{
+    config_upstream_clear(&u->cfg);
+    free(u->host);
+    free(u->path);
+    free(u->name);
+    free(u->url);
+    free(u);
+}
+
+struct upstream *upstream_new(struct ev_loop *loop, const struct cfg_upstream *cfg,
+                              const struct config *global, char *err, size_t errlen)
 {
     const struct scheme *sc = NULL;
     struct upstream *u;
+    int rc;
 
     for (size_t i = 0; i < sizeof(schemes) / sizeof(schemes[0]); i++) {
-        if (strncmp(url, schemes[i].prefix, strlen(schemes[i].prefix)) == 0) {
+        if (strncmp(cfg->url, schemes[i].prefix, strlen(schemes[i].prefix)) == 0) {
             sc = &schemes[i];
             break;
         }
     }
     if (!sc) {
-        snprintf(err, errlen, "unsupported upstream URL '%s' (expected udp:// or tcp://)", url);
+        snprintf(err, errlen, "upstream '%s': unsupported URL scheme", cfg->url);
         return NULL;
     }
     u = calloc(1, sizeof(*u));
-    if (!u)
-        goto fail_alloc;
-    u->name = strdup(name ? name : url);
-    u->url = strdup(url);
-    if (!u->name || !u->url)
-        goto fail_strings;
-    if (net_addr_parse(url + strlen(sc->prefix), sc->port, &u->addr)) {
-        snprintf(err, errlen, "upstream '%s': expected an IP address with an optional port", url);
-        goto fail_strings;
+    if (!u) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
     }
+    if (copy_cfg(&u->cfg, cfg, global) ||
+        !(u->name = strdup(u->cfg.name)) || !(u->url = strdup(u->cfg.url))) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    if (parse_authority(u, cfg->url + strlen(sc->prefix), sc->port, err, errlen))
+        goto fail;
     u->ops = sc->ops;
     u->proto = sc->proto;
     u->loop = loop;
     u->refs = 1;
-    int rc = u->ops->open(u);
+    rc = u->ops->open(u);
     if (rc) {
-        snprintf(err, errlen, "upstream '%s': %s", url, dv_strerror(rc));
-        goto fail_strings;
+        snprintf(err, errlen, "upstream '%s': %s", cfg->url, dv_strerror(rc));
+        goto fail;
     }
     return u;
-
-fail_strings:
-    free(u->name);
-    free(u->url);
-    free(u);
-    return NULL;
-fail_alloc:
-    snprintf(err, errlen, "out of memory");
+fail:
+    upstream_free(u);
     return NULL;
 }
 
@@ -76,7 +194,5 @@ void upstream_unref(struct upstream *u)
     if (!u || --u->refs > 0)
         return;
     u->ops->close(u);
-    free(u->name);
-    free(u->url);
-    free(u);
+    upstream_free(u);
 }

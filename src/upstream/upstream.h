@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "config/config.h"
 #include "core/net.h"
 
 struct upstream;
@@ -43,7 +44,7 @@ struct transport_ops {
     void (*close)(struct upstream *u);
 };
 
-enum upstream_proto { UPSTREAM_UDP, UPSTREAM_TCP };
+enum upstream_proto { UPSTREAM_UDP, UPSTREAM_TCP, UPSTREAM_TLS, UPSTREAM_HTTPS, UPSTREAM_QUIC };
 
 struct upstream {
     char *name;
@@ -51,6 +52,9 @@ struct upstream {
     const struct transport_ops *ops;
     enum upstream_proto proto;
     struct net_addr addr;
+    char *host;        /* the URL's host (a name or an IP literal) */
+    char *path;        /* the URL's path for DoH ("/dns-query"), else NULL */
+    struct cfg_upstream cfg; /* a private copy of its settings */
     struct ev_loop *loop;
     void *priv;
 
@@ -61,11 +65,11 @@ struct upstream {
     unsigned refs;
 };
 
-/* Creates an upstream from a URL (udp://ADDR[:PORT], tcp://ADDR[:PORT]; later
- * transports add their schemes). On failure returns NULL and writes the
- * reason to err. */
-struct upstream *upstream_new(struct ev_loop *loop, const char *name, const char *url,
-                              char *err, size_t errlen);
+/* Creates an upstream from its settings; the URL scheme picks the transport
+ * (udp://IP[:PORT], tcp://IP[:PORT]; later transports add theirs). cfg is
+ * copied. On failure returns NULL and writes the reason to err. */
+struct upstream *upstream_new(struct ev_loop *loop, const struct cfg_upstream *cfg,
+                              const struct config *global, char *err, size_t errlen);
 void upstream_ref(struct upstream *u);
 /* Drops a reference; the last one closes the transport and frees u. */
 void upstream_unref(struct upstream *u);
