@@ -281,13 +281,25 @@ static struct toml_node *table_add_table(struct parser *p, struct toml_node *t, 
     return n;
 }
 
+/* What a node is, with its article, for messages. */
 static const char *node_what(const struct toml_node *n)
 {
-    if (n->kind == TOML_TABLE)
-        return (n->flags & TAB_INLINE) ? "inline table" : "table";
-    if (n->kind == TOML_ARRAY)
-        return (n->flags & ARR_TABLES) ? "array of tables" : "array";
-    return toml_kind_name(n->kind);
+    switch (n->kind) {
+    case TOML_TABLE:
+        if (n->flags & TAB_INLINE)
+            return "an inline table";
+        if (n->flags & TAB_HEADER)
+            return "a [table]";
+        return (n->flags & TAB_DOTTED) ? "a dotted-key table" : "a table";
+    case TOML_ARRAY: return (n->flags & ARR_TABLES) ? "an array of tables" : "a static array";
+    case TOML_INT: return "an integer";
+    case TOML_FLOAT: return "a float";
+    case TOML_BOOL: return "a boolean";
+    case TOML_STRING: return "a string";
+    case TOML_DATETIME: return "a datetime";
+    case TOML_NONE: break;
+    }
+    return "a value";
 }
 
 /* Copies a key for messages, escaping control bytes and shortening long keys
@@ -404,7 +416,9 @@ static int check_encoding(struct parser *p)
         }
         size_t need;
         unsigned cp, min;
-        if (c >= 0xc2 && c <= 0xdf) {
+        /* Leads that can only start overlong (c0, c1) or too-large (f5-f7)
+         * sequences are decoded anyway so the message can say which. */
+        if (c >= 0xc0 && c <= 0xdf) {
             need = 1;
             cp = c & 0x1f;
             min = 0x80;
@@ -412,7 +426,7 @@ static int check_encoding(struct parser *p)
             need = 2;
             cp = c & 0x0f;
             min = 0x800;
-        } else if (c >= 0xf0 && c <= 0xf4) {
+        } else if (c >= 0xf0 && c <= 0xf7) {
             need = 3;
             cp = c & 0x07;
             min = 0x10000;
@@ -441,6 +455,8 @@ static int check_encoding(struct parser *p)
 
 static int buf_put(struct parser *p, const char *s, size_t len)
 {
+    if (len == 0)
+        return DV_OK;
     if (len > p->bufcap - p->buflen) {
         size_t cap = p->bufcap ? p->bufcap : 64;
         while (len > cap - p->buflen) {
@@ -1123,8 +1139,9 @@ static int parse_keyval(struct parser *p, struct toml_node *table)
             free(key);
             if (child->kind != TOML_TABLE || (child->flags & (TAB_INLINE | TAB_HEADER)))
                 return fail_at(p, keyoff,
-                               "cannot add keys to %s '%s' (defined at %d:%d) with a dotted key",
-                               node_what(child), show, child->kline, child->kcol);
+                               "cannot add keys with a dotted key to '%s': it is %s (defined at "
+                               "%d:%d)",
+                               show, node_what(child), child->kline, child->kcol);
             child->flags |= TAB_DOTTED;
             t = child;
             continue;
@@ -1190,8 +1207,9 @@ static int parse_header(struct parser *p)
                 continue;
             }
             if (child->kind != TOML_TABLE || (child->flags & TAB_INLINE))
-                return fail_at(p, keyoff, "cannot define a table inside %s '%s' (defined at %d:%d)",
-                               node_what(child), show, child->kline, child->kcol);
+                return fail_at(p, keyoff,
+                               "cannot define a table inside '%s': it is %s (defined at %d:%d)",
+                               show, node_what(child), child->kline, child->kcol);
             t = child;
             continue;
         }
@@ -1228,10 +1246,9 @@ static int parse_header(struct parser *p)
                 free(key);
                 if (child->kind != TOML_ARRAY || !(child->flags & ARR_TABLES))
                     return fail_at(p, keyoff,
-                                   "cannot append to '%s' with [[%s]]: it is %s %s (defined at "
+                                   "cannot append to '%s' with [[%s]]: it is %s (defined at "
                                    "%d:%d)",
-                                   show, show, child->kind == TOML_ARRAY ? "a static" : "a",
-                                   node_what(child), child->kline, child->kcol);
+                                   show, show, node_what(child), child->kline, child->kcol);
             }
             struct toml_node *elem = table_add_table(p, child, NULL, 0, open, TAB_HEADER);
             if (!elem)
@@ -1246,8 +1263,8 @@ static int parse_header(struct parser *p)
                 key_show(key, keylen, show, sizeof(show));
                 free(key);
                 if (child->kind != TOML_TABLE || child->flags != TAB_IMPLICIT)
-                    return fail_at(p, keyoff, "%s '%s' already defined at %d:%d",
-                                   node_what(child), show, child->kline, child->kcol);
+                    return fail_at(p, keyoff, "'%s' is already defined as %s at %d:%d", show,
+                                   node_what(child), child->kline, child->kcol);
                 child->flags = TAB_HEADER;
             }
             pos_of(p, open, &child->line, &child->col);
