@@ -1,0 +1,210 @@
+/* dns/edns.c — EDNS(0) OPT RR: reading, writing, options, query padding. */
+#include "dns/dns.h"
+
+#include <string.h>
+
+#include "core/err.h"
+
+enum {
+    OPT_FIXED_LEN = 11, /* root owner, type, class, TTL, RDLENGTH */
+    OPT_HDR_LEN = 4,    /* option code + option length */
+};
+
+int dns_edns_parse_opts(const uint8_t *rdata, size_t rdlen, struct dns_edns *e)
+{
+    size_t p = 0;
+
+    e->has_ecs = e->has_padding = e->has_cookie = e->has_keepalive = false;
+    e->keepalive = 0;
+    e->keepalive_len = 0;
+    while (p < rdlen) {
+        if (rdlen - p < OPT_HDR_LEN)
+            return DV_EMALFORMED;
+        uint16_t code = dns_get16(rdata + p);
+        uint16_t olen = dns_get16(rdata + p + 2);
+        p += OPT_HDR_LEN;
+        if (olen > rdlen - p)
+            return DV_EMALFORMED;
+        switch (code) {
+        case DNS_OPT_ECS: e->has_ecs = true; break;
+        case DNS_OPT_PADDING: e->has_padding = true; break;
+        case DNS_OPT_COOKIE: e->has_cookie = true; break;
+        case DNS_OPT_KEEPALIVE:
+            e->has_keepalive = true;
+            e->keepalive_len = olen;
+            e->keepalive = olen == 2 ? dns_get16(rdata + p) : 0;
+            break;
+        default: break;
+        }
+        p += olen;
+    }
+    return 0;
+}
+
+int dns_edns_read(const uint8_t *msg, size_t len, const struct dns_rr *rr, struct dns_edns *e)
+{
+    memset(e, 0, sizeof(*e));
+    if (rr->type != DNS_TYPE_OPT || rr->rdata_off > len || rr->rdlen > len - rr->rdata_off ||
+        rr->off > rr->rdata_off)
+        return DV_EMALFORMED;
+    e->present = true;
+    e->udp_size = rr->rclass;
+    e->ext_rcode = (uint8_t)(rr->ttl >> 24);
+    e->version = (uint8_t)(rr->ttl >> 16);
+    e->do_bit = (rr->ttl & 0x8000) != 0;
+    e->rr_off = rr->off;
+    e->rr_len = rr->rdata_off + rr->rdlen - rr->off;
+    return dns_edns_parse_opts(msg + rr->rdata_off, rr->rdlen, e);
+}
+
+void dns_edns_write(struct dns_cur *c, uint16_t udp_size, bool do_bit, uint8_t ext_rcode)
+{
+    dns_cur_put_u8(c, 0);
+    dns_cur_put_u16(c, DNS_TYPE_OPT);
+    dns_cur_put_u16(c, udp_size);
+    dns_cur_put_u32(c, (uint32_t)ext_rcode << 24 | (do_bit ? 0x8000u : 0));
+    dns_cur_put_u16(c, 0);
+}
+
+/* Checks that msg[off..len) is exactly one root-owner OPT RR. */
+static bool opt_is_last(const uint8_t *msg, size_t len, size_t off)
+{
+    return off < len && len - off >= OPT_FIXED_LEN && msg[off] == 0 &&
+           dns_get16(msg + off + 1) == DNS_TYPE_OPT &&
+           dns_get16(msg + off + 9) == len - off - OPT_FIXED_LEN;
+}
+
+int dns_edns_add_opt(uint8_t *msg, size_t *len, size_t cap, size_t opt_rr_off,
+                     uint16_t code, const void *data, uint16_t dlen)
+{
+    size_t l = *len;
+
+    if (!opt_is_last(msg, l, opt_rr_off))
+        return DV_EMALFORMED;
+    size_t rdlen = l - opt_rr_off - OPT_FIXED_LEN + OPT_HDR_LEN + dlen;
+    if (rdlen > UINT16_MAX || l + OPT_HDR_LEN + dlen > cap || l + OPT_HDR_LEN + dlen > DNS_MSG_MAX)
+        return DV_ESPACE;
+    dns_put16(msg + l, code);
+    dns_put16(msg + l + 2, dlen);
+    if (dlen)
+        memcpy(msg + l + OPT_HDR_LEN, data, dlen);
+    dns_put16(msg + opt_rr_off + 9, (uint16_t)rdlen);
+    *len = l + OPT_HDR_LEN + dlen;
+    return 0;
+}
+
+/* Compacts rdata[0..rdlen) in place, dropping options for which drop() holds.
+ * The options must already be known to be well-formed. Returns the new length. */
+static size_t opts_compact(uint8_t *rdata, size_t rdlen, bool (*drop)(uint16_t, uint16_t),
+                           uint16_t arg)
+{
+    size_t p = 0, q = 0;
+
+    while (p + OPT_HDR_LEN <= rdlen) {
+        size_t n = OPT_HDR_LEN + dns_get16(rdata + p + 2);
+        if (!drop(dns_get16(rdata + p), arg)) {
+            memmove(rdata + q, rdata + p, n);
+            q += n;
+        }
+        p += n;
+    }
+    return q;
+}
+
+/* Same walk without writing: the length opts_compact would return. */
+static size_t opts_kept(const uint8_t *rdata, size_t rdlen, bool (*drop)(uint16_t, uint16_t),
+                        uint16_t arg)
+{
+    size_t p = 0, q = 0;
+
+    while (p + OPT_HDR_LEN <= rdlen) {
+        size_t n = OPT_HDR_LEN + dns_get16(rdata + p + 2);
+        if (!drop(dns_get16(rdata + p), arg))
+            q += n;
+        p += n;
+    }
+    return q;
+}
+
+static bool drop_code(uint16_t code, uint16_t arg)
+{
+    return code == arg;
+}
+
+/* Padding is recomputed, and a client subnet must never leave us encrypted. */
+static bool drop_for_padding(uint16_t code, uint16_t arg)
+{
+    (void)arg;
+    return code == DNS_OPT_PADDING || code == DNS_OPT_ECS;
+}
+
+int dns_edns_pad_query(uint8_t *msg, size_t *len, size_t cap, size_t block)
+{
+    struct dns_rr opt;
+    struct dns_edns e;
+    size_t l = *len, rdata_off, kept = 0;
+    int rc;
+
+    if (block == 0 || block > DNS_MSG_MAX)
+        return DV_EINVAL;
+    rc = dns_msg_find_opt(msg, l, &opt);
+    if (rc < 0)
+        return rc;
+    if (rc == 1) {
+        if (opt.rdata_off + opt.rdlen != l || dns_edns_parse_opts(msg + opt.rdata_off, opt.rdlen, &e) < 0)
+            return DV_EMALFORMED;
+        rdata_off = opt.rdata_off;
+        kept = opts_kept(msg + rdata_off, opt.rdlen, drop_for_padding, 0);
+    } else {
+        if (dns_get16(msg + 10) == UINT16_MAX)
+            return DV_EMALFORMED;
+        rdata_off = l + OPT_FIXED_LEN;
+    }
+
+    /* Work out the final size before touching anything, so a failure leaves
+     * the query as it was. */
+    size_t unpadded = rdata_off + kept + OPT_HDR_LEN;
+    size_t padded = (unpadded + block - 1) / block * block;
+    if (padded > cap || padded > DNS_MSG_MAX)
+        return DV_ESPACE;
+
+    if (rc == 0) {
+        struct dns_cur c;
+        dns_cur_init_w(&c, msg, cap);
+        dns_cur_seek(&c, l);
+        dns_edns_write(&c, DNS_EDNS_DEFAULT, false, 0);
+        dns_put16(msg + 10, (uint16_t)(dns_get16(msg + 10) + 1));
+    } else {
+        opts_compact(msg + rdata_off, opt.rdlen, drop_for_padding, 0);
+    }
+    size_t pad_off = rdata_off + kept;
+    size_t pad_len = padded - unpadded;
+    dns_put16(msg + pad_off, DNS_OPT_PADDING);
+    dns_put16(msg + pad_off + 2, (uint16_t)pad_len);
+    memset(msg + pad_off + OPT_HDR_LEN, 0, pad_len); /* RFC 7830: SHOULD be zeros */
+    dns_put16(msg + rdata_off - 2, (uint16_t)(padded - rdata_off));
+    *len = padded;
+    return 0;
+}
+
+int dns_edns_strip_opt(uint8_t *msg, size_t *len, uint16_t code)
+{
+    struct dns_rr opt;
+    struct dns_edns e;
+    size_t l = *len;
+    int rc = dns_msg_find_opt(msg, l, &opt);
+
+    if (rc <= 0)
+        return rc;
+    if (dns_edns_parse_opts(msg + opt.rdata_off, opt.rdlen, &e) < 0)
+        return DV_EMALFORMED;
+    size_t end = opt.rdata_off + opt.rdlen;
+    size_t kept = opts_compact(msg + opt.rdata_off, opt.rdlen, drop_code, code);
+    size_t removed = opt.rdlen - kept;
+    if (removed == 0)
+        return 0;
+    memmove(msg + opt.rdata_off + kept, msg + end, l - end);
+    dns_put16(msg + opt.rdata_off - 2, (uint16_t)kept);
+    *len = l - removed;
+    return 0;
+}
