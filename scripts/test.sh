@@ -1,0 +1,268 @@
+#!/usr/bin/env bash
+# The whole test suite: dependencies, test peers, debug/ASan/fuzz builds,
+# unit tests (ctest), the integration suite against the debug and the ASan
+# binary, and a short run of every fuzz target.
+#
+# Usage: scripts/test.sh            (FUZZ_SECONDS=60 by default)
+#        FUZZ_SECONDS=10 scripts/test.sh
+#        PYTEST_ARGS="-k malformed" scripts/test.sh
+#
+# Every stage runs even when an earlier one failed; the last line of output
+# is always "N passed, N failed" and the exit status is non-zero when
+# anything failed.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+REPO=$(pwd)
+FUZZ_SECONDS=${FUZZ_SECONDS:-60}
+PYTEST_ARGS=${PYTEST_ARGS:-}
+PYTHON=/usr/bin/python3          # Debian's, which has pytest and dnspython
+JOBS=$(nproc 2>/dev/null || echo 2)
+LOGDIR=$REPO/build/test-logs
+mkdir -p "$LOGDIR"
+
+PASSED=0
+FAILED=0
+SUMMARY=()
+
+note() { printf '\n==> %s\n' "$*"; }
+record() {   # record STAGE PASSED FAILED
+    PASSED=$((PASSED + $2))
+    FAILED=$((FAILED + $3))
+    SUMMARY+=("$(printf '%-28s %4d passed, %4d failed' "$1" "$2" "$3")")
+}
+# Set-up stages are not tests: success adds nothing to the counts, failure
+# counts as one failure so it can never go unnoticed.
+stage_ok() { SUMMARY+=("$(printf '%-28s ok' "$1")"); }
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then "$@"
+    elif command -v sudo >/dev/null; then sudo "$@"
+    else echo "need root for: $*" >&2; return 1
+    fi
+}
+
+# ---------------------------------------------------------------- 1. deps
+stage_deps() {
+    note "dependencies"
+    if [ -f scripts/deps.sh ]; then
+        if bash scripts/deps.sh; then stage_ok deps; else record deps 0 1; fi
+    else
+        echo "scripts/deps.sh not present; skipping"
+    fi
+}
+
+# ---------------------------------------------------------------- 2. peers
+PEER_PKGS=(knot knot-dnsutils unbound dnsutils python3-pytest python3-dnspython)
+
+missing_pkgs() {
+    local p
+    for p in "$@"; do
+        dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed$' \
+            || echo "$p"
+    done
+}
+
+# Stop whatever a package's maintainer scripts may have started: only the
+# processes named by the packaged services' own pid files (or units).
+stop_packaged_services() {
+    if [ "$(cat /proc/1/comm 2>/dev/null)" = systemd ]; then
+        as_root systemctl disable --now knot.service unbound.service >/dev/null 2>&1 || true
+    fi
+    local f pid comm
+    for f in /run/knot/knot.pid /run/unbound.pid /var/run/unbound.pid; do
+        [ -r "$f" ] || continue
+        pid=$(tr -dc 0-9 <"$f")
+        [ -n "$pid" ] || continue
+        comm=$(cat "/proc/$pid/comm" 2>/dev/null || true)
+        if [ "$comm" = knotd ] || [ "$comm" = unbound ]; then
+            echo "stopping packaged $comm (pid $pid from $f)"
+            as_root kill "$pid" || true
+        fi
+    done
+}
+
+install_with_policy_rc_d() {
+    local policy=/usr/sbin/policy-rc.d backup="" rc=0
+    if [ -e "$policy" ]; then
+        backup=$(mktemp /tmp/policy-rc.d.XXXXXX)
+        as_root cp -p "$policy" "$backup"
+    fi
+    printf '#!/bin/sh\nexit 101\n' | as_root tee "$policy" >/dev/null
+    as_root chmod 755 "$policy"
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y --no-install-recommends "$@" || rc=$?
+    if [ -n "$backup" ]; then
+        as_root cp -p "$backup" "$policy"
+        rm -f "$backup"
+    else
+        as_root rm -f "$policy"
+    fi
+    return $rc
+}
+
+stage_peers() {
+    note "test peers"
+    local need=() base=()
+    mapfile -t need < <(missing_pkgs "${PEER_PKGS[@]}")
+    if [ ! -f scripts/deps.sh ]; then   # the bare minimum to build without deps.sh
+        mapfile -t base < <(missing_pkgs cmake make gcc clang pkg-config libev-dev libcmocka-dev)
+        need+=("${base[@]}")
+    fi
+    if [ ${#need[@]} -gt 0 ]; then
+        echo "installing: ${need[*]}"
+        if ! install_with_policy_rc_d "${need[@]}"; then
+            stop_packaged_services
+            record peers 0 1
+            return
+        fi
+    else
+        echo "all present: ${PEER_PKGS[*]}"
+    fi
+    stop_packaged_services
+    stage_ok peers
+}
+
+# ---------------------------------------------------------------- 3. builds
+BUILT_DEBUG=0 BUILT_ASAN=0 BUILT_FUZZ=0
+
+build() {   # build DIR cmake-args...
+    local dir=$1 tag
+    shift
+    tag=$(basename "$dir")
+    note "build $dir"
+    if cmake -S . -B "$dir" "$@" >"$LOGDIR/$tag-configure.log" 2>&1 \
+        && cmake --build "$dir" -j "$JOBS" >"$LOGDIR/$tag-build.log" 2>&1; then
+        grep -E 'warning:' "$LOGDIR/$tag-build.log" || true
+        stage_ok "build $tag"
+        return 0
+    fi
+    echo "build of $dir failed; see $LOGDIR/$tag-*.log"
+    tail -n 40 "$LOGDIR/$tag-configure.log" "$LOGDIR/$tag-build.log" 2>/dev/null || true
+    record "build $tag" 0 1
+    return 1
+}
+
+stage_builds() {
+    if build build/debug -DCMAKE_BUILD_TYPE=Debug -DDV_WERROR=ON; then BUILT_DEBUG=1; fi
+    if build build/asan -DCMAKE_BUILD_TYPE=Debug -DDV_SANITIZE=ON -DDV_WERROR=ON; then
+        BUILT_ASAN=1
+    fi
+    if build build/fuzz -DDV_FUZZ=ON -DCMAKE_C_COMPILER=clang -DDV_TESTS=OFF; then
+        BUILT_FUZZ=1
+    fi
+}
+
+# ---------------------------------------------------------------- 4. ctest
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:halt_on_error=1:abort_on_error=0:strict_string_checks=1:detect_stack_use_after_return=1:check_initialization_order=1}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+
+run_ctest() {   # run_ctest DIR
+    local dir=$1 name log total failed
+    name="ctest $(basename "$dir")"
+    log="$LOGDIR/$(basename "$dir")-ctest.log"
+    note "$name"
+    ctest --test-dir "$dir" --output-on-failure --timeout 300 -j "$JOBS" 2>&1 | tee "$log" || true
+    if grep -q 'No tests were found' "$log"; then
+        record "$name" 0 0
+        return
+    fi
+    # "100% tests passed, 0 tests failed out of 12"
+    total=$(sed -nE 's/.*tests failed out of ([0-9]+).*/\1/p' "$log" | tail -n1)
+    failed=$(sed -nE 's/.* ([0-9]+) tests? failed out of.*/\1/p' "$log" | tail -n1)
+    if [ -z "$total" ] || [ -z "$failed" ]; then
+        echo "could not read ctest's summary"
+        record "$name" 0 1
+        return
+    fi
+    record "$name" $((total - failed)) "$failed"
+}
+
+stage_ctest() {
+    if [ "$BUILT_DEBUG" = 1 ]; then run_ctest build/debug; fi
+    if [ "$BUILT_ASAN" = 1 ]; then run_ctest build/asan; fi
+}
+
+# ---------------------------------------------------------------- 5. integration
+junit_counts() {   # prints "passed failed" from a pytest junit file
+    "$PYTHON" - "$1" <<'EOF'
+import sys
+import xml.etree.ElementTree as ET
+passed = failed = 0
+for case in ET.parse(sys.argv[1]).getroot().iter("testcase"):
+    tags = {child.tag for child in case}
+    if tags & {"failure", "error"}:
+        failed += 1
+    elif "skipped" not in tags:
+        passed += 1
+print(passed, failed)
+EOF
+}
+
+run_integration() {   # run_integration FLAVOUR
+    local flavour=$1 bin="$REPO/build/$1/dnsveil" xml="$LOGDIR/integration-$1.xml" counts
+    local name="integration $flavour"
+    note "$name ($bin)"
+    if [ ! -x "$bin" ]; then
+        echo "no binary at $bin"
+        record "$name" 0 1
+        return
+    fi
+    rm -f "$xml"
+    # shellcheck disable=SC2086
+    DNSVEIL_BIN="$bin" timeout 1200 "$PYTHON" -m pytest tests/integration -q \
+        -p no:cacheprovider --junitxml="$xml" $PYTEST_ARGS || true
+    if [ ! -s "$xml" ]; then
+        echo "pytest produced no report"
+        record "$name" 0 1
+        return
+    fi
+    counts=$(junit_counts "$xml")
+    record "$name" "${counts% *}" "${counts#* }"
+}
+
+stage_integration() {
+    run_integration debug
+    run_integration asan
+}
+
+# ---------------------------------------------------------------- 6. fuzz
+stage_fuzz() {
+    [ "$BUILT_FUZZ" = 1 ] || return 0
+    local f name corpus seeds ok=0 bad=0
+    mkdir -p build/fuzz-corpus build/fuzz-artifacts
+    for f in build/fuzz/fuzz_*; do
+        if [ ! -f "$f" ] || [ ! -x "$f" ]; then continue; fi
+        name=$(basename "$f")
+        corpus=build/fuzz-corpus/$name
+        seeds=tests/fuzz/corpus/$name
+        mkdir -p "$corpus"
+        note "fuzz $name for ${FUZZ_SECONDS}s"
+        local args=(-max_total_time="$FUZZ_SECONDS" -timeout=10 -rss_limit_mb=2048
+                    -print_final_stats=1 -artifact_prefix="build/fuzz-artifacts/$name-"
+                    "$corpus")
+        [ -d "$seeds" ] && args+=("$seeds")
+        if timeout $((FUZZ_SECONDS + 120)) "$f" "${args[@]}" >"$LOGDIR/$name.log" 2>&1; then
+            ok=$((ok + 1))
+            grep -E '^stat::number_of_executed_units' "$LOGDIR/$name.log" || true
+        else
+            bad=$((bad + 1))
+            echo "$name FAILED; last lines of $LOGDIR/$name.log:"
+            tail -n 40 "$LOGDIR/$name.log"
+        fi
+    done
+    record fuzz "$ok" "$bad"
+}
+
+# ---------------------------------------------------------------- run
+start=$(date +%s)
+stage_deps
+stage_peers
+stage_builds
+stage_ctest
+stage_integration
+stage_fuzz
+
+note "summary ($(( $(date +%s) - start ))s)"
+for line in "${SUMMARY[@]}"; do echo "$line"; done
+echo "$PASSED passed, $FAILED failed"
+[ "$FAILED" -eq 0 ]
