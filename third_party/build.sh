@@ -1,0 +1,330 @@
+#!/usr/bin/env bash
+# Build static wolfSSL and ngtcp2 (with its wolfSSL crypto backend) from
+# Debian source packages into a prefix that CMake finds through pkg-config.
+#
+#   third_party/build.sh [--force]
+#
+# Environment:
+#   DV_PREFIX          where the prefix appears (default: <repo>/build/third_party/prefix)
+#   DV_PREFIX_MODE     "link" (default: symlink to the cache) or "copy"
+#   DV_CACHE_DIR       build cache (default: ${XDG_CACHE_HOME:-~/.cache}/dnsveil/third_party)
+#   DV_DEBIAN_MIRROR   mirror for the deb-src lines (default: the one apt already uses)
+#   DV_WOLFSSL_SUITES  suites to take wolfssl from, in order (default: "trixie")
+#   DV_NGTCP2_SUITES   suites to take ngtcp2 from, in order (default: "trixie sid")
+#   DV_JOBS            parallel make jobs (default: nproc)
+#
+# A build lives in $DV_CACHE_DIR/<stamp>/prefix, where <stamp> hashes the
+# source versions, the configure flags, the compiler and this recipe's
+# revision; when that directory is complete the build is skipped.
+set -euo pipefail
+
+# Bump when the recipe changes in a way that must invalidate cached builds.
+readonly RECIPE_REV=1
+readonly SRC_LIST=/etc/apt/sources.list.d/dnsveil-src.list
+readonly KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+root=$(cd "$here/.." && pwd)
+prefix_link=${DV_PREFIX:-$root/build/third_party/prefix}
+prefix_mode=${DV_PREFIX_MODE:-link}
+cache_root=${DV_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/dnsveil/third_party}
+jobs=${DV_JOBS:-$(nproc)}
+wolfssl_suites=${DV_WOLFSSL_SUITES:-trixie}
+ngtcp2_suites=${DV_NGTCP2_SUITES:-trixie sid}
+force=0
+
+for arg in "$@"; do
+  case $arg in
+    --force) force=1 ;;
+    -h|--help) sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "third_party/build.sh: unknown argument: $arg" >&2; exit 2 ;;
+  esac
+done
+
+die() { echo "third_party/build.sh: $*" >&2; exit 1; }
+
+case $prefix_mode in link|copy) ;; *) die "DV_PREFIX_MODE must be link or copy, not '$prefix_mode'" ;; esac
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"
+  elif command -v sudo >/dev/null; then sudo "$@"
+  else die "need root for: $*"
+  fi
+}
+
+# run LOG CMD...: run quietly, show the log's tail if the command fails.
+run() {
+  local log=$1; shift
+  if ! "$@" >>"$log" 2>&1; then
+    echo "third_party/build.sh: failed: $*" >&2
+    echo "--- last lines of $log ---" >&2
+    tail -n 40 "$log" >&2
+    return 1
+  fi
+}
+
+for tool in apt-get apt-cache dpkg-source pkg-config autoreconf libtoolize make cc flock; do
+  command -v "$tool" >/dev/null ||
+    die "missing '$tool'; run scripts/deps.sh (or install dpkg-dev autoconf automake libtool pkg-config build-essential)"
+done
+
+# --- 1. deb-src entries for trixie and sid (source indexes only) ----------
+
+debian_mirror() {
+  if [ -n "${DV_DEBIAN_MIRROR:-}" ]; then echo "$DV_DEBIAN_MIRROR"; return; fi
+  local f uri
+  # deb822 files: the first URI that is not the security archive.
+  for f in /etc/apt/sources.list.d/*.sources; do
+    [ -r "$f" ] || continue
+    uri=$(awk 'tolower($1)=="uris:" { for (i = 2; i <= NF; i++) print $i }' "$f" |
+          grep -v -- '-security' | head -n 1 || true)
+    if [ -n "$uri" ]; then echo "${uri%/}"; return; fi
+  done
+  # One-line format.
+  for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+    [ -r "$f" ] && [ "$f" != "$SRC_LIST" ] || continue
+    uri=$(sed -E -n 's/^deb[[:space:]]+(\[[^]]*\][[:space:]]+)?([^[:space:]]+)[[:space:]].*/\2/p' "$f" |
+          grep -v -- '-security' | head -n 1 || true)
+    if [ -n "$uri" ]; then echo "${uri%/}"; return; fi
+  done
+  die "cannot find the Debian mirror apt uses; set DV_DEBIAN_MIRROR"
+}
+
+need_update=0
+suites=$(printf '%s\n' $wolfssl_suites $ngtcp2_suites | awk '!seen[$0]++')
+if [ ! -f "$SRC_LIST" ] || ! grep -q '^deb-src ' "$SRC_LIST"; then
+  [ -r "$KEYRING" ] || die "missing $KEYRING (package debian-archive-keyring)"
+  mirror=$(debian_mirror)
+  tmp=$(mktemp)
+  {
+    echo "# Added by dnsveil third_party/build.sh: SOURCE indexes only, so"
+    echo "# 'apt-get source' can fetch wolfssl and ngtcp2. Binary packages"
+    echo "# still come only from the suites in the other apt sources."
+    for s in $suites; do
+      echo "deb-src [signed-by=$KEYRING] $mirror $s main"
+    done
+  } >"$tmp"
+  as_root install -m 0644 "$tmp" "$SRC_LIST"
+  rm -f "$tmp"
+  need_update=1
+fi
+# Suites asked for through the environment but absent from our list.
+for s in $suites; do
+  if ! grep -Eq "^deb-src .* $s main\$" "$SRC_LIST"; then
+    mirror=$(debian_mirror)
+    echo "deb-src [signed-by=$KEYRING] $mirror $s main" | as_root tee -a "$SRC_LIST" >/dev/null
+    need_update=1
+  fi
+done
+
+# madison prints "pkg | version | URI suite/main Sources", newest first.
+# One call for both packages: each one reads every index.
+load_madison() { madison=$(apt-cache madison wolfssl ngtcp2 2>/dev/null || true); }
+source_version() {  # PKG SUITE
+  printf '%s\n' "$madison" | awk -F'|' -v p="$1" -v s="$2" '
+    { gsub(/ /, "", $1) }
+    $1 == p && $3 ~ (" " s "/main Sources") { gsub(/ /, "", $2); print $2; exit }'
+}
+
+if [ "$need_update" -eq 0 ]; then
+  load_madison
+  for s in $wolfssl_suites; do [ -n "$(source_version wolfssl "$s")" ] || need_update=1; done
+  for s in $ngtcp2_suites; do [ -n "$(source_version ngtcp2 "$s")" ] || need_update=1; done
+fi
+if [ "$need_update" -eq 1 ]; then
+  log=$(mktemp)
+  if ! as_root apt-get update >"$log" 2>&1; then
+    cat "$log" >&2; rm -f "$log"; die "apt-get update failed"
+  fi
+  rm -f "$log"
+fi
+if [ "$need_update" -eq 1 ]; then
+  load_madison
+fi
+
+# --- 2. which versions, and the stamp -------------------------------------
+
+wolfssl_cand=()   # "suite=version" in order of preference
+for s in $wolfssl_suites; do
+  v=$(source_version wolfssl "$s")
+  if [ -n "$v" ] && dpkg --compare-versions "$v" ge 5.7.0; then wolfssl_cand+=("$s=$v"); fi
+done
+ngtcp2_cand=()
+for s in $ngtcp2_suites; do
+  v=$(source_version ngtcp2 "$s")
+  if [ -n "$v" ] && dpkg --compare-versions "$v" ge 1.11.0; then ngtcp2_cand+=("$s=$v"); fi
+done
+[ ${#wolfssl_cand[@]} -gt 0 ] || die "no wolfssl >= 5.7 source package in: $wolfssl_suites"
+[ ${#ngtcp2_cand[@]} -gt 0 ] || die "no ngtcp2 >= 1.11 source package in: $ngtcp2_suites"
+
+opt_cflags="-O2 -fPIC -g0"
+
+# wolfSSL: TLS 1.3 with QUIC, tickets, 0-RTT, PSK; HPKE with X25519 for
+# ODoH; SNI/ALPN; IP SANs so tls://1.1.1.1 style upstreams can be verified;
+# session certs so pins can be checked against the whole chain. The OpenSSL
+# compatibility layer (QUIC turns it on anyway) gives ngtcp2 its EVP calls
+# and us X509_check_host/ip and public-key extraction. ECH stays off.
+wolfssl_flags=(
+  --enable-static --disable-shared --with-pic
+  --enable-tls13 --enable-quic --enable-session-ticket --enable-earlydata
+  --enable-psk --enable-harden --enable-altcertchains --enable-hpke
+  --enable-curve25519 --enable-ecc --enable-sni --enable-alpn
+  --enable-aesgcm --enable-chacha --enable-poly1305 --enable-opensslextra
+  --enable-ip-alt-name --enable-sessioncerts --enable-sys-ca-certs
+  --disable-ech --disable-examples --disable-crypttests --disable-benchmark
+  --disable-dependency-tracking
+)
+# ngtcp2 uses the AES-ECB EVP ciphers for header protection.
+wolfssl_cppflags="-DHAVE_AES_ECB"
+
+ngtcp2_flags=(
+  --enable-lib-only --enable-static --disable-shared --with-pic
+  --with-wolfssl --without-openssl --without-gnutls --without-boringssl
+  --without-picotls --without-libnghttp3 --without-libev --without-jemalloc
+  --without-libbrotlienc --without-libbrotlidec --disable-dependency-tracking
+)
+
+cc_id=$(cc --version | head -n 1)
+stamp_text=$(
+  printf 'recipe=%s\narch=%s\ncc=%s\ncflags=%s\n' "$RECIPE_REV" "$(uname -m)" "$cc_id" "$opt_cflags"
+  printf 'wolfssl=%s\n' "${wolfssl_cand[@]}"
+  printf 'wolfssl_flags=%s\nwolfssl_cppflags=%s\n' "${wolfssl_flags[*]}" "$wolfssl_cppflags"
+  printf 'ngtcp2=%s\n' "${ngtcp2_cand[@]}"
+  printf 'ngtcp2_flags=%s\n' "${ngtcp2_flags[*]}"
+)
+stamp=$(printf '%s\n' "$stamp_text" | sha256sum | cut -c1-16)
+slot=$cache_root/$stamp
+built=$slot/prefix
+
+# --- 3. build (under a lock, so parallel runs share one build) ------------
+
+mkdir -p "$cache_root"
+exec 9>"$cache_root/.lock"
+flock 9
+
+if [ "$force" -eq 1 ] || [ ! -f "$built/.complete" ]; then
+  rm -rf "$slot"
+  mkdir -p "$slot/work"
+  printf '%s\n' "$stamp_text" >"$slot/STAMP"
+  work=$slot/work
+  log=$slot/build.log
+  : >"$log"
+  trap 'echo "third_party/build.sh: build log: $log" >&2' ERR
+  echo "third_party: building wolfSSL and ngtcp2 into $built (log: $log)" >&2
+
+  # fetch PKG: try each candidate; the first one the mirror serves whole wins.
+  fetch() {
+    local pkg=$1; shift
+    local c suite ver
+    for c in "$@"; do
+      suite=${c%%=*}; ver=${c#*=}
+      rm -rf "${work:?}/$pkg.dl" && mkdir -p "$work/$pkg.dl"
+      echo "== apt-get source $pkg=$ver ($suite)" >>"$log"
+      if (cd "$work/$pkg.dl" && apt-get source -q "$pkg=$ver") >>"$log" 2>&1; then
+        local dir
+        dir=$(find "$work/$pkg.dl" -mindepth 1 -maxdepth 1 -type d | head -n 1)
+        [ -n "$dir" ] || continue
+        mv "$dir" "$work/$pkg"
+        echo "$ver"
+        return 0
+      fi
+      echo "== $pkg $ver ($suite) not fetchable, trying the next suite" >>"$log"
+    done
+    echo "third_party/build.sh: could not fetch $pkg (tried: $*)" >&2
+    tail -n 20 "$log" >&2
+    return 1
+  }
+
+  wolfssl_ver=$(fetch wolfssl "${wolfssl_cand[@]}")
+  ngtcp2_ver=$(fetch ngtcp2 "${ngtcp2_cand[@]}")
+
+  # wolfSSL: the Debian tarball has no configure script.
+  (
+    cd "$work/wolfssl"
+    run "$log" ./autogen.sh
+    run "$log" ./configure --prefix="$built" "${wolfssl_flags[@]}" \
+      CFLAGS="$opt_cflags" CPPFLAGS="$wolfssl_cppflags"
+    run "$log" make -j"$jobs"
+    run "$log" make install
+  )
+
+  (
+    cd "$work/ngtcp2"
+    [ -x configure ] || run "$log" autoreconf -fi
+    run "$log" ./configure --prefix="$built" "${ngtcp2_flags[@]}" \
+      CFLAGS="$opt_cflags" PKG_CONFIG="pkg-config --static" \
+      PKG_CONFIG_PATH="$built/lib/pkgconfig"
+    run "$log" make -j"$jobs"
+    run "$log" make install
+  )
+
+  # Static libraries only: libtool archives and docs are of no use here.
+  find "$built" -name '*.la' -delete
+  rm -rf "$built/share/doc" "$built/share/man"
+
+  {
+    echo "wolfssl $wolfssl_ver"
+    echo "ngtcp2 $ngtcp2_ver"
+  } >"$built/VERSIONS"
+  cp "$slot/STAMP" "$built/STAMP"
+
+  # The prefix must link: a TLS 1.3 client context and ngtcp2's wolfSSL glue.
+  cat >"$work/check.c" <<'EOF'
+#include <wolfssl/options.h>
+#include <wolfssl/ssl.h>
+#include <ngtcp2/ngtcp2.h>
+#include <ngtcp2/ngtcp2_crypto_wolfssl.h>
+int main(void) {
+  if (wolfSSL_Init() != WOLFSSL_SUCCESS) return 1;
+  WOLFSSL_CTX *ctx = wolfSSL_CTX_new(wolfTLSv1_3_client_method());
+  if (ctx == NULL) return 2;
+  if (ngtcp2_version(0) == NULL) return 3;
+  if (ngtcp2_crypto_wolfssl_configure_client_context(ctx) != 0) return 4;
+  wolfSSL_CTX_free(ctx);
+  wolfSSL_Cleanup();
+  return 0;
+}
+EOF
+  (
+    export PKG_CONFIG_PATH="$built/lib/pkgconfig"
+    # shellcheck disable=SC2046
+    run "$log" cc -o "$work/check" "$work/check.c" \
+      $(pkg-config --static --cflags --libs libngtcp2_crypto_wolfssl libngtcp2 wolfssl)
+    run "$log" "$work/check"
+  )
+
+  rm -rf "$work"
+  trap - ERR
+  touch "$built/.complete"
+fi
+
+# --- 4. make the prefix appear where CMake looks --------------------------
+
+mkdir -p "$(dirname "$prefix_link")"
+if [ "$prefix_mode" = link ]; then
+  if [ -L "$prefix_link" ]; then
+    [ "$(readlink "$prefix_link")" = "$built" ] || ln -sfn "$built" "$prefix_link"
+  elif [ -e "$prefix_link" ]; then
+    [ -f "$prefix_link/STAMP" ] || die "$prefix_link exists and is not ours; remove it or set DV_PREFIX"
+    rm -rf "$prefix_link"
+    ln -s "$built" "$prefix_link"
+  else
+    ln -s "$built" "$prefix_link"
+  fi
+else
+  if [ -L "$prefix_link" ]; then
+    rm -f "$prefix_link"
+  elif [ -e "$prefix_link" ] && ! cmp -s "$prefix_link/STAMP" "$built/STAMP"; then
+    [ -f "$prefix_link/STAMP" ] || [ -z "$(ls -A "$prefix_link")" ] ||
+      die "$prefix_link exists and is not ours; remove it or set DV_PREFIX"
+    rm -rf "$prefix_link"
+  fi
+  if [ ! -e "$prefix_link/.complete" ]; then
+    mkdir -p "$prefix_link"
+    cp -a "$built/." "$prefix_link/"
+    # The .pc files name the cache; point them at the copy.
+    sed -i "s|^prefix=.*|prefix=$(cd "$prefix_link" && pwd)|" "$prefix_link"/lib/pkgconfig/*.pc
+  fi
+fi
+
+echo "third_party: $(paste -sd ' ' "$built/VERSIONS" | sed 's/ ngtcp2/, ngtcp2/') -> $prefix_link"
