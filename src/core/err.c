@@ -19,6 +19,7 @@ const char *dv_strerror(int code)
     case DV_EIO: return "I/O error";
     case DV_EINVAL: return "invalid argument";
     case DV_ESERVFAIL: return "upstream server failure";
+    case DV_EAGAIN: return "would block";
     }
     return "unknown error";
 }

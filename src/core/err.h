@@ -21,6 +21,7 @@ enum {
     DV_EIO = -13,       /* a system call failed; errno says why */
     DV_EINVAL = -14,    /* invalid argument or configuration value */
     DV_ESERVFAIL = -15, /* upstream answered SERVFAIL/REFUSED: try another */
+    DV_EAGAIN = -16,    /* non-blocking I/O would block: wait for readiness */
 };
 
 /* A short English description of code, never NULL. */
