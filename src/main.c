@@ -19,20 +19,44 @@
 #include "core/err.h"
 #include "core/log.h"
 #include "frontend/frontend.h"
+#include "resolve/cache.h"
+#include "resolve/policy.h"
 #include "resolve/query.h"
 #include "upstream/pool.h"
 #include "upstream/upstream.h"
 
 enum { SHUTDOWN_GRACE_MS = 5000 };
 
+/* What the command line says; re-applied over the file on every reload. */
+struct cli {
+    const char *config_file;
+    char **listen, **upstreams;
+    size_t n_listen, n_upstreams;
+    unsigned timeout_ms;
+    const char *user, *tls_ca;
+    int verbose;
+};
+
+/* The objects built from one config: kept together so a reload can build a
+ * complete new set before it touches the running one. */
+struct runtime {
+    struct config *cfg;
+    struct upstream **ups; /* one per cfg->upstreams */
+    struct pool **pools;   /* one per cfg->groups */
+    struct policy *policy;
+};
+
 struct daemon {
     struct ev_loop *loop;
-    struct config *cfg;
+    struct cli cli;
+    struct runtime rt;
+    struct cache *cache;
     struct query_engine *qe;
     struct fe_udp **udp;
     struct fe_tcp **tcp;
+    struct net_addr *laddr; /* the address each udp[i]/tcp[i] pair is bound to */
     size_t nlisten;
-    ev_signal sig_int, sig_term, sig_usr1;
+    ev_signal sig_int, sig_term, sig_usr1, sig_hup;
     ev_timer drain;
     uint64_t drain_deadline;
 };
@@ -82,6 +106,11 @@ static void usage(FILE *f)
             "Signals: SIGTERM/SIGINT drain and exit; SIGUSR1 logs statistics.\n");
 }
 
+static bool str_same(const char *a, const char *b)
+{
+    return (!a && !b) || (a && b && strcmp(a, b) == 0);
+}
+
 static int parse_ms(const char *s, unsigned *out)
 {
     char *end;
@@ -95,14 +124,18 @@ static int parse_ms(const char *s, unsigned *out)
     return 0;
 }
 
+static void close_listener(struct daemon *d, size_t i)
+{
+    fe_udp_close(d->udp[i]);
+    fe_tcp_close(d->tcp[i]);
+    d->udp[i] = NULL;
+    d->tcp[i] = NULL;
+}
+
 static void stop_listeners(struct daemon *d)
 {
-    for (size_t i = 0; i < d->nlisten; i++) {
-        fe_udp_close(d->udp[i]);
-        fe_tcp_close(d->tcp[i]);
-        d->udp[i] = NULL;
-        d->tcp[i] = NULL;
-    }
+    for (size_t i = 0; i < d->nlisten; i++)
+        close_listener(d, i);
     d->nlisten = 0;
 }
 
@@ -124,6 +157,7 @@ static void shutdown_cb(struct ev_loop *loop, ev_signal *w, int revents)
              query_pending(d->qe));
     stop_listeners(d);
     ev_signal_stop(loop, &d->sig_usr1);
+    ev_signal_stop(loop, &d->sig_hup);
     d->drain_deadline = net_now_ms() + SHUTDOWN_GRACE_MS;
     ev_timer_init(&d->drain, drain_cb, 0., 0.02);
     d->drain.data = d;
@@ -135,58 +169,303 @@ static void stats_cb(struct ev_loop *loop, ev_signal *w, int revents)
     struct daemon *d = w->data;
 
     query_stats_log(d->qe);
+    if (d->cache) {
+        struct cache_stats cs;
+        cache_stats(d->cache, &cs);
+        log_msg(DV_LOG_INFO,
+                "stats: cache entries=%zu bytes=%zu size=%zu hits=%llu misses=%llu "
+                "evictions=%llu stale=%llu prefetches=%llu",
+                cs.entries, cs.bytes, cs.size, (unsigned long long)cs.hits,
+                (unsigned long long)cs.misses, (unsigned long long)cs.evictions,
+                (unsigned long long)cs.stale_served, (unsigned long long)cs.prefetches);
+    }
 }
 
-static int bind_listeners(struct daemon *d)
+static void runtime_free(struct runtime *rt)
 {
-    const struct config *c = d->cfg;
-    struct fe_tcp_opts to = {.idle_timeout_ms = c->tcp_idle_ms, .max_conns = c->tcp_max_conns};
-    char a[NET_ADDRSTRLEN];
+    if (!rt->cfg)
+        return;
+    policy_unref(rt->policy);
+    for (size_t i = 0; rt->pools && i < rt->cfg->n_groups; i++)
+        pool_unref(rt->pools[i]);
+    for (size_t i = 0; rt->ups && i < rt->cfg->n_upstreams; i++)
+        upstream_unref(rt->ups[i]);
+    free(rt->pools);
+    free(rt->ups);
+    config_free(rt->cfg);
+    memset(rt, 0, sizeof(*rt));
+}
 
-    d->udp = calloc(c->n_listeners, sizeof(*d->udp));
-    d->tcp = calloc(c->n_listeners, sizeof(*d->tcp));
-    if (!d->udp || !d->tcp)
-        return DV_ENOMEM;
-    for (size_t i = 0; i < c->n_listeners; i++) {
-        const struct cfg_listener *l = &c->listeners[i];
-        net_addr_str(&l->addr, a, sizeof(a));
-        d->nlisten = i + 1;
-        if (l->udp && !(d->udp[i] = fe_udp_new(d->loop, &l->addr, d->qe))) {
-            log_err("cannot listen on %s/udp: %s", a, strerror(errno));
-            return DV_EIO;
+/* Builds upstreams, pools and policy for cfg (taking ownership of it). An
+ * upstream whose settings equal one in old is shared, with its live
+ * connections. 0 or DV_E*, with the reason logged. */
+static int runtime_build(struct daemon *d, struct runtime *rt, struct config *cfg,
+                         const struct runtime *old)
+{
+    char err[512];
+
+    memset(rt, 0, sizeof(*rt));
+    rt->cfg = cfg;
+    rt->ups = calloc(cfg->n_upstreams + 1, sizeof(*rt->ups));
+    rt->pools = calloc(cfg->n_groups + 1, sizeof(*rt->pools));
+    if (!rt->ups || !rt->pools)
+        goto fail;
+    for (size_t i = 0; i < cfg->n_upstreams; i++) {
+        for (size_t j = 0; old && old->cfg && j < old->cfg->n_upstreams; j++) {
+            if (config_upstream_same(&cfg->upstreams[i], &old->cfg->upstreams[j]) &&
+                str_same(cfg->ca_file, old->cfg->ca_file)) {
+                rt->ups[i] = old->ups[j];
+                upstream_ref(rt->ups[i]);
+                break;
+            }
         }
-        if (l->tcp && !(d->tcp[i] = fe_tcp_new(d->loop, &l->addr, d->qe, &to))) {
-            log_err("cannot listen on %s/tcp: %s", a, strerror(errno));
-            return DV_EIO;
+        if (!rt->ups[i] &&
+            !(rt->ups[i] = upstream_new(d->loop, &cfg->upstreams[i], cfg, err, sizeof(err)))) {
+            log_err("%s", err);
+            goto fail;
         }
-        log_info("listening on %s", a);
+    }
+    for (size_t g = 0; g < cfg->n_groups; g++) {
+        const struct cfg_group *cg = &cfg->groups[g];
+        struct upstream **members = calloc(cg->n_members + 1, sizeof(*members));
+        if (!members)
+            goto fail;
+        for (size_t k = 0; k < cg->n_members; k++)
+            members[k] = rt->ups[cg->members[k]];
+        rt->pools[g] = pool_new(cg->name, members, cg->n_members);
+        free(members);
+        if (!rt->pools[g])
+            goto fail;
+    }
+    rt->policy = policy_new(cfg, rt->pools, err, sizeof(err));
+    if (!rt->policy) {
+        log_err("%s", err);
+        goto fail;
     }
     return 0;
+fail:
+    runtime_free(rt);
+    return DV_EINVAL;
 }
 
-static struct pool *build_pool(struct daemon *d)
+/* Makes the listeners match cfg: keeps sockets bound to an address that is
+ * still wanted, binds new ones, closes the rest. New sockets are bound before
+ * anything is closed, so a failure leaves the old set serving. */
+static int apply_listeners(struct daemon *d, const struct config *cfg)
 {
-    const struct config *c = d->cfg;
-    struct upstream **ups = calloc(c->n_upstreams ? c->n_upstreams : 1, sizeof(*ups));
-    struct pool *p = NULL;
-    char err[256];
-    size_t n = 0;
+    struct fe_tcp_opts to = {.idle_timeout_ms = cfg->tcp_idle_ms, .max_conns = cfg->tcp_max_conns};
+    size_t n = cfg->n_listeners;
+    struct fe_udp **udp = calloc(n + 1, sizeof(*udp));
+    struct fe_tcp **tcp = calloc(n + 1, sizeof(*tcp));
+    struct net_addr *laddr = calloc(n + 1, sizeof(*laddr));
+    bool *kept = calloc(d->nlisten + 1, sizeof(*kept));
+    char a[NET_ADDRSTRLEN];
+    int rc = DV_ENOMEM;
 
-    if (!ups)
-        return NULL;
-    for (; n < c->n_upstreams; n++) {
-        ups[n] = upstream_new(d->loop, &c->upstreams[n], c, err, sizeof(err));
-        if (!ups[n]) {
-            log_err("%s", err);
+    if (!udp || !tcp || !laddr || !kept)
+        goto out;
+    for (size_t i = 0; i < n; i++) {
+        const struct cfg_listener *l = &cfg->listeners[i];
+        laddr[i] = l->addr;
+        net_addr_str(&l->addr, a, sizeof(a));
+        for (size_t j = 0; j < d->nlisten; j++) {
+            if (!kept[j] && net_addr_eq(&d->laddr[j], &l->addr) &&
+                !!d->udp[j] == l->udp && !!d->tcp[j] == l->tcp) {
+                kept[j] = true;
+                udp[i] = d->udp[j];
+                tcp[i] = d->tcp[j];
+                goto next;
+            }
+        }
+        if ((l->udp && !(udp[i] = fe_udp_new(d->loop, &l->addr, d->qe, &laddr[i]))) ||
+            (l->tcp && !(tcp[i] = fe_tcp_new(d->loop, &l->addr, d->qe, &to, &laddr[i])))) {
+            log_err("cannot listen on %s/%s: %s%s", a, l->udp && !udp[i] ? "udp" : "tcp",
+                    strerror(errno),
+                    errno == EACCES ? " (a privileged port needs a restart as root)" : "");
+            /* undo what this call bound; kept sockets stay with the old set */
+            for (size_t k = 0; k <= i; k++) {
+                bool old = false;
+                for (size_t j = 0; j < d->nlisten; j++)
+                    old |= kept[j] && d->udp[j] == udp[k] && d->tcp[j] == tcp[k];
+                if (!old) {
+                    fe_udp_close(udp[k]);
+                    fe_tcp_close(tcp[k]);
+                }
+            }
+            rc = DV_EIO;
             goto out;
         }
+        log_info("listening on %s", a);
+    next:;
     }
-    p = pool_new("default", ups, n);
+    for (size_t j = 0; j < d->nlisten; j++) {
+        if (!kept[j]) {
+            net_addr_str(&d->laddr[j], a, sizeof(a));
+            log_info("no longer listening on %s", a);
+            close_listener(d, j);
+        }
+    }
+    /* kept listeners move to their new slot: their address pointer follows */
+    for (size_t i = 0; i < n; i++) {
+        if (udp[i])
+            fe_udp_set_local(udp[i], &laddr[i]);
+        if (tcp[i])
+            fe_tcp_set_local(tcp[i], &laddr[i]);
+    }
+    free(d->udp);
+    free(d->tcp);
+    free(d->laddr);
+    d->udp = udp;
+    d->tcp = tcp;
+    d->laddr = laddr;
+    d->nlisten = n;
+    udp = NULL;
+    tcp = NULL;
+    laddr = NULL;
+    rc = 0;
 out:
-    for (size_t i = 0; i < n; i++)
-        upstream_unref(ups[i]);
-    free(ups);
-    return p;
+    free(udp);
+    free(tcp);
+    free(laddr);
+    free(kept);
+    return rc;
+}
+
+/* The file (if any) with the command line on top. NULL when invalid; the
+ * problems have been logged (or printed, for --check). */
+static struct config *load_config(const struct cli *cli, bool to_stderr)
+{
+    struct config *c = NULL;
+    char errs[8192];
+
+    if (cli->config_file) {
+        if (config_load(cli->config_file, &c, errs, sizeof(errs))) {
+            if (to_stderr) {
+                fputs(errs, stderr);
+            } else {
+                for (char *line = strtok(errs, "\n"); line; line = strtok(NULL, "\n"))
+                    log_err("%s", line);
+            }
+            return NULL;
+        }
+    } else if (!(c = config_new())) {
+        return NULL;
+    }
+    if (cli->n_listen) {
+        c->n_listeners = 0;
+        for (size_t i = 0; i < cli->n_listen; i++)
+            if (config_add_listener(c, cli->listen[i], true, true))
+                goto fail;
+    }
+    if (cli->n_upstreams) {
+        /* -u replaces the file's default group with the given upstreams */
+        size_t first = c->n_upstreams;
+        for (size_t i = 0; i < cli->n_upstreams; i++)
+            if (config_add_upstream(c, NULL, cli->upstreams[i]))
+                goto fail;
+        if (c->n_groups && strcmp(c->groups[0].name, "default") == 0) {
+            struct cfg_group *g = &c->groups[0];
+            size_t *m = realloc(g->members, cli->n_upstreams * sizeof(*m));
+            unsigned *w = realloc(g->weights, cli->n_upstreams * sizeof(*w));
+            if (m)
+                g->members = m;
+            if (w)
+                g->weights = w;
+            if (!m || !w)
+                goto fail;
+            for (size_t i = 0; i < cli->n_upstreams; i++) {
+                m[i] = first + i;
+                w[i] = 1;
+            }
+            g->n_members = cli->n_upstreams;
+            g->strategy = CFG_STRATEGY_FAILOVER;
+        }
+    }
+    if (cli->timeout_ms)
+        c->timeout_ms = cli->timeout_ms;
+    if (cli->user) {
+        free(c->user);
+        if (!(c->user = strdup(cli->user)))
+            goto fail;
+    }
+    if (cli->tls_ca) {
+        free(c->ca_file);
+        if (!(c->ca_file = strdup(cli->tls_ca)))
+            goto fail;
+    }
+    if (cli->verbose)
+        c->log_level = DV_LOG_DEBUG;
+    if (config_finish(c))
+        goto fail;
+    /* -u upstreams in order, as given */
+    if (cli->n_upstreams && !cli->config_file)
+        c->groups[0].strategy = CFG_STRATEGY_FAILOVER;
+    return c;
+fail:
+    config_free(c);
+    return NULL;
+}
+
+static struct query_opts query_opts_of(const struct config *c)
+{
+    struct query_opts o = {.timeout_ms = c->timeout_ms,
+                           .stale_timeout_ms = c->stale_client_timeout_ms};
+    return o;
+}
+
+/* Points the query engine at rt and the cache its config asks for. The
+ * cache keeps its answers across reloads; only its limits change. */
+static int apply_cache(struct daemon *d, const struct config *cfg, const struct runtime *rt)
+{
+    struct query_opts qo = query_opts_of(cfg);
+    int rc = 0;
+
+    if (!cfg->cache_enabled) {
+        query_engine_configure(d->qe, &qo, rt->policy, NULL);
+        cache_del(d->cache);
+        d->cache = NULL;
+        return 0;
+    }
+    if (d->cache)
+        rc = cache_set_limits(d->cache, &cfg->cache);
+    else
+        rc = cache_new(&d->cache, &cfg->cache);
+    if (rc)
+        log_err("cache: %s; %s", dv_strerror(rc),
+                d->cache ? "keeping the previous limits" : "running without a cache");
+    query_engine_configure(d->qe, &qo, rt->policy, d->cache);
+    return rc;
+}
+
+
+static void reload_cb(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    struct daemon *d = w->data;
+    struct config *cfg;
+    struct runtime rt;
+
+    log_info("SIGHUP: reloading %s", d->cli.config_file ? d->cli.config_file : "(no file)");
+    if (!(cfg = load_config(&d->cli, false))) {
+        log_err("reload failed; still running the previous configuration");
+        return;
+    }
+    if (strcmp(cfg->user, d->rt.cfg->user))
+        log_warn("'user' changed; it takes effect at the next start");
+    if (runtime_build(d, &rt, cfg, &d->rt)) {
+        log_err("reload failed; still running the previous configuration");
+        return;
+    }
+    if (apply_listeners(d, rt.cfg)) {
+        runtime_free(&rt);
+        log_err("reload failed; still running the previous configuration");
+        return;
+    }
+    apply_cache(d, rt.cfg, &rt);
+    log_init(rt.cfg->log_level, rt.cfg->log_syslog || d->rt.cfg->log_syslog);
+    runtime_free(&d->rt);
+    d->rt = rt;
+    log_info("reloaded: %zu listeners, %zu upstreams, %zu groups, %zu rules",
+             rt.cfg->n_listeners, rt.cfg->n_upstreams, rt.cfg->n_groups, rt.cfg->n_rules);
 }
 
 /* Keeps no way back to root: supplementary groups, gid, uid, and no new
@@ -252,50 +531,57 @@ static int write_pidfile(const char *path)
     return 0;
 }
 
+static int push_arg(char ***v, size_t *n, char *arg)
+{
+    char **p = realloc(*v, (*n + 1) * sizeof(*p));
+
+    if (!p)
+        return DV_ENOMEM;
+    *v = p;
+    p[(*n)++] = arg;
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     struct daemon d = {0};
-    const char *config_file = NULL, *pidfile = NULL;
+    struct cli *cli = &d.cli;
+    const char *pidfile = NULL;
     bool daemon_mode = false, check = false;
-    int verbose = 0, opt, rc = 1;
-    struct pool *pool = NULL;
+    int opt, rc = 1;
+    struct config *cfg;
 
-    d.cfg = config_new();
-    if (!d.cfg)
-        return 1;
     log_init(DV_LOG_INFO, false);
     while ((opt = getopt_long(argc, argv, "c:l:u:vdhV", long_opts, NULL)) != -1) {
         switch (opt) {
-        case 'c': config_file = optarg; break;
-        case 'l':
-            if (config_add_listener(d.cfg, optarg, true, true)) {
+        case 'c': cli->config_file = optarg; break;
+        case 'l': {
+            struct net_addr a;
+            if (net_addr_parse(optarg, 53, &a)) {
                 fprintf(stderr, "dnsveil: -l %s: expected ADDR[:PORT] or [IPv6]:PORT\n", optarg);
                 goto out;
             }
+            if (push_arg(&cli->listen, &cli->n_listen, optarg))
+                goto out;
             break;
+        }
         case 'u':
-            if (config_add_upstream(d.cfg, NULL, optarg))
+            if (push_arg(&cli->upstreams, &cli->n_upstreams, optarg))
                 goto out;
             break;
         case OPT_TIMEOUT:
-            if (parse_ms(optarg, &d.cfg->timeout_ms)) {
+            if (parse_ms(optarg, &cli->timeout_ms)) {
                 fprintf(stderr, "dnsveil: --timeout %s: expected milliseconds (1-600000)\n",
                         optarg);
                 goto out;
             }
             break;
-        case OPT_USER:
-            free(d.cfg->user);
-            d.cfg->user = strdup(optarg);
-            break;
-        case 'v': verbose++; break;
+        case OPT_USER: cli->user = optarg; break;
+        case OPT_TLS_CA: cli->tls_ca = optarg; break;
+        case 'v': cli->verbose++; break;
         case 'd': daemon_mode = true; break;
         case OPT_PIDFILE: pidfile = optarg; break;
         case OPT_CHECK: check = true; break;
-        case OPT_TLS_CA:
-            free(d.cfg->ca_file);
-            d.cfg->ca_file = strdup(optarg);
-            break;
         case 'h': usage(stdout); rc = 0; goto out;
         case 'V': printf("dnsveil %s\n", DV_VERSION); rc = 0; goto out;
         default: usage(stderr); goto out;
@@ -306,55 +592,57 @@ int main(int argc, char **argv)
         usage(stderr);
         goto out;
     }
-    if (config_file) {
-        fprintf(stderr, "dnsveil: %s: configuration files are not supported by this build\n",
-                config_file);
+    cfg = load_config(cli, true);
+    if (!cfg)
         goto out;
-    }
-    if (d.cfg->n_listeners == 0 && config_add_listener(d.cfg, "127.0.0.53:53", true, true))
-        goto out;
-    if (verbose)
-        d.cfg->log_level = DV_LOG_DEBUG;
     if (check) {
-        printf("configuration ok: %zu listeners, %zu upstreams\n", d.cfg->n_listeners,
-               d.cfg->n_upstreams);
+        printf("%s: ok: %zu listeners, %zu upstreams, %zu groups, %zu rules, cache %s\n",
+               cfg->file ? cfg->file : "(command line)", cfg->n_listeners, cfg->n_upstreams,
+               cfg->n_groups, cfg->n_rules, cfg->cache_enabled ? "on" : "off");
+        config_free(cfg);
         rc = 0;
         goto out;
     }
-    if (d.cfg->n_upstreams == 0) {
-        fprintf(stderr, "dnsveil: no upstream configured (-u URL)\n");
+    if (cfg->n_upstreams == 0) {
+        fprintf(stderr, "dnsveil: no upstream configured (-u URL or [upstreams] in the file)\n");
+        config_free(cfg);
         goto out;
     }
-    log_init(d.cfg->log_level, false);
+    log_init(cfg->log_level, false);
     signal(SIGPIPE, SIG_IGN);
 
     d.loop = ev_default_loop(EVFLAG_AUTO);
-    pool = build_pool(&d);
-    if (!pool)
+    if (runtime_build(&d, &d.rt, cfg, NULL))
         goto out;
-    struct query_opts qo = {.timeout_ms = d.cfg->timeout_ms};
-    d.qe = query_engine_new(d.loop, &qo, pool);
-    if (!d.qe || bind_listeners(&d))
+    struct query_opts qo = query_opts_of(d.rt.cfg);
+    d.qe = query_engine_new(d.loop, &qo, d.rt.policy, NULL);
+    if (!d.qe)
+        goto out;
+    apply_cache(&d, d.rt.cfg, &d.rt);
+    if (apply_listeners(&d, d.rt.cfg))
         goto out;
     if (daemon_mode) {
         if (daemonize(d.loop))
             goto out;
-        log_init(d.cfg->log_level, true);
     }
+    log_init(d.rt.cfg->log_level, daemon_mode || d.rt.cfg->log_syslog);
     if (pidfile && write_pidfile(pidfile))
         goto out;
-    if (drop_privileges(d.cfg->user))
+    if (drop_privileges(d.rt.cfg->user))
         goto out;
 
     ev_signal_init(&d.sig_int, shutdown_cb, SIGINT);
     ev_signal_init(&d.sig_term, shutdown_cb, SIGTERM);
     ev_signal_init(&d.sig_usr1, stats_cb, SIGUSR1);
-    d.sig_int.data = d.sig_term.data = d.sig_usr1.data = &d;
+    ev_signal_init(&d.sig_hup, reload_cb, SIGHUP);
+    d.sig_int.data = d.sig_term.data = d.sig_usr1.data = d.sig_hup.data = &d;
     ev_signal_start(d.loop, &d.sig_int);
     ev_signal_start(d.loop, &d.sig_term);
     ev_signal_start(d.loop, &d.sig_usr1);
-    log_info("dnsveil %s started: %zu upstreams, timeout %u ms", DV_VERSION,
-             d.cfg->n_upstreams, d.cfg->timeout_ms);
+    ev_signal_start(d.loop, &d.sig_hup);
+    log_info("dnsveil %s started: %zu upstreams, %zu rules, timeout %u ms, cache %s",
+             DV_VERSION, d.rt.cfg->n_upstreams, d.rt.cfg->n_rules, d.rt.cfg->timeout_ms,
+             d.cache ? "on" : "off");
 
     ev_run(d.loop, 0);
 
@@ -364,10 +652,13 @@ int main(int argc, char **argv)
 out:
     stop_listeners(&d);
     query_engine_del(d.qe);
-    pool_unref(pool);
+    cache_del(d.cache);
+    runtime_free(&d.rt);
     free(d.udp);
     free(d.tcp);
-    config_free(d.cfg);
+    free(d.laddr);
+    free(cli->listen);
+    free(cli->upstreams);
     if (d.loop) {
         ev_timer_stop(d.loop, &d.drain);
         ev_loop_destroy(d.loop);

@@ -20,11 +20,16 @@ struct fe_tcp_opts {
     unsigned max_conns;       /* accept no more while this many are open */
 };
 
-/* Binds and starts serving. NULL on failure, with errno set. */
+/* Binds and starts serving. local is the address rules match queries on; it
+ * is borrowed and must stay valid (fe_*_set_local moves it). NULL on
+ * failure, with errno set. */
 struct fe_udp *fe_udp_new(struct ev_loop *loop, const struct net_addr *a,
-                          struct query_engine *qe);
+                          struct query_engine *qe, const struct net_addr *local);
 struct fe_tcp *fe_tcp_new(struct ev_loop *loop, const struct net_addr *a,
-                          struct query_engine *qe, const struct fe_tcp_opts *o);
+                          struct query_engine *qe, const struct fe_tcp_opts *o,
+                          const struct net_addr *local);
+void fe_udp_set_local(struct fe_udp *u, const struct net_addr *local);
+void fe_tcp_set_local(struct fe_tcp *t, const struct net_addr *local);
 
 /* Stops reading new queries; replies still in flight are still sent. Then
  * drops the owner's reference (the object goes when the last query does). */

@@ -37,6 +37,7 @@ struct fe_tcp {
     struct ev_loop *loop;
     struct query_engine *qe;
     struct fe_tcp_opts opts;
+    const struct net_addr *local;
     int fd;
     unsigned refs;
     bool closing;
@@ -176,7 +177,8 @@ static const struct query_sink_ops tcp_sink = {
  * not DNS: the connection is closed. */
 static void conn_parse(struct tcp_conn *c)
 {
-    struct query_client qc = {.peer = c->peer, .tcp = true, .ops = &tcp_sink, .ctx = c};
+    struct query_client qc = {
+        .peer = c->peer, .local = c->t->local, .tcp = true, .ops = &tcp_sink, .ctx = c};
 
     c->refs++; /* a reply sent from inside submit may close c */
     while (c->fd >= 0 && buf_used(&c->in) >= 2 && c->pending < TCP_MAX_PENDING) {
@@ -299,7 +301,8 @@ static void tcp_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 }
 
 struct fe_tcp *fe_tcp_new(struct ev_loop *loop, const struct net_addr *a,
-                          struct query_engine *qe, const struct fe_tcp_opts *o)
+                          struct query_engine *qe, const struct fe_tcp_opts *o,
+                          const struct net_addr *local)
 {
     struct fe_tcp *t;
     int fd = net_listen(a, SOCK_STREAM, 128);
@@ -315,6 +318,7 @@ struct fe_tcp *fe_tcp_new(struct ev_loop *loop, const struct net_addr *a,
     t->loop = loop;
     t->qe = qe;
     t->opts = *o;
+    t->local = local;
     if (!t->opts.max_conns)
         t->opts.max_conns = 1;
     t->fd = fd;
@@ -346,4 +350,9 @@ void fe_tcp_close(struct fe_tcp *t)
 size_t fe_tcp_conns(const struct fe_tcp *t)
 {
     return t->nconns;
+}
+
+void fe_tcp_set_local(struct fe_tcp *t, const struct net_addr *local)
+{
+    t->local = local;
 }

@@ -23,6 +23,7 @@ struct fe_udp {
     ev_prepare flush;
     struct ev_loop *loop;
     struct query_engine *qe;
+    const struct net_addr *local;
     int fd;
     unsigned refs;
 
@@ -119,7 +120,7 @@ static void udp_read_cb(struct ev_loop *loop, ev_io *w, int revents)
     struct fe_udp *u = w->data;
     struct mmsghdr msgs[UDP_BATCH];
     struct iovec iov[UDP_BATCH];
-    struct query_client c = {.ops = &udp_sink, .ctx = u};
+    struct query_client c = {.ops = &udp_sink, .ctx = u, .local = u->local};
     struct net_addr peers[UDP_BATCH];
 
     /* bounded work per wakeup so TCP clients and timers are not starved */
@@ -154,7 +155,7 @@ static void udp_read_cb(struct ev_loop *loop, ev_io *w, int revents)
 }
 
 struct fe_udp *fe_udp_new(struct ev_loop *loop, const struct net_addr *a,
-                          struct query_engine *qe)
+                          struct query_engine *qe, const struct net_addr *local)
 {
     struct fe_udp *u;
     int fd = net_listen(a, SOCK_DGRAM, 0);
@@ -169,6 +170,7 @@ struct fe_udp *fe_udp_new(struct ev_loop *loop, const struct net_addr *a,
     }
     u->loop = loop;
     u->qe = qe;
+    u->local = local;
     u->fd = fd;
     u->refs = 1;
     ev_io_init(&u->io, udp_read_cb, fd, EV_READ);
@@ -185,4 +187,9 @@ void fe_udp_close(struct fe_udp *u)
         return;
     ev_io_stop(u->loop, &u->io);
     udp_unref(u);
+}
+
+void fe_udp_set_local(struct fe_udp *u, const struct net_addr *local)
+{
+    u->local = local;
 }

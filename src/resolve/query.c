@@ -6,6 +6,8 @@
 #include "core/err.h"
 #include "core/log.h"
 #include "dns/dns.h"
+#include "resolve/cache.h"
+#include "resolve/policy.h"
 #include "upstream/pool.h"
 
 /* One client waiting for an in-flight question. It keeps its own parsed
@@ -23,6 +25,9 @@ struct inflight {
     struct query_engine *qe;
     struct dns_question key; /* lower-cased */
     bool do_bit, cd_bit;
+    unsigned cflags;         /* cache key bits */
+    struct cache *cache;     /* where the answer goes; NULL = not cached */
+    ev_timer stale_timer;    /* RFC 8767 client timeout */
 
     uint8_t msg[DNS_HDR_LEN + DNS_NAME_MAX + 4 + 11]; /* upstream query */
     size_t msg_len;
@@ -43,7 +48,8 @@ struct inflight {
 struct query_engine {
     struct ev_loop *loop;
     struct query_opts opts;
-    struct pool *pool;
+    struct policy *policy;
+    struct cache *cache;
     struct inflight **table;
     size_t nbuckets, count;
     uint32_t seed;
@@ -57,9 +63,10 @@ static uint64_t qe_now(const struct query_engine *qe)
     return net_now_ms();
 }
 
-static uint32_t key_hash(uint32_t seed, const struct dns_question *q, bool do_bit, bool cd)
+static uint32_t key_hash(uint32_t seed, const struct dns_question *q, bool do_bit, bool cd,
+                         const struct pool *pool)
 {
-    uint32_t h = 2166136261u ^ seed;
+    uint32_t h = 2166136261u ^ seed ^ (uint32_t)(uintptr_t)pool;
 
     for (size_t i = 0; i < q->name_len; i++)
         h = (h ^ q->name[i]) * 16777619u;
@@ -74,11 +81,13 @@ static struct inflight **bucket(struct query_engine *qe, uint32_t h)
     return &qe->table[h & (qe->nbuckets - 1)];
 }
 
+/* Coalescing key: the question, DO, CD and the pool that would answer it. */
 static struct inflight *table_find(struct query_engine *qe, uint32_t h,
-                                   const struct dns_question *q, bool do_bit, bool cd)
+                                   const struct dns_question *q, bool do_bit, bool cd,
+                                   const struct pool *pool)
 {
     for (struct inflight *f = *bucket(qe, h); f; f = f->hnext)
-        if (f->hash == h && f->do_bit == do_bit && f->cd_bit == cd &&
+        if (f->hash == h && f->do_bit == do_bit && f->cd_bit == cd && f->pool == pool &&
             f->key.qtype == q->qtype && f->key.qclass == q->qclass &&
             f->key.name_len == q->name_len && !memcmp(f->key.name, q->name, q->name_len))
             return f;
@@ -162,6 +171,12 @@ static void send_answer(struct query_engine *qe, const struct query_client *c,
     c->ops->send(c->ctx, &c->peer, reply_buf, len);
 }
 
+static void waiter_release(struct waiter *w)
+{
+    w->c.ops->release(w->c.ctx);
+    free(w);
+}
+
 static void inflight_free(struct inflight *f)
 {
     struct query_engine *qe = f->qe;
@@ -169,11 +184,11 @@ static void inflight_free(struct inflight *f)
     if (f->xfer_active)
         f->order[f->attempt]->ops->cancel(f->order[f->attempt], &f->x);
     ev_timer_stop(qe->loop, &f->timer);
+    ev_timer_stop(qe->loop, &f->stale_timer);
     table_remove(qe, f);
     for (struct waiter *w = f->waiters, *next; w; w = next) {
         next = w->next;
-        w->c.ops->release(w->c.ctx);
-        free(w);
+        waiter_release(w);
     }
     for (size_t i = 0; i < f->n_order; i++)
         upstream_unref(f->order[i]);
@@ -183,22 +198,66 @@ static void inflight_free(struct inflight *f)
     free(f);
 }
 
-/* Ends f: every waiter gets the answer (or SERVFAIL when ans is NULL). */
+/* Answers w from an expired cache entry (TTL 30, RFC 8767). False when the
+ * cache no longer has one. */
+static bool send_stale(struct inflight *f, struct waiter *w)
+{
+    struct query_engine *qe = f->qe;
+    size_t len = 0;
+
+    if (!f->cache || qe->cache != f->cache)
+        return false;
+    int rc = cache_lookup_stale(f->cache, &w->qi.q, f->cflags, w->qi.hdr.id, net_now_ms(),
+                                reply_buf, sizeof(reply_buf), &len);
+    if (rc != CACHE_STALE && rc != CACHE_HIT)
+        return false;
+    qe->st.stale_served += rc == CACHE_STALE;
+    /* the cache restored ID and case; shape EDNS and size as for any answer */
+    uint8_t copy[DNS_MSG_MAX];
+    memcpy(copy, reply_buf, len);
+    send_answer(qe, &w->c, &w->qi, copy, len);
+    return true;
+}
+
+/* Ends f: every waiter gets the answer, or when ans is NULL the best we
+ * have: an upstream's SERVFAIL/REFUSED, a stale cache entry, or SERVFAIL. */
 static void inflight_finish(struct inflight *f, const uint8_t *ans, size_t len)
 {
     struct query_engine *qe = f->qe;
 
-    if (!ans && f->fallback) {
-        ans = f->fallback;
-        len = f->fallback_len;
-    }
+    if (ans && f->cache && qe->cache == f->cache)
+        cache_insert(f->cache, &f->key, f->cflags, ans, len, net_now_ms());
+    else if (!ans && f->cache && qe->cache == f->cache && !f->waiters)
+        cache_refresh_failed(f->cache, &f->key, f->cflags);
     for (struct waiter *w = f->waiters; w; w = w->next) {
         if (ans)
             send_answer(qe, &w->c, &w->qi, ans, len);
+        else if (send_stale(f, w))
+            continue;
+        else if (f->fallback)
+            send_answer(qe, &w->c, &w->qi, f->fallback, f->fallback_len);
         else
             send_error(qe, &w->c, &w->qi, true, DNS_RCODE_SERVFAIL);
     }
     inflight_free(f);
+}
+
+/* The upstream is slow and the cache has an expired answer: waiting clients
+ * get it now; the upstream exchange goes on to refresh the cache. */
+static void inflight_stale_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct inflight *f = w->data;
+    struct waiter **pp = &f->waiters;
+
+    while (*pp) {
+        struct waiter *wt = *pp;
+        if (send_stale(f, wt)) {
+            *pp = wt->next;
+            waiter_release(wt);
+        } else {
+            pp = &wt->next;
+        }
+    }
 }
 
 static void xfer_done(struct xfer *x, int rc, const uint8_t *ans, size_t len);
@@ -327,10 +386,10 @@ static void build_upstream_query(struct inflight *f, uint16_t client_flags)
 
 static struct inflight *inflight_new(struct query_engine *qe, uint32_t h,
                                      const struct dns_question *key,
-                                     const struct dns_query_info *qi)
+                                     const struct dns_query_info *qi, struct pool *pool)
 {
     struct inflight *f = calloc(1, sizeof(*f));
-    size_t n = pool_size(qe->pool);
+    size_t n = pool_size(pool);
 
     if (!f)
         return NULL;
@@ -344,7 +403,9 @@ static struct inflight *inflight_new(struct query_engine *qe, uint32_t h,
     f->key = *key;
     f->do_bit = qi->edns.do_bit;
     f->cd_bit = (qi->hdr.flags & DNS_FLAG_CD) != 0;
-    f->pool = qe->pool;
+    f->cflags = cache_flags(qi);
+    f->cache = qe->cache;
+    f->pool = pool;
     pool_ref(f->pool);
     pool_plan(f->pool, qe_now(qe), f->order);
     f->n_order = n;
@@ -353,6 +414,8 @@ static struct inflight *inflight_new(struct query_engine *qe, uint32_t h,
     f->deadline = qe_now(qe) + qe->opts.timeout_ms;
     ev_init(&f->timer, inflight_timer_cb);
     f->timer.data = f;
+    ev_init(&f->stale_timer, inflight_stale_cb);
+    f->stale_timer.data = f;
     build_upstream_query(f, qi->hdr.flags);
 
     f->hnext = *bucket(qe, h);
@@ -362,11 +425,14 @@ static struct inflight *inflight_new(struct query_engine *qe, uint32_t h,
     return f;
 }
 
+/* Handles a local action, a cache hit, or joins/starts the upstream
+ * exchange for the question. */
 void query_submit(struct query_engine *qe, const uint8_t *msg, size_t len,
                   const struct query_client *c)
 {
     struct dns_query_info qi;
     struct dns_question key;
+    struct policy_decision pd;
     int rc = dns_query_parse(msg, len, &qi);
 
     switch (rc) {
@@ -394,34 +460,67 @@ void query_submit(struct query_engine *qe, const uint8_t *msg, size_t len,
         return;
     }
 
-    bool do_bit = qi.edns.do_bit, cd = (qi.hdr.flags & DNS_FLAG_CD) != 0;
-    uint32_t h = key_hash(qe->seed, &key, do_bit, cd);
-    struct inflight *f = table_find(qe, h, &key, do_bit, cd);
-    bool fresh = false;
-    struct waiter *w = malloc(sizeof(*w));
-
-    if (!w) {
-        send_error(qe, c, &qi, true, DNS_RCODE_SERVFAIL);
+    policy_decide(qe->policy, &key, &c->peer, c->local, &pd);
+    if (pd.action != CFG_ACTION_GROUP) {
+        int n = policy_local_answer(pd.rule, &qi, reply_buf, sizeof(reply_buf));
+        qe->st.local++;
+        if (n > 0)
+            c->ops->send(c->ctx, &c->peer, reply_buf, (size_t)n);
         return;
     }
-    if (f) {
-        qe->st.coalesced++;
-    } else {
-        f = inflight_new(qe, h, &key, &qi);
-        if (!f) {
-            free(w);
+
+    bool do_bit = qi.edns.do_bit, cd = (qi.hdr.flags & DNS_FLAG_CD) != 0;
+    bool refresh = false, stale = false;
+    if (qe->cache) {
+        uint8_t hit[DNS_MSG_MAX];
+        size_t hlen = 0;
+        rc = cache_lookup(qe->cache, &qi.q, cache_flags(&qi), qi.hdr.id, net_now_ms(), hit,
+                          sizeof(hit), &hlen);
+        if (rc == CACHE_HIT || rc == CACHE_HIT_REFRESH) {
+            qe->st.cache_hits++;
+            send_answer(qe, c, &qi, hit, hlen);
+            if (rc == CACHE_HIT)
+                return;
+            refresh = true; /* answered; refresh in the background */
+            qe->st.prefetches++;
+        }
+        stale = rc == CACHE_STALE;
+    }
+
+    uint32_t h = key_hash(qe->seed, &key, do_bit, cd, pd.pool);
+    struct inflight *f = table_find(qe, h, &key, do_bit, cd, pd.pool);
+    bool fresh = f == NULL;
+
+    if (f && refresh)
+        return; /* already being fetched */
+    if (!f && !(f = inflight_new(qe, h, &key, &qi, pd.pool))) {
+        if (!refresh)
             send_error(qe, c, &qi, true, DNS_RCODE_SERVFAIL);
+        return;
+    }
+    if (!refresh) {
+        struct waiter *w = malloc(sizeof(*w));
+        if (!w) {
+            send_error(qe, c, &qi, true, DNS_RCODE_SERVFAIL);
+            if (fresh && !f->waiters)
+                inflight_free(f);
             return;
         }
-        fresh = true;
+        if (!fresh)
+            qe->st.coalesced++;
+        w->c = *c;
+        w->qi = qi;
+        w->next = f->waiters;
+        f->waiters = w;
+        c->ops->hold(c->ctx);
     }
-    w->c = *c;
-    w->qi = qi;
-    w->next = f->waiters;
-    f->waiters = w;
-    c->ops->hold(c->ctx);
-    if (fresh)
-        inflight_next(f);
+    if (!fresh)
+        return;
+    if (stale && qe->opts.stale_timeout_ms) {
+        ev_timer_set(&f->stale_timer, qe->opts.stale_timeout_ms / 1000.0, 0.);
+        ev_timer_start(qe->loop, &f->stale_timer);
+    }
+    inflight_next(f);
 }
 
 void query_count_drop(struct query_engine *qe)
@@ -430,7 +529,7 @@ void query_count_drop(struct query_engine *qe)
 }
 
 struct query_engine *query_engine_new(struct ev_loop *loop, const struct query_opts *o,
-                                      struct pool *pool)
+                                      struct policy *policy, struct cache *cache)
 {
     struct query_engine *qe = calloc(1, sizeof(*qe));
 
@@ -444,17 +543,18 @@ struct query_engine *query_engine_new(struct ev_loop *loop, const struct query_o
     }
     qe->loop = loop;
     qe->seed = arc4random();
-    query_engine_configure(qe, o, pool);
+    query_engine_configure(qe, o, policy, cache);
     return qe;
 }
 
 void query_engine_configure(struct query_engine *qe, const struct query_opts *o,
-                            struct pool *pool)
+                            struct policy *policy, struct cache *cache)
 {
     qe->opts = *o;
-    pool_ref(pool);
-    pool_unref(qe->pool);
-    qe->pool = pool;
+    policy_ref(policy);
+    policy_unref(qe->policy);
+    qe->policy = policy;
+    qe->cache = cache;
 }
 
 void query_engine_del(struct query_engine *qe)
@@ -465,7 +565,7 @@ void query_engine_del(struct query_engine *qe)
         while (qe->table[i])
             inflight_finish(qe->table[i], NULL, 0);
     free(qe->table);
-    pool_unref(qe->pool);
+    policy_unref(qe->policy);
     free(qe);
 }
 
@@ -486,11 +586,13 @@ void query_stats_log(const struct query_engine *qe)
     log_msg(DV_LOG_INFO,
             "stats: queries=%llu answered=%llu servfail=%llu formerr=%llu notimp=%llu "
             "dropped=%llu coalesced=%llu truncated=%llu upstream_sent=%llu "
-            "upstream_failed=%llu inflight=%zu",
+            "upstream_failed=%llu local=%llu cache_hits=%llu stale=%llu prefetches=%llu "
+            "inflight=%zu",
             (unsigned long long)s->queries, (unsigned long long)s->answered,
             (unsigned long long)s->servfail, (unsigned long long)s->formerr,
             (unsigned long long)s->notimp, (unsigned long long)s->dropped,
             (unsigned long long)s->coalesced, (unsigned long long)s->truncated,
             (unsigned long long)s->upstream_sent, (unsigned long long)s->upstream_failed,
-            qe->count);
+            (unsigned long long)s->local, (unsigned long long)s->cache_hits,
+            (unsigned long long)s->stale_served, (unsigned long long)s->prefetches, qe->count);
 }

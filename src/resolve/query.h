@@ -14,7 +14,8 @@
 
 #include "core/net.h"
 
-struct pool;
+struct cache;
+struct policy;
 struct query_engine;
 
 /* How a reply gets back to the client that asked. */
@@ -29,28 +30,34 @@ struct query_sink_ops {
 
 struct query_client {
     struct net_addr peer;
+    const struct net_addr *local; /* the listener's address, for rules */
     bool tcp; /* replies are never truncated below 65535 bytes */
     const struct query_sink_ops *ops;
     void *ctx;
 };
 
 struct query_opts {
-    unsigned timeout_ms; /* client-facing deadline; SERVFAIL after it */
+    unsigned timeout_ms;       /* client-facing deadline; SERVFAIL after it */
+    unsigned stale_timeout_ms; /* RFC 8767 client timeout before a stale answer; 0 = off */
 };
 
 struct query_stats {
     uint64_t queries, answered, servfail, formerr, notimp, dropped;
     uint64_t coalesced, upstream_sent, upstream_failed, truncated;
+    uint64_t local, cache_hits, stale_served, prefetches;
 };
 
+/* cache may be NULL (no caching); it is shared, not owned, and must outlive
+ * the engine or be replaced through query_engine_configure first. */
 struct query_engine *query_engine_new(struct ev_loop *loop, const struct query_opts *o,
-                                      struct pool *pool);
+                                      struct policy *policy, struct cache *cache);
 /* Fails every pending query with SERVFAIL first. */
 void query_engine_del(struct query_engine *qe);
-/* New settings and pool for queries that start from now on; queries in flight
- * finish with what they started with. Takes a reference on pool. */
+/* New settings, policy and cache for queries that start from now on; queries
+ * in flight finish on the pools they started with. Takes a reference on
+ * policy. */
 void query_engine_configure(struct query_engine *qe, const struct query_opts *o,
-                            struct pool *pool);
+                            struct policy *policy, struct cache *cache);
 
 /* Handles one client message. msg is only read during the call. */
 void query_submit(struct query_engine *qe, const uint8_t *msg, size_t len,

@@ -1,0 +1,184 @@
+#include "resolve/policy.h"
+
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/err.h"
+#include "upstream/pool.h"
+
+struct policy {
+    const struct config *cfg;
+    struct pool **pools;
+    size_t npools;
+    unsigned refs;
+};
+
+struct policy *policy_new(const struct config *cfg, struct pool **pools, char *err,
+                          size_t errlen)
+{
+    struct policy *p;
+
+    for (size_t i = 0; i < cfg->n_rules; i++) {
+        if (cfg->rules[i].n_applications) {
+            /* matching a query to its process needs the socket-diag lookup,
+             * which this build does not have yet: refuse rather than ignore */
+            snprintf(err, errlen,
+                     "%s:%d: rule matches 'applications', which this build cannot do yet",
+                     cfg->file ? cfg->file : "config", cfg->rules[i].line);
+            return NULL;
+        }
+    }
+    p = calloc(1, sizeof(*p));
+    if (!p || !(p->pools = calloc(cfg->n_groups ? cfg->n_groups : 1, sizeof(*p->pools)))) {
+        free(p);
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    p->cfg = cfg;
+    p->npools = cfg->n_groups;
+    for (size_t i = 0; i < p->npools; i++) {
+        p->pools[i] = pools[i];
+        pool_ref(pools[i]);
+    }
+    p->refs = 1;
+    return p;
+}
+
+void policy_ref(struct policy *p)
+{
+    p->refs++;
+}
+
+void policy_unref(struct policy *p)
+{
+    if (!p || --p->refs > 0)
+        return;
+    for (size_t i = 0; i < p->npools; i++)
+        pool_unref(p->pools[i]);
+    free(p->pools);
+    free(p);
+}
+
+static bool subnet_match(const struct cfg_subnet *s, const struct net_addr *a)
+{
+    const uint8_t *net, *ip;
+    size_t bytes;
+
+    if (s->addr.ss.ss_family != a->ss.ss_family)
+        return false;
+    if (a->ss.ss_family == AF_INET) {
+        net = (const uint8_t *)&((const struct sockaddr_in *)&s->addr.ss)->sin_addr;
+        ip = (const uint8_t *)&((const struct sockaddr_in *)&a->ss)->sin_addr;
+    } else {
+        net = (const uint8_t *)&((const struct sockaddr_in6 *)&s->addr.ss)->sin6_addr;
+        ip = (const uint8_t *)&((const struct sockaddr_in6 *)&a->ss)->sin6_addr;
+    }
+    bytes = s->prefix / 8;
+    if (memcmp(net, ip, bytes))
+        return false;
+    if (s->prefix % 8) {
+        uint8_t mask = (uint8_t)(0xff << (8 - s->prefix % 8));
+        return (net[bytes] & mask) == (ip[bytes] & mask);
+    }
+    return true;
+}
+
+static bool rule_match(const struct cfg_rule *r, const struct dns_question *q,
+                       const struct net_addr *client, const struct net_addr *local)
+{
+    bool ok;
+
+    if (r->n_domains) {
+        ok = false;
+        for (size_t i = 0; i < r->n_domains && !ok; i++)
+            ok = dns_name_is_sub(q->name, q->name_len, r->domains[i], r->domain_lens[i]);
+        if (!ok)
+            return false;
+    }
+    if (r->n_qtypes) {
+        ok = false;
+        for (size_t i = 0; i < r->n_qtypes && !ok; i++)
+            ok = r->qtypes[i] == q->qtype;
+        if (!ok)
+            return false;
+    }
+    if (r->n_clients) {
+        ok = false;
+        for (size_t i = 0; i < r->n_clients && !ok; i++)
+            ok = subnet_match(&r->clients[i], client);
+        if (!ok)
+            return false;
+    }
+    if (r->n_listeners) {
+        ok = false;
+        for (size_t i = 0; i < r->n_listeners && !ok; i++)
+            ok = local && net_addr_eq(&r->listeners[i], local);
+        if (!ok)
+            return false;
+    }
+    return true;
+}
+
+void policy_decide(const struct policy *p, const struct dns_question *q,
+                   const struct net_addr *client, const struct net_addr *local,
+                   struct policy_decision *out)
+{
+    for (size_t i = 0; i < p->cfg->n_rules; i++) {
+        const struct cfg_rule *r = &p->cfg->rules[i];
+        if (rule_match(r, q, client, local)) {
+            out->action = r->action;
+            out->rule = r;
+            out->pool = r->action == CFG_ACTION_GROUP ? p->pools[r->group] : NULL;
+            return;
+        }
+    }
+    out->action = CFG_ACTION_GROUP;
+    out->rule = NULL;
+    out->pool = p->pools[0];
+}
+
+int policy_local_answer(const struct cfg_rule *r, const struct dns_query_info *qi,
+                        uint8_t *out, size_t cap)
+{
+    struct dns_cur c;
+    struct dns_hdr h = {
+        .id = qi->hdr.id,
+        .flags = DNS_FLAG_QR | DNS_FLAG_AA | DNS_FLAG_RA | (qi->hdr.flags & DNS_FLAG_RD),
+        .qdcount = 1,
+        .arcount = qi->edns.present ? 1 : 0,
+    };
+    int family = qi->q.qtype == DNS_TYPE_A ? AF_INET : qi->q.qtype == DNS_TYPE_AAAA ? AF_INET6 : 0;
+
+    if (r->action == CFG_ACTION_REFUSE)
+        return dns_reply_error(qi, true, DNS_RCODE_REFUSED, out, cap);
+    if (r->action == CFG_ACTION_NXDOMAIN)
+        return dns_reply_error(qi, true, DNS_RCODE_NXDOMAIN, out, cap);
+    for (size_t i = 0; i < r->n_answers; i++)
+        h.ancount += r->answers[i].ss.ss_family == family;
+    dns_cur_init_w(&c, out, cap);
+    dns_hdr_write(&c, &h);
+    dns_cur_put(&c, qi->q.name, qi->q.name_len);
+    dns_cur_put_u16(&c, qi->q.qtype);
+    dns_cur_put_u16(&c, qi->q.qclass);
+    for (size_t i = 0; i < r->n_answers; i++) {
+        const struct net_addr *a = &r->answers[i];
+        if (a->ss.ss_family != family)
+            continue;
+        dns_cur_put_u16(&c, 0xc000 | DNS_HDR_LEN); /* the question's name */
+        dns_cur_put_u16(&c, qi->q.qtype);
+        dns_cur_put_u16(&c, DNS_CLASS_IN);
+        dns_cur_put_u32(&c, r->answer_ttl);
+        if (family == AF_INET) {
+            dns_cur_put_u16(&c, 4);
+            dns_cur_put(&c, &((const struct sockaddr_in *)&a->ss)->sin_addr, 4);
+        } else {
+            dns_cur_put_u16(&c, 16);
+            dns_cur_put(&c, &((const struct sockaddr_in6 *)&a->ss)->sin6_addr, 16);
+        }
+    }
+    if (qi->edns.present)
+        dns_edns_write(&c, DNS_EDNS_DEFAULT, qi->edns.do_bit, 0);
+    return c.err ? DV_ESPACE : (int)c.pos;
+}
