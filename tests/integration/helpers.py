@@ -365,7 +365,8 @@ server:
     logfile: ""
     verbosity: 1
     num-threads: 1
-    do-ip6: {"yes" if knot.v6 else "no"}
+    do-ip6: no
+    outgoing-interface: 127.0.0.1
     do-not-query-localhost: no
     module-config: "iterator"
     qname-minimisation: no

@@ -1,7 +1,10 @@
 """Signals, listeners, IPv6."""
 
+import os
+import pwd
 import signal
 import socket
+import subprocess
 import threading
 import time
 
@@ -79,3 +82,55 @@ def test_ipv6_upstream(dnsveil, knot, scheme):
         pytest.skip("knotd not on ::1")
     d = dnsveil("%s://[::1]:%d" % (scheme, knot.port))
     assert answer_of(d.host, d.port, "target.test.") == ["192.0.2.30"]
+
+
+def proc_ids(pid):
+    ids = {}
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            if key in ("Uid", "Gid", "Groups"):
+                ids[key] = [int(v) for v in value.split()]
+    return ids
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="privilege drop needs root")
+@pytest.mark.parametrize("user", [None, "daemon"], ids=["default-nobody", "daemon"])
+def test_drops_privileges_after_binding(dnsveil, knot, user):
+    extra = ["--user", user] if user else []
+    d = dnsveil("udp://127.0.0.1:%d" % knot.port, extra=extra)
+    pw = pwd.getpwnam(user or "nobody")
+    ids = proc_ids(d.proc.pid)
+    assert set(ids["Uid"]) == {pw.pw_uid}, ids
+    assert set(ids["Gid"]) == {pw.pw_gid}, ids
+    assert 0 not in ids["Groups"], ids
+    assert answer_of(d.host, d.port) == ["192.0.2.1"]
+
+
+def test_daemon_mode_with_pidfile(tmp_path, knot):
+    port = helpers.free_port()
+    pidfile = tmp_path / "dnsveil.pid"
+    args = [helpers.dnsveil_bin(), "-l", "127.0.0.1:%d" % port,
+            "-u", "udp://127.0.0.1:%d" % knot.port, "--daemon", "--pidfile", str(pidfile)]
+    started = subprocess.run(args, stdin=subprocess.DEVNULL, capture_output=True, timeout=10)
+    assert started.returncode == 0, started.stderr
+    end = time.monotonic() + 10
+    while not (pidfile.exists() and pidfile.read_text().strip()) and time.monotonic() < end:
+        time.sleep(0.05)
+    pid = int(pidfile.read_text().strip())
+    try:
+        helpers.wait_for_dns("127.0.0.1", port, deadline=10)
+        assert answer_of("127.0.0.1", port, "c1.test.") == ["192.0.2.30"]
+    finally:
+        os.kill(pid, signal.SIGTERM)
+    end = time.monotonic() + 10
+    while time.monotonic() < end:
+        try:
+            with open("/proc/%d/status" % pid) as f:
+                if "\nState:\tZ" in f.read():
+                    break
+        except FileNotFoundError:
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail("daemon pid %d still running 10 s after SIGTERM" % pid)
