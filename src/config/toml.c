@@ -5,6 +5,7 @@
 #include "config/toml.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -82,11 +83,18 @@ static void pos_of(struct parser *p, size_t off, int *pline, int *pcol)
     if (off > p->len)
         off = p->len;
     if (off < p->lc_off) {
-        p->lc_off = p->bom;
-        p->lc_line = 1;
-        p->lc_line_start = p->bom;
+        /* Rare (key positions, errors): step back from the cache. */
+        for (size_t i = off; i < p->lc_off; i++)
+            if (p->src[i] == '\n')
+                p->lc_line--;
+        if (off < p->lc_line_start) {
+            size_t start = off;
+            while (start > p->bom && p->src[start - 1] != '\n')
+                start--;
+            p->lc_line_start = start;
+        }
     }
-    for (size_t i = p->lc_off; i < off; i++) {
+    for (size_t i = p->lc_off < off ? p->lc_off : off; i < off; i++) {
         if (p->src[i] == '\n') {
             p->lc_line++;
             p->lc_line_start = i + 1;
@@ -94,8 +102,8 @@ static void pos_of(struct parser *p, size_t off, int *pline, int *pcol)
     }
     p->lc_off = off;
     *pline = p->lc_line;
-    size_t start = p->lc_line_start > off ? off : p->lc_line_start;
-    *pcol = (int)(off - start) + 1;
+    size_t col = off - p->lc_line_start + 1;
+    *pcol = col > INT_MAX ? INT_MAX : (int)col;
 }
 
 __attribute__((format(printf, 3, 4)))
@@ -1158,6 +1166,9 @@ static int parse_keyval(struct parser *p, struct toml_node *table)
         }
         p->pos++;
         skip_ws(p);
+        /* Key position first: positions are cheapest asked in file order. */
+        int kline, kcol;
+        pos_of(p, keyoff, &kline, &kcol);
         struct toml_node *v;
         if (parse_value(p, t->depth + 1, &v) != DV_OK) {
             free(key);
@@ -1165,7 +1176,8 @@ static int parse_keyval(struct parser *p, struct toml_node *table)
         }
         v->key = key;
         v->keylen = keylen;
-        pos_of(p, keyoff, &v->kline, &v->kcol);
+        v->kline = kline;
+        v->kcol = kcol;
         if (container_add(p, t, v) != DV_OK) {
             node_free(v);
             return p->rc;

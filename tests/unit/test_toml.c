@@ -632,6 +632,25 @@ static void test_errors(void **state)
     expect_error("# c\xc0\xaf\n", 1, 4, "overlong UTF-8 sequence");
     expect_error("a = 1\r\nb = \"x\ry\"\r\n", 2, 7, "carriage return not followed by a line feed");
     expect_error("a = \"\x01\"\n", 1, 6, "control character 0x01 not allowed in string");
+    /* Lines keep counting through multi-line values and CRLF endings. */
+    expect_error("a = \"\"\"\nx\ny\"\"\" z\n", 3, 6,
+                 "expected end of line after value, found 'z'");
+    expect_error("a = [\n  1,\n  2\n  3]\n", 4, 3, "expected ',' or ']' in array, found '3'");
+    expect_error("a = 1\r\n[b]\r\nc = \r\n", 3, 5, "expected a value, found end of line");
+    expect_error("[a.b]\n[a]\nb.c = 1\n", 3, 1,
+                 "cannot add keys with a dotted key to 'b': it is a [table] (defined at 1:4)");
+    expect_error("x.y = 1\n[x.y]\n", 2, 4,
+                 "'y' is already defined as an integer at 1:3");
+    expect_error("[t]\na.b = 1\n[t.a]\n", 3, 4,
+                 "'a' is already defined as a dotted-key table at 2:1");
+    expect_error("x = 1.5e400\n", 1, 5, "float out of range");
+    expect_error("x = +0x10\n", 1, 5, "hexadecimal, octal and binary integers cannot have a sign");
+    expect_error("x = 1__0\n", 1, 5, "invalid number: '_' must sit between digits");
+    expect_error("x = 12:60:00\n", 1, 5, "minute 60 out of range (00-59)");
+    expect_error("x = 2000-01-01T00:00:00+24:00\n", 1, 5, "date-time offset out of range");
+    expect_error("\"a\nb\" = 1\n", 1, 1, "unterminated string (missing closing \")");
+    expect_error("s = \"\"\"a\\ b\"\"\"\n", 1, 9,
+                 "invalid escape in string: '\\' must be followed by one of b t n f r \" \\ u U");
     /* Columns are bytes, not counting a leading byte-order mark. */
     expect_error("\xef\xbb\xbf\xc3\xa9 = 1\n", 1, 1, "expected a key, found byte 0xc3");
     expect_error("k = \"\xc3\xa9\" x\n", 1, 10, "expected end of line after value, found 'x'");
