@@ -231,7 +231,8 @@ int dns_rr_next(struct dns_rr_iter *it, struct dns_rr *rr);
 /* Walks the whole message and finds its OPT RR. 1 with *opt filled, 0 when
  * there is none, DV_EMALFORMED when any RR does not parse, bytes trail the
  * last section, or the OPT rules are broken (OPT outside the additional
- * section, more than one, or an owner other than the root). */
+ * section, more than one, an owner other than the root, or an option that
+ * overruns the RDATA). dns_response_check applies the same rules. */
 int dns_msg_find_opt(const uint8_t *msg, size_t len, struct dns_rr *opt);
 
 /* Subtracts elapsed seconds from every TTL in the answer, authority and

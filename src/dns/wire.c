@@ -252,8 +252,9 @@ static int rdata_check(const uint8_t *msg, size_t len, const struct dns_rr *rr)
     return c.err || c.pos != end ? DV_EMALFORMED : 0;
 }
 
-/* Walks the RRs after the question, enforcing the OPT rules of RFC 6891 §6.1.1,
- * and checks that nothing trails the last section. */
+/* Walks the RRs after the question, enforcing the OPT rules of RFC 6891 §6.1.1
+ * (including a well-formed option list), and checks that nothing trails the
+ * last section. */
 static int walk_rrs(struct dns_rr_iter *it, const uint8_t *msg, size_t len, bool check_rdata,
                     struct dns_rr *opt)
 {
@@ -262,7 +263,9 @@ static int walk_rrs(struct dns_rr_iter *it, const uint8_t *msg, size_t len, bool
 
     while ((rc = dns_rr_next(it, &rr)) == 1) {
         if (rr.type == DNS_TYPE_OPT) {
-            if (found || rr.section != DNS_SEC_ADDITIONAL || rr.name_end != rr.off + 1)
+            struct dns_edns e;
+            if (found || rr.section != DNS_SEC_ADDITIONAL || rr.name_end != rr.off + 1 ||
+                dns_edns_parse_opts(msg + rr.rdata_off, rr.rdlen, &e) < 0)
                 return DV_EMALFORMED;
             found = 1;
             if (opt)

@@ -723,6 +723,10 @@ static const struct row response_rows[] = {
         U16(1), U32(300), U16(23), 0xc0, 12, 0xc0, 12, U32(1), U32(2), U32(3), U32(4), U16(5), 0),
     ROW("OPT in answer", DV_EMALFORMED, HDR(1, 0x8180, 1, 1, 0, 0), Q_EX_A, OPT_RR(1232, 0, 0)),
     ROW("two OPT", DV_EMALFORMED, HDR(1, 0x8180, 1, 0, 0, 2), Q_EX_A, OPT_RR(1232, 0, 0), OPT_RR(1232, 0, 0)),
+    ROW("OPT option overruns", DV_EMALFORMED, HDR(1, 0x8180, 1, 0, 0, 1), Q_EX_A, OPT_RR(1232, 0, 6),
+        U16(DNS_OPT_PADDING), U16(3), 0, 0),
+    ROW("OPT with options", 0, HDR(1, 0x8180, 1, 0, 0, 1), Q_EX_A, OPT_RR(1232, 0, 10),
+        U16(DNS_OPT_PADDING), U16(2), 0, 0, U16(DNS_OPT_KEEPALIVE), U16(0)),
     ROW("pointer loop in answer", DV_EMALFORMED, HDR(1, 0x8180, 1, 1, 0, 0), Q_EX_A, 1, 'b', 0xc0, 29,
         U16(DNS_TYPE_A), U16(1), U32(60), U16(4), 1, 2, 3, 4),
 };
