@@ -13,6 +13,7 @@
 #include <strings.h>
 #include <sys/types.h>
 
+#include "config/stamp.h"
 #include "config/toml.h"
 #include "core/err.h"
 #include "core/log.h"
@@ -533,7 +534,9 @@ static void parse_metrics(struct ctx *x, const struct toml_node *t)
     if (net_addr_parse(s, 9153, &x->c->metrics_addr))
         cerr(x, toml_table_get(t, "listen"), "metrics address \"%s\": expected IP[:PORT]", s);
     else
-        x->c->metrics_enabled = true;
+        /* the endpoint is not built yet: say so instead of ignoring it */
+        cerr(x, toml_table_get(t, "listen"),
+             "the metrics endpoint is not available in this build; use listen = \"\"");
 }
 
 static const char *const url_schemes[] = {"udp://", "tcp://", "tls://", "https://",
@@ -569,6 +572,22 @@ static void parse_upstream(struct ctx *x, const struct toml_node *t)
              "quic://, odoh:// or sdns://", name, url);
         return;
     }
+    struct stamp st;
+    char stamp_url[600];
+    bool is_stamp = strncmp(url, "sdns://", 7) == 0;
+    if (is_stamp) {
+        char why[200];
+        if (stamp_decode(url, &st, why, sizeof(why)) ||
+            stamp_to_url(&st, stamp_url, sizeof(stamp_url), why, sizeof(why))) {
+            cerr(x, toml_table_get(t, "url"), "upstream '%s': %s", name, why);
+            return;
+        }
+        if (st.n_hashes)
+            log_warn("%s: upstream '%s': the stamp's certificate hashes are not checked; "
+                     "the certificate is verified against its name (use 'pins' to pin)",
+                     x->file, name);
+        url = stamp_url;
+    }
     if (config_add_upstream(x->c, name, url)) {
         x->oom = true;
         return;
@@ -580,6 +599,9 @@ static void parse_upstream(struct ctx *x, const struct toml_node *t)
     each_string(x, t, "bootstrap", push_str, &boot);
     u->pins = pins.v;
     u->n_pins = pins.n;
+    /* a stamp's address is the server's own: it bootstraps the host name */
+    if (is_stamp && st.addr[0] && st.proto != STAMP_PLAIN)
+        push_str(x, t, st.addr, &boot);
     u->bootstrap = boot.v;
     u->n_bootstrap = boot.n;
     for (size_t i = 0; i < boot.n; i++) {
@@ -875,6 +897,10 @@ static void parse_rule(struct ctx *x, const struct toml_node *t)
     each_string(x, t, "applications", push_str, &apps);
     r->applications = apps.v;
     r->n_applications = apps.n;
+    if (apps.n)
+        /* needs the socket-diag process lookup: refuse rather than ignore */
+        cerr(x, toml_table_get(t, "applications"),
+             "'applications' matching is not available in this build");
     each_string(x, t, "answer", add_answer, r);
     get_u32(x, t, "answer_ttl", 604800, &r->answer_ttl);
     group = get_cstr(x, t, "group");

@@ -20,16 +20,6 @@ struct policy *policy_new(const struct config *cfg, struct pool **pools, char *e
 {
     struct policy *p;
 
-    for (size_t i = 0; i < cfg->n_rules; i++) {
-        if (cfg->rules[i].n_applications) {
-            /* matching a query to its process needs the socket-diag lookup,
-             * which this build does not have yet: refuse rather than ignore */
-            snprintf(err, errlen,
-                     "%s:%d: rule matches 'applications', which this build cannot do yet",
-                     cfg->file ? cfg->file : "config", cfg->rules[i].line);
-            return NULL;
-        }
-    }
     p = calloc(1, sizeof(*p));
     if (!p || !(p->pools = calloc(cfg->n_groups ? cfg->n_groups : 1, sizeof(*p->pools)))) {
         free(p);
