@@ -16,6 +16,9 @@ struct scheme {
 static const struct scheme schemes[] = {
     {"udp://", &plain_ops, UPSTREAM_UDP, 53},
     {"tcp://", &plain_ops, UPSTREAM_TCP, 53},
+#ifdef DV_HAVE_TLS
+    {"tls://", &dot_ops, UPSTREAM_TLS, 853},
+#endif
 };
 
 static char *dup_or_null(const char *s)

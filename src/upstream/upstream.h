@@ -75,5 +75,6 @@ void upstream_ref(struct upstream *u);
 void upstream_unref(struct upstream *u);
 
 extern const struct transport_ops plain_ops;
+extern const struct transport_ops dot_ops;
 
 #endif

@@ -1,0 +1,826 @@
+/* dot — DNS over TLS (RFC 7858) to one upstream, with the TCP usage profile
+ * of RFC 7766: queries are pipelined on a few long-lived connections and
+ * answers may come back in any order.
+ *
+ * Each query gets a wire ID that is unused on its connection (the caller's
+ * random ID is restored before done), is padded to 128-byte blocks (RFC
+ * 8467; client-subnet is stripped on the way) and carries an empty
+ * edns-tcp-keepalive option (RFC 7828) so the server tells us how long it
+ * keeps idle connections; we close ours before that.
+ *
+ * Connections: at most DOT_MAX_CONNS per upstream; a second one opens only
+ * when the first is saturated. An idle connection closes after the server's
+ * keepalive, or DOT_IDLE_MS when the server names none, except the last
+ * one, which stays warm until the server closes it. Queries in flight on a
+ * connection that drops are retried once on a new connection; a connection
+ * that cannot be set up (refused, TLS or verification failure) fails its
+ * queries at once and starts an exponential backoff with jitter during
+ * which new queries fail fast, so the caller moves to another upstream.
+ *
+ * Lifetime: libev callbacks hold up->busy; a connection that dies inside
+ * one is torn down at once but freed only when the outermost callback
+ * returns, and so is the upstream state when close() runs from inside a
+ * done callback. */
+#ifdef DV_HAVE_TLS
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "core/buf.h"
+#include "core/err.h"
+#include "core/log.h"
+#include "dns/dns.h"
+#include "upstream/frame.h"
+#include "upstream/tls.h"
+#include "upstream/upstream.h"
+
+enum {
+    DOT_MAX_CONNS = 2,
+    DOT_IDLE_MS = 30000,
+    DOT_SETUP_MS = 10000,      /* connect + handshake */
+    DOT_PAD_BLOCK = 128,
+    DOT_CONN_MAX_IDS = 4096,   /* in flight per connection, cancelled ones included */
+    DOT_OUT_HIGH = 256 * 1024, /* queued bytes per connection before it counts as full */
+    DOT_WAIT_MAX = 16384,      /* queries waiting for a connection */
+    DOT_BACKOFF_MIN_MS = 250,
+    DOT_BACKOFF_MAX_MS = 30000,
+    DOT_WRITE_CHUNK = 16384,   /* one TLS record */
+    DOT_QUERY_ROOM = 160,      /* keepalive option + padding + an OPT RR if missing */
+    DOT_ID_BUCKETS = 256,
+};
+
+enum dc_state { DC_CONNECTING, DC_HANDSHAKE, DC_READY, DC_DEAD };
+
+struct dot_up;
+struct dot_conn;
+
+struct qlist {
+    struct dot_q *head, *tail;
+    size_t n;
+};
+
+/* One query. x is NULL once cancelled: a query already on the wire keeps its
+ * ID reserved until its answer or its connection goes, so a late answer can
+ * never be taken for a newer query's. */
+struct dot_q {
+    struct xfer *x;
+    struct dot_conn *c;     /* set while in c's ID table */
+    struct qlist *list;     /* the list it is on, or NULL */
+    struct dot_q *next, *prev;
+    struct dot_q *hnext;    /* ID table chain */
+    uint16_t wire_id;
+    bool retried;
+    size_t len;
+    uint8_t msg[];          /* padded query; its ID is the wire ID */
+};
+
+struct dot_conn {
+    struct dot_up *up;
+    struct dot_conn *next;  /* up->conns or up->graveyard */
+    enum dc_state st;
+    int fd;
+    ev_io io;
+    int events;
+    ev_timer timer;         /* setup deadline, then idle check */
+    struct tls_conn *tls;
+    struct frame_rd fr;
+    struct buf out;         /* framed queries the TLS layer has not taken yet */
+    size_t out_retry;       /* length TLS asked us to offer again after EAGAIN */
+    struct qlist qs;        /* in flight, cancelled ones included */
+    struct dot_q *ids[DOT_ID_BUCKETS];
+    unsigned live;          /* in flight with a caller still waiting */
+    uint64_t idle_ms;
+    bool server_idle;       /* idle_ms came from the server's keepalive */
+    uint64_t last_active;
+};
+
+struct dot_up {
+    struct ev_loop *loop;
+    char *name;
+    struct net_addr addr;
+    struct tls_ctx *tls;
+    struct dot_conn *conns;
+    unsigned n_conns;
+    struct dot_conn *graveyard;
+    struct qlist wait;      /* accepted, no connection yet */
+    unsigned fails;         /* consecutive setup failures */
+    uint64_t retry_at;      /* no new connection before this (ms) */
+    unsigned busy;
+    bool closed;
+};
+
+static uint8_t rxbuf[16384];
+static uint8_t ansbuf[DNS_MSG_MAX];
+
+/* ---- small helpers ------------------------------------------------------ */
+
+static void ql_push(struct qlist *l, struct dot_q *q, bool front)
+{
+    q->list = l;
+    if (front) {
+        q->prev = NULL;
+        q->next = l->head;
+        if (l->head)
+            l->head->prev = q;
+        else
+            l->tail = q;
+        l->head = q;
+    } else {
+        q->next = NULL;
+        q->prev = l->tail;
+        if (l->tail)
+            l->tail->next = q;
+        else
+            l->head = q;
+        l->tail = q;
+    }
+    l->n++;
+}
+
+static void ql_unlink(struct dot_q *q)
+{
+    struct qlist *l = q->list;
+
+    if (!l)
+        return;
+    if (q->prev)
+        q->prev->next = q->next;
+    else
+        l->head = q->next;
+    if (q->next)
+        q->next->prev = q->prev;
+    else
+        l->tail = q->prev;
+    l->n--;
+    q->list = NULL;
+    q->next = q->prev = NULL;
+}
+
+static struct dot_q *ql_pop(struct qlist *l)
+{
+    struct dot_q *q = l->head;
+
+    if (q)
+        ql_unlink(q);
+    return q;
+}
+
+static struct dot_q *id_find(const struct dot_conn *c, uint16_t id)
+{
+    for (struct dot_q *q = c->ids[id % DOT_ID_BUCKETS]; q; q = q->hnext)
+        if (q->wire_id == id)
+            return q;
+    return NULL;
+}
+
+static void id_remove(struct dot_conn *c, struct dot_q *q)
+{
+    for (struct dot_q **pp = &c->ids[q->wire_id % DOT_ID_BUCKETS]; *pp; pp = &(*pp)->hnext) {
+        if (*pp == q) {
+            *pp = q->hnext;
+            break;
+        }
+    }
+    q->hnext = NULL;
+    q->c = NULL;
+}
+
+/* An ID nobody on c uses: random probes first (the table is sparse), then
+ * a scan, so it always succeeds below DOT_CONN_MAX_IDS entries. */
+static uint16_t id_pick(const struct dot_conn *c)
+{
+    uint16_t id = (uint16_t)arc4random();
+
+    for (int i = 0; i < 16; i++, id = (uint16_t)arc4random())
+        if (!id_find(c, id))
+            return id;
+    while (id_find(c, id))
+        id++;
+    return id;
+}
+
+static uint64_t backoff_ms(unsigned fails)
+{
+    uint64_t d = DOT_BACKOFF_MIN_MS;
+
+    for (unsigned i = 1; i < fails && d < DOT_BACKOFF_MAX_MS; i++)
+        d *= 2;
+    if (d > DOT_BACKOFF_MAX_MS)
+        d = DOT_BACKOFF_MAX_MS;
+    /* jitter in [d/2, d) keeps many instances from reconnecting in step */
+    return d / 2 + arc4random_uniform((uint32_t)(d / 2));
+}
+
+/* ---- connections -------------------------------------------------------- */
+
+static void dc_io_cb(struct ev_loop *loop, ev_io *w, int revents);
+static void dc_timer_cb(struct ev_loop *loop, ev_timer *w, int revents);
+static void up_dispatch(struct dot_up *up, bool may_complete);
+
+static void dc_set_events(struct dot_conn *c)
+{
+    int ev;
+
+    if (c->st == DC_DEAD)
+        return;
+    if (c->st == DC_CONNECTING)
+        ev = EV_WRITE;
+    else if (c->st == DC_HANDSHAKE)
+        ev = tls_conn_wants_write(c->tls) ? EV_WRITE : EV_READ;
+    else
+        ev = EV_READ | (buf_used(&c->out) || tls_conn_wants_write(c->tls) ? EV_WRITE : 0);
+    if (ev == c->events)
+        return;
+    ev_io_stop(c->up->loop, &c->io);
+    ev_io_set(&c->io, c->fd, ev);
+    ev_io_start(c->up->loop, &c->io);
+    c->events = ev;
+}
+
+static void dc_arm_timer(struct dot_conn *c, uint64_t ms)
+{
+    ev_timer_stop(c->up->loop, &c->timer);
+    ev_timer_set(&c->timer, (double)ms / 1000.0, 0.);
+    ev_timer_start(c->up->loop, &c->timer);
+}
+
+static struct dot_conn *dc_open(struct dot_up *up)
+{
+    struct dot_conn *c = calloc(1, sizeof(*c));
+    int one = 1;
+
+    if (!c)
+        return NULL;
+    c->up = up;
+    c->idle_ms = DOT_IDLE_MS;
+    frame_init(&c->fr);
+    buf_init(&c->out);
+    c->fd = net_socket(up->addr.ss.ss_family, SOCK_STREAM);
+    if (c->fd < 0)
+        goto fail;
+    setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (connect(c->fd, (const struct sockaddr *)&up->addr.ss, up->addr.len) < 0 &&
+        errno != EINPROGRESS) {
+        log_debug("upstream %s: connect: %s", up->name, strerror(errno));
+        goto fail;
+    }
+    if (tls_conn_new(up->tls, c->fd, &c->tls))
+        goto fail;
+    c->st = DC_CONNECTING;
+    ev_io_init(&c->io, dc_io_cb, c->fd, EV_WRITE);
+    c->io.data = c;
+    c->events = EV_WRITE;
+    ev_io_start(up->loop, &c->io);
+    ev_init(&c->timer, dc_timer_cb);
+    c->timer.data = c;
+    dc_arm_timer(c, DOT_SETUP_MS);
+    c->next = up->conns;
+    up->conns = c;
+    up->n_conns++;
+    return c;
+fail:
+    if (c->fd >= 0)
+        close(c->fd);
+    up->fails++;
+    up->retry_at = net_now_ms() + backoff_ms(up->fails);
+    frame_free(&c->fr);
+    buf_free(&c->out);
+    free(c);
+    return NULL;
+}
+
+static void dc_free(struct dot_conn *c)
+{
+    struct dot_q *q;
+
+    while ((q = ql_pop(&c->qs)))
+        free(q); /* cancelled leftovers only: live ones were handed back */
+    frame_free(&c->fr);
+    buf_free(&c->out);
+    free(c);
+}
+
+/* Stops c's I/O, closes the socket and parks c for freeing once no
+ * callback is running. Its queries stay on c->qs for the caller. */
+static void dc_teardown(struct dot_conn *c, bool polite)
+{
+    struct dot_up *up = c->up;
+
+    if (c->st == DC_DEAD)
+        return;
+    for (struct dot_conn **pp = &up->conns; *pp; pp = &(*pp)->next) {
+        if (*pp == c) {
+            *pp = c->next;
+            up->n_conns--;
+            break;
+        }
+    }
+    ev_io_stop(up->loop, &c->io);
+    ev_timer_stop(up->loop, &c->timer);
+    if (polite && c->st == DC_READY)
+        tls_conn_shutdown(c->tls);
+    tls_conn_free(c->tls);
+    c->tls = NULL;
+    close(c->fd);
+    c->fd = -1;
+    c->st = DC_DEAD;
+    c->next = up->graveyard;
+    up->graveyard = c;
+}
+
+/* Hands every query of a dead connection back: retried once on a new
+ * connection when c had been working, else failed with rc. */
+static void dc_fail(struct dot_conn *c, int rc)
+{
+    struct dot_up *up = c->up;
+    bool was_ready = c->st == DC_READY;
+    struct qlist failed = {0};
+    struct dot_q *q;
+
+    if (c->st == DC_DEAD)
+        return;
+    dc_teardown(c, false);
+    if (!was_ready) {
+        up->fails++;
+        up->retry_at = net_now_ms() + backoff_ms(up->fails);
+        log_debug("upstream %s: connection failed (%s); next attempt in %llu ms", up->name,
+                  dv_strerror(rc), (unsigned long long)(up->retry_at - net_now_ms()));
+    } else {
+        log_debug("upstream %s: connection lost (%s), %u queries in flight", up->name,
+                  dv_strerror(rc), c->live);
+    }
+    /* back to front so the retried keep their order at the head of wait */
+    while ((q = c->qs.tail)) {
+        ql_unlink(q);
+        id_remove(c, q);
+        if (!q->x)
+            free(q);
+        else if (was_ready && !q->retried) {
+            q->retried = true;
+            ql_push(&up->wait, q, true);
+        } else
+            ql_push(&failed, q, true);
+    }
+    c->live = 0;
+    while ((q = ql_pop(&failed)) && !up->closed) {
+        struct xfer *x = q->x;
+        free(q);
+        x->tpriv = NULL;
+        x->done(x, rc, NULL, 0);
+    }
+    if (!up->closed)
+        up_dispatch(up, true);
+}
+
+/* Moves q onto c: a fresh wire ID and its frame at the end of c->out. */
+static int dc_assign(struct dot_conn *c, struct dot_q *q)
+{
+    uint8_t len[2];
+
+    q->wire_id = id_pick(c);
+    dns_put16(q->msg, q->wire_id);
+    frame_put_len(len, q->len);
+    if (buf_append(&c->out, len, 2) || buf_append(&c->out, q->msg, q->len))
+        return DV_ENOMEM; /* a partial frame can only be at the very end: unsent */
+    q->c = c;
+    q->hnext = c->ids[q->wire_id % DOT_ID_BUCKETS];
+    c->ids[q->wire_id % DOT_ID_BUCKETS] = q;
+    ql_push(&c->qs, q, false);
+    c->live++;
+    c->last_active = net_now_ms();
+    return 0;
+}
+
+static bool dc_has_room(const struct dot_conn *c)
+{
+    return c->st != DC_DEAD && c->qs.n < DOT_CONN_MAX_IDS && buf_used(&c->out) < DOT_OUT_HIGH;
+}
+
+/* Gives TLS as much of c->out as it takes. 0, or the error that killed c. */
+static int dc_flush(struct dot_conn *c)
+{
+    while (buf_used(&c->out)) {
+        size_t n = c->out_retry ? c->out_retry : buf_used(&c->out);
+        if (n > DOT_WRITE_CHUNK)
+            n = DOT_WRITE_CHUNK;
+        long w = tls_conn_write(c->tls, buf_head(&c->out), n);
+        if (w == DV_EAGAIN) {
+            c->out_retry = n;
+            break;
+        }
+        if (w < 0)
+            return (int)w;
+        c->out_retry = 0;
+        buf_consume(&c->out, (size_t)w);
+    }
+    if (!buf_used(&c->out))
+        c->out.off = c->out.len = 0;
+    return 0;
+}
+
+/* Notes the server's edns-tcp-keepalive timeout, if the answer has one. */
+static void dc_keepalive(struct dot_conn *c, const uint8_t *msg, size_t len)
+{
+    struct dns_rr opt;
+    struct dns_edns e;
+
+    if (dns_msg_find_opt(msg, len, &opt) != 1 || dns_edns_read(msg, len, &opt, &e) ||
+        !e.has_keepalive || e.keepalive_len != 2)
+        return;
+    uint64_t ms = (uint64_t)e.keepalive * 100;
+    /* close a little before the server would, so no query races its close */
+    ms -= ms / 10;
+    if (c->server_idle && ms == c->idle_ms)
+        return;
+    c->idle_ms = ms;
+    c->server_idle = true;
+    dc_arm_timer(c, ms > 1000 ? ms : 1000);
+}
+
+/* One framed message from the server. 0, or DV_EPROTO when the stream
+ * cannot be trusted any more. May run a done callback. */
+static int dc_answer(struct dot_conn *c, const uint8_t *msg, size_t len)
+{
+    struct dot_q *q;
+    struct xfer *x;
+
+    if (len < DNS_HDR_LEN) {
+        log_debug("upstream %s: %zu-byte frame", c->up->name, len);
+        return DV_EPROTO;
+    }
+    q = id_find(c, dns_get16(msg));
+    if (!q) {
+        log_debug("upstream %s: answer with unknown ID %u", c->up->name, dns_get16(msg));
+        return 0;
+    }
+    id_remove(c, q);
+    ql_unlink(q);
+    x = q->x;
+    free(q);
+    c->last_active = net_now_ms();
+    if (!x)
+        return 0;
+    c->live--;
+    x->tpriv = NULL;
+    if (!(dns_get16(msg + 2) & DNS_FLAG_QR)) {
+        x->done(x, DV_EPROTO, NULL, 0);
+        return 0;
+    }
+    dc_keepalive(c, msg, len);
+    memcpy(ansbuf, msg, len);
+    dns_put16(ansbuf, dns_get16(x->msg));
+    x->done(x, 0, ansbuf, len);
+    return 0;
+}
+
+/* Reads until TLS has nothing more. 0, or the error that killed c. */
+static int dc_read(struct dot_conn *c)
+{
+    struct dot_up *up = c->up;
+
+    for (;;) {
+        long n = tls_conn_read(c->tls, rxbuf, sizeof(rxbuf));
+        if (n == DV_EAGAIN)
+            return 0;
+        if (n < 0) {
+            if (n == DV_ECONN && frame_partial(&c->fr))
+                log_debug("upstream %s: stream ended inside a message", up->name);
+            return (int)n;
+        }
+        size_t off = 0;
+        while (off < (size_t)n) {
+            const uint8_t *msg;
+            size_t mlen;
+            long used = frame_read(&c->fr, rxbuf + off, (size_t)n - off, &msg, &mlen);
+            if (used < 0)
+                return (int)used;
+            off += (size_t)used;
+            if (!msg)
+                continue;
+            int rc = dc_answer(c, msg, mlen);
+            if (rc)
+                return rc;
+            /* done may have closed the upstream or killed c */
+            if (up->closed || c->st == DC_DEAD)
+                return 0;
+        }
+    }
+}
+
+static void dc_ready(struct dot_conn *c)
+{
+    struct dot_up *up = c->up;
+
+    c->st = DC_READY;
+    up->fails = 0;
+    up->retry_at = 0;
+    c->last_active = net_now_ms();
+    dc_arm_timer(c, c->idle_ms);
+    log_debug("upstream %s: connected (%u open, %u queued)", up->name, up->n_conns, c->live);
+}
+
+static void dc_io(struct dot_conn *c, int revents)
+{
+    struct dot_up *up = c->up;
+    int rc;
+
+    if (c->st == DC_CONNECTING) {
+        int soerr = 0;
+        socklen_t sl = sizeof(soerr);
+        if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) < 0)
+            soerr = errno;
+        if (soerr) {
+            log_debug("upstream %s: connect: %s", up->name, strerror(soerr));
+            dc_fail(c, DV_ECONN);
+            return;
+        }
+        c->st = DC_HANDSHAKE;
+    }
+    if (c->st == DC_HANDSHAKE) {
+        rc = tls_conn_handshake(c->tls);
+        if (rc == DV_EAGAIN) {
+            dc_set_events(c);
+            return;
+        }
+        if (rc) {
+            dc_fail(c, rc);
+            return;
+        }
+        dc_ready(c);
+    }
+    rc = dc_read(c);
+    if (up->closed || c->st == DC_DEAD)
+        return;
+    if (!rc)
+        rc = dc_flush(c);
+    if (rc) {
+        dc_fail(c, rc);
+        return;
+    }
+    dc_set_events(c);
+    /* a drained connection can take queries that waited for room */
+    if (up->wait.n && dc_has_room(c))
+        up_dispatch(up, true);
+}
+
+static void up_leave(struct dot_up *up);
+
+static void dc_io_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    struct dot_conn *c = w->data;
+    struct dot_up *up = c->up;
+
+    up->busy++;
+    dc_io(c, revents);
+    up_leave(up);
+}
+
+static void dc_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct dot_conn *c = w->data;
+    struct dot_up *up = c->up;
+    uint64_t now = net_now_ms();
+
+    up->busy++;
+    if (c->st != DC_READY) {
+        log_debug("upstream %s: connection setup timed out", up->name);
+        dc_fail(c, DV_ETIMEOUT);
+    } else if (c->live) {
+        dc_arm_timer(c, c->idle_ms > 1000 ? c->idle_ms : 1000);
+    } else if (c->last_active + c->idle_ms > now) {
+        dc_arm_timer(c, c->last_active + c->idle_ms - now);
+    } else if (up->n_conns == 1 && !c->server_idle) {
+        dc_arm_timer(c, c->idle_ms); /* the warm one: kept until the server ends it */
+    } else {
+        log_debug("upstream %s: closing idle connection", up->name);
+        dc_teardown(c, true);
+    }
+    up_leave(up);
+}
+
+/* ---- the upstream ------------------------------------------------------- */
+
+static void up_free(struct dot_up *up)
+{
+    struct dot_conn *c;
+
+    while ((c = up->graveyard)) {
+        up->graveyard = c->next;
+        dc_free(c);
+    }
+    tls_ctx_del(up->tls);
+    free(up->name);
+    free(up);
+}
+
+static void up_leave(struct dot_up *up)
+{
+    struct dot_conn *c;
+
+    if (--up->busy)
+        return;
+    while ((c = up->graveyard)) {
+        up->graveyard = c->next;
+        dc_free(c);
+    }
+    if (up->closed)
+        up_free(up);
+}
+
+/* The connection the next query should use: the working one with the
+ * fewest live queries and room; a new one only when all are full. */
+static struct dot_conn *up_pick(struct dot_up *up)
+{
+    struct dot_conn *best = NULL;
+
+    for (struct dot_conn *c = up->conns; c; c = c->next) {
+        if (!dc_has_room(c))
+            continue;
+        if (!best || (c->st == DC_READY && best->st != DC_READY) ||
+            (c->st == best->st && c->live < best->live))
+            best = c;
+    }
+    if (best)
+        return best;
+    if (up->n_conns >= DOT_MAX_CONNS || net_now_ms() < up->retry_at)
+        return NULL;
+    return dc_open(up);
+}
+
+/* Puts waiting queries on connections. Those that can get none fail with
+ * DV_ECONN when nothing is open and may_complete allows calling done;
+ * otherwise they wait for room. */
+static void up_dispatch(struct dot_up *up, bool may_complete)
+{
+    struct dot_q *q;
+
+    while (up->wait.n) {
+        struct dot_conn *c = up_pick(up);
+        if (!c)
+            break;
+        q = ql_pop(&up->wait);
+        if (dc_assign(c, q)) {
+            ql_push(&up->wait, q, true);
+            break;
+        }
+        if (c->st == DC_READY && !(c->events & EV_WRITE)) {
+            ev_io_stop(up->loop, &c->io);
+            ev_io_set(&c->io, c->fd, c->events | EV_WRITE);
+            c->events |= EV_WRITE;
+            ev_io_start(up->loop, &c->io);
+        }
+    }
+    if (!may_complete || up->n_conns)
+        return;
+    while ((q = ql_pop(&up->wait)) && !up->closed) {
+        struct xfer *x = q->x;
+        free(q);
+        x->tpriv = NULL;
+        x->done(x, DV_ECONN, NULL, 0);
+    }
+}
+
+/* Copies the query, adds the keepalive option and pads it. */
+static struct dot_q *q_new(const struct xfer *x, int *prc)
+{
+    size_t cap = x->len + DOT_QUERY_ROOM;
+    struct dot_q *q = calloc(1, sizeof(*q) + cap);
+    struct dns_rr opt;
+    uint8_t none = 0;
+    int rc = DV_ENOMEM;
+
+    if (!q)
+        goto fail;
+    memcpy(q->msg, x->msg, x->len);
+    q->len = x->len;
+    rc = dns_edns_strip_opt(q->msg, &q->len, DNS_OPT_KEEPALIVE);
+    if (!rc && dns_msg_find_opt(q->msg, q->len, &opt) == 1)
+        rc = dns_edns_add_opt(q->msg, &q->len, cap, opt.off, DNS_OPT_KEEPALIVE, &none, 0);
+    if (!rc)
+        rc = dns_edns_pad_query(q->msg, &q->len, cap, DOT_PAD_BLOCK);
+    if (rc)
+        goto fail;
+    return q;
+fail:
+    free(q);
+    *prc = rc;
+    return NULL;
+}
+
+static int dot_open(struct upstream *u)
+{
+    struct dot_up *up = calloc(1, sizeof(*up));
+    struct tls_opts o = {
+        .upstream = u->name,
+        .host = u->host,
+        .tls_name = u->cfg.tls_name,
+        .ca_file = u->cfg.ca_file,
+        .pins = u->cfg.pins,
+        .n_pins = u->cfg.n_pins,
+        .alpn = "dot",
+        .alpn_required = false, /* most DoT servers predate the ALPN id */
+    };
+    int rc;
+
+    if (!up)
+        return DV_ENOMEM;
+    up->loop = u->loop;
+    up->addr = u->addr;
+    up->name = strdup(u->name);
+    if (!up->name) {
+        free(up);
+        return DV_ENOMEM;
+    }
+    rc = tls_ctx_new(&o, &up->tls);
+    if (rc) {
+        free(up->name);
+        free(up);
+        return rc;
+    }
+    u->priv = up;
+    return 0;
+}
+
+static int dot_send(struct upstream *u, struct xfer *x)
+{
+    struct dot_up *up = u->priv;
+    struct dot_q *q;
+    int rc = 0;
+
+    if (x->len < DNS_HDR_LEN || x->len > DNS_MSG_MAX - DOT_QUERY_ROOM)
+        return DV_EINVAL;
+    if (up->wait.n >= DOT_WAIT_MAX) {
+        log_debug("upstream %s: too many queries waiting", up->name);
+        return DV_ECONN;
+    }
+    /* fail fast while backing off, so the caller tries another upstream */
+    if (!up->n_conns && net_now_ms() < up->retry_at)
+        return DV_ECONN;
+    q = q_new(x, &rc);
+    if (!q)
+        return rc;
+    q->x = x;
+    x->tpriv = q;
+    ql_push(&up->wait, q, false);
+    up_dispatch(up, false);
+    if (q->list == &up->wait && !up->n_conns) {
+        ql_unlink(q);
+        free(q);
+        x->tpriv = NULL;
+        return DV_ECONN;
+    }
+    return 0;
+}
+
+static void dot_cancel(struct upstream *u, struct xfer *x)
+{
+    struct dot_q *q = x->tpriv;
+
+    if (!q)
+        return;
+    x->tpriv = NULL;
+    if (q->c) {
+        /* on the wire: keep its ID until the answer or the connection goes */
+        q->x = NULL;
+        q->c->live--;
+        return;
+    }
+    ql_unlink(q);
+    free(q);
+}
+
+static void dot_close(struct upstream *u)
+{
+    struct dot_up *up = u->priv;
+    struct dot_q *q;
+
+    if (!up)
+        return;
+    u->priv = NULL;
+    up->closed = true;
+    while (up->conns)
+        dc_teardown(up->conns, true);
+    while ((q = ql_pop(&up->wait))) {
+        if (q->x)
+            q->x->tpriv = NULL;
+        free(q);
+    }
+    if (!up->busy)
+        up_free(up);
+}
+
+const struct transport_ops dot_ops = {
+    .name = "dot",
+    .open = dot_open,
+    .send = dot_send,
+    .cancel = dot_cancel,
+    .close = dot_close,
+};
+
+#endif /* DV_HAVE_TLS */

@@ -1,0 +1,483 @@
+/* tls — wolfSSL client contexts and connections; see tls.h for the contract. */
+#include "upstream/tls.h"
+
+#ifdef DV_HAVE_TLS
+
+#include <arpa/inet.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <wolfssl/options.h>
+#include <wolfssl/ssl.h>
+#include <wolfssl/error-ssl.h>
+#include <wolfssl/wolfcrypt/coding.h>
+#include <wolfssl/wolfcrypt/error-crypt.h>
+#include <wolfssl/wolfcrypt/sha256.h>
+
+#include "core/err.h"
+#include "core/log.h"
+
+#define TLS_SYSTEM_CA "/etc/ssl/certs/ca-certificates.crt"
+
+enum { PIN_LEN = 32, NAMES_MAX = 256 };
+
+struct tls_ctx {
+    WOLFSSL_CTX *ctx;
+    char *upstream;
+    char *name;        /* verified name; an IP literal in wolfSSL's notation */
+    bool name_is_ip;
+    char *alpn;
+    bool alpn_required;
+    uint8_t (*pins)[PIN_LEN];
+    size_t n_pins;
+    WOLFSSL_SESSION *session; /* the newest verified session, offered on connect */
+};
+
+struct tls_conn {
+    struct tls_ctx *t;
+    WOLFSSL *ssl;
+    bool want_write;
+    bool ready;
+    bool resumed;
+    bool shut;
+    unsigned tickets;     /* new tickets saved from this connection */
+    uint32_t ticket_sig;  /* fingerprint of the ticket we hold, to spot new ones */
+    int verr;             /* first error the verify callback saw */
+    int vdepth;
+    char vnames[NAMES_MAX]; /* names of the certificate behind verr */
+};
+
+static bool tls_inited;
+
+static int tls_global_init(void)
+{
+    if (tls_inited)
+        return 0;
+    if (wolfSSL_Init() != WOLFSSL_SUCCESS)
+        return DV_ETLS;
+    tls_inited = true;
+    return 0;
+}
+
+/* wolfSSL prints IP SANs as dotted quads for v4 and eight upper-case
+ * 4-digit groups for v6; the name it compares must be in the same form. */
+static char *ip_name(const char *host, bool *is_ip)
+{
+    uint8_t a[16];
+    char out[48];
+
+    *is_ip = true;
+    if (inet_pton(AF_INET, host, a) == 1) {
+        snprintf(out, sizeof(out), "%u.%u.%u.%u", a[0], a[1], a[2], a[3]);
+        return strdup(out);
+    }
+    if (inet_pton(AF_INET6, host, a) == 1) {
+        size_t n = 0;
+        for (int i = 0; i < 8; i++)
+            n += (size_t)snprintf(out + n, sizeof(out) - n, "%02X%02X%s", a[2 * i],
+                                  a[2 * i + 1], i < 7 ? ":" : "");
+        return strdup(out);
+    }
+    *is_ip = false;
+    return strdup(host);
+}
+
+static int decode_pins(struct tls_ctx *t, char *const *pins, size_t n)
+{
+    t->pins = calloc(n ? n : 1, sizeof(*t->pins));
+    if (!t->pins)
+        return DV_ENOMEM;
+    for (size_t i = 0; i < n; i++) {
+        uint8_t raw[64];
+        word32 rawlen = sizeof(raw);
+        if (Base64_Decode((const byte *)pins[i], (word32)strlen(pins[i]), raw, &rawlen) != 0 ||
+            rawlen != PIN_LEN) {
+            log_err("upstream %s: pin '%s' is not a base64 SHA-256 digest", t->upstream,
+                    pins[i]);
+            return DV_EINVAL;
+        }
+        memcpy(t->pins[i], raw, PIN_LEN);
+    }
+    t->n_pins = n;
+    return 0;
+}
+
+static int verify_cb(int ok, WOLFSSL_X509_STORE_CTX *st);
+
+int tls_ctx_new(const struct tls_opts *o, struct tls_ctx **pctx)
+{
+    struct tls_ctx *t;
+    const char *name = o->tls_name ? o->tls_name : o->host;
+    const char *ca = o->ca_file ? o->ca_file : TLS_SYSTEM_CA;
+    int rc = tls_global_init();
+
+    *pctx = NULL;
+    if (rc)
+        return rc;
+    t = calloc(1, sizeof(*t));
+    if (!t)
+        return DV_ENOMEM;
+    t->upstream = strdup(o->upstream);
+    t->name = ip_name(name, &t->name_is_ip);
+    t->alpn = o->alpn ? strdup(o->alpn) : NULL;
+    t->alpn_required = o->alpn_required;
+    rc = DV_ENOMEM;
+    if (!t->upstream || !t->name || (o->alpn && !t->alpn))
+        goto fail;
+    rc = decode_pins(t, o->pins, o->n_pins);
+    if (rc)
+        goto fail;
+
+    rc = DV_ETLS;
+    t->ctx = wolfSSL_CTX_new(wolfSSLv23_client_method());
+    if (!t->ctx)
+        goto fail;
+    /* 1.3 is negotiated whenever the server has it; nothing below 1.2 */
+    if (wolfSSL_CTX_SetMinVersion(t->ctx, WOLFSSL_TLSV1_2) != WOLFSSL_SUCCESS)
+        goto fail;
+    /* a bundle with one certificate wolfSSL cannot parse must not cost
+     * every other CA in it */
+    if (wolfSSL_CTX_load_verify_locations_ex(t->ctx, ca, NULL, WOLFSSL_LOAD_FLAG_IGNORE_ERR) !=
+        WOLFSSL_SUCCESS) {
+        if (o->ca_file || wolfSSL_CTX_load_system_CA_certs(t->ctx) != WOLFSSL_SUCCESS) {
+            log_err("upstream %s: cannot load CA certificates from %s", t->upstream, ca);
+            rc = DV_EINVAL;
+            goto fail;
+        }
+    }
+    wolfSSL_CTX_set_verify(t->ctx, WOLFSSL_VERIFY_PEER, verify_cb);
+    *pctx = t;
+    return 0;
+fail:
+    tls_ctx_del(t);
+    return rc;
+}
+
+void tls_ctx_del(struct tls_ctx *t)
+{
+    if (!t)
+        return;
+    if (t->session)
+        wolfSSL_SESSION_free(t->session);
+    if (t->ctx)
+        wolfSSL_CTX_free(t->ctx);
+    free(t->pins);
+    free(t->alpn);
+    free(t->name);
+    free(t->upstream);
+    free(t);
+}
+
+/* Only failures reach here (wolfSSL calls it for a bad certificate, and we
+ * keep its verdict); it notes what went wrong so the log can say it. */
+static int verify_cb(int ok, WOLFSSL_X509_STORE_CTX *st)
+{
+    struct tls_conn *c = st->userCtx;
+
+    if (ok || !c || c->verr)
+        return ok;
+    c->verr = st->error;
+    c->vdepth = st->error_depth;
+    if (st->current_cert) {
+        WOLFSSL_X509 *x = st->current_cert;
+        size_t n = 0;
+        char *s;
+        while ((s = wolfSSL_X509_get_next_altname(x)) && n + 2 < sizeof(c->vnames))
+            n += (size_t)snprintf(c->vnames + n, sizeof(c->vnames) - n, "%s%s",
+                                  n ? ", " : "", s);
+        if (n == 0 && (s = wolfSSL_X509_get_subjectCN(x)))
+            snprintf(c->vnames, sizeof(c->vnames), "CN=%s", s);
+    }
+    return 0;
+}
+
+static void log_verify_failure(const struct tls_conn *c)
+{
+    const struct tls_ctx *t = c->t;
+    const char *names = c->vnames[0] ? c->vnames : "no names";
+    char why[NAMES_MAX + 160];
+
+    switch (c->verr) {
+    case DOMAIN_NAME_MISMATCH:
+    case IPADDR_MISMATCH:
+        snprintf(why, sizeof(why), "hostname mismatch (wanted %s, cert has %s)", t->name,
+                 names);
+        break;
+    case ASN_NO_SIGNER_E:
+        snprintf(why, sizeof(why), "unknown CA (no trusted issuer for %s)", names);
+        break;
+    case ASN_AFTER_DATE_E:
+        snprintf(why, sizeof(why), "certificate expired (%s, depth %d)", names, c->vdepth);
+        break;
+    case ASN_BEFORE_DATE_E:
+        snprintf(why, sizeof(why), "certificate not yet valid (%s, depth %d)", names,
+                 c->vdepth);
+        break;
+    default:
+        snprintf(why, sizeof(why), "%s (error %d, depth %d)",
+                 wolfSSL_ERR_reason_error_string((unsigned long)c->verr), c->verr, c->vdepth);
+        break;
+    }
+    log_warn("upstream %s: certificate verify failed: %s", t->upstream, why);
+}
+
+int tls_conn_new(struct tls_ctx *t, int fd, struct tls_conn **pconn)
+{
+    struct tls_conn *c = calloc(1, sizeof(*c));
+
+    *pconn = NULL;
+    if (!c)
+        return DV_ENOMEM;
+    c->t = t;
+    c->ssl = wolfSSL_new(t->ctx);
+    if (!c->ssl) {
+        free(c);
+        return DV_ENOMEM;
+    }
+    wolfSSL_SetCertCbCtx(c->ssl, c);
+    if (wolfSSL_set_fd(c->ssl, fd) != WOLFSSL_SUCCESS)
+        goto fail;
+    /* SNI carries names only (RFC 6066 3); an IP is checked, never sent */
+    if (!t->name_is_ip &&
+        wolfSSL_UseSNI(c->ssl, WOLFSSL_SNI_HOST_NAME, t->name, (word16)strlen(t->name)) !=
+            WOLFSSL_SUCCESS)
+        goto fail;
+    /* checked on the leaf during the handshake: its SANs (IP SANs appear in
+     * their text form), or its CN when it has no SAN at all */
+    if (wolfSSL_check_domain_name(c->ssl, t->name) != WOLFSSL_SUCCESS)
+        goto fail;
+    if (t->alpn &&
+        wolfSSL_UseALPN(c->ssl, t->alpn, (word32)strlen(t->alpn),
+                        t->alpn_required ? WOLFSSL_ALPN_FAILED_ON_MISMATCH
+                                         : WOLFSSL_ALPN_CONTINUE_ON_MISMATCH) != WOLFSSL_SUCCESS)
+        goto fail;
+    if (wolfSSL_UseSessionTicket(c->ssl) != WOLFSSL_SUCCESS)
+        goto fail;
+    /* a stale or rejected session only costs a full handshake */
+    if (t->session)
+        (void)wolfSSL_set_session(c->ssl, t->session);
+    *pconn = c;
+    return 0;
+fail:
+    tls_conn_free(c);
+    return DV_ETLS;
+}
+
+void tls_conn_free(struct tls_conn *c)
+{
+    if (!c)
+        return;
+    if (c->ssl)
+        wolfSSL_free(c->ssl);
+    free(c);
+}
+
+bool tls_conn_wants_write(const struct tls_conn *c)
+{
+    return c->want_write;
+}
+
+bool tls_conn_resumed(const struct tls_conn *c)
+{
+    return c->resumed;
+}
+
+/* Maps a failed wolfSSL call. Handshake failures are logged here, once. */
+static int conn_error(struct tls_conn *c, int ret, const char *what)
+{
+    int err = wolfSSL_get_error(c->ssl, ret);
+
+    c->want_write = false;
+    switch (err) {
+    case WOLFSSL_ERROR_WANT_READ:
+        return DV_EAGAIN;
+    case WOLFSSL_ERROR_WANT_WRITE:
+        c->want_write = true;
+        return DV_EAGAIN;
+    case WOLFSSL_ERROR_ZERO_RETURN:
+    case SOCKET_PEER_CLOSED_E:
+    case SOCKET_ERROR_E:
+        log_debug("upstream %s: tls %s: connection closed by peer", c->t->upstream, what);
+        return DV_ECONN;
+    default:
+        break;
+    }
+    if (c->verr) {
+        log_verify_failure(c);
+    } else if (err == DOMAIN_NAME_MISMATCH || err == IPADDR_MISMATCH) {
+        c->verr = err;
+        log_verify_failure(c);
+    } else if (!c->ready) {
+        log_warn("upstream %s: tls handshake failed: %s (%d)", c->t->upstream,
+                 wolfSSL_ERR_reason_error_string((unsigned long)err), err);
+    } else {
+        log_debug("upstream %s: tls %s: %s (%d)", c->t->upstream, what,
+                  wolfSSL_ERR_reason_error_string((unsigned long)err), err);
+    }
+    return DV_ETLS;
+}
+
+static uint32_t ticket_sig(WOLFSSL *ssl, bool *have)
+{
+    uint8_t tk[4096];
+    word32 n = sizeof(tk);
+    uint32_t h = 2166136261u;
+
+    *have = false;
+    if (wolfSSL_get_SessionTicket(ssl, tk, &n) != WOLFSSL_SUCCESS || n == 0)
+        return 0;
+    *have = true;
+    for (word32 i = 0; i < n; i++)
+        h = (h ^ tk[i]) * 16777619u;
+    return h ^ n;
+}
+
+static void save_session(struct tls_conn *c)
+{
+    WOLFSSL_SESSION *s = wolfSSL_get1_session(c->ssl);
+
+    if (!s)
+        return;
+    if (c->t->session)
+        wolfSSL_SESSION_free(c->t->session);
+    c->t->session = s;
+}
+
+/* TLS 1.3 tickets arrive after the handshake, inside later reads; each one
+ * that differs from what we hold replaces the session to offer next time.
+ * Only called once the connection passed verification. */
+static void check_new_ticket(struct tls_conn *c)
+{
+    bool have;
+    uint32_t sig;
+
+    if (c->tickets >= 2)
+        return; /* servers send their tickets up front */
+    sig = ticket_sig(c->ssl, &have);
+    if (have && sig != c->ticket_sig) {
+        c->ticket_sig = sig;
+        c->tickets++;
+        save_session(c);
+    }
+}
+
+static void spki_pin(WOLFSSL_X509 *x, uint8_t out[PIN_LEN], bool *ok)
+{
+    uint8_t der[4096];
+    int len = (int)sizeof(der);
+
+    *ok = wolfSSL_X509_get_pubkey_buffer(x, der, &len) == WOLFSSL_SUCCESS &&
+          wc_Sha256Hash(der, (word32)len, out) == 0;
+}
+
+/* Pins are checked once the chain has verified: the SHA-256 of the DER
+ * SubjectPublicKeyInfo of any certificate the server sent may match. */
+static int check_pins(struct tls_conn *c)
+{
+    const struct tls_ctx *t = c->t;
+    WOLFSSL_X509_CHAIN *chain = wolfSSL_get_peer_chain(c->ssl);
+    int n = chain ? wolfSSL_get_chain_count(chain) : 0;
+    uint8_t leaf[PIN_LEN];
+    bool have_leaf = false;
+
+    for (int i = 0; i < n; i++) {
+        WOLFSSL_X509 *x = wolfSSL_get_chain_X509(chain, i);
+        uint8_t h[PIN_LEN];
+        bool ok = false;
+        if (x) {
+            spki_pin(x, h, &ok);
+            wolfSSL_X509_free(x);
+        }
+        if (!ok)
+            continue;
+        if (i == 0) {
+            memcpy(leaf, h, PIN_LEN);
+            have_leaf = true;
+        }
+        for (size_t p = 0; p < t->n_pins; p++)
+            if (memcmp(h, t->pins[p], PIN_LEN) == 0)
+                return 0;
+    }
+    char b64[64] = "unknown";
+    if (have_leaf) {
+        word32 blen = sizeof(b64) - 1;
+        if (Base64_Encode_NoNl(leaf, PIN_LEN, (byte *)b64, &blen) == 0)
+            b64[blen] = 0;
+    }
+    log_warn("upstream %s: certificate verify failed: pin mismatch (server key pin is %s)",
+             t->upstream, b64);
+    return DV_ETLS;
+}
+
+int tls_conn_handshake(struct tls_conn *c)
+{
+    bool have;
+    int ret;
+
+    if (c->ready)
+        return 0;
+    ret = wolfSSL_connect(c->ssl);
+    if (ret != WOLFSSL_SUCCESS)
+        return conn_error(c, ret, "handshake");
+    c->want_write = false;
+    c->resumed = wolfSSL_session_reused(c->ssl) == 1;
+    /* a resumed session was verified, pins included, when first made */
+    if (!c->resumed && c->t->n_pins && check_pins(c))
+        return DV_ETLS;
+    if (c->t->alpn_required) {
+        char *proto = NULL;
+        word16 plen = 0;
+        if (wolfSSL_ALPN_GetProtocol(c->ssl, &proto, &plen) != WOLFSSL_SUCCESS ||
+            plen != strlen(c->t->alpn) || memcmp(proto, c->t->alpn, plen) != 0) {
+            log_warn("upstream %s: tls: server did not select ALPN '%s'", c->t->upstream,
+                     c->t->alpn);
+            return DV_ETLS;
+        }
+    }
+    c->ready = true;
+    log_debug("upstream %s: tls: %s, %s, %s", c->t->upstream, wolfSSL_get_version(c->ssl),
+              wolfSSL_get_cipher(c->ssl), c->resumed ? "resumed session" : "full handshake");
+    c->ticket_sig = ticket_sig(c->ssl, &have);
+    if (!c->resumed && (have || wolfSSL_version(c->ssl) < TLS1_3_VERSION))
+        save_session(c); /* TLS 1.2 ticket or session ID: known now */
+    return 0;
+}
+
+long tls_conn_read(struct tls_conn *c, void *buf, size_t len)
+{
+    int n = wolfSSL_read(c->ssl, buf, len > INT32_MAX ? INT32_MAX : (int)len);
+
+    if (n > 0) {
+        c->want_write = false;
+        check_new_ticket(c);
+        return n;
+    }
+    int rc = conn_error(c, n, "read");
+    if (rc == DV_EAGAIN)
+        check_new_ticket(c);
+    return rc;
+}
+
+long tls_conn_write(struct tls_conn *c, const void *buf, size_t len)
+{
+    int n = wolfSSL_write(c->ssl, buf, len > INT32_MAX ? INT32_MAX : (int)len);
+
+    if (n > 0) {
+        c->want_write = false;
+        return n;
+    }
+    return conn_error(c, n, "write");
+}
+
+void tls_conn_shutdown(struct tls_conn *c)
+{
+    if (c->ready && !c->shut) {
+        c->shut = true;
+        (void)wolfSSL_shutdown(c->ssl);
+    }
+}
+
+#endif /* DV_HAVE_TLS */
