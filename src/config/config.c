@@ -220,8 +220,10 @@ static void cerr_at(struct ctx *x, int line, int col, const char *fmt, ...)
     va_end(ap);
     if (x->used + 1 >= x->errlen)
         return;
-    int n = snprintf(x->errs + x->used, x->errlen - x->used, "%s:%d:%d: error: %s\n", x->file,
-                     line, col, msg);
+    int n = line > 0 ? snprintf(x->errs + x->used, x->errlen - x->used,
+                                "%s:%d:%d: error: %s\n", x->file, line, col, msg)
+                     : snprintf(x->errs + x->used, x->errlen - x->used, "%s: error: %s\n",
+                                x->file, msg);
     if (n > 0)
         x->used += (size_t)n < x->errlen - x->used ? (size_t)n : x->errlen - x->used - 1;
 }
