@@ -194,7 +194,9 @@ int dns_edns_add_opt(uint8_t *msg, size_t *len, size_t cap, size_t opt_rr_off,
 int dns_edns_pad_query(uint8_t *msg, size_t *len, size_t cap, size_t block);
 
 /* Removes every option with code from the message's OPT RR, shrinking *len.
- * 0 (also when there is nothing to remove) or DV_EMALFORMED. */
+ * Records after the OPT move down with their compression pointers adjusted.
+ * 0 (also when there is nothing to remove) or DV_EMALFORMED (also when a later
+ * name points into the OPT RR); on an error the message is unchanged. */
 int dns_edns_strip_opt(uint8_t *msg, size_t *len, uint16_t code);
 
 struct dns_rr;

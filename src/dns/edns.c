@@ -187,6 +187,73 @@ int dns_edns_pad_query(uint8_t *msg, size_t *len, size_t cap, size_t block)
     return 0;
 }
 
+/* Records after a shrinking OPT move down by `removed`; compression pointers
+ * in them that aim past the OPT (at or after `end`) must move with them. The
+ * walk goes in place, never following pointers, so it works on a message whose
+ * pointers are half rewritten. With dry set it only checks that no pointer
+ * aims into the OPT RR [from, end), which would dangle. */
+static int name_shift(uint8_t *msg, size_t len, size_t *p, size_t from, size_t end,
+                      size_t removed, bool dry)
+{
+    while (*p < len) {
+        uint8_t b = msg[*p];
+        if ((b & 0xc0) == 0xc0) {
+            if (len - *p < 2)
+                return DV_EMALFORMED;
+            size_t t = (size_t)(b & 0x3f) << 8 | msg[*p + 1];
+            if (t >= from && t < end)
+                return DV_EMALFORMED;
+            if (t >= end && !dry)
+                dns_put16(msg + *p, (uint16_t)(0xc000 | (t - removed)));
+            *p += 2;
+            return 0;
+        }
+        *p += 1u + b;
+        if (b == 0)
+            return 0;
+    }
+    return DV_EMALFORMED;
+}
+
+static int rrs_shift(uint8_t *msg, size_t len, size_t from, size_t end, size_t removed, bool dry)
+{
+    size_t p = end;
+
+    while (p < len) {
+        if (name_shift(msg, len, &p, from, end, removed, dry) < 0 || len - p < 10)
+            return DV_EMALFORMED;
+        uint16_t type = dns_get16(msg + p);
+        size_t rd = p + 10, rdend = rd + dns_get16(msg + p + 8);
+        if (rdend > len)
+            return DV_EMALFORMED;
+        /* The types whose RDATA names may be compressed (RFC 3597 §4). */
+        size_t q = rd;
+        int rc = 0;
+        switch (type) {
+        case DNS_TYPE_NS:
+        case DNS_TYPE_CNAME:
+        case DNS_TYPE_PTR:
+            rc = name_shift(msg, rdend, &q, from, end, removed, dry);
+            break;
+        case DNS_TYPE_MX:
+            q += 2;
+            rc = name_shift(msg, rdend, &q, from, end, removed, dry);
+            break;
+        case DNS_TYPE_SOA:
+            rc = name_shift(msg, rdend, &q, from, end, removed, dry);
+            if (rc == 0)
+                rc = name_shift(msg, rdend, &q, from, end, removed, dry);
+            break;
+        default:
+            break;
+        }
+        if (rc < 0)
+            return rc;
+        p = rdend;
+    }
+    return 0;
+}
+
 int dns_edns_strip_opt(uint8_t *msg, size_t *len, uint16_t code)
 {
     struct dns_rr opt;
@@ -199,10 +266,14 @@ int dns_edns_strip_opt(uint8_t *msg, size_t *len, uint16_t code)
     if (dns_edns_parse_opts(msg + opt.rdata_off, opt.rdlen, &e) < 0)
         return DV_EMALFORMED;
     size_t end = opt.rdata_off + opt.rdlen;
-    size_t kept = opts_compact(msg + opt.rdata_off, opt.rdlen, drop_code, code);
+    size_t kept = opts_kept(msg + opt.rdata_off, opt.rdlen, drop_code, code);
     size_t removed = opt.rdlen - kept;
     if (removed == 0)
         return 0;
+    if (rrs_shift(msg, l, opt.off, end, removed, true) < 0)
+        return DV_EMALFORMED;
+    rrs_shift(msg, l, opt.off, end, removed, false);
+    opts_compact(msg + opt.rdata_off, opt.rdlen, drop_code, code);
     memmove(msg + opt.rdata_off + kept, msg + end, l - end);
     dns_put16(msg + opt.rdata_off - 2, (uint16_t)kept);
     *len = l - removed;

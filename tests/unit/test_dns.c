@@ -1016,6 +1016,34 @@ static void test_strip_and_add_opt(void **state)
     assert_int_equal(len, sizeof(mid) - 11);
     assert_memory_equal(mid, BYTES(HDR(1, 0x8180, 1, 0, 0, 2), Q_EX_A, OPT_RR(1232, 0, 0), RR_A(77)), len);
 
+    /* Pointers behind the OPT that aim behind it move with the records. */
+    uint8_t after[] = { HDR(1, 0x8180, 1, 0, 0, 3), Q_EX_A, OPT_RR(1232, 0, 11), U16(DNS_OPT_ECS), U16(7),
+                        0, 1, 24, 0, 10, 0, 0,
+                        /* 51: foo.example.com A */
+                        3, 'f', 'o', 'o', 0xc0, 12, U16(DNS_TYPE_A), U16(1), U32(5), U16(4), 10, 0, 0, 1,
+                        /* 71: CNAME owned by and pointing to the name at 51 */
+                        0xc0, 51, U16(DNS_TYPE_CNAME), U16(1), U32(5), U16(2), 0xc0, 51 };
+    char text[64];
+    len = sizeof(after);
+    assert_int_equal(dns_edns_strip_opt(after, &len, DNS_OPT_ECS), 0);
+    assert_int_equal(len, sizeof(after) - 11);
+    assert_int_equal(dns_response_check(after, len, &q_example), 0);
+    assert_int_equal(after[71 - 11 + 1], 51 - 11);
+    rr_owner(after, len, 71 - 11, text, sizeof(text));
+    assert_string_equal(text, "foo.example.com.");
+    rr_owner(after, len, 71 - 11 + 12, text, sizeof(text));
+    assert_string_equal(text, "foo.example.com.");
+    /* A pointer into the OPT itself (its root owner) cannot survive: refused. */
+    uint8_t into[] = { HDR(1, 0x8180, 1, 0, 0, 2), Q_EX_A, OPT_RR(1232, 0, 11), U16(DNS_OPT_ECS), U16(7),
+                       0, 1, 24, 0, 10, 0, 0, 0xc0, 29, U16(DNS_TYPE_A), U16(1), U32(5), U16(4), 10, 0, 0, 1 };
+    uint8_t copy[sizeof(into)];
+    memcpy(copy, into, sizeof(into));
+    assert_int_equal(dns_response_check(into, sizeof(into), &q_example), 0);
+    len = sizeof(into);
+    assert_int_equal(dns_edns_strip_opt(into, &len, DNS_OPT_ECS), DV_EMALFORMED);
+    assert_int_equal(len, sizeof(into));
+    assert_memory_equal(into, copy, sizeof(into));
+
     /* No OPT: nothing to do. Malformed: refused, unchanged. */
     uint8_t none[] = { HDR(1, 0x0100, 1, 0, 0, 0), Q_EX_A };
     len = sizeof(none);
