@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <locale.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -62,7 +63,6 @@ struct parser {
     size_t len;
     size_t pos;
     size_t bom; /* bytes of byte-order mark skipped at the start */
-    const char *file;
     struct toml_error *err;
     bool failed;
     int rc;
@@ -835,8 +835,12 @@ static int parse_number(struct parser *p, size_t off, const char *s, size_t len,
         return DV_OK;
     }
 
-    /* strtod wants no underscores; the token is short enough for the stack
-     * in any real file, the heap otherwise. */
+    /* strtod wants no underscores and reads the decimal point of the current
+     * locale; the grammar is already checked, so rewriting '.' is safe. The
+     * token is short enough for the stack in any real file, the heap
+     * otherwise. */
+    const char *dp = localeconv()->decimal_point;
+    char point = dp && dp[0] && !dp[1] ? dp[0] : '.';
     char small[128];
     char *clean = len < sizeof(small) ? small : malloc(len + 1);
     if (!clean)
@@ -844,7 +848,7 @@ static int parse_number(struct parser *p, size_t off, const char *s, size_t len,
     size_t o = 0;
     for (size_t k = 0; k < len; k++)
         if (s[k] != '_')
-            clean[o++] = s[k];
+            clean[o++] = s[k] == '.' ? point : s[k];
     clean[o] = '\0';
     errno = 0;
     char *stop;
@@ -1338,7 +1342,6 @@ int toml_doc_parse(const char *data, size_t len, const char *filename,
     struct parser p = {
         .src = data ? data : "",
         .len = len,
-        .file = filename,
         .err = err,
         .lc_line = 1,
     };

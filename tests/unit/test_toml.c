@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <cmocka.h>
 
+#include <locale.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -709,6 +710,22 @@ static void test_depth_limit(void **state)
     free(src);
 }
 
+/* Floats must not depend on the process locale's decimal point. */
+static void test_float_locale(void **state)
+{
+    (void)state;
+    if (!setlocale(LC_NUMERIC, "de_DE.UTF-8") && !setlocale(LC_NUMERIC, "fr_FR.UTF-8"))
+        skip();
+    struct toml_doc *doc;
+    struct toml_error err;
+    assert_int_equal(toml_doc_parse("f = 1_000.25e1\n", 15, "loc", &doc, &err), DV_OK);
+    double d = 0;
+    assert_int_equal(toml_node_float(toml_table_get(toml_doc_root(doc), "f"), &d), DV_OK);
+    setlocale(LC_NUMERIC, "C");
+    assert_true(d == 10002.5);
+    toml_doc_free(doc);
+}
+
 static void test_api(void **state)
 {
     (void)state;
@@ -835,6 +852,7 @@ int main(void)
         cmocka_unit_test(test_conformance), cmocka_unit_test(test_errors),
         cmocka_unit_test(test_error_format), cmocka_unit_test(test_depth_limit),
         cmocka_unit_test(test_api),          cmocka_unit_test(test_many_keys),
+        cmocka_unit_test(test_float_locale),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
