@@ -90,7 +90,8 @@ install_with_policy_rc_d() {
     fi
     printf '#!/bin/sh\nexit 101\n' | as_root tee "$policy" >/dev/null
     as_root chmod 755 "$policy"
-    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y --no-install-recommends "$@" || rc=$?
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+        -o DPkg::Lock::Timeout=600 "$@" || rc=$?
     if [ -n "$backup" ]; then
         as_root cp -p "$backup" "$policy"
         rm -f "$backup"

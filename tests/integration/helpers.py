@@ -28,7 +28,8 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 ZONE_FILE = HERE / "zones" / "test.zone"
 
-SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
+SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
+                     "Sanitizer has encountered a fatal error")
 
 
 def dnsveil_bin():
