@@ -19,6 +19,9 @@ static const struct scheme schemes[] = {
 #ifdef DV_HAVE_TLS
     {"tls://", &dot_ops, UPSTREAM_TLS, 853},
 #endif
+#if defined(DV_HAVE_TLS) && defined(DV_HAVE_NGHTTP2)
+    {"https://", &doh_ops, UPSTREAM_HTTPS, 443},
+#endif
 };
 
 static char *dup_or_null(const char *s)

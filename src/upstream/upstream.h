@@ -76,5 +76,6 @@ void upstream_unref(struct upstream *u);
 
 extern const struct transport_ops plain_ops;
 extern const struct transport_ops dot_ops;
+extern const struct transport_ops doh_ops;
 
 #endif
