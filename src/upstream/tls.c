@@ -480,4 +480,88 @@ void tls_conn_shutdown(struct tls_conn *c)
     }
 }
 
+/* ---- QUIC (DoQ) ---------------------------------------------------------
+ * QUIC moves the TLS handshake bytes itself (ngtcp2 hands them to wolfSSL),
+ * so a QUIC connection has no socket here. Everything that decides trust is
+ * the code above: the same context (CA store, name, pins, ALPN, the session
+ * to resume), the same verify callback, the same checks once the handshake
+ * completes and the same log lines when it fails. */
+
+void *tls_ctx_native(struct tls_ctx *t)
+{
+    return t->ctx;
+}
+
+void *tls_conn_native(struct tls_conn *c)
+{
+    return c->ssl;
+}
+
+int tls_conn_new_quic(struct tls_ctx *t, bool *pearly, struct tls_conn **pconn)
+{
+    /* wolfSSL never touches the descriptor of a QUIC connection */
+    int rc = tls_conn_new(t, -1, pconn);
+
+    *pearly = false;
+    if (rc)
+        return rc;
+    if (!wolfSSL_is_quic((*pconn)->ssl)) {
+        log_err("upstream %s: TLS context is not set up for QUIC", t->upstream);
+        tls_conn_free(*pconn);
+        *pconn = NULL;
+        return DV_ETLS;
+    }
+    /* 0-RTT only on a session whose ticket allows early data, and only if
+     * wolfSSL took that session (it refuses an expired one) */
+    if (t->session && wolfSSL_SESSION_get_max_early_data(t->session) > 0 &&
+        wolfSSL_set_session((*pconn)->ssl, t->session) == WOLFSSL_SUCCESS) {
+        wolfSSL_set_quic_early_data_enabled((*pconn)->ssl, 1);
+        *pearly = true;
+    }
+    return 0;
+}
+
+int tls_conn_quic_completed(struct tls_conn *c)
+{
+    bool have;
+
+    c->resumed = wolfSSL_session_reused(c->ssl) == 1;
+    /* a resumed session was verified, pins included, when first made */
+    if (!c->resumed && c->t->n_pins && check_pins(c))
+        return DV_ETLS;
+    if (c->t->alpn_required) {
+        char *proto = NULL;
+        word16 plen = 0;
+        if (wolfSSL_ALPN_GetProtocol(c->ssl, &proto, &plen) != WOLFSSL_SUCCESS ||
+            plen != strlen(c->t->alpn) || memcmp(proto, c->t->alpn, plen) != 0) {
+            log_warn("upstream %s: tls: server did not select ALPN '%s'", c->t->upstream,
+                     c->t->alpn);
+            return DV_ETLS;
+        }
+    }
+    c->ready = true;
+    log_debug("upstream %s: quic tls: %s, %s", c->t->upstream, wolfSSL_get_cipher(c->ssl),
+              c->resumed ? "resumed session" : "full handshake");
+    c->ticket_sig = ticket_sig(c->ssl, &have);
+    return 0;
+}
+
+void tls_conn_quic_failed(struct tls_conn *c)
+{
+    /* wolfSSL kept the error of the failed step; conn_error logs it once */
+    if (!c->ready)
+        (void)conn_error(c, -1, "handshake");
+}
+
+void tls_conn_quic_tickets(struct tls_conn *c)
+{
+    if (c->ready)
+        check_new_ticket(c);
+}
+
+bool tls_conn_early_accepted(const struct tls_conn *c)
+{
+    return wolfSSL_get_early_data_status(c->ssl) == WOLFSSL_EARLY_DATA_ACCEPTED;
+}
+
 #endif /* DV_HAVE_TLS */

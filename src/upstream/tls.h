@@ -67,4 +67,27 @@ bool tls_conn_resumed(const struct tls_conn *c);
 /* Sends a close_notify if it fits in the socket buffer; never blocks. */
 void tls_conn_shutdown(struct tls_conn *c);
 
+/* ---- QUIC (DoQ) ------------------------------------------------------
+ * QUIC carries the handshake itself, so these connections have no socket;
+ * verification, session resumption and logging are the ones above. */
+
+/* The context's WOLFSSL_CTX, for the QUIC crypto glue to configure before the
+ * first connection is made from it. */
+void *tls_ctx_native(struct tls_ctx *ctx);
+/* A client connection for QUIC, offering the last saved session. When that
+ * session allows early data, 0-RTT is enabled and *pearly set. 0, DV_ENOMEM
+ * or DV_ETLS (the context was not configured for QUIC). */
+int tls_conn_new_quic(struct tls_ctx *ctx, bool *pearly, struct tls_conn **pconn);
+/* The connection's WOLFSSL, for ngtcp2. */
+void *tls_conn_native(struct tls_conn *c);
+/* Checks a QUIC handshake that just completed the way tls_conn_handshake
+ * does (pins, ALPN) and marks c ready. 0 or DV_ETLS (logged). */
+int tls_conn_quic_completed(struct tls_conn *c);
+/* Logs, once, why a QUIC handshake failed (certificate, name, alert). */
+void tls_conn_quic_failed(struct tls_conn *c);
+/* Keeps a session ticket the server sent after the handshake. */
+void tls_conn_quic_tickets(struct tls_conn *c);
+/* True once the handshake is done if the server accepted our 0-RTT data. */
+bool tls_conn_early_accepted(const struct tls_conn *c);
+
 #endif

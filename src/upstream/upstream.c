@@ -18,6 +18,7 @@ static const struct scheme schemes[] = {
     {"tcp://", &plain_ops, UPSTREAM_TCP, 53},
 #ifdef DV_HAVE_TLS
     {"tls://", &dot_ops, UPSTREAM_TLS, 853},
+    {"quic://", &doq_ops, UPSTREAM_QUIC, 853},
 #endif
 #if defined(DV_HAVE_TLS) && defined(DV_HAVE_NGHTTP2)
     {"https://", &doh_ops, UPSTREAM_HTTPS, 443},

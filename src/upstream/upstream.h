@@ -76,6 +76,7 @@ void upstream_unref(struct upstream *u);
 
 extern const struct transport_ops plain_ops;
 extern const struct transport_ops dot_ops;
+extern const struct transport_ops doq_ops;
 extern const struct transport_ops doh_ops;
 
 #endif

@@ -1,0 +1,1086 @@
+/* doq — the DNS-over-QUIC upstream (RFC 9250) on ngtcp2 with wolfSSL.
+ *
+ * One QUIC connection per upstream at a time, on its own connected UDP
+ * socket, driven from the libev loop: reads feed ngtcp2, one timer follows
+ * ngtcp2_conn_get_expiry (loss detection, ACK delay, idle, keep-alive and
+ * pacing all live behind it), and every event ends in the write loop, which
+ * stops when ngtcp2 has nothing to send or pacing says wait.
+ *
+ * Each query gets a new client bidirectional stream: the 2-byte length, the
+ * query with Message ID 0 (the caller's ID goes back into the answer), then
+ * FIN. Streams beyond the server's limit wait in a queue until it raises the
+ * limit. The TLS session and the server's transport parameters are kept per
+ * upstream, so the next connection sends its queries as 0-RTT early data; if
+ * the server rejects them they go again once the handshake is done.
+ *
+ * Lifetimes: a struct doq_query lives while any of these holds it — the
+ * caller's xfer (until done or cancel), the upstream's queue, the done list,
+ * or an open stream whose user data points at it (a cancelled query's stream
+ * is reset with REQUEST_CANCELLED and freed when ngtcp2 closes it). done is
+ * never called from inside ngtcp2: completions collect on a list that is
+ * delivered after ngtcp2 returns, so the owner may send or cancel freely. */
+#include "upstream/doq.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/err.h"
+#include "dns/dns.h"
+#include "upstream/upstream.h"
+
+/* ---- the response stream reader (pure; see doq.h) ---------------------- */
+
+void doq_rx_init(struct doq_rx *r)
+{
+    memset(r, 0, sizeof(*r));
+    frame_init(&r->fr);
+}
+
+void doq_rx_free(struct doq_rx *r)
+{
+    frame_free(&r->fr);
+    free(r->msg);
+    doq_rx_init(r);
+}
+
+int doq_rx_feed(struct doq_rx *r, const uint8_t *data, size_t len, bool fin)
+{
+    const uint8_t *msg;
+    size_t mlen;
+    long used;
+
+    if (r->fin)
+        return DV_EPROTO; /* nothing may follow the end of the stream */
+    r->fin = fin;
+    if (r->msg)
+        /* one message per stream: only the FIN may follow it */
+        return len ? DV_EPROTO : 0;
+    if (len == 0)
+        return fin ? DV_EPROTO : 0;
+    used = frame_read(&r->fr, data, len, &msg, &mlen);
+    if (used < 0)
+        return (int)used;
+    if (!msg)
+        return fin ? DV_EPROTO : 0; /* cut short by the FIN */
+    if ((size_t)used != len || mlen < DNS_HDR_LEN || dns_get16(msg) != 0)
+        return DV_EPROTO;
+    r->msg = malloc(mlen);
+    if (!r->msg)
+        return DV_ENOMEM;
+    memcpy(r->msg, msg, mlen);
+    r->len = mlen;
+    frame_free(&r->fr);
+    return 1;
+}
+
+int doq_error_to_rc(uint64_t code)
+{
+    switch (code) {
+    case DOQ_NO_ERROR:
+    case DOQ_REQUEST_CANCELLED:
+        return DV_ECONN;
+    case DOQ_INTERNAL_ERROR:
+    case DOQ_EXCESSIVE_LOAD:
+        return DV_ESERVFAIL; /* the server gave up on it: another may not */
+    default:
+        return DV_EPROTO;
+    }
+}
+
+#ifdef DV_HAVE_TLS
+
+#include <errno.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <wolfssl/options.h>
+#include <wolfssl/ssl.h>
+#include <wolfssl/quic.h>
+
+#include <ngtcp2/ngtcp2.h>
+#include <ngtcp2/ngtcp2_crypto.h>
+#include <ngtcp2/ngtcp2_crypto_wolfssl.h>
+
+#include "core/log.h"
+#include "upstream/tls.h"
+
+enum {
+    DOQ_PAD_BLOCK = 128,   /* RFC 8467 block padding for queries */
+    DOQ_QUERY_ROOM = 160,  /* padding option + an OPT RR if the query had none */
+    DOQ_CID_LEN = 16,
+    DOQ_TP_MAX = 256,      /* encoded 0-RTT transport parameters */
+    DOQ_RX_BATCH = 64,     /* datagrams read per wakeup before writing again */
+};
+
+#define DOQ_ALPN "doq"
+#define DOQ_IDLE_TIMEOUT (30 * NGTCP2_SECONDS)
+#define DOQ_HANDSHAKE_TIMEOUT (10 * NGTCP2_SECONDS)
+/* PINGs while answers are outstanding, so a slow answer never lets an
+ * otherwise silent connection idle out; none when there is nothing to wait
+ * for, so an unused connection goes away by the idle timeout */
+#define DOQ_KEEPALIVE (500 * NGTCP2_MILLISECONDS)
+
+struct doq;
+struct doq_conn;
+
+struct doq_query {
+    struct doq_query *prev, *next; /* in exactly one of: queue, conn streams */
+    struct doq_query *done_next;   /* on the done list */
+    struct doq *up;
+    struct doq_conn *c;   /* while a stream of c carries it */
+    struct xfer *x;       /* NULL once done was called or the owner cancelled */
+    int64_t sid;          /* -1 while queued */
+    size_t sent;          /* bytes of wire handed to ngtcp2 */
+    bool blocked;         /* stream flow control: wait for MAX_STREAM_DATA */
+    bool on_done;
+    bool retried;         /* already moved once to a new connection */
+    int rc;               /* outcome while on the done list */
+    struct doq_rx rx;
+    uint16_t id;          /* the caller's Message ID */
+    size_t len;           /* prefix + query */
+    uint8_t wire[];       /* 2-byte length, then the query with ID 0 */
+};
+
+struct qlist {
+    struct doq_query *head, *tail;
+};
+
+struct doq_conn {
+    struct doq *up;
+    ngtcp2_conn *conn;
+    ngtcp2_crypto_conn_ref ref;
+    struct tls_conn *tls;
+    int fd;
+    ev_io rio, wio;
+    ev_timer timer;
+    ngtcp2_path_storage ps;
+    struct qlist streams;  /* queries with an open stream, oldest first */
+    ngtcp2_ccerr ccerr;    /* what we close with when we close */
+    int fail_rc;           /* set by a callback that failed the connection */
+    bool early;            /* 0-RTT offered */
+    bool early_rejected;
+    bool handshake_done;
+    uint8_t pending[1500]; /* one datagram the socket would not take yet */
+    size_t pending_len;
+};
+
+struct doq {
+    struct upstream *u;
+    struct tls_ctx *tls;
+    struct doq_conn *conn;
+    struct qlist queue;       /* waiting for a stream */
+    struct doq_query *done_head, **done_tail;
+    ev_prepare kick;          /* runs the queue before the loop next polls */
+    uint8_t tp[DOQ_TP_MAX];   /* the server's transport parameters, for 0-RTT */
+    size_t tplen;
+    unsigned conns;           /* connections made, for log lines */
+};
+
+static uint8_t rxbuf[65536];
+static uint8_t txbuf[1500];
+
+static ngtcp2_tstamp now_ts(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (ngtcp2_tstamp)ts.tv_sec * NGTCP2_SECONDS + (ngtcp2_tstamp)ts.tv_nsec;
+}
+
+/* ---- lists --------------------------------------------------------------- */
+
+static void ql_push(struct qlist *l, struct doq_query *q)
+{
+    q->next = NULL;
+    q->prev = l->tail;
+    if (l->tail)
+        l->tail->next = q;
+    else
+        l->head = q;
+    l->tail = q;
+}
+
+static void ql_remove(struct qlist *l, struct doq_query *q)
+{
+    if (q->prev)
+        q->prev->next = q->next;
+    else
+        l->head = q->next;
+    if (q->next)
+        q->next->prev = q->prev;
+    else
+        l->tail = q->prev;
+    q->prev = q->next = NULL;
+}
+
+/* Moves all of src in front of dst, keeping order: requeued queries were
+ * asked before the ones still waiting. */
+static void ql_prepend(struct qlist *dst, struct qlist *src)
+{
+    if (!src->head)
+        return;
+    src->tail->next = dst->head;
+    if (dst->head)
+        dst->head->prev = src->tail;
+    else
+        dst->tail = src->tail;
+    dst->head = src->head;
+    src->head = src->tail = NULL;
+}
+
+/* ---- queries ------------------------------------------------------------- */
+
+static void dq_free(struct doq_query *q)
+{
+    doq_rx_free(&q->rx);
+    free(q);
+}
+
+/* Frees q once nothing holds it any more. */
+static void dq_release(struct doq_query *q)
+{
+    if (!q->x && !q->on_done && !q->c)
+        dq_free(q);
+}
+
+static void dq_reset_stream_state(struct doq_query *q)
+{
+    q->c = NULL;
+    q->sid = -1;
+    q->sent = 0;
+    q->blocked = false;
+    doq_rx_free(&q->rx);
+}
+
+/* Records the outcome; done runs later from doq_deliver. */
+static void dq_complete(struct doq_query *q, int rc)
+{
+    struct doq *up = q->up;
+
+    if (!q->x || q->on_done)
+        return;
+    q->rc = rc;
+    q->on_done = true;
+    q->done_next = NULL;
+    *up->done_tail = q;
+    up->done_tail = &q->done_next;
+}
+
+static void done_remove(struct doq *up, struct doq_query *q)
+{
+    struct doq_query **pp = &up->done_head;
+
+    while (*pp && *pp != q)
+        pp = &(*pp)->done_next;
+    if (!*pp)
+        return;
+    *pp = q->done_next;
+    if (up->done_tail == &q->done_next)
+        up->done_tail = pp;
+    q->on_done = false;
+}
+
+/* Calls done for every finished query. Last thing an event handler does:
+ * the owner may drop the upstream from inside done. */
+static void doq_deliver(struct doq *up)
+{
+    struct upstream *u = up->u;
+
+    if (!up->done_head)
+        return;
+    upstream_ref(u);
+    while (up->done_head) {
+        struct doq_query *q = up->done_head;
+        struct xfer *x = q->x;
+
+        up->done_head = q->done_next;
+        if (!up->done_head)
+            up->done_tail = &up->done_head;
+        q->on_done = false;
+        q->x = NULL;
+        x->tpriv = NULL;
+        if (q->rc == 0) {
+            dns_put16(q->rx.msg, q->id);
+            x->done(x, 0, q->rx.msg, q->rx.len);
+        } else {
+            x->done(x, q->rc, NULL, 0);
+        }
+        dq_release(q);
+    }
+    upstream_unref(u);
+}
+
+/* ---- connection ---------------------------------------------------------- */
+
+static void conn_rio_cb(struct ev_loop *loop, ev_io *w, int revents);
+static void conn_wio_cb(struct ev_loop *loop, ev_io *w, int revents);
+static void conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents);
+static void doq_schedule(struct doq *up);
+
+static ngtcp2_conn *get_conn(ngtcp2_crypto_conn_ref *ref)
+{
+    struct doq_conn *c = ref->user_data;
+    return c->conn;
+}
+
+static void rand_cb(uint8_t *dest, size_t destlen, const ngtcp2_rand_ctx *rand_ctx)
+{
+    arc4random_buf(dest, destlen);
+}
+
+static int new_cid_cb(ngtcp2_conn *conn, ngtcp2_cid *cid, ngtcp2_stateless_reset_token *token,
+                      size_t cidlen, void *user_data)
+{
+    arc4random_buf(cid->data, cidlen);
+    cid->datalen = cidlen;
+    arc4random_buf(token->data, sizeof(token->data));
+    return 0;
+}
+
+/* A broken answer stream: the whole connection is closed with
+ * DOQ_PROTOCOL_ERROR (RFC 9250 4.3.3), the query fails with rc. */
+static int conn_protocol_error(struct doq_conn *c, struct doq_query *q, int rc)
+{
+    if (q)
+        dq_complete(q, rc);
+    ngtcp2_ccerr_set_application_error(&c->ccerr, DOQ_PROTOCOL_ERROR, NULL, 0);
+    c->fail_rc = DV_EPROTO;
+    return NGTCP2_ERR_CALLBACK_FAILURE;
+}
+
+static int recv_stream_data_cb(ngtcp2_conn *conn, uint32_t flags, int64_t sid, uint64_t offset,
+                               const uint8_t *data, size_t datalen, void *user_data,
+                               void *stream_user_data)
+{
+    struct doq_conn *c = user_data;
+    struct doq_query *q = stream_user_data;
+    bool fin = flags & NGTCP2_STREAM_DATA_FLAG_FIN;
+    int rc;
+
+    /* the data is consumed here, whatever becomes of it */
+    ngtcp2_conn_extend_max_stream_offset(conn, sid, datalen);
+    ngtcp2_conn_extend_max_offset(conn, datalen);
+    if (!q) {
+        log_debug("upstream %s: doq: data on unknown stream %lld", c->up->u->name,
+                  (long long)sid);
+        return conn_protocol_error(c, NULL, DV_EPROTO);
+    }
+    rc = doq_rx_feed(&q->rx, data, datalen, fin);
+    if (rc == 1) {
+        dq_complete(q, 0);
+        return 0;
+    }
+    if (rc == DV_ENOMEM) {
+        dq_complete(q, DV_ENOMEM);
+        return 0;
+    }
+    if (rc < 0) {
+        log_warn("upstream %s: doq: malformed answer stream %lld (closing with PROTOCOL_ERROR)",
+                 c->up->u->name, (long long)sid);
+        return conn_protocol_error(c, q, DV_EPROTO);
+    }
+    return 0;
+}
+
+static int stream_reset_cb(ngtcp2_conn *conn, int64_t sid, uint64_t final_size,
+                           uint64_t app_error_code, void *user_data, void *stream_user_data)
+{
+    struct doq_conn *c = user_data;
+    struct doq_query *q = stream_user_data;
+
+    if (q && q->x && !q->rx.msg) {
+        log_debug("upstream %s: doq: stream %lld reset with error 0x%llx", c->up->u->name,
+                  (long long)sid, (unsigned long long)app_error_code);
+        dq_complete(q, doq_error_to_rc(app_error_code));
+    }
+    return 0;
+}
+
+static int stream_close_cb(ngtcp2_conn *conn, uint32_t flags, int64_t sid,
+                           uint64_t app_error_code, void *user_data, void *stream_user_data)
+{
+    struct doq_conn *c = user_data;
+    struct doq_query *q = stream_user_data;
+
+    if (!q)
+        return 0;
+    if (q->x && !q->rx.msg)
+        dq_complete(q, (flags & NGTCP2_STREAM_CLOSE_FLAG_APP_ERROR_CODE_SET)
+                           ? doq_error_to_rc(app_error_code)
+                           : DV_EPROTO);
+    ql_remove(&c->streams, q);
+    q->c = NULL;
+    q->sid = -1;
+    dq_release(q);
+    return 0;
+}
+
+static int extend_max_stream_data_cb(ngtcp2_conn *conn, int64_t sid, uint64_t max_data,
+                                     void *user_data, void *stream_user_data)
+{
+    struct doq_query *q = stream_user_data;
+
+    if (q)
+        q->blocked = false;
+    return 0;
+}
+
+static int extend_max_streams_cb(ngtcp2_conn *conn, uint64_t max_streams, void *user_data)
+{
+    struct doq_conn *c = user_data;
+
+    /* queued queries get their streams after ngtcp2 returns */
+    if (c->up->queue.head)
+        doq_schedule(c->up);
+    return 0;
+}
+
+/* The server refused our early data: ngtcp2 forgot every stream opened in
+ * 0-RTT, so their queries go back to the front of the queue, to be sent
+ * again once the handshake is done. */
+static int early_data_rejected_cb(ngtcp2_conn *conn, void *user_data)
+{
+    struct doq_conn *c = user_data;
+    struct qlist again = {NULL, NULL};
+    unsigned n = 0;
+
+    c->early_rejected = true;
+    while (c->streams.head) {
+        struct doq_query *q = c->streams.head;
+        ql_remove(&c->streams, q);
+        dq_reset_stream_state(q);
+        if (q->x && !q->on_done) {
+            ql_push(&again, q);
+            n++;
+        } else {
+            dq_release(q);
+        }
+    }
+    ql_prepend(&c->up->queue, &again);
+    log_debug("upstream %s: doq: 0-RTT rejected, %u queries will be sent again",
+              c->up->u->name, n);
+    return 0;
+}
+
+static int handshake_completed_cb(ngtcp2_conn *conn, void *user_data)
+{
+    struct doq_conn *c = user_data;
+    struct doq *up = c->up;
+    ngtcp2_ssize n;
+
+    if (tls_conn_quic_completed(c->tls)) {
+        ngtcp2_ccerr_set_application_error(&c->ccerr, DOQ_NO_ERROR, NULL, 0);
+        c->fail_rc = DV_ETLS;
+        return NGTCP2_ERR_CALLBACK_FAILURE;
+    }
+    c->handshake_done = true;
+    if (c->early && !tls_conn_early_accepted(c->tls)) {
+        /* wolfSSL only tells once the handshake is over */
+        int rv = ngtcp2_conn_tls_early_data_rejected(conn);
+        if (rv)
+            return rv;
+    }
+    n = ngtcp2_conn_encode_0rtt_transport_params(conn, up->tp, sizeof(up->tp));
+    up->tplen = n > 0 ? (size_t)n : 0;
+    log_debug("upstream %s: doq: connection %u ready (%s)", up->u->name, up->conns,
+              !c->early ? "no 0-RTT" : c->early_rejected ? "0-RTT rejected" : "0-RTT accepted");
+    return 0;
+}
+
+static const ngtcp2_callbacks conn_callbacks = {
+    .client_initial = ngtcp2_crypto_client_initial_cb,
+    .recv_crypto_data = ngtcp2_crypto_recv_crypto_data_cb,
+    .encrypt = ngtcp2_crypto_encrypt_cb,
+    .decrypt = ngtcp2_crypto_decrypt_cb,
+    .hp_mask = ngtcp2_crypto_hp_mask_cb,
+    .recv_retry = ngtcp2_crypto_recv_retry_cb,
+    .update_key = ngtcp2_crypto_update_key_cb,
+    .delete_crypto_aead_ctx = ngtcp2_crypto_delete_crypto_aead_ctx_cb,
+    .delete_crypto_cipher_ctx = ngtcp2_crypto_delete_crypto_cipher_ctx_cb,
+    .get_path_challenge_data2 = ngtcp2_crypto_get_path_challenge_data2_cb,
+    .version_negotiation = ngtcp2_crypto_version_negotiation_cb,
+    .rand = rand_cb,
+    .get_new_connection_id2 = new_cid_cb,
+    .handshake_completed = handshake_completed_cb,
+    .recv_stream_data = recv_stream_data_cb,
+    .stream_reset = stream_reset_cb,
+    .stream_close = stream_close_cb,
+    .extend_max_stream_data = extend_max_stream_data_cb,
+    .extend_max_local_streams_bidi = extend_max_streams_cb,
+    .tls_early_data_rejected = early_data_rejected_cb,
+};
+
+static int conn_new(struct doq *up, struct doq_conn **pc)
+{
+    struct upstream *u = up->u;
+    struct doq_conn *c = calloc(1, sizeof(*c));
+    struct sockaddr_storage local;
+    socklen_t locallen = sizeof(local);
+    ngtcp2_settings settings;
+    ngtcp2_transport_params params;
+    ngtcp2_cid dcid, scid;
+    WOLFSSL *ssl;
+    int rc = DV_ENOMEM;
+
+    *pc = NULL;
+    if (!c)
+        return DV_ENOMEM;
+    c->up = up;
+    c->fd = net_socket(u->addr.ss.ss_family, SOCK_DGRAM);
+    ngtcp2_ccerr_default(&c->ccerr);
+    if (c->fd < 0) {
+        rc = DV_EIO;
+        goto fail;
+    }
+    if (connect(c->fd, (const struct sockaddr *)&u->addr.ss, u->addr.len) < 0 ||
+        getsockname(c->fd, (struct sockaddr *)&local, &locallen) < 0) {
+        log_debug("upstream %s: doq: connect: %s", u->name, strerror(errno));
+        rc = DV_ECONN;
+        goto fail;
+    }
+    ngtcp2_path_storage_init(&c->ps, (const struct sockaddr *)&local, locallen,
+                             (const struct sockaddr *)&u->addr.ss, u->addr.len, NULL);
+
+    rc = tls_conn_new_quic(up->tls, &c->early, &c->tls);
+    if (rc)
+        goto fail;
+    ssl = tls_conn_native(c->tls);
+    c->ref.get_conn = get_conn;
+    c->ref.user_data = c;
+    wolfSSL_set_app_data(ssl, &c->ref);
+    /* early data needs both the ticket and the parameters it was issued with */
+    if (c->early && up->tplen == 0) {
+        wolfSSL_set_quic_early_data_enabled(ssl, 0);
+        c->early = false;
+    }
+
+    ngtcp2_settings_default(&settings);
+    settings.initial_ts = now_ts();
+    settings.handshake_timeout = DOQ_HANDSHAKE_TIMEOUT;
+    ngtcp2_transport_params_default(&params);
+    /* the server opens no streams; ours carry one answer each, up to 64 KB */
+    params.initial_max_streams_bidi = 0;
+    params.initial_max_streams_uni = 0;
+    params.initial_max_stream_data_bidi_local = 128 * 1024;
+    params.initial_max_data = 1024 * 1024;
+    params.max_idle_timeout = DOQ_IDLE_TIMEOUT;
+
+    dcid.datalen = DOQ_CID_LEN;
+    arc4random_buf(dcid.data, dcid.datalen);
+    scid.datalen = DOQ_CID_LEN;
+    arc4random_buf(scid.data, scid.datalen);
+    if (ngtcp2_conn_client_new(&c->conn, &dcid, &scid, &c->ps.path, NGTCP2_PROTO_VER_V1,
+                               &conn_callbacks, &settings, &params, NULL, c) != 0) {
+        rc = DV_ENOMEM;
+        goto fail;
+    }
+    ngtcp2_conn_set_tls_native_handle(c->conn, ssl);
+    if (c->early &&
+        ngtcp2_conn_decode_and_set_0rtt_transport_params(c->conn, up->tp, up->tplen) != 0) {
+        wolfSSL_set_quic_early_data_enabled(ssl, 0);
+        c->early = false;
+    }
+
+    ev_io_init(&c->rio, conn_rio_cb, c->fd, EV_READ);
+    ev_io_init(&c->wio, conn_wio_cb, c->fd, EV_WRITE);
+    ev_init(&c->timer, conn_timer_cb);
+    c->rio.data = c->wio.data = c->timer.data = c;
+    ev_io_start(u->loop, &c->rio);
+    up->conns++;
+    log_debug("upstream %s: doq: connection %u to %s%s", u->name, up->conns, u->host,
+              c->early ? " with 0-RTT" : "");
+    *pc = c;
+    return 0;
+fail:
+    if (c->conn)
+        ngtcp2_conn_del(c->conn);
+    tls_conn_free(c->tls);
+    if (c->fd >= 0)
+        close(c->fd);
+    free(c);
+    return rc;
+}
+
+/* Sends one datagram, or keeps it for when the socket is writable. false
+ * when the socket failed for good. */
+static bool conn_send(struct doq_conn *c, const uint8_t *pkt, size_t len)
+{
+    for (;;) {
+        if (send(c->fd, pkt, len, 0) >= 0)
+            return true;
+        if (errno == EINTR)
+            continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            memcpy(c->pending, pkt, len);
+            c->pending_len = len;
+            ev_io_start(c->up->u->loop, &c->wio);
+            return true;
+        }
+        /* a lost datagram is QUIC's to repair; only a refused port is final */
+        if (errno == ECONNREFUSED || errno == EHOSTUNREACH || errno == ENETUNREACH) {
+            log_debug("upstream %s: doq: send: %s", c->up->u->name, strerror(errno));
+            return false;
+        }
+        return true;
+    }
+}
+
+static void conn_arm_timer(struct doq_conn *c)
+{
+    ngtcp2_tstamp expiry = ngtcp2_conn_get_expiry(c->conn);
+    ngtcp2_tstamp now = now_ts();
+    struct ev_loop *loop = c->up->u->loop;
+
+    ev_timer_stop(loop, &c->timer);
+    if (expiry == UINT64_MAX)
+        return;
+    ev_timer_set(&c->timer, expiry > now ? (double)(expiry - now) / NGTCP2_SECONDS : 0., 0.);
+    ev_timer_start(loop, &c->timer);
+}
+
+/* The next stream with bytes ngtcp2 may take now, oldest first. */
+static struct doq_query *conn_next_tx(struct doq_conn *c)
+{
+    for (struct doq_query *q = c->streams.head; q; q = q->next)
+        if (q->sent < q->len && !q->blocked)
+            return q;
+    return NULL;
+}
+
+/* Writes until ngtcp2 has nothing more or congestion control and pacing say
+ * wait (the timer then wakes us). 0, or an ngtcp2 error for the connection. */
+static int conn_write(struct doq_conn *c)
+{
+    ngtcp2_tstamp ts = now_ts();
+    size_t maxlen = ngtcp2_conn_get_path_max_tx_udp_payload_size(c->conn);
+
+    if (c->pending_len)
+        return 0; /* the socket is full; conn_wio_cb comes back */
+    if (maxlen > sizeof(txbuf))
+        maxlen = sizeof(txbuf);
+    for (;;) {
+        struct doq_query *q = conn_next_tx(c);
+        ngtcp2_vec v;
+        ngtcp2_ssize wdatalen = -1;
+        ngtcp2_ssize n;
+        ngtcp2_pkt_info pi;
+
+        if (q) {
+            v.base = q->wire + q->sent;
+            v.len = q->len - q->sent;
+        }
+        n = ngtcp2_conn_writev_stream(c->conn, &c->ps.path, &pi, txbuf, maxlen, &wdatalen,
+                                      NGTCP2_WRITE_STREAM_FLAG_MORE |
+                                          NGTCP2_WRITE_STREAM_FLAG_FIN,
+                                      q ? q->sid : -1, q ? &v : NULL, q ? 1 : 0, ts);
+        if (q && wdatalen >= 0)
+            q->sent += (size_t)wdatalen;
+        if (n < 0) {
+            switch (n) {
+            case NGTCP2_ERR_WRITE_MORE:
+                continue; /* the packet has room for more streams */
+            case NGTCP2_ERR_STREAM_DATA_BLOCKED:
+                q->blocked = true;
+                continue;
+            case NGTCP2_ERR_STREAM_SHUT_WR:
+            case NGTCP2_ERR_STREAM_NOT_FOUND:
+                q->sent = q->len; /* the server stopped it; stream_close follows */
+                continue;
+            default:
+                ngtcp2_ccerr_set_liberr(&c->ccerr, (int)n, NULL, 0);
+                return (int)n;
+            }
+        }
+        if (n == 0)
+            break;
+        if (!conn_send(c, txbuf, (size_t)n))
+            return NGTCP2_ERR_DROP_CONN;
+        if (c->pending_len)
+            break;
+    }
+    ngtcp2_conn_update_pkt_tx_time(c->conn, ts);
+    return 0;
+}
+
+/* Keep-alive only while some query still waits for its answer. */
+static void conn_update_keepalive(struct doq_conn *c)
+{
+    bool waiting = false;
+
+    for (struct doq_query *q = c->streams.head; q && !waiting; q = q->next)
+        waiting = q->x && !q->rx.msg;
+    ngtcp2_conn_set_keep_alive_timeout(c->conn, waiting ? DOQ_KEEPALIVE : UINT64_MAX);
+}
+
+/* Gives queued queries streams, as many as the server allows: before the
+ * handshake only when 0-RTT is on. */
+static int conn_open_streams(struct doq_conn *c)
+{
+    struct doq *up = c->up;
+
+    if (!c->handshake_done && (!c->early || c->early_rejected))
+        return 0;
+    while (up->queue.head) {
+        struct doq_query *q = up->queue.head;
+        int64_t sid;
+        int rv = ngtcp2_conn_open_bidi_stream(c->conn, &sid, q);
+        if (rv == NGTCP2_ERR_STREAM_ID_BLOCKED)
+            break; /* extend_max_streams_cb calls us back */
+        if (rv) {
+            ngtcp2_ccerr_set_liberr(&c->ccerr, rv, NULL, 0);
+            return rv;
+        }
+        ql_remove(&up->queue, q);
+        q->sid = sid;
+        q->c = c;
+        ql_push(&c->streams, q);
+    }
+    return 0;
+}
+
+/* Ends c: sends our CONNECTION_CLOSE when send_close, and fails or requeues
+ * its queries. retry moves each unanswered query to the next connection
+ * once; otherwise they fail with rc. When the connection never got ready,
+ * the queued queries fail too: there is no point in trying again at once. */
+static void conn_drop(struct doq_conn *c, int rc, bool retry, bool send_close)
+{
+    struct doq *up = c->up;
+    struct ev_loop *loop = up->u->loop;
+    struct qlist again = {NULL, NULL};
+
+    if (send_close && !ngtcp2_conn_in_closing_period(c->conn) &&
+        !ngtcp2_conn_in_draining_period(c->conn) && !c->pending_len) {
+        ngtcp2_pkt_info pi;
+        ngtcp2_ssize n = ngtcp2_conn_write_connection_close(
+            c->conn, &c->ps.path, &pi, txbuf, sizeof(txbuf), &c->ccerr, now_ts());
+        if (n > 0)
+            (void)send(c->fd, txbuf, (size_t)n, 0);
+    }
+    if (up->conn == c)
+        up->conn = NULL;
+    while (c->streams.head) {
+        struct doq_query *q = c->streams.head;
+        ql_remove(&c->streams, q);
+        dq_reset_stream_state(q);
+        if (q->x && !q->on_done && retry && !q->retried) {
+            q->retried = true;
+            ql_push(&again, q);
+        } else {
+            dq_complete(q, rc);
+            dq_release(q);
+        }
+    }
+    ql_prepend(&up->queue, &again);
+    if (!c->handshake_done && !retry) {
+        while (up->queue.head) {
+            struct doq_query *q = up->queue.head;
+            ql_remove(&up->queue, q);
+            dq_complete(q, rc);
+        }
+    }
+    ev_io_stop(loop, &c->rio);
+    ev_io_stop(loop, &c->wio);
+    ev_timer_stop(loop, &c->timer);
+    ngtcp2_conn_del(c->conn);
+    tls_conn_free(c->tls);
+    close(c->fd);
+    free(c);
+    if (up->queue.head)
+        doq_schedule(up);
+}
+
+/* Decides what an ngtcp2 error means for c's queries, then drops c. */
+static void conn_fail(struct doq_conn *c, int rv)
+{
+    const char *name = c->up->u->name;
+    bool ready = c->handshake_done;
+
+    switch (rv) {
+    case NGTCP2_ERR_DRAINING: {
+        /* the server closed (or reset) the connection */
+        const ngtcp2_ccerr *e = ngtcp2_conn_get_ccerr(c->conn);
+        if (e->type == NGTCP2_CCERR_TYPE_APPLICATION && e->error_code != DOQ_NO_ERROR) {
+            log_info("upstream %s: doq: server closed the connection with error 0x%llx",
+                     name, (unsigned long long)e->error_code);
+            conn_drop(c, doq_error_to_rc(e->error_code), false, false);
+        } else if (e->type == NGTCP2_CCERR_TYPE_TRANSPORT && e->error_code != NGTCP2_NO_ERROR) {
+            bool tls = (e->error_code & ~(uint64_t)0xff) == NGTCP2_CRYPTO_ERROR;
+            log_warn("upstream %s: doq: server closed the connection: %s 0x%llx", name,
+                     tls ? "TLS alert" : "transport error",
+                     (unsigned long long)(tls ? e->error_code & 0xff : e->error_code));
+            conn_drop(c, tls ? DV_ETLS : DV_ECONN, false, false);
+        } else {
+            log_debug("upstream %s: doq: server closed the connection", name);
+            conn_drop(c, DV_ECONN, ready, false);
+        }
+        return;
+    }
+    case NGTCP2_ERR_IDLE_CLOSE:
+        log_debug("upstream %s: doq: connection idle, closed", name);
+        conn_drop(c, DV_ECONN, true, false);
+        return;
+    case NGTCP2_ERR_HANDSHAKE_TIMEOUT:
+        log_warn("upstream %s: doq: handshake timed out", name);
+        conn_drop(c, DV_ETIMEOUT, false, false);
+        return;
+    case NGTCP2_ERR_RECV_VERSION_NEGOTIATION:
+        log_warn("upstream %s: doq: server does not speak QUIC v1", name);
+        conn_drop(c, DV_ECONN, false, false);
+        return;
+    case NGTCP2_ERR_CRYPTO:
+        tls_conn_quic_failed(c->tls);
+        ngtcp2_ccerr_set_tls_alert(&c->ccerr, ngtcp2_conn_get_tls_alert(c->conn), NULL, 0);
+        conn_drop(c, DV_ETLS, false, true);
+        return;
+    case NGTCP2_ERR_CALLBACK_FAILURE:
+        if (c->fail_rc) {
+            conn_drop(c, c->fail_rc, false, true);
+            return;
+        }
+        break;
+    case NGTCP2_ERR_DROP_CONN:
+        conn_drop(c, DV_ECONN, ready, false);
+        return;
+    default:
+        break;
+    }
+    log_debug("upstream %s: doq: connection failed: %s", name, ngtcp2_strerror(rv));
+    if (c->ccerr.type == NGTCP2_CCERR_TYPE_TRANSPORT && c->ccerr.error_code == NGTCP2_NO_ERROR)
+        ngtcp2_ccerr_set_liberr(&c->ccerr, rv, NULL, 0);
+    conn_drop(c, DV_ECONN, ready, true);
+}
+
+/* Every event ends here: new streams, the write loop, the timer. false when
+ * the connection was dropped. */
+static bool conn_flush(struct doq_conn *c)
+{
+    int rv = conn_open_streams(c);
+
+    if (!rv)
+        rv = conn_write(c);
+    if (rv) {
+        conn_fail(c, rv);
+        return false;
+    }
+    conn_update_keepalive(c);
+    conn_arm_timer(c);
+    return true;
+}
+
+static void conn_rio_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    struct doq_conn *c = w->data;
+    struct doq *up = c->up;
+
+    for (int i = 0; i < DOQ_RX_BATCH; i++) {
+        ngtcp2_pkt_info pi = {0};
+        ssize_t n = recv(c->fd, rxbuf, sizeof(rxbuf), 0);
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                break;
+            if (errno == EINTR)
+                continue;
+            /* ICMP unreachable on the connected socket */
+            log_debug("upstream %s: doq: recv: %s", up->u->name, strerror(errno));
+            conn_drop(c, DV_ECONN, c->handshake_done, false);
+            doq_deliver(up);
+            return;
+        }
+        int rv = ngtcp2_conn_read_pkt(c->conn, &c->ps.path, &pi, rxbuf, (size_t)n, now_ts());
+        if (rv) {
+            conn_fail(c, rv);
+            doq_deliver(up);
+            return;
+        }
+    }
+    tls_conn_quic_tickets(c->tls);
+    conn_flush(c);
+    doq_deliver(up);
+}
+
+static void conn_wio_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    struct doq_conn *c = w->data;
+    struct doq *up = c->up;
+    size_t len = c->pending_len;
+
+    ev_io_stop(loop, &c->wio);
+    c->pending_len = 0;
+    if (!conn_send(c, c->pending, len)) {
+        conn_drop(c, DV_ECONN, c->handshake_done, false);
+    } else if (!c->pending_len) {
+        conn_flush(c);
+    }
+    doq_deliver(up);
+}
+
+static void conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct doq_conn *c = w->data;
+    struct doq *up = c->up;
+    int rv = ngtcp2_conn_handle_expiry(c->conn, now_ts());
+
+    if (rv)
+        conn_fail(c, rv);
+    else
+        conn_flush(c);
+    doq_deliver(up);
+}
+
+/* ---- the transport ------------------------------------------------------- */
+
+/* Runs the queue: a connection when there is none, streams, writes. */
+static void doq_kick_cb(struct ev_loop *loop, ev_prepare *w, int revents)
+{
+    struct doq *up = w->data;
+
+    ev_prepare_stop(loop, &up->kick);
+    if (!up->conn && up->queue.head) {
+        int rc = conn_new(up, &up->conn);
+        if (rc) {
+            log_debug("upstream %s: doq: cannot connect: %s", up->u->name, dv_strerror(rc));
+            while (up->queue.head) {
+                struct doq_query *q = up->queue.head;
+                ql_remove(&up->queue, q);
+                dq_complete(q, rc);
+            }
+        }
+    }
+    if (up->conn)
+        conn_flush(up->conn);
+    doq_deliver(up);
+}
+
+static void doq_schedule(struct doq *up)
+{
+    if (!ev_is_active(&up->kick))
+        ev_prepare_start(up->u->loop, &up->kick);
+}
+
+static int doq_open(struct upstream *u)
+{
+    struct doq *up = calloc(1, sizeof(*up));
+    struct tls_opts o = {
+        .upstream = u->name,
+        .host = u->host,
+        .tls_name = u->cfg.tls_name,
+        .ca_file = u->cfg.ca_file,
+        .pins = u->cfg.pins,
+        .n_pins = u->cfg.n_pins,
+        .alpn = DOQ_ALPN,
+        .alpn_required = true,
+    };
+    int rc;
+
+    if (!up)
+        return DV_ENOMEM;
+    up->u = u;
+    up->done_tail = &up->done_head;
+    ev_prepare_init(&up->kick, doq_kick_cb);
+    up->kick.data = up;
+    rc = tls_ctx_new(&o, &up->tls);
+    if (rc)
+        goto fail;
+    /* TLS 1.3 only, handshake bytes through ngtcp2, session tickets */
+    if (ngtcp2_crypto_wolfssl_configure_client_context(tls_ctx_native(up->tls)) != 0) {
+        rc = DV_ETLS;
+        goto fail;
+    }
+    u->priv = up;
+    return 0;
+fail:
+    tls_ctx_del(up->tls);
+    free(up);
+    return rc;
+}
+
+static int doq_send(struct upstream *u, struct xfer *x)
+{
+    struct doq *up = u->priv;
+    struct doq_query *q;
+    size_t qlen = x->len;
+
+    if (x->len < DNS_HDR_LEN || x->len > DNS_MSG_MAX)
+        return DV_EINVAL;
+    q = calloc(1, sizeof(*q) + 2 + x->len + DOQ_QUERY_ROOM);
+    if (!q)
+        return DV_ENOMEM;
+    memcpy(q->wire + 2, x->msg, x->len);
+    q->id = dns_get16(x->msg);
+    dns_put16(q->wire + 2, 0); /* RFC 9250 4.2.1 */
+    /* a query too big to pad still goes, unpadded */
+    if (x->len + DOQ_QUERY_ROOM <= DNS_MSG_MAX &&
+        dns_edns_pad_query(q->wire + 2, &qlen, x->len + DOQ_QUERY_ROOM, DOQ_PAD_BLOCK) != 0)
+        qlen = x->len;
+    frame_put_len(q->wire, qlen);
+    q->len = 2 + qlen;
+    q->sid = -1;
+    q->up = up;
+    q->x = x;
+    doq_rx_init(&q->rx);
+    ql_push(&up->queue, q);
+    x->tpriv = q;
+    doq_schedule(up);
+    return 0;
+}
+
+static void doq_cancel(struct upstream *u, struct xfer *x)
+{
+    struct doq *up = u->priv;
+    struct doq_query *q = x->tpriv;
+
+    if (!q)
+        return;
+    x->tpriv = NULL;
+    q->x = NULL;
+    if (q->on_done)
+        done_remove(up, q);
+    if (q->c) {
+        /* tell the server to stop; the stream frees q when it closes */
+        if (!q->rx.msg) {
+            ngtcp2_conn_shutdown_stream(q->c->conn, 0, q->sid, DOQ_REQUEST_CANCELLED);
+            doq_schedule(up);
+        }
+        return;
+    }
+    ql_remove(&up->queue, q);
+    dq_release(q);
+}
+
+static void doq_close(struct upstream *u)
+{
+    struct doq *up = u->priv;
+
+    if (!up)
+        return;
+    ev_prepare_stop(u->loop, &up->kick);
+    if (up->conn) {
+        ngtcp2_ccerr_set_application_error(&up->conn->ccerr, DOQ_NO_ERROR, NULL, 0);
+        conn_drop(up->conn, DV_ECANCEL, false, true);
+    }
+    /* nothing is pending (the caller's promise), so these are all orphans */
+    while (up->queue.head) {
+        struct doq_query *q = up->queue.head;
+        ql_remove(&up->queue, q);
+        dq_free(q);
+    }
+    while (up->done_head) {
+        struct doq_query *q = up->done_head;
+        up->done_head = q->done_next;
+        dq_free(q);
+    }
+    tls_ctx_del(up->tls);
+    free(up);
+    u->priv = NULL;
+}
+
+const struct transport_ops doq_ops = {
+    .name = "doq",
+    .open = doq_open,
+    .send = doq_send,
+    .cancel = doq_cancel,
+    .close = doq_close,
+};
+
+#endif /* DV_HAVE_TLS */
