@@ -18,6 +18,8 @@
 #include "config/config.h"
 #include "core/err.h"
 #include "core/log.h"
+#include "dns/dns.h"
+#include "frontend/control.h"
 #include "frontend/frontend.h"
 #include "resolve/cache.h"
 #include "resolve/policy.h"
@@ -33,7 +35,7 @@ struct cli {
     char **listen, **upstreams;
     size_t n_listen, n_upstreams;
     unsigned timeout_ms;
-    const char *user, *tls_ca;
+    const char *user, *tls_ca, *control;
     int verbose;
 };
 
@@ -51,6 +53,7 @@ struct daemon {
     struct cli cli;
     struct runtime rt;
     struct cache *cache;
+    struct control *control;
     struct query_engine *qe;
     struct fe_udp **udp;
     struct fe_tcp **tcp;
@@ -67,6 +70,7 @@ enum {
     OPT_PIDFILE,
     OPT_CHECK,
     OPT_TLS_CA,
+    OPT_CONTROL,
 };
 
 static const struct option long_opts[] = {
@@ -80,6 +84,7 @@ static const struct option long_opts[] = {
     {"pidfile", required_argument, NULL, OPT_PIDFILE},
     {"check", no_argument, NULL, OPT_CHECK},
     {"tls-ca", required_argument, NULL, OPT_TLS_CA},
+    {"control", required_argument, NULL, OPT_CONTROL},
     {"help", no_argument, NULL, 'h'},
     {"version", no_argument, NULL, 'V'},
     {NULL, 0, NULL, 0},
@@ -101,6 +106,8 @@ static void usage(FILE *f)
             "  -d, --daemon          detach and log to syslog\n"
             "      --pidfile FILE    write the daemon's PID to FILE\n"
             "      --check           validate the configuration and exit\n"
+            "      --control PATH    the control socket; with a COMMAND after the options\n"
+            "                        (flush [NAME], stats) send it to a running daemon\n"
             "  -h, --help            this help\n"
             "  -V, --version         print the version\n"
             "Signals: SIGTERM/SIGINT drain and exit; SIGUSR1 logs statistics.\n");
@@ -395,6 +402,11 @@ static struct config *load_config(const struct cli *cli, bool to_stderr)
     }
     if (cli->verbose)
         c->log_level = DV_LOG_DEBUG;
+    if (cli->control) {
+        free(c->control);
+        if (!(c->control = strdup(cli->control)))
+            goto fail;
+    }
     if (config_finish(c))
         goto fail;
     /* -u upstreams in order, as given */
@@ -451,6 +463,8 @@ static void reload_cb(struct ev_loop *loop, ev_signal *w, int revents)
     }
     if (strcmp(cfg->user, d->rt.cfg->user))
         log_warn("'user' changed; it takes effect at the next start");
+    if (!str_same(cfg->control, d->rt.cfg->control))
+        log_warn("'control' changed; it takes effect at the next start");
     if (runtime_build(d, &rt, cfg, &d->rt)) {
         log_err("reload failed; still running the previous configuration");
         return;
@@ -531,6 +545,47 @@ static int write_pidfile(const char *path)
     return 0;
 }
 
+static void control_cb(void *arg, const char *cmd, char *out, size_t cap)
+{
+    struct daemon *d = arg;
+    struct query_stats qs;
+    struct cache_stats cs = {0};
+
+    if (strcmp(cmd, "flush") == 0 || strncmp(cmd, "flush ", 6) == 0) {
+        uint8_t name[DNS_NAME_MAX];
+        int len, n;
+        if (!d->cache) {
+            snprintf(out, cap, "error: the cache is disabled");
+            return;
+        }
+        if (cmd[5] == 0) {
+            cache_stats(d->cache, &cs);
+            cache_flush_all(d->cache);
+            snprintf(out, cap, "ok flushed %zu entries", cs.entries);
+        } else if ((len = dns_name_from_str(cmd + 6, name)) < 0) {
+            snprintf(out, cap, "error: '%s' is not a domain name", cmd + 6);
+        } else {
+            n = cache_flush_name(d->cache, name, (size_t)len);
+            snprintf(out, cap, "ok flushed %d entries", n < 0 ? 0 : n);
+        }
+        log_info("control: %s: %s", cmd, out);
+        return;
+    }
+    if (strcmp(cmd, "stats") == 0) {
+        query_stats(d->qe, &qs);
+        if (d->cache)
+            cache_stats(d->cache, &cs);
+        snprintf(out, cap,
+                 "ok queries=%llu answered=%llu servfail=%llu dropped=%llu cache_entries=%zu "
+                 "cache_bytes=%zu cache_hits=%llu cache_misses=%llu",
+                 (unsigned long long)qs.queries, (unsigned long long)qs.answered,
+                 (unsigned long long)qs.servfail, (unsigned long long)qs.dropped, cs.entries,
+                 cs.bytes, (unsigned long long)cs.hits, (unsigned long long)cs.misses);
+        return;
+    }
+    snprintf(out, cap, "error: unknown command '%.64s' (flush [NAME], stats)", cmd);
+}
+
 static int push_arg(char ***v, size_t *n, char *arg)
 {
     char **p = realloc(*v, (*n + 1) * sizeof(*p));
@@ -578,6 +633,7 @@ int main(int argc, char **argv)
             break;
         case OPT_USER: cli->user = optarg; break;
         case OPT_TLS_CA: cli->tls_ca = optarg; break;
+        case OPT_CONTROL: cli->control = optarg; break;
         case 'v': cli->verbose++; break;
         case 'd': daemon_mode = true; break;
         case OPT_PIDFILE: pidfile = optarg; break;
@@ -586,6 +642,18 @@ int main(int argc, char **argv)
         case 'V': printf("dnsveil %s\n", DV_VERSION); rc = 0; goto out;
         default: usage(stderr); goto out;
         }
+    }
+    if (optind < argc && cli->control) {
+        char cmd[512] = "";
+        for (int i = optind; i < argc; i++) {
+            if (strlen(cmd) + strlen(argv[i]) + 2 > sizeof(cmd))
+                goto out;
+            if (i > optind)
+                strcat(cmd, " ");
+            strcat(cmd, argv[i]);
+        }
+        rc = control_client(cli->control, cmd);
+        goto out;
     }
     if (optind < argc) {
         fprintf(stderr, "dnsveil: unexpected argument '%s'\n", argv[optind]);
@@ -621,6 +689,11 @@ int main(int argc, char **argv)
     apply_cache(&d, d.rt.cfg, &d.rt);
     if (apply_listeners(&d, d.rt.cfg))
         goto out;
+    if (d.rt.cfg->control &&
+        !(d.control = control_new(d.loop, d.rt.cfg->control, control_cb, &d))) {
+        log_err("cannot create control socket %s: %s", d.rt.cfg->control, strerror(errno));
+        goto out;
+    }
     if (daemon_mode) {
         if (daemonize(d.loop))
             goto out;
@@ -650,6 +723,7 @@ int main(int argc, char **argv)
     log_info("stopped");
     rc = 0;
 out:
+    control_del(d.control);
     stop_listeners(&d);
     query_engine_del(d.qe);
     cache_del(d.cache);

@@ -76,6 +76,7 @@ void config_free(struct config *c)
     free(c->listeners);
     free(c->user);
     free(c->ca_file);
+    free(c->control);
     free(c->file);
     free(c);
 }
@@ -471,7 +472,7 @@ static void add_listen(struct ctx *x, const struct toml_node *n, const char *s, 
 static void parse_server(struct ctx *x, const struct toml_node *t)
 {
     static const char *const keys[] = {"listen", "user", "timeout_ms", "tcp_idle_timeout_ms",
-                                       "tcp_max_connections", "tls_ca", NULL};
+                                       "tcp_max_connections", "tls_ca", "control", NULL};
 
     check_keys(x, t, "[server]", keys);
     each_string(x, t, "listen", add_listen, NULL);
@@ -480,6 +481,11 @@ static void parse_server(struct ctx *x, const struct toml_node *t)
     get_uint(x, t, "tcp_idle_timeout_ms", 100, 3600000, &x->c->tcp_idle_ms);
     get_uint(x, t, "tcp_max_connections", 1, 65535, &x->c->tcp_max_conns);
     set_str(x, t, "tls_ca", &x->c->ca_file);
+    set_str(x, t, "control", &x->c->control);
+    if (x->c->control && !x->c->control[0]) {
+        free(x->c->control);
+        x->c->control = NULL;
+    }
 }
 
 static void parse_log(struct ctx *x, const struct toml_node *t)

@@ -97,6 +97,7 @@ struct config {
     unsigned tcp_max_conns;   /* client TCP connections per listener */
     char *user;               /* drop to this user after binding as root */
     char *ca_file;            /* default CA bundle for every TLS upstream (--tls-ca) */
+    char *control;            /* control socket path; NULL = none */
     int log_level;            /* DV_LOG_* */
     bool log_syslog;
 

@@ -145,3 +145,32 @@ def test_memory_bound_under_unique_names(knot, dnsveil, tmp_path):
     slack = 24 * 1024 if "asan" in helpers.dnsveil_bin() else 6 * 1024
     print("rss: base %d KiB, after %d queries %d KiB" % (base, stats["queries"], peak))
     assert peak - base <= 8 * 1024 + slack, (base, peak)
+
+
+def test_flush_through_control_socket(relay_factory, dnsveil, tmp_path):
+    relay = relay_factory()
+    sock = str(tmp_path / "ctl.sock")
+    d = dnsveil("udp://127.0.0.1:%d" % relay.port, extra=["--control", sock])
+
+    def control(*args):
+        return subprocess.run([helpers.dnsveil_bin(), "--control", sock, *args],
+                              capture_output=True, text=True, timeout=10)
+
+    for name in ("www.test.", "sub.multi.test.", "multi.test.", "mail.test."):
+        ask(d, name)
+    r = control("flush", "MULTI.test")
+    assert r.returncode == 0 and r.stdout.startswith("ok flushed 2 entries"), r.stdout
+    for name in ("www.test.", "multi.test.", "mail.test."):
+        ask(d, name)
+    assert relay.count("multi.test.") == 2  # flushed: asked again
+    assert relay.count("www.test.") == 1 and relay.count("mail.test.") == 1
+
+    r = control("flush")
+    assert r.returncode == 0 and r.stdout.startswith("ok flushed"), r.stdout
+    ask(d, "www.test.")
+    assert relay.count("www.test.") == 2
+
+    r = control("stats")
+    assert r.returncode == 0 and "cache_entries=" in r.stdout
+    r = control("nonsense")
+    assert r.returncode == 1 and r.stdout.startswith("error:")
