@@ -111,7 +111,8 @@ def test_example_config_starts(tmp_path):
     """The shipped default starts (on a test port; no query leaves the host)."""
     port = helpers.free_port()
     d = helpers.Dnsveil(tmp_path, [], listen=[("127.0.0.1", port)],
-                        extra=["-c", str(helpers.REPO / "config.example.toml")])
+                        extra=["-c", str(helpers.REPO / "config.example.toml"),
+                               "--control", str(tmp_path / "ctl.sock")])
     with open(d.log, "wb") as logf:
         d.proc = subprocess.Popen(d.args, stdout=logf, stderr=subprocess.STDOUT,
                                   stdin=subprocess.DEVNULL)
