@@ -15,7 +15,7 @@ enum {
     FREQ_MAX = 3,        /* a 2-bit counter is enough to tell hot from cold */
     BUCKETS_MIN = 16,
     ENTRY_FRACTION = 8,  /* an entry may take at most 1/8 of the bound */
-    INDEX_FRACTION = 16, /* the index and ghost table at most 1/16 */
+    INDEX_FRACTION = 8,  /* the index and ghost table at most 1/8 */
     SMALL_FRACTION = 10, /* S3-FIFO: the small queue holds ~10 % of the bytes */
 };
 
@@ -91,7 +91,7 @@ static size_t max_buckets(size_t size)
 {
     size_t b = BUCKETS_MIN;
 
-    while (index_cost(b * 2) <= size / INDEX_FRACTION)
+    while (b <= SIZE_MAX / 64 && index_cost(b * 2) <= size / INDEX_FRACTION)
         b *= 2;
     return b;
 }

@@ -103,9 +103,10 @@ int cache_set_limits(struct cache *c, const struct cache_opts *opts);
  * flags. On CACHE_HIT and CACHE_HIT_REFRESH the answer, aged to now, with the
  * client's id and question case, is copied into out and its length stored in
  * *plen; otherwise *plen is 0. CACHE_HIT_REFRESH is returned once per stored
- * answer: when it is hit in the last tenth of its lifetime after at least
- * prefetch_hits hits. The caller then refreshes it in the background and
- * stores the result with cache_insert (or calls cache_refresh_failed).
+ * answer: on a hit in the last tenth of its lifetime that brings its hits
+ * (this one included) to at least prefetch_hits. The caller then refreshes it
+ * in the background and stores the result with cache_insert (or calls
+ * cache_refresh_failed). CACHE_MISS and CACHE_STALE count as misses.
  * Returns a cache_result, DV_ESPACE (cap too small; a stored answer is never
  * longer than DNS_MSG_MAX) or DV_EINVAL (bad question). */
 int cache_lookup(struct cache *c, const struct dns_question *q, unsigned flags, uint16_t id,
