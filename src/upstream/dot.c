@@ -334,6 +334,24 @@ static void dc_teardown(struct dot_conn *c, bool polite)
     up->graveyard = c;
 }
 
+/* Calls done(rc) for every query on l, one at a time, since each done may
+ * cancel others on l or close the upstream (then the rest are dropped: by
+ * contract nobody waits for them any more). */
+static void complete_all(struct dot_up *up, struct qlist *l, int rc)
+{
+    struct dot_q *q;
+
+    while ((q = ql_pop(l))) {
+        struct xfer *x = q->x;
+        free(q);
+        if (!x)
+            continue;
+        x->tpriv = NULL;
+        if (!up->closed)
+            x->done(x, rc, NULL, 0);
+    }
+}
+
 /* Hands every query of a dead connection back: retried once on a new
  * connection when c had been working, else failed with rc. */
 static void dc_fail(struct dot_conn *c, int rc)
@@ -368,12 +386,7 @@ static void dc_fail(struct dot_conn *c, int rc)
             ql_push(&failed, q, true);
     }
     c->live = 0;
-    while ((q = ql_pop(&failed)) && !up->closed) {
-        struct xfer *x = q->x;
-        free(q);
-        x->tpriv = NULL;
-        x->done(x, rc, NULL, 0);
-    }
+    complete_all(up, &failed, rc);
     if (!up->closed)
         up_dispatch(up, true);
 }
@@ -639,9 +652,15 @@ static struct dot_conn *up_pick(struct dot_up *up)
 {
     struct dot_conn *best = NULL;
 
-    for (struct dot_conn *c = up->conns; c; c = c->next) {
-        if (!dc_has_room(c))
+    for (struct dot_conn *c = up->conns, *next; c; c = next) {
+        next = c->next;
+        if (!dc_has_room(c)) {
+            /* full of IDs whose answers never came and nobody awaits:
+             * only a new connection frees them */
+            if (c->live == 0 && c->qs.n >= DOT_CONN_MAX_IDS)
+                dc_teardown(c, true);
             continue;
+        }
         if (!best || (c->st == DC_READY && best->st != DC_READY) ||
             (c->st == best->st && c->live < best->live))
             best = c;
@@ -678,12 +697,7 @@ static void up_dispatch(struct dot_up *up, bool may_complete)
     }
     if (!may_complete || up->n_conns)
         return;
-    while ((q = ql_pop(&up->wait)) && !up->closed) {
-        struct xfer *x = q->x;
-        free(q);
-        x->tpriv = NULL;
-        x->done(x, DV_ECONN, NULL, 0);
-    }
+    complete_all(up, &up->wait, DV_ECONN);
 }
 
 /* Copies the query, adds the keepalive option and pads it. */
