@@ -361,26 +361,35 @@ static void up_conn_failed(struct doh_up *d, const char *why)
 
 /* Moves nghttp2's pending frames into c->out and as much of it as TLS takes
  * to the socket. Without TLS (the fuzz target) the bytes are dropped. */
+/* Serializes nghttp2's pending frames into c->out until it holds high
+ * bytes. 0, or DV_E* after failing c. */
+static int conn_serialize(struct doh_conn *c, size_t high)
+{
+    while (buf_used(&c->out) < high) {
+        const uint8_t *p;
+        ssize_t n = nghttp2_session_mem_send(c->h2, &p);
+        if (n < 0) {
+            log_debug("upstream %s: doh: %s", c->d->name, nghttp2_strerror((int)n));
+            conn_fail(c, DV_EPROTO);
+            return DV_EPROTO;
+        }
+        if (n == 0)
+            break;
+        if (buf_append(&c->out, p, (size_t)n)) {
+            conn_fail(c, DV_ENOMEM);
+            return DV_ENOMEM;
+        }
+    }
+    return 0;
+}
+
 static void conn_flush(struct doh_conn *c)
 {
     if (c->dead || c->state != C_READY)
         return;
     for (;;) {
-        while (buf_used(&c->out) < DOH_OUT_HIGH) {
-            const uint8_t *p;
-            ssize_t n = nghttp2_session_mem_send(c->h2, &p);
-            if (n < 0) {
-                log_debug("upstream %s: doh: %s", c->d->name, nghttp2_strerror((int)n));
-                conn_fail(c, DV_EPROTO);
-                return;
-            }
-            if (n == 0)
-                break;
-            if (buf_append(&c->out, p, (size_t)n)) {
-                conn_fail(c, DV_ENOMEM);
-                return;
-            }
-        }
+        if (conn_serialize(c, DOH_OUT_HIGH))
+            return;
         if (buf_used(&c->out) == 0)
             break;
         if (!c->tls) {
@@ -823,6 +832,12 @@ static int on_frame_recv_cb(nghttp2_session *s, const nghttp2_frame *frame, void
         log_debug("upstream %s: doh GOAWAY (last stream %d, error %u)", c->d->name,
                   frame->goaway.last_stream_id, frame->goaway.error_code);
         break;
+    case NGHTTP2_SETTINGS:
+        if (!(frame->hd.flags & NGHTTP2_FLAG_ACK))
+            log_debug("upstream %s: doh server allows %u streams", c->d->name,
+                      nghttp2_session_get_remote_settings(
+                          s, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS));
+        break;
     case NGHTTP2_PING:
         if (frame->hd.flags & NGHTTP2_FLAG_ACK)
             c->ping_out = false;
@@ -920,6 +935,11 @@ static void up_dispatch(struct doh_up *d)
             list_unlink(&d->queue, r);
             r->where = R_NONE;
             int rc = conn_submit(best, r);
+            /* each request whole (HEADERS, then its DATA) before the next
+             * HEADERS: some servers (kresd) read one request at a time and
+             * refuse a stream that starts while another is incomplete */
+            if (rc == 0)
+                conn_serialize(best, SIZE_MAX);
             if (rc && best->draining) {
                 r->where = R_QUEUE; /* out of stream IDs: another connection */
                 list_push(&d->queue, r);
@@ -988,7 +1008,8 @@ static void leave(struct doh_up *d)
             up_dispatch(d);
             for (struct doh_conn **pc = &d->conns; *pc;) {
                 struct doh_conn *c = *pc;
-                if (!c->dead && c->state == C_READY && nghttp2_session_want_write(c->h2))
+                if (!c->dead && c->state == C_READY &&
+                    (buf_used(&c->out) || nghttp2_session_want_write(c->h2)))
                     conn_flush(c);
                 if (c->dead) {
                     *pc = c->next;

@@ -94,7 +94,8 @@ class DoHPeer(tlspeers.TLSPeer):
 class UnboundDoH(DoHPeer):
     kind = "unbound"
 
-    def start(self, upstream_port, endpoint=PATH, max_streams=1000, check_doh=True):
+    def start(self, upstream_port, endpoint=PATH, max_streams=1000, idle_ms=30000,
+              check_doh=True):
         self.port = helpers.free_port()
         self.tls_port = helpers.free_port()
         self.path = endpoint
@@ -127,6 +128,7 @@ server:
     local-zone: "test." nodefault
     access-control: 127.0.0.0/8 allow
     incoming-num-tcp: 64
+    tcp-idle-timeout: {idle_ms}
     num-queries-per-thread: 4096
 forward-zone:
     name: "."
