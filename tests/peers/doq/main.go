@@ -179,7 +179,7 @@ func main() {
 		qconf.RequireAddressValidation = func(net.Addr) bool { return true }
 	}
 
-	for _, k := range []string{"connections", "streams", "answers", "zero_rtt_streams", "zero_rtt_conns", "retries"} {
+	for _, k := range []string{"connections", "streams", "answers", "cancelled", "zero_rtt_streams", "zero_rtt_conns", "zero_rtt_dropped", "retries"} {
 		stats.m[k] = 0
 	}
 	writeStats()
@@ -294,6 +294,11 @@ func (s *server) serveStream(c quic.Connection, st quic.Stream) {
 	if s.delay > 0 {
 		time.Sleep(s.delay)
 	}
+	if st.Context().Err() != nil {
+		// write side already cancelled by the client's STOP_SENDING
+		stats.add("cancelled", 1)
+		return
+	}
 	q.Id = dns.Id()
 	cl := &dns.Client{Net: "tcp", Timeout: 5 * time.Second}
 	r, _, err := cl.Exchange(q, s.upstream)
@@ -312,6 +317,11 @@ func (s *server) serveStream(c quic.Connection, st quic.Stream) {
 	binary.BigEndian.PutUint16(buf, uint16(len(out)))
 	copy(buf[2:], out)
 	if _, err := st.Write(buf); err != nil {
+		// the client gave up on this query (RFC 9250 REQUEST_CANCELLED)
+		var se *quic.StreamError
+		if errors.As(err, &se) && se.ErrorCode == doqRequestCancelled {
+			stats.add("cancelled", 1)
+		}
 		return
 	}
 	st.Close()

@@ -1,0 +1,138 @@
+"""The DoQ test peer (tests/peers/doq, Go on Debian's quic-go) for the DoQ
+tests: build it if needed, start it on a loopback UDP port in front of the
+suite's knotd with a certificate from tlspeers.PrivateCA, and read its
+counters.
+
+Debian 12 packages no DNS-over-QUIC server and its kdig is built without
+QUIC, so this small server is the only DoQ peer; it is a different QUIC and
+TLS stack (quic-go, Go's crypto/tls) from dnsveil's (ngtcp2, wolfSSL).
+"""
+
+import os
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import helpers
+
+PEER_BIN = helpers.REPO / "build" / "peers" / "doq"
+BUILD_SCRIPT = helpers.REPO / "tests" / "peers" / "build.sh"
+
+
+def peer_binary():
+    """Path of the built peer, building it (offline) when it is missing or
+    older than its source. None when Go or the Go packages are missing."""
+    src = helpers.REPO / "tests" / "peers" / "doq" / "main.go"
+    if PEER_BIN.exists() and PEER_BIN.stat().st_mtime >= src.stat().st_mtime:
+        return PEER_BIN
+    if shutil.which("go") is None:
+        return None
+    r = subprocess.run(["bash", str(BUILD_SCRIPT)], capture_output=True, text=True,
+                       timeout=600)
+    if r.returncode != 0 or not PEER_BIN.exists():
+        raise RuntimeError("building the DoQ peer failed:\n" + r.stdout + r.stderr)
+    return PEER_BIN
+
+
+class DoqPeer(helpers.Peer):
+    """doqpeer on 127.0.0.1:<free port>/udp. Options map to its flags:
+    no_0rtt, retry, delay (s), close_code, reset_code, idle (s), max_streams,
+    ticket_seed (a fixed session-ticket key, so a restart still resumes)."""
+
+    def __init__(self, name, workdir, cert, key, ca):
+        super().__init__(name, workdir)
+        self.cert, self.key, self.ca = cert, key, ca
+        self.stats_file = self.workdir / (name + ".stats")
+
+    def start(self, upstream_port, port=None, no_0rtt=False, retry=False, delay=0.0,
+              close_code=None, reset_code=None, idle=30.0, max_streams=100,
+              ticket_seed=None):
+        binary = peer_binary()
+        if binary is None:
+            raise FileNotFoundError("go is not installed: cannot build the DoQ peer")
+        self.port = port or helpers.free_port()
+        cmd = [str(binary), "-listen", "127.0.0.1:%d" % self.port,
+               "-cert", str(self.cert), "-key", str(self.key),
+               "-upstream", "127.0.0.1:%d" % upstream_port,
+               "-stats", str(self.stats_file),
+               "-idle", "%dms" % int(idle * 1000), "-max-streams", str(max_streams)]
+        if no_0rtt:
+            cmd.append("-no-0rtt")
+        if retry:
+            cmd.append("-retry")
+        if delay:
+            cmd += ["-delay", "%dms" % int(delay * 1000)]
+        if close_code is not None:
+            cmd += ["-close-code", str(close_code)]
+        if reset_code is not None:
+            cmd += ["-reset-code", str(reset_code)]
+        if ticket_seed:
+            cmd += ["-ticket-seed", ticket_seed]
+        if self.stats_file.exists():
+            self.stats_file.unlink()
+        logf = open(self.log, "ab")
+        self.proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, cwd=self.workdir)
+        logf.close()
+        end = time.monotonic() + 30
+        while time.monotonic() < end:
+            if self.proc.poll() is not None:
+                break
+            if "ready " in self.log.read_text(errors="replace"):
+                return self
+            time.sleep(0.05)
+        raise RuntimeError("DoQ peer did not start (exit=%s):\n%s" % (
+            self.proc.poll(), self.log.read_text(errors="replace")[-3000:]))
+
+    def restart(self, **kw):
+        """Stops and starts again on the same port with new options."""
+        self.stop()
+        # the log keeps growing; only the new "ready" line matters
+        self.log.write_text("")
+        return self.start(kw.pop("upstream_port"), port=self.port, **kw)
+
+    def stats(self):
+        """The peer's counters: connections, streams, answers,
+        zero_rtt_streams (streams whose data arrived in accepted 0-RTT
+        packets), zero_rtt_conns, zero_rtt_dropped, retries."""
+        try:
+            text = self.stats_file.read_text()
+        except FileNotFoundError:
+            return {}
+        return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", text)}
+
+    def wait_stat(self, key, at_least, deadline=5.0):
+        end = time.monotonic() + deadline
+        while time.monotonic() < end:
+            if self.stats().get(key, 0) >= at_least:
+                return True
+            time.sleep(0.02)
+        return False
+
+
+def have_go():
+    return PEER_BIN.exists() or shutil.which("go") is not None
+
+
+def doq_config(tmp_path, url, ca=None, tls_name=None, pins=None, name="doq1",
+               extra_upstreams=()):
+    """A config file with the DoQ upstream first and any extra upstreams
+    (name, url) after it, in one failover group (the listed order)."""
+    lines = ["[upstreams.%s]" % name, 'url = "%s"' % url]
+    if tls_name:
+        lines.append('tls_name = "%s"' % tls_name)
+    if ca:
+        lines.append('tls_ca = "%s"' % ca)
+    if pins is not None:
+        lines.append("pins = [%s]" % ", ".join('"%s"' % p for p in pins))
+    for n, u in extra_upstreams:
+        lines += ["", "[upstreams.%s]" % n, 'url = "%s"' % u]
+    members = [name] + [n for n, _ in extra_upstreams]
+    lines += ["", "[groups.default]",
+              "upstreams = [%s]" % ", ".join('"%s"' % m for m in members),
+              'strategy = "failover"']
+    path = Path(tmp_path) / ("%s.toml" % name)
+    path.write_text("\n".join(lines) + "\n")
+    return path

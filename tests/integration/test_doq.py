@@ -1,0 +1,293 @@
+"""DNS over QUIC upstreams (quic://, RFC 9250): dnsveil against the Go DoQ
+peer (quic-go) in front of the suite's knotd, with a private CA made for this
+run. Covers answers, a 16 KB answer, 500 concurrent queries on one
+connection, 0-RTT accepted and rejected, a forced Retry, DoQ error codes
+(connection close and stream reset -> failover or SERVFAIL in time),
+REQUEST_CANCELLED on timeout, keep-alive under a slow answer, and
+certificate failures."""
+
+import random
+import select
+import socket
+import struct
+import time
+
+import dns.message
+import dns.query
+import dns.rcode
+import pytest
+
+import doqpeers
+import helpers
+import tlspeers
+
+TIMEOUT_MS = 1500
+
+pytestmark = pytest.mark.skipif(not doqpeers.have_go(),
+                                reason="go is not installed: no DoQ peer")
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    base = tmp_path_factory.mktemp("doqpki")
+    ca = tlspeers.PrivateCA(base / "ca")
+    other = tlspeers.PrivateCA(base / "other", name="someone else's CA")
+    certs = {
+        "good": ca.issue("doq.test", ["doq.test"], ["127.0.0.1"]),
+        "dnsonly": ca.issue("doq.test", ["doq.test"]),
+        "foreign": other.issue("doq.test", ["doq.test"], ["127.0.0.1"]),
+    }
+    return ca, certs
+
+
+@pytest.fixture
+def doq_peer(tmp_path, knot, pki):
+    """doq_peer(cert="good", **options) -> a started DoqPeer."""
+    started = []
+
+    def make(cert="good", **kw):
+        ca, certs = pki
+        crt, key = certs[cert]
+        p = doqpeers.DoqPeer("doq%d" % len(started), tmp_path / ("peer%d" % len(started)),
+                             crt, key, ca.cert)
+        started.append(p)
+        return p.start(knot.port, **kw)
+
+    yield make
+    for p in started:
+        p.stop()
+
+
+def start(dnsveil, tmp_path, pki, port, timeout=TIMEOUT_MS, **kw):
+    ca, _ = pki
+    kw.setdefault("ca", ca.cert)
+    conf = doqpeers.doq_config(tmp_path, "quic://127.0.0.1:%d" % port, **kw)
+    return dnsveil(timeout=timeout, extra=["-c", str(conf)])
+
+
+def ask(d, name, rdtype="A", tcp=False, timeout=5.0):
+    q = helpers.make_query(name, rdtype, edns=0, payload=1232)
+    if tcp:
+        return dns.query.tcp(q, d.host, port=d.port, timeout=timeout)
+    return dns.query.udp(q, d.host, port=d.port, timeout=timeout)
+
+
+def knot_answer(knot, name, rdtype):
+    q = helpers.make_query(name, rdtype, edns=0, payload=1232)
+    return dns.query.tcp(q, "127.0.0.1", port=knot.port, timeout=5)
+
+
+def same(a, b):
+    ra, rb = helpers.from_message(a), helpers.from_message(b)
+    return ra.rcode == rb.rcode and ra.answer == rb.answer and ra.authority == rb.authority
+
+
+def uniq(prefix):
+    return "%s-%06x.test." % (prefix, random.getrandbits(24))
+
+
+def blast(host, port, names, deadline):
+    """One UDP query per name, all at once from one socket; returns
+    {index: rcode} for the replies that came within deadline."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+    got = {}
+    t0 = time.monotonic()
+    for i, n in enumerate(names):
+        s.sendto(helpers.make_query(n, "A", qid=i, edns=0).to_wire(), (host, port))
+    while len(got) < len(names) and time.monotonic() - t0 < deadline:
+        r, _, _ = select.select([s], [], [], 0.05)
+        if r:
+            data = s.recv(65535)
+            qid, flags = struct.unpack("!HH", data[:4])
+            if qid < len(names):
+                got[qid] = flags & 0xF
+    s.close()
+    return got
+
+
+def wait_log(d, text, deadline=5.0):
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        if text in d.log_text():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+# --------------------------------------------------------------------------
+# answers
+
+CASES = [("www.test.", "A"), ("multi.test.", "A"), ("test.", "MX"), ("c1.test.", "A"),
+         ("nodata.test.", "A"), ("nx-doq.test.", "A"), ("big.test.", "TXT"),
+         ("mid.test.", "TXT")]
+
+
+def test_answers_equal_knot(doq_peer, dnsveil, tmp_path, pki, knot):
+    p = doq_peer()
+    d = start(dnsveil, tmp_path, pki, p.port)
+    for name, rdtype in CASES:
+        got = ask(d, name, rdtype, tcp=True)
+        want = knot_answer(knot, name, rdtype)
+        assert same(got, want), "%s %s:\n%s\n---\n%s" % (name, rdtype, got, want)
+    st = p.stats()
+    assert st["connections"] == 1 and st["answers"] >= len(CASES), st
+
+
+def test_huge_answer_intact(doq_peer, dnsveil, tmp_path, pki, knot):
+    p = doq_peer()
+    d = start(dnsveil, tmp_path, pki, p.port)
+    got = ask(d, "huge.test.", "TXT", tcp=True)
+    want = knot_answer(knot, "huge.test.", "TXT")
+    assert len(want.to_wire()) > 15000
+    assert same(got, want)
+    assert sum(len(s) for rr in got.answer for rd in rr for s in rd.strings) > 15000
+
+
+def test_500_concurrent_on_one_connection(doq_peer, dnsveil, tmp_path, pki):
+    """More queries than the server's stream limit (100): the rest queue and
+    go as the server raises MAX_STREAMS, all on the one connection."""
+    p = doq_peer(max_streams=100)
+    d = start(dnsveil, tmp_path, pki, p.port, timeout=5000)
+    assert ask(d, "www.test.").rcode() == dns.rcode.NOERROR
+    tag = "%06x" % random.getrandbits(24)
+    names = ["c%d-%s.test." % (i, tag) for i in range(500)]
+    got = blast(d.host, d.port, names, deadline=8.0)
+    assert len(got) == 500, "%d of 500 answered" % len(got)
+    assert set(got.values()) == {dns.rcode.NXDOMAIN}
+    st = p.stats()
+    assert st["connections"] == 1, st
+    assert st["streams"] >= 501, st
+
+
+# --------------------------------------------------------------------------
+# 0-RTT, Retry
+
+def test_0rtt_after_idle_close(doq_peer, dnsveil, tmp_path, pki, knot):
+    p = doq_peer(idle=1.0)
+    d = start(dnsveil, tmp_path, pki, p.port)
+    assert same(ask(d, "www.test."), knot_answer(knot, "www.test.", "A"))
+    assert p.stats()["zero_rtt_streams"] == 0
+    # the connection idles out on both sides; the session ticket stays
+    assert wait_log(d, "connection idle, closed", 5.0), d.log_text()[-2000:]
+    got = ask(d, "mail.test.")
+    assert same(got, knot_answer(knot, "mail.test.", "A"))
+    assert p.wait_stat("zero_rtt_streams", 1), p.stats()
+    st = p.stats()
+    assert st["connections"] == 2 and st["zero_rtt_conns"] == 1, st
+    assert wait_log(d, "0-RTT accepted"), d.log_text()[-2000:]
+
+
+def test_0rtt_rejected_still_answers(doq_peer, dnsveil, tmp_path, pki, knot):
+    """The peer restarts without 0-RTT but with the same ticket key: the
+    session resumes, the early data is refused, and the query goes again
+    after the handshake."""
+    seed = "seed-%d" % random.getrandbits(32)
+    p = doq_peer(idle=1.0, ticket_seed=seed)
+    d = start(dnsveil, tmp_path, pki, p.port)
+    assert ask(d, "www.test.").rcode() == dns.rcode.NOERROR
+    assert wait_log(d, "connection idle, closed", 5.0)
+    p.restart(upstream_port=knot.port, idle=1.0, ticket_seed=seed, no_0rtt=True)
+    got = ask(d, "mail2.test.")
+    assert same(got, knot_answer(knot, "mail2.test.", "A"))
+    log = d.log_text()
+    assert "connection 2 to 127.0.0.1 with 0-RTT" in log, log[-2000:]
+    assert "0-RTT rejected" in log and "resumed session" in log, log[-2000:]
+    st = p.stats()
+    assert st["zero_rtt_streams"] == 0 and st["answers"] == 1, st
+
+
+def test_retry_forced(doq_peer, dnsveil, tmp_path, pki, knot):
+    p = doq_peer(retry=True)
+    d = start(dnsveil, tmp_path, pki, p.port)
+    assert same(ask(d, "target.test."), knot_answer(knot, "target.test.", "A"))
+    assert p.stats()["retries"] >= 1
+
+
+# --------------------------------------------------------------------------
+# DoQ errors, cancellation, keep-alive
+
+@pytest.mark.parametrize("kind,code", [("close", 4), ("close", 1), ("reset", 1), ("reset", 4)],
+                         ids=["close-excessive-load", "close-internal", "reset-internal",
+                              "reset-excessive-load"])
+def test_error_code_fails_over(kind, code, doq_peer, dnsveil, tmp_path, pki, knot):
+    opts = {"close_code": code} if kind == "close" else {"reset_code": code}
+    p = doq_peer(**opts)
+    d = start(dnsveil, tmp_path, pki, p.port, timeout=3000,
+              extra_upstreams=[("plain", "udp://127.0.0.1:%d" % knot.port)])
+    t0 = time.monotonic()
+    got = ask(d, "www.test.")
+    elapsed = time.monotonic() - t0
+    assert same(got, knot_answer(knot, "www.test.", "A"))
+    assert elapsed < 1.0, "failover took %.3fs" % elapsed
+    assert p.stats()["streams"] >= 1
+    if kind == "close":
+        assert wait_log(d, "server closed the connection with error 0x%x" % code)
+    else:
+        assert wait_log(d, "reset with error 0x%x" % code)
+
+
+def test_error_code_alone_gives_servfail_in_time(doq_peer, dnsveil, tmp_path, pki):
+    p = doq_peer(close_code=2)
+    d = start(dnsveil, tmp_path, pki, p.port)
+    t0 = time.monotonic()
+    r = ask(d, uniq("closed"))
+    elapsed = time.monotonic() - t0
+    assert r.rcode() == dns.rcode.SERVFAIL
+    assert elapsed < TIMEOUT_MS / 1000.0 + 0.5
+
+
+def test_timeout_cancels_stream(doq_peer, dnsveil, tmp_path, pki):
+    """A query the deadline gives up on is cancelled on the wire with
+    REQUEST_CANCELLED; the peer sees it when it tries to answer."""
+    p = doq_peer(delay=1.5)
+    d = start(dnsveil, tmp_path, pki, p.port, timeout=600)
+    r = ask(d, uniq("slow"))
+    assert r.rcode() == dns.rcode.SERVFAIL
+    assert p.wait_stat("cancelled", 1, deadline=4.0), p.stats()
+    assert p.stats()["answers"] == 0
+
+
+def test_keepalive_holds_slow_answer(doq_peer, dnsveil, tmp_path, pki, knot):
+    """The peer's idle timeout (0.8 s) is shorter than its answer delay
+    (1.5 s): keep-alive PINGs hold the connection open for the answer."""
+    p = doq_peer(idle=0.8, delay=1.5)
+    d = start(dnsveil, tmp_path, pki, p.port, timeout=4000)
+    got = ask(d, "www.test.")
+    assert same(got, knot_answer(knot, "www.test.", "A"))
+    assert p.stats()["connections"] == 1
+
+
+# --------------------------------------------------------------------------
+# certificate failures: SERVFAIL in time, one clear log line
+
+FAILURES = [
+    ("hostname", "good", {"tls_name": "wrong.test"},
+     "certificate verify failed: hostname mismatch (wanted wrong.test, cert has "),
+    ("ip-san-missing", "dnsonly", {},
+     "certificate verify failed: hostname mismatch (wanted 127.0.0.1, cert has doq.test)"),
+    ("unknown-ca", "foreign", {}, "certificate verify failed: unknown CA"),
+    ("pin", "good", {"pins": ["47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU="]},
+     "certificate verify failed: pin mismatch (server key pin is "),
+]
+
+
+@pytest.mark.parametrize("case,cert,conf,expect", FAILURES, ids=[f[0] for f in FAILURES])
+def test_wrong_certificate_refused(case, cert, conf, expect, doq_peer, dnsveil, tmp_path,
+                                   pki):
+    p = doq_peer(cert=cert)
+    d = start(dnsveil, tmp_path, pki, p.port, **conf)
+    t0 = time.monotonic()
+    r = ask(d, uniq("leak-" + case))
+    elapsed = time.monotonic() - t0
+    assert r.rcode() == dns.rcode.SERVFAIL
+    assert elapsed < TIMEOUT_MS / 1000.0 + 0.5
+    assert wait_log(d, "upstream doq1: " + expect), d.log_text()[-3000:]
+    assert p.stats()["answers"] == 0
+
+
+def test_correct_pin_accepted(doq_peer, dnsveil, tmp_path, pki, knot):
+    _, certs = pki
+    p = doq_peer()
+    d = start(dnsveil, tmp_path, pki, p.port, pins=[tlspeers.spki_pin(certs["good"][0])])
+    assert same(ask(d, "www.test."), knot_answer(knot, "www.test.", "A"))
