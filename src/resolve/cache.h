@@ -23,7 +23,10 @@
  *   - SERVFAIL lives servfail_ttl (0: not cached) and never replaces an entry
  *     that is still fresh or servable stale;
  *   - truncated answers, answers that fail dns_response_check against the key,
- *     other rcodes (extended ones included) and TTL-0 lifetimes are not cached.
+ *     other rcodes (extended ones included), TTL-0 lifetimes and answers that
+ *     would take more than 1/8 of the memory bound are not cached;
+ *   - the OPT options tied to one upstream exchange (cookie, keepalive,
+ *     padding, client subnet) are dropped from the stored copy.
  * Limits changed by cache_set_limits apply to answers stored afterwards.
  *
  * Eviction is S3-FIFO: new entries enter a small FIFO; those hit while there
