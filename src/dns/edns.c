@@ -187,24 +187,82 @@ int dns_edns_pad_query(uint8_t *msg, size_t *len, size_t cap, size_t block)
     return 0;
 }
 
-/* Records after a shrinking OPT move down by `removed`; compression pointers
- * in them that aim past the OPT (at or after `end`) must move with them. The
- * walk goes in place, never following pointers, so it works on a message whose
- * pointers are half rewritten. With dry set it only checks that no pointer
- * aims into the OPT RR [from, end), which would dangle. */
-static int name_shift(uint8_t *msg, size_t len, size_t *p, size_t from, size_t end,
-                      size_t removed, bool dry)
+/* Records after a shrinking OPT move down by `removed`, and compression
+ * pointers in them that aim past the OPT (at or after `end`) must move with
+ * them. Three passes over those records, in place and never following a
+ * pointer, so the last one works on half-rewritten bytes:
+ *   SHIFT_COLLECT  note where the pointers to rewrite are; refuse pointers
+ *                  into the OPT RR [from, end), which would dangle;
+ *   SHIFT_CHECK    follow every name and refuse one that reads, as a label,
+ *                  a byte that is about to change (the OPT, or a pointer we
+ *                  rewrite): only crafted messages overlap names like that,
+ *                  and rewriting them would silently change a name;
+ *   SHIFT_APPLY    rewrite the pointers. */
+enum { SHIFT_COLLECT, SHIFT_CHECK, SHIFT_APPLY };
+enum { SHIFT_MAX_PTRS = 64 }; /* far above any real answer with a mid OPT */
+
+struct shift {
+    uint8_t *msg;
+    size_t len, from, end, removed;
+    size_t ptrs[SHIFT_MAX_PTRS];
+    size_t nptrs;
+    int pass;
+};
+
+static bool shift_touches(const struct shift *s, size_t lo, size_t hi /* inclusive */)
 {
-    while (*p < len) {
-        uint8_t b = msg[*p];
+    if (lo < s->end && hi >= s->from)
+        return true;
+    for (size_t i = 0; i < s->nptrs; i++) {
+        if (lo <= s->ptrs[i] + 1 && hi >= s->ptrs[i])
+            return true;
+    }
+    return false;
+}
+
+/* SHIFT_CHECK for one name: follows it as dns_name_read would. */
+static int shift_check_name(const struct shift *s, size_t p)
+{
+    for (unsigned hops = 0; hops <= 127 && p < s->len;) {
+        uint8_t b = s->msg[p];
         if ((b & 0xc0) == 0xc0) {
-            if (len - *p < 2)
+            if (s->len - p < 2)
                 return DV_EMALFORMED;
-            size_t t = (size_t)(b & 0x3f) << 8 | msg[*p + 1];
-            if (t >= from && t < end)
+            p = (size_t)(b & 0x3f) << 8 | s->msg[p + 1];
+            hops++;
+            continue;
+        }
+        if (shift_touches(s, p, p + b))
+            return DV_EMALFORMED;
+        if (b == 0)
+            return 0;
+        p += 1u + b;
+    }
+    return DV_EMALFORMED;
+}
+
+/* One name in place at *p (within [.., lim)): advances *p past it. */
+static int shift_name(struct shift *s, size_t lim, size_t *p)
+{
+    if (s->pass == SHIFT_CHECK && shift_check_name(s, *p) < 0)
+        return DV_EMALFORMED;
+    while (*p < lim) {
+        uint8_t b = s->msg[*p];
+        if ((b & 0xc0) == 0xc0) {
+            if (lim - *p < 2)
                 return DV_EMALFORMED;
-            if (t >= end && !dry)
-                dns_put16(msg + *p, (uint16_t)(0xc000 | (t - removed)));
+            size_t t = (size_t)(b & 0x3f) << 8 | s->msg[*p + 1];
+            if (t >= s->end) {
+                if (s->pass == SHIFT_COLLECT) {
+                    if (s->nptrs == SHIFT_MAX_PTRS)
+                        return DV_EMALFORMED;
+                    s->ptrs[s->nptrs++] = *p;
+                } else if (s->pass == SHIFT_APPLY) {
+                    dns_put16(s->msg + *p, (uint16_t)(0xc000 | (t - s->removed)));
+                }
+            } else if (t >= s->from) {
+                return DV_EMALFORMED;
+            }
             *p += 2;
             return 0;
         }
@@ -215,15 +273,15 @@ static int name_shift(uint8_t *msg, size_t len, size_t *p, size_t from, size_t e
     return DV_EMALFORMED;
 }
 
-static int rrs_shift(uint8_t *msg, size_t len, size_t from, size_t end, size_t removed, bool dry)
+static int shift_rrs(struct shift *s)
 {
-    size_t p = end;
+    size_t p = s->end, len = s->len;
 
     while (p < len) {
-        if (name_shift(msg, len, &p, from, end, removed, dry) < 0 || len - p < 10)
+        if (shift_name(s, len, &p) < 0 || len - p < 10)
             return DV_EMALFORMED;
-        uint16_t type = dns_get16(msg + p);
-        size_t rd = p + 10, rdend = rd + dns_get16(msg + p + 8);
+        uint16_t type = dns_get16(s->msg + p);
+        size_t rd = p + 10, rdend = rd + dns_get16(s->msg + p + 8);
         if (rdend > len)
             return DV_EMALFORMED;
         /* The types whose RDATA names may be compressed (RFC 3597 §4). */
@@ -233,16 +291,16 @@ static int rrs_shift(uint8_t *msg, size_t len, size_t from, size_t end, size_t r
         case DNS_TYPE_NS:
         case DNS_TYPE_CNAME:
         case DNS_TYPE_PTR:
-            rc = name_shift(msg, rdend, &q, from, end, removed, dry);
+            rc = shift_name(s, rdend, &q);
             break;
         case DNS_TYPE_MX:
             q += 2;
-            rc = name_shift(msg, rdend, &q, from, end, removed, dry);
+            rc = shift_name(s, rdend, &q);
             break;
         case DNS_TYPE_SOA:
-            rc = name_shift(msg, rdend, &q, from, end, removed, dry);
+            rc = shift_name(s, rdend, &q);
             if (rc == 0)
-                rc = name_shift(msg, rdend, &q, from, end, removed, dry);
+                rc = shift_name(s, rdend, &q);
             break;
         default:
             break;
@@ -270,9 +328,11 @@ int dns_edns_strip_opt(uint8_t *msg, size_t *len, uint16_t code)
     size_t removed = opt.rdlen - kept;
     if (removed == 0)
         return 0;
-    if (rrs_shift(msg, l, opt.off, end, removed, true) < 0)
-        return DV_EMALFORMED;
-    rrs_shift(msg, l, opt.off, end, removed, false);
+    struct shift sh = { .msg = msg, .len = l, .from = opt.off, .end = end, .removed = removed };
+    for (sh.pass = SHIFT_COLLECT; sh.pass <= SHIFT_APPLY; sh.pass++) {
+        if (shift_rrs(&sh) < 0)
+            return DV_EMALFORMED; /* never in SHIFT_APPLY: the checks came first */
+    }
     opts_compact(msg + opt.rdata_off, opt.rdlen, drop_code, code);
     memmove(msg + opt.rdata_off + kept, msg + end, l - end);
     dns_put16(msg + opt.rdata_off - 2, (uint16_t)kept);

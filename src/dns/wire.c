@@ -28,16 +28,17 @@ void dns_cur_init_w(struct dns_cur *c, uint8_t *buf, size_t cap)
 
 size_t dns_cur_left(const struct dns_cur *c)
 {
-    return c->err ? 0 : c->len - c->pos;
+    return c->err || c->pos > c->len ? 0 : c->len - c->pos;
 }
 
 /* Claims n readable bytes, or makes the error stick. Compares against the
- * remaining length rather than adding to pos, so huge n cannot wrap. */
+ * remaining length rather than adding to pos, so huge n cannot wrap; a pos
+ * set by hand beyond len is an error too. */
 static const uint8_t *cur_take(struct dns_cur *c, size_t n)
 {
     if (c->err)
         return NULL;
-    if (n > c->len - c->pos) {
+    if (c->pos > c->len || n > c->len - c->pos) {
         c->err = DV_EMALFORMED;
         return NULL;
     }
@@ -50,7 +51,7 @@ static uint8_t *cur_room(struct dns_cur *c, size_t n)
 {
     if (c->err)
         return NULL;
-    if (!c->writable || n > c->len - c->pos) {
+    if (!c->writable || c->pos > c->len || n > c->len - c->pos) {
         c->err = DV_ESPACE;
         return NULL;
     }

@@ -83,6 +83,13 @@ static void test_cursor_read_sticky(void **state)
     dns_cur_seek(&c, 6);
     assert_int_equal(c.err, DV_EMALFORMED);
 
+    /* A position set by hand past the end cannot reach memory beyond it. */
+    dns_cur_init(&c, buf, sizeof(buf));
+    c.pos = 10;
+    assert_int_equal(dns_cur_left(&c), 0);
+    assert_int_equal(dns_cur_u8(&c), 0);
+    assert_int_equal(c.err, DV_EMALFORMED);
+
     dns_cur_init(&c, NULL, 100);
     assert_int_equal(dns_cur_u8(&c), 0);
     assert_int_equal(c.err, DV_EMALFORMED);
@@ -1043,6 +1050,22 @@ static void test_strip_and_add_opt(void **state)
     assert_int_equal(dns_edns_strip_opt(into, &len, DNS_OPT_ECS), DV_EMALFORMED);
     assert_int_equal(len, sizeof(into));
     assert_memory_equal(into, copy, sizeof(into));
+
+    /* A crafted name whose label bytes are a pointer we would rewrite (the
+     * owner at 63 points to 61, whose 3-byte label covers 62..64): refused
+     * rather than silently renamed. */
+    uint8_t overlap[] = { HDR(1, 0x8180, 1, 0, 0, 3), Q_EX_A, OPT_RR(1232, 0, 8), U16(DNS_OPT_PADDING), U16(4),
+                          0, 0, 0, 0, 0, U16(DNS_TYPE_A), U16(1), U32(5), U16(4), 'a', 'b', 3, 'z', 0xc0, 61,
+                          U16(DNS_TYPE_A), U16(1), U32(5), U16(0) };
+    uint8_t ocopy[sizeof(overlap)];
+    memcpy(ocopy, overlap, sizeof(overlap));
+    assert_int_equal(dns_response_check(overlap, sizeof(overlap), &q_example), 0);
+    rr_owner(overlap, sizeof(overlap), 63, text, sizeof(text));
+    assert_string_equal(text, "z\\192\\061.");
+    len = sizeof(overlap);
+    assert_int_equal(dns_edns_strip_opt(overlap, &len, DNS_OPT_PADDING), DV_EMALFORMED);
+    assert_int_equal(len, sizeof(overlap));
+    assert_memory_equal(overlap, ocopy, sizeof(overlap));
 
     /* No OPT: nothing to do. Malformed: refused, unchanged. */
     uint8_t none[] = { HDR(1, 0x0100, 1, 0, 0, 0), Q_EX_A };
