@@ -186,7 +186,7 @@ static int key_make(const struct cache *c, struct key *k, const struct dns_quest
     k->nlen = (uint8_t)q->name_len;
     k->qtype = q->qtype;
     k->qclass = q->qclass;
-    k->flags = (uint8_t)(flags & (CACHE_F_DO | CACHE_F_CD));
+    k->flags = (uint8_t)(flags & (CACHE_F_DO | CACHE_F_CD | CACHE_F_VIEW_MASK));
     memcpy(k->buf, q->name, k->nlen);
     dns_name_lower(k->buf, k->nlen);
     dns_put16(k->buf + k->nlen, k->qtype);

@@ -56,6 +56,11 @@ enum {
 enum {
     CACHE_F_DO = 1, /* client wants DNSSEC records */
     CACHE_F_CD = 2, /* client does its own validation */
+    /* Bits 2-7: a view number. Different upstream groups may answer the same
+     * question differently (a filtering resolver for some clients), so the
+     * caller keys answers by the group that produced them. */
+    CACHE_F_VIEW_SHIFT = 2,
+    CACHE_F_VIEW_MASK = 0xfc,
 };
 
 struct cache_opts {

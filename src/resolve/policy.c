@@ -121,12 +121,14 @@ void policy_decide(const struct policy *p, const struct dns_question *q,
             out->action = r->action;
             out->rule = r;
             out->pool = r->action == CFG_ACTION_GROUP ? p->pools[r->group] : NULL;
+            out->group = r->action == CFG_ACTION_GROUP ? (unsigned)r->group : 0;
             return;
         }
     }
     out->action = CFG_ACTION_GROUP;
     out->rule = NULL;
     out->pool = p->pools[0];
+    out->group = 0;
 }
 
 int policy_local_answer(const struct cfg_rule *r, const struct dns_query_info *qi,

@@ -16,6 +16,7 @@ struct policy;
 struct policy_decision {
     enum cfg_action action;
     struct pool *pool;           /* CFG_ACTION_GROUP */
+    unsigned group;              /* its index in cfg->groups */
     const struct cfg_rule *rule; /* NULL when no rule matched */
 };
 

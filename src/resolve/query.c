@@ -125,6 +125,15 @@ static void table_remove(struct query_engine *qe, struct inflight *f)
     }
 }
 
+/* The cache key bits: DO, CD and the group (view) that answers. Groups past
+ * the 63rd share the last view. */
+static unsigned query_cflags(const struct dns_query_info *qi, unsigned group)
+{
+    unsigned view = group < 63 ? group : 63;
+
+    return cache_flags(qi) | view << CACHE_F_VIEW_SHIFT;
+}
+
 static size_t client_limit(const struct query_client *c, const struct dns_query_info *qi)
 {
     if (c->tcp)
@@ -386,7 +395,8 @@ static void build_upstream_query(struct inflight *f, uint16_t client_flags)
 
 static struct inflight *inflight_new(struct query_engine *qe, uint32_t h,
                                      const struct dns_question *key,
-                                     const struct dns_query_info *qi, struct pool *pool)
+                                     const struct dns_query_info *qi, struct pool *pool,
+                                     unsigned cflags)
 {
     struct inflight *f = calloc(1, sizeof(*f));
     size_t n = pool_size(pool);
@@ -403,7 +413,7 @@ static struct inflight *inflight_new(struct query_engine *qe, uint32_t h,
     f->key = *key;
     f->do_bit = qi->edns.do_bit;
     f->cd_bit = (qi->hdr.flags & DNS_FLAG_CD) != 0;
-    f->cflags = cache_flags(qi);
+    f->cflags = cflags;
     f->cache = qe->cache;
     f->pool = pool;
     pool_ref(f->pool);
@@ -474,8 +484,8 @@ void query_submit(struct query_engine *qe, const uint8_t *msg, size_t len,
     if (qe->cache) {
         uint8_t hit[DNS_MSG_MAX];
         size_t hlen = 0;
-        rc = cache_lookup(qe->cache, &qi.q, cache_flags(&qi), qi.hdr.id, net_now_ms(), hit,
-                          sizeof(hit), &hlen);
+        rc = cache_lookup(qe->cache, &qi.q, query_cflags(&qi, pd.group), qi.hdr.id,
+                          net_now_ms(), hit, sizeof(hit), &hlen);
         if (rc == CACHE_HIT || rc == CACHE_HIT_REFRESH) {
             qe->st.cache_hits++;
             send_answer(qe, c, &qi, hit, hlen);
@@ -493,7 +503,7 @@ void query_submit(struct query_engine *qe, const uint8_t *msg, size_t len,
 
     if (f && refresh)
         return; /* already being fetched */
-    if (!f && !(f = inflight_new(qe, h, &key, &qi, pd.pool))) {
+    if (!f && !(f = inflight_new(qe, h, &key, &qi, pd.pool, query_cflags(&qi, pd.group)))) {
         if (!refresh)
             send_error(qe, c, &qi, true, DNS_RCODE_SERVFAIL);
         return;

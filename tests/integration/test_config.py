@@ -207,3 +207,26 @@ def test_reload_adds_and_removes_listener(tmp_path, cfgdir, knot, relay_factory)
                                     port, timeout=0.5) is None
     finally:
         assert d.stop() == []
+
+
+def test_client_rule_gets_its_own_cache_view(cfgdir, knot, relay_factory, dnsveil):
+    """A rule that routes some clients to another group must not be answered
+    from what the default group cached for everybody else."""
+    import socket
+    relay = relay_factory()
+    port = helpers.free_port()
+    cfg = write(cfgdir / "dnsveil.toml", base_config(knot, relay, port, """
+[[rules]]
+clients = ["127.0.0.2/32"]
+group = "alt"
+"""))
+    dnsveil(listen=[("127.0.0.1", port)], extra=["-c", str(cfg)])
+    assert rcode_of(port, "www.test.") == dns.rcode.NOERROR  # from 127.0.0.1: default
+    assert relay.count("www.test.") == 0
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.2", 0))
+        s.settimeout(3)
+        for _ in range(2):
+            s.sendto(helpers.make_query("www.test.").to_wire(), ("127.0.0.1", port))
+            assert helpers.wire_rcode(s.recv(65535)) == dns.rcode.NOERROR
+    assert relay.count("www.test.") == 1  # asked through alt once, then cached there

@@ -703,8 +703,15 @@ static void test_do_cd_separate(void **state)
     assert_int_equal(look(f, &q, CACHE_F_CD, T0), CACHE_MISS);
     assert_int_equal(look(f, &q, CACHE_F_DO | CACHE_F_CD, T0), CACHE_MISS);
     assert_int_equal(look(f, &q, CACHE_F_DO, T0), CACHE_HIT);
-    /* Bits beside DO and CD are not part of the key. */
+    /* Bits above the view are not part of the key. */
     assert_int_equal(look(f, &q, CACHE_F_DO | 0x100, T0), CACHE_HIT);
+    /* A different view (upstream group) is a different entry. */
+    assert_int_equal(look(f, &q, CACHE_F_DO | 1u << CACHE_F_VIEW_SHIFT, T0), CACHE_MISS);
+    assert_int_equal(cache_insert(f->c, &q, CACHE_F_DO | 5u << CACHE_F_VIEW_SHIFT, m.b, len, T0), 1);
+    assert_int_equal(look(f, &q, CACHE_F_DO | 5u << CACHE_F_VIEW_SHIFT, T0), CACHE_HIT);
+    assert_int_equal(look(f, &q, CACHE_F_DO | 4u << CACHE_F_VIEW_SHIFT, T0), CACHE_MISS);
+    cache_flush_all(f->c);
+    assert_int_equal(cache_insert(f->c, &q, CACHE_F_DO, m.b, len, T0), 1);
 
     assert_int_equal(cache_insert(f->c, &q, CACHE_F_CD, m.b, len, T0), 1);
     assert_int_equal(cache_insert(f->c, &q, 0, m.b, len, T0), 1);
