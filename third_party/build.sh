@@ -19,7 +19,7 @@
 set -euo pipefail
 
 # Bump when the recipe changes in a way that must invalidate cached builds.
-readonly RECIPE_REV=1
+readonly RECIPE_REV=2
 readonly SRC_LIST=/etc/apt/sources.list.d/dnsveil-src.list
 readonly KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
 
@@ -260,6 +260,9 @@ if [ "$force" -eq 1 ] || [ ! -f "$built/.complete" ]; then
 
   # Static libraries only: libtool archives and docs are of no use here.
   find "$built" -name '*.la' -delete
+  # Relocatable .pc files: paths follow wherever the prefix is seen from
+  # (the symlink or a copy), so CMake's cached paths survive a rebuild.
+  sed -i 's|^prefix=.*|prefix=${pcfiledir}/../..|' "$built"/lib/pkgconfig/*.pc
   rm -rf "$built/share/doc" "$built/share/man"
 
   {
@@ -322,8 +325,6 @@ else
   if [ ! -e "$prefix_link/.complete" ]; then
     mkdir -p "$prefix_link"
     cp -a "$built/." "$prefix_link/"
-    # The .pc files name the cache; point them at the copy.
-    sed -i "s|^prefix=.*|prefix=$(cd "$prefix_link" && pwd)|" "$prefix_link"/lib/pkgconfig/*.pc
   fi
 fi
 
