@@ -235,7 +235,7 @@ int dns_rr_next(struct dns_rr_iter *it, struct dns_rr *rr);
  * last section, or the OPT rules are broken (OPT outside the additional
  * section, more than one, an owner other than the root, or an option that
  * overruns the RDATA). dns_response_check applies the same rules. */
-int dns_msg_find_opt(const uint8_t *msg, size_t len, struct dns_rr *opt);
+int dns_msg_find_opt(const uint8_t *msg, size_t len, struct dns_rr *opt /* may be NULL */);
 
 /* Subtracts elapsed seconds from every TTL in the answer, authority and
  * additional sections (floor 0), never touching OPT. The message must have

@@ -280,6 +280,102 @@ static int walk_rrs(struct dns_rr_iter *it, const uint8_t *msg, size_t len, bool
     return found;
 }
 
+/* Bytes that rewrites of a cached answer change in place: every RR's
+ * type/class/TTL/RDLENGTH (aged) and the OPT's RDATA (stripped). A crafted
+ * answer whose compression pointers make a name read such bytes as a label
+ * would see that name change, or turn invalid, after it was checked; so
+ * dns_response_check refuses names that touch them. */
+struct fixed_map {
+    uint8_t bits[(DNS_MSG_MAX + 7) / 8];
+};
+
+static void map_set(struct fixed_map *m, size_t lo, size_t hi /* exclusive */)
+{
+    for (size_t i = lo; i < hi; i++)
+        m->bits[i >> 3] |= (uint8_t)(1u << (i & 7));
+}
+
+static bool map_any(const struct fixed_map *m, size_t lo, size_t hi)
+{
+    for (size_t i = lo; i < hi; i++) {
+        if (m->bits[i >> 3] & (1u << (i & 7)))
+            return true;
+    }
+    return false;
+}
+
+/* Follows the (already validated) name at p; false if a label touches the map. */
+static bool name_clear(const uint8_t *msg, size_t len, size_t p, const struct fixed_map *m)
+{
+    for (unsigned hops = 0; hops <= 127 && p < len;) {
+        uint8_t b = msg[p];
+        if ((b & 0xc0) == 0xc0) {
+            if (len - p < 2)
+                return false;
+            p = (size_t)(b & 0x3f) << 8 | msg[p + 1];
+            hops++;
+            continue;
+        }
+        if (b > len - p - 1 || map_any(m, p, p + 1u + b))
+            return false;
+        if (b == 0)
+            return true;
+        p += 1u + b;
+    }
+    return false;
+}
+
+/* Second look at a message that walk_rrs accepted: no name may read the
+ * bytes that later rewrites change. */
+static int names_clear(const uint8_t *msg, size_t len, size_t qend, struct fixed_map *m)
+{
+    struct dns_rr_iter it;
+    struct dns_rr rr;
+
+    if (len > DNS_MSG_MAX)
+        return DV_EMALFORMED;
+    memset(m->bits, 0, (len + 7) / 8);
+    if (dns_rr_iter_init(&it, msg, len) < 0)
+        return DV_EMALFORMED;
+    while (dns_rr_next(&it, &rr) == 1)
+        map_set(m, rr.name_end, rr.type == DNS_TYPE_OPT ? rr.rdata_off + rr.rdlen : rr.rdata_off);
+
+    /* The first question is the one restore rewrites and callers compare. */
+    if (qend > DNS_HDR_LEN && !name_clear(msg, len, DNS_HDR_LEN, m))
+        return DV_EMALFORMED;
+    if (dns_rr_iter_init(&it, msg, len) < 0)
+        return DV_EMALFORMED;
+    while (dns_rr_next(&it, &rr) == 1) {
+        if (!name_clear(msg, len, rr.off, m))
+            return DV_EMALFORMED;
+        size_t rd = rr.rdata_off;
+        switch (rr.type) {
+        case DNS_TYPE_NS:
+        case DNS_TYPE_CNAME:
+        case DNS_TYPE_PTR:
+            if (!name_clear(msg, len, rd, m))
+                return DV_EMALFORMED;
+            break;
+        case DNS_TYPE_MX:
+            if (!name_clear(msg, len, rd + 2, m))
+                return DV_EMALFORMED;
+            break;
+        case DNS_TYPE_SOA: {
+            struct dns_cur c;
+            dns_cur_init(&c, msg, len);
+            dns_cur_seek(&c, rd);
+            dns_name_read(&c, NULL);
+            if (c.err || !name_clear(msg, len, rd, m) || !name_clear(msg, len, c.pos, m))
+                return DV_EMALFORMED;
+            break;
+        }
+        default:
+            break;
+        }
+    }
+    return 0;
+}
+
 int dns_msg_find_opt(const uint8_t *msg, size_t len, struct dns_rr *opt)
 {
     struct dns_rr_iter it;
@@ -383,8 +479,12 @@ int dns_response_check(const uint8_t *msg, size_t len, const struct dns_question
         if (dns_question_read(&c, i == 0 ? &got : &tmp) < 0)
             return DV_EMALFORMED;
     }
+    size_t qend = c.pos;
     iter_start(&it, &c, &h);
     if (walk_rrs(&it, msg, len, true, NULL) < 0)
+        return DV_EMALFORMED;
+    struct fixed_map map;
+    if (names_clear(msg, len, qend, &map) < 0)
         return DV_EMALFORMED;
 
     if (DNS_OPCODE(h.flags) != DNS_OPCODE_QUERY || h.qdcount != 1)
