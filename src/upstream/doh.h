@@ -23,10 +23,12 @@ int doh_path(const char *url_path, char *out, size_t cap);
  * DV_ESPACE. */
 int doh_authority(const char *host, uint16_t port, char *out, size_t cap);
 
-/* For the fuzz target: one client HTTP/2 session with a few requests in
- * flight receives in[0..len) as the server's bytes, then dies; checks that
- * every request completes exactly once (aborts otherwise). 0, or DV_EINVAL
- * when built without nghttp2/TLS. No socket, no TLS. */
+/* For the fuzz target and tests: one client HTTP/2 session with three
+ * requests in flight (streams 1, 3, 5; GET when len is odd, else POST)
+ * receives in[0..len) as the server's bytes, then dies; checks that every
+ * request completes exactly once and that answers carry the query's ID
+ * (aborts otherwise). The number of requests answered (0-3), DV_ENOMEM, or
+ * DV_EINVAL when built without nghttp2/TLS. No socket, no TLS. */
 int doh_fuzz_response(const uint8_t *in, size_t len);
 
 #endif
