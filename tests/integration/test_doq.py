@@ -173,6 +173,8 @@ def test_0rtt_after_idle_close(doq_peer, dnsveil, tmp_path, pki, knot):
     got = ask(d, "mail.test.")
     assert same(got, knot_answer(knot, "mail.test.", "A"))
     assert p.wait_stat("zero_rtt_streams", 1), p.stats()
+    # the peer counts the connection once its handshake is done, a moment later
+    assert p.wait_stat("zero_rtt_conns", 1), p.stats()
     st = p.stats()
     assert st["connections"] == 2 and st["zero_rtt_conns"] == 1, st
     assert wait_log(d, "0-RTT accepted"), d.log_text()[-2000:]
