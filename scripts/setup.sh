@@ -102,7 +102,8 @@ udp_bound() {  # true when something listens on $addr:$port/udp
   else
     # /proc/net/udp: local address as little-endian hex IPv4 : hex port.
     local hex
-    hex=$(printf '%02X%02X%02X%02X:%04X' $(echo "$addr" | awk -F. '{ print $4, $3, $2, $1 }') "$port")
+    hex=$(awk -v a="$addr" -v p="$port" \
+          'BEGIN { split(a, o, "."); printf "%02X%02X%02X%02X:%04X", o[4], o[3], o[2], o[1], p }')
     awk -v a="$hex" '$2 == a { found = 1 } END { exit !found }' /proc/net/udp
   fi
 }

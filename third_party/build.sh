@@ -82,7 +82,7 @@ debian_mirror() {
   done
   # One-line format.
   for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
-    [ -r "$f" ] && [ "$f" != "$SRC_LIST" ] || continue
+    if [ ! -r "$f" ] || [ "$f" = "$SRC_LIST" ]; then continue; fi
     uri=$(sed -E -n 's/^deb[[:space:]]+(\[[^]]*\][[:space:]]+)?([^[:space:]]+)[[:space:]].*/\2/p' "$f" |
           grep -v -- '-security' | head -n 1 || true)
     if [ -n "$uri" ]; then echo "${uri%/}"; return; fi
@@ -91,8 +91,20 @@ debian_mirror() {
 }
 
 need_update=0
+# shellcheck disable=SC2086 # the suite lists are space-separated words
 suites=$(printf '%s\n' $wolfssl_suites $ngtcp2_suites | awk '!seen[$0]++')
-if [ ! -f "$SRC_LIST" ] || ! grep -q '^deb-src ' "$SRC_LIST"; then
+for s in $suites; do
+  [[ $s =~ ^[a-z][a-z0-9-]*$ ]] || die "not a Debian suite name: '$s'"
+done
+# Keep the suites already listed, add the requested ones.
+listed=""
+if [ -f "$SRC_LIST" ]; then
+  listed=$(sed -E -n 's/^deb-src .* ([a-z0-9-]+) main$/\1/p' "$SRC_LIST")
+fi
+# shellcheck disable=SC2086
+want=$(printf '%s\n' $listed $suites | awk 'NF && !seen[$0]++')
+# shellcheck disable=SC2086
+if [ "$(printf '%s\n' $listed)" != "$want" ]; then
   [ -r "$KEYRING" ] || die "missing $KEYRING (package debian-archive-keyring)"
   mirror=$(debian_mirror)
   tmp=$(mktemp)
@@ -100,22 +112,16 @@ if [ ! -f "$SRC_LIST" ] || ! grep -q '^deb-src ' "$SRC_LIST"; then
     echo "# Added by dnsveil third_party/build.sh: SOURCE indexes only, so"
     echo "# 'apt-get source' can fetch wolfssl and ngtcp2. Binary packages"
     echo "# still come only from the suites in the other apt sources."
-    for s in $suites; do
+    for s in $want; do
       echo "deb-src [signed-by=$KEYRING] $mirror $s main"
     done
   } >"$tmp"
+  backup=""
+  if [ -f "$SRC_LIST" ]; then backup=$(mktemp) && cp "$SRC_LIST" "$backup"; fi
   as_root install -m 0644 "$tmp" "$SRC_LIST"
   rm -f "$tmp"
   need_update=1
 fi
-# Suites asked for through the environment but absent from our list.
-for s in $suites; do
-  if ! grep -Eq "^deb-src .* $s main\$" "$SRC_LIST"; then
-    mirror=$(debian_mirror)
-    echo "deb-src [signed-by=$KEYRING] $mirror $s main" | as_root tee -a "$SRC_LIST" >/dev/null
-    need_update=1
-  fi
-done
 
 # madison prints "pkg | version | URI suite/main Sources", newest first.
 # One call for both packages: each one reads every index.
@@ -134,9 +140,15 @@ fi
 if [ "$need_update" -eq 1 ]; then
   log=$(mktemp)
   if ! as_root apt-get update >"$log" 2>&1; then
-    cat "$log" >&2; rm -f "$log"; die "apt-get update failed"
+    grep -E '^(E|W):' "$log" >&2 || cat "$log" >&2
+    rm -f "$log"
+    # Do not leave a source list behind that breaks apt-get update for all.
+    if [ -n "${backup:-}" ]; then as_root install -m 0644 "$backup" "$SRC_LIST"
+    elif [ -n "${want:-}" ]; then as_root rm -f "$SRC_LIST"
+    fi
+    die "apt-get update failed (with $SRC_LIST as this script wrote it; restored the previous state)"
   fi
-  rm -f "$log"
+  rm -f "$log" "${backup:-}"
 fi
 if [ "$need_update" -eq 1 ]; then
   load_madison
@@ -262,6 +274,7 @@ if [ "$force" -eq 1 ] || [ ! -f "$built/.complete" ]; then
   find "$built" -name '*.la' -delete
   # Relocatable .pc files: paths follow wherever the prefix is seen from
   # (the symlink or a copy), so CMake's cached paths survive a rebuild.
+  # shellcheck disable=SC2016 # ${pcfiledir} is for pkg-config, not the shell
   sed -i 's|^prefix=.*|prefix=${pcfiledir}/../..|' "$built"/lib/pkgconfig/*.pc
   rm -rf "$built/share/doc" "$built/share/man"
 
