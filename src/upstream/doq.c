@@ -134,6 +134,7 @@ struct doq_query {
     size_t sent;          /* bytes of wire handed to ngtcp2 */
     bool blocked;         /* stream flow control: wait for MAX_STREAM_DATA */
     bool on_done;
+    bool queued;          /* in up->queue */
     bool retried;         /* already moved once to a new connection */
     int rc;               /* outcome while on the done list */
     struct doq_rx rx;
@@ -231,6 +232,26 @@ static void ql_prepend(struct qlist *dst, struct qlist *src)
 
 /* ---- queries ------------------------------------------------------------- */
 
+static void queue_push(struct doq *up, struct doq_query *q)
+{
+    ql_push(&up->queue, q);
+    q->queued = true;
+}
+
+static void queue_remove(struct doq *up, struct doq_query *q)
+{
+    ql_remove(&up->queue, q);
+    q->queued = false;
+}
+
+/* Puts the queries of l back at the front of the queue, in their order. */
+static void queue_requeue(struct doq *up, struct qlist *l)
+{
+    for (struct doq_query *q = l->head; q; q = q->next)
+        q->queued = true;
+    ql_prepend(&up->queue, l);
+}
+
 static void dq_free(struct doq_query *q)
 {
     doq_rx_free(&q->rx);
@@ -240,7 +261,7 @@ static void dq_free(struct doq_query *q)
 /* Frees q once nothing holds it any more. */
 static void dq_release(struct doq_query *q)
 {
-    if (!q->x && !q->on_done && !q->c)
+    if (!q->x && !q->on_done && !q->c && !q->queued)
         dq_free(q);
 }
 
@@ -457,7 +478,7 @@ static int early_data_rejected_cb(ngtcp2_conn *conn, void *user_data)
             dq_release(q);
         }
     }
-    ql_prepend(&c->up->queue, &again);
+    queue_requeue(c->up, &again);
     log_debug("upstream %s: doq: 0-RTT rejected, %u queries will be sent again",
               c->up->u->name, n);
     return 0;
@@ -612,7 +633,8 @@ static bool conn_send(struct doq_conn *c, const uint8_t *pkt, size_t len)
         if (errno == EINTR)
             continue;
         if (errno == EAGAIN || errno == EWOULDBLOCK) {
-            memcpy(c->pending, pkt, len);
+            if (pkt != c->pending)
+                memcpy(c->pending, pkt, len);
             c->pending_len = len;
             ev_io_start(c->up->u->loop, &c->wio);
             return true;
@@ -731,7 +753,7 @@ static int conn_open_streams(struct doq_conn *c)
             ngtcp2_ccerr_set_liberr(&c->ccerr, rv, NULL, 0);
             return rv;
         }
-        ql_remove(&up->queue, q);
+        queue_remove(up, q);
         q->sid = sid;
         q->c = c;
         ql_push(&c->streams, q);
@@ -771,11 +793,11 @@ static void conn_drop(struct doq_conn *c, int rc, bool retry, bool send_close)
             dq_release(q);
         }
     }
-    ql_prepend(&up->queue, &again);
+    queue_requeue(up, &again);
     if (!c->handshake_done && !retry) {
         while (up->queue.head) {
             struct doq_query *q = up->queue.head;
-            ql_remove(&up->queue, q);
+            queue_remove(up, q);
             dq_complete(q, rc);
         }
     }
@@ -895,6 +917,10 @@ static void conn_rio_cb(struct ev_loop *loop, ev_io *w, int revents)
         }
     }
     tls_conn_quic_tickets(c->tls);
+    /* a MAX_DATA may have lifted connection-level flow control, which has no
+     * per-stream callback: let blocked streams try again */
+    for (struct doq_query *q = c->streams.head; q; q = q->next)
+        q->blocked = false;
     conn_flush(c);
     doq_deliver(up);
 }
@@ -942,7 +968,7 @@ static void doq_kick_cb(struct ev_loop *loop, ev_prepare *w, int revents)
             log_debug("upstream %s: doq: cannot connect: %s", up->u->name, dv_strerror(rc));
             while (up->queue.head) {
                 struct doq_query *q = up->queue.head;
-                ql_remove(&up->queue, q);
+                queue_remove(up, q);
                 dq_complete(q, rc);
             }
         }
@@ -1019,7 +1045,7 @@ static int doq_send(struct upstream *u, struct xfer *x)
     q->up = up;
     q->x = x;
     doq_rx_init(&q->rx);
-    ql_push(&up->queue, q);
+    queue_push(up, q);
     x->tpriv = q;
     doq_schedule(up);
     return 0;
@@ -1044,7 +1070,8 @@ static void doq_cancel(struct upstream *u, struct xfer *x)
         }
         return;
     }
-    ql_remove(&up->queue, q);
+    if (q->queued)
+        queue_remove(up, q);
     dq_release(q);
 }
 
@@ -1062,7 +1089,7 @@ static void doq_close(struct upstream *u)
     /* nothing is pending (the caller's promise), so these are all orphans */
     while (up->queue.head) {
         struct doq_query *q = up->queue.head;
-        ql_remove(&up->queue, q);
+        queue_remove(up, q);
         dq_free(q);
     }
     while (up->done_head) {
