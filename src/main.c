@@ -239,7 +239,8 @@ static int runtime_build(struct daemon *d, struct runtime *rt, struct config *cf
             goto fail;
         for (size_t k = 0; k < cg->n_members; k++)
             members[k] = rt->ups[cg->members[k]];
-        rt->pools[g] = pool_new(cg->name, members, cg->n_members);
+        rt->pools[g] = pool_new(cg->name, members, cg->weights, cg->n_members, cg->strategy,
+                                cg->hedge_after_ms);
         free(members);
         if (!rt->pools[g])
             goto fail;

@@ -18,6 +18,20 @@ struct waiter {
     struct dns_query_info qi;
 };
 
+enum { QMSG_MAX = DNS_HDR_LEN + DNS_NAME_MAX + 4 + 11 };
+
+/* One try of one upstream. Several may be active at once: the parallel
+ * strategy starts them together, hedging and a slow upstream start the next
+ * without giving up on the earlier ones, whose late answer is still good. */
+struct attempt {
+    struct xfer x; /* first: xfer_done finds the attempt from it */
+    struct inflight *f;
+    struct upstream *u;
+    uint64_t start;
+    bool active;
+    uint8_t msg[QMSG_MAX]; /* the query with this attempt's own ID */
+};
+
 /* One upstream exchange shared by every client asking the same question. */
 struct inflight {
     struct inflight *hnext;
@@ -29,16 +43,14 @@ struct inflight {
     struct cache *cache;     /* where the answer goes; NULL = not cached */
     ev_timer stale_timer;    /* RFC 8767 client timeout */
 
-    uint8_t msg[DNS_HDR_LEN + DNS_NAME_MAX + 4 + 11]; /* upstream query */
+    uint8_t msg[QMSG_MAX]; /* the upstream query */
     size_t msg_len;
-    struct xfer x;
-    bool xfer_active;
 
     struct pool *pool;
-    struct upstream **order;
-    size_t n_order, attempt;
-    uint64_t deadline, attempt_start;
-    ev_timer timer;
+    struct attempt *att; /* one per upstream, in the pool's order */
+    size_t n_att, next, active;
+    uint64_t deadline;
+    ev_timer timer;      /* the next attempt's start, or the deadline */
 
     uint8_t *fallback; /* a SERVFAIL/REFUSED answer kept in case nobody does better */
     size_t fallback_len;
@@ -190,8 +202,9 @@ static void inflight_free(struct inflight *f)
 {
     struct query_engine *qe = f->qe;
 
-    if (f->xfer_active)
-        f->order[f->attempt]->ops->cancel(f->order[f->attempt], &f->x);
+    for (size_t i = 0; i < f->n_att; i++)
+        if (f->att[i].active)
+            f->att[i].u->ops->cancel(f->att[i].u, &f->att[i].x);
     ev_timer_stop(qe->loop, &f->timer);
     ev_timer_stop(qe->loop, &f->stale_timer);
     table_remove(qe, f);
@@ -199,10 +212,10 @@ static void inflight_free(struct inflight *f)
         next = w->next;
         waiter_release(w);
     }
-    for (size_t i = 0; i < f->n_order; i++)
-        upstream_unref(f->order[i]);
+    for (size_t i = 0; i < f->n_att; i++)
+        upstream_unref(f->att[i].u);
     pool_unref(f->pool);
-    free(f->order);
+    free(f->att);
     free(f->fallback);
     free(f);
 }
@@ -271,75 +284,112 @@ static void inflight_stale_cb(struct ev_loop *loop, ev_timer *w, int revents)
 
 static void xfer_done(struct xfer *x, int rc, const uint8_t *ans, size_t len);
 
-/* Starts the next attempt, or ends f when no upstream or no time is left. */
-static void inflight_next(struct inflight *f)
+/* Starts the next upstream of the plan. False when none is left (or every
+ * remaining one refused at once). */
+static bool attempt_launch(struct inflight *f, uint64_t now)
 {
     struct query_engine *qe = f->qe;
-    uint64_t now = qe_now(qe);
 
-    while (f->attempt < f->n_order && now < f->deadline) {
-        struct upstream *u = f->order[f->attempt];
-        uint64_t left = f->deadline - now;
-        size_t tries_left = f->n_order - f->attempt;
-        /* share what is left among the upstreams still to try, but give each
-         * at least half a second (or all that remains) */
-        uint64_t slot = left / tries_left;
-        if (slot < 500)
-            slot = left < 500 ? left : 500;
-
-        f->x.msg = f->msg;
-        f->x.len = f->msg_len;
-        f->x.done = xfer_done;
-        f->x.owner = f;
-        f->x.tpriv = NULL;
-        f->attempt_start = now;
-        /* a fresh ID per attempt: a late answer to an earlier one is not ours */
-        dns_put16(f->msg, (uint16_t)arc4random());
-        int src = u->ops->send(u, &f->x);
-        if (src == 0) {
-            f->xfer_active = true;
+    while (f->next < f->n_att) {
+        struct attempt *a = &f->att[f->next++];
+        memcpy(a->msg, f->msg, f->msg_len);
+        /* an ID of its own: a late answer to another attempt is not this one */
+        dns_put16(a->msg, (uint16_t)arc4random());
+        a->x.msg = a->msg;
+        a->x.len = f->msg_len;
+        a->x.done = xfer_done;
+        a->x.owner = f;
+        a->x.tpriv = NULL;
+        a->start = now;
+        int rc = a->u->ops->send(a->u, &a->x);
+        if (rc == 0) {
+            a->active = true;
+            f->active++;
             qe->st.upstream_sent++;
-            ev_timer_stop(qe->loop, &f->timer);
-            ev_timer_set(&f->timer, (double)slot / 1000.0, 0.);
-            ev_timer_start(qe->loop, &f->timer);
-            return;
+            return true;
         }
-        log_debug("upstream %s: send failed: %s", u->name, dv_strerror(src));
+        log_debug("upstream %s: send failed: %s", a->u->name, dv_strerror(rc));
         qe->st.upstream_failed++;
-        pool_report(u, src, 0, now);
-        f->attempt++;
+        pool_report(a->u, rc, 0, now);
+    }
+    return false;
+}
+
+/* Arms the timer: at the deadline, or earlier when another upstream should
+ * be started (the remaining time shared among the upstreams still to try,
+ * at least half a second each; sooner with hedging). */
+static void inflight_schedule(struct inflight *f, uint64_t now)
+{
+    uint64_t at = f->deadline;
+
+    if (f->next < f->n_att && now < f->deadline) {
+        uint64_t left = f->deadline - now;
+        uint64_t slot = left / (f->n_att - f->next + 1);
+        unsigned hedge = pool_hedge_ms(f->pool);
+        if (slot < 500)
+            slot = 500;
+        if (hedge && hedge < slot)
+            slot = hedge;
+        if (now + slot < at)
+            at = now + slot;
+    }
+    ev_timer_stop(f->qe->loop, &f->timer);
+    ev_timer_set(&f->timer, at > now ? (double)(at - now) / 1000.0 : 0., 0.);
+    ev_timer_start(f->qe->loop, &f->timer);
+}
+
+/* Starts the exchange: every upstream at once for the parallel strategy,
+ * else the first that accepts the query. */
+static void inflight_start(struct inflight *f)
+{
+    uint64_t now = qe_now(f->qe);
+    bool all = pool_strategy(f->pool) == CFG_STRATEGY_PARALLEL;
+
+    while (attempt_launch(f, now) && all)
+        ;
+    if (f->active == 0) {
+        inflight_finish(f, NULL, 0);
+        return;
+    }
+    inflight_schedule(f, now);
+}
+
+/* One attempt ended without a usable answer. With others still running we
+ * wait for them; otherwise the next upstream is tried at once. */
+static void attempt_failed(struct attempt *a, int rc)
+{
+    struct inflight *f = a->f;
+    uint64_t now = qe_now(f->qe);
+
+    a->active = false;
+    f->active--;
+    f->qe->st.upstream_failed++;
+    pool_report(a->u, rc, now - a->start, now);
+    if (f->active > 0)
+        return;
+    if (now < f->deadline && attempt_launch(f, now)) {
+        inflight_schedule(f, now);
+        return;
     }
     inflight_finish(f, NULL, 0);
 }
 
-static void inflight_fail_attempt(struct inflight *f, int rc)
-{
-    struct upstream *u = f->order[f->attempt];
-    uint64_t now = qe_now(f->qe);
-
-    f->qe->st.upstream_failed++;
-    pool_report(u, rc, now - f->attempt_start, now);
-    f->attempt++;
-    inflight_next(f);
-}
-
 static void xfer_done(struct xfer *x, int rc, const uint8_t *ans, size_t len)
 {
-    struct inflight *f = x->owner;
-    struct upstream *u = f->order[f->attempt];
+    struct attempt *a = (struct attempt *)x;
+    struct inflight *f = a->f;
     char name[DNS_NAME_MAX * 4 + 1];
 
-    f->xfer_active = false;
     if (rc) {
-        log_debug("upstream %s: %s", u->name, dv_strerror(rc));
-        inflight_fail_attempt(f, rc);
+        log_debug("upstream %s: %s", a->u->name, dv_strerror(rc));
+        attempt_failed(a, rc);
         return;
     }
     rc = dns_response_check(ans, len, &f->key);
     if (rc) {
         dns_name_to_str(f->key.name, f->key.name_len, name, sizeof(name));
-        log_warn("upstream %s: bad answer for %s: %s", u->name, name, dv_strerror(rc));
-        inflight_fail_attempt(f, DV_EPROTO);
+        log_warn("upstream %s: bad answer for %s: %s", a->u->name, name, dv_strerror(rc));
+        attempt_failed(a, DV_EPROTO);
         return;
     }
     int rcode = DNS_RCODE(dns_get16(ans + 2));
@@ -352,25 +402,42 @@ static void xfer_done(struct xfer *x, int rc, const uint8_t *ans, size_t len)
             f->fallback = copy;
             f->fallback_len = len;
         }
-        inflight_fail_attempt(f, DV_ESERVFAIL);
+        attempt_failed(a, DV_ESERVFAIL);
         return;
     }
     uint64_t now = qe_now(f->qe);
-    pool_report(u, 0, now - f->attempt_start, now);
+    a->active = false;
+    f->active--;
+    pool_report(a->u, 0, now - a->start, now);
     inflight_finish(f, ans, len);
 }
 
 static void inflight_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     struct inflight *f = w->data;
-    struct upstream *u = f->order[f->attempt];
+    uint64_t now = qe_now(f->qe);
 
-    if (f->xfer_active) {
-        u->ops->cancel(u, &f->x);
-        f->xfer_active = false;
+    /* a few ms of slack: the loop's timer may fire just before our clock */
+    if (now + 2 < f->deadline && attempt_launch(f, now)) {
+        inflight_schedule(f, now);
+        return;
     }
-    log_debug("upstream %s: no answer in time", u->name);
-    inflight_fail_attempt(f, DV_ETIMEOUT);
+    if (now + 2 < f->deadline) {
+        inflight_schedule(f, now); /* nothing left to start: wait for the deadline */
+        return;
+    }
+    for (size_t i = 0; i < f->n_att; i++) {
+        struct attempt *a = &f->att[i];
+        if (!a->active)
+            continue;
+        log_debug("upstream %s: no answer in time", a->u->name);
+        a->u->ops->cancel(a->u, &a->x);
+        a->active = false;
+        f->active--;
+        f->qe->st.upstream_failed++;
+        pool_report(a->u, DV_ETIMEOUT, now - a->start, now);
+    }
+    inflight_finish(f, NULL, 0);
 }
 
 /* Builds the upstream form of the question: our ID, the client's RD and CD,
@@ -400,14 +467,13 @@ static struct inflight *inflight_new(struct query_engine *qe, uint32_t h,
 {
     struct inflight *f = calloc(1, sizeof(*f));
     size_t n = pool_size(pool);
+    struct upstream **order = calloc(n + 1, sizeof(*order));
 
-    if (!f)
-        return NULL;
-    f->order = calloc(n ? n : 1, sizeof(*f->order));
-    if (!f->order) {
-        free(f);
-        return NULL;
-    }
+    if (!f || !order)
+        goto fail;
+    f->att = calloc(n + 1, sizeof(*f->att));
+    if (!f->att)
+        goto fail;
     f->qe = qe;
     f->hash = h;
     f->key = *key;
@@ -417,10 +483,14 @@ static struct inflight *inflight_new(struct query_engine *qe, uint32_t h,
     f->cache = qe->cache;
     f->pool = pool;
     pool_ref(f->pool);
-    pool_plan(f->pool, qe_now(qe), f->order);
-    f->n_order = n;
-    for (size_t i = 0; i < n; i++)
-        upstream_ref(f->order[i]);
+    pool_plan(f->pool, qe_now(qe), order);
+    f->n_att = n;
+    for (size_t i = 0; i < n; i++) {
+        f->att[i].f = f;
+        f->att[i].u = order[i];
+        upstream_ref(order[i]);
+    }
+    free(order);
     f->deadline = qe_now(qe) + qe->opts.timeout_ms;
     ev_init(&f->timer, inflight_timer_cb);
     f->timer.data = f;
@@ -433,6 +503,10 @@ static struct inflight *inflight_new(struct query_engine *qe, uint32_t h,
     if (++qe->count > qe->nbuckets * 2)
         table_grow(qe);
     return f;
+fail:
+    free(order);
+    free(f);
+    return NULL;
 }
 
 /* Handles a local action, a cache hit, or joins/starts the upstream
@@ -530,7 +604,7 @@ void query_submit(struct query_engine *qe, const uint8_t *msg, size_t len,
         ev_timer_set(&f->stale_timer, qe->opts.stale_timeout_ms / 1000.0, 0.);
         ev_timer_start(qe->loop, &f->stale_timer);
     }
-    inflight_next(f);
+    inflight_start(f);
 }
 
 void query_count_drop(struct query_engine *qe)
