@@ -10,8 +10,11 @@ TLS stack (quic-go, Go's crypto/tls) from dnsveil's (ngtcp2, wolfSSL).
 
 import os
 import re
+import select
 import shutil
+import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -136,3 +139,64 @@ def doq_config(tmp_path, url, ca=None, tls_name=None, pins=None, name="doq1",
     path = Path(tmp_path) / ("%s.toml" % name)
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+class UdpPath:
+    """A UDP relay on loopback between dnsveil and a peer: each client
+    address gets its own socket towards the target. cut() silently drops
+    everything from the client addresses seen so far, in both directions,
+    as a broken path or a NAT that forgot the mapping would: no ICMP, no
+    reset, the connection just goes quiet."""
+
+    def __init__(self, target_port, host="127.0.0.1"):
+        self.target = (host, target_port)
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind((host, 0))
+        self.port = self.sock.getsockname()[1]
+        self.flows = {}   # client addr -> socket towards the target
+        self.dead = set()
+        self.lock = threading.Lock()
+        self.running = True
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+        self.thread.start()
+
+    def cut(self):
+        with self.lock:
+            self.dead.update(self.flows)
+            return len(self.flows)
+
+    def clients(self):
+        with self.lock:
+            return len(self.flows)
+
+    def _loop(self):
+        while self.running:
+            with self.lock:
+                back = {s: a for a, s in self.flows.items()}
+            r, _, _ = select.select([self.sock] + list(back), [], [], 0.1)
+            for s in r:
+                try:
+                    data, addr = s.recvfrom(65535)
+                except OSError:
+                    continue
+                with self.lock:
+                    if s is self.sock:
+                        if addr in self.dead:
+                            continue
+                        up = self.flows.get(addr)
+                        if up is None:
+                            up = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                            up.connect(self.target)
+                            self.flows[addr] = up
+                        up.send(data)
+                    else:
+                        client = back.get(s)
+                        if client is not None and client not in self.dead:
+                            self.sock.sendto(data, client)
+
+    def close(self):
+        self.running = False
+        self.thread.join(2)
+        for s in self.flows.values():
+            s.close()
+        self.sock.close()

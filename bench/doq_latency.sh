@@ -1,0 +1,216 @@
+#!/usr/bin/env bash
+# First-query latency over a 20 ms RTT path, cold and resumed, for the three
+# encrypted transports:
+#   doq   quic://  (cold: 1-RTT handshake; resumed: 0-RTT early data)
+#   dot   tls://   (cold: TCP + TLS 1.3; resumed: TCP + TLS session ticket)
+#   doh   https:// (as dot, plus HTTP/2 set-up)
+# Two network namespaces joined by a veth pair with netem delaying each
+# direction by 10 ms. The server side runs knotd (tests/integration/zones),
+# unbound with DoT and DoH in front of it, and the Go DoQ peer
+# (tests/peers/doq) in front of the same knotd; the client side runs one
+# dnsveil per transport. Every measured query asks a name nobody has asked,
+# so nothing comes from a cache; the client -> dnsveil leg is loopback.
+#   cold     the first query of a freshly started dnsveil
+#   warm     the next query, on the open connection (one round trip)
+#   resumed  the first query after both sides closed the idle connection
+# A measurement, not a test: it prints figures (median of BENCH_ROUNDS).
+#
+# Usage: sudo bench/doq_latency.sh  (DNSVEIL_BIN=build/release/dnsveil,
+#                                     BENCH_ROUNDS=5)
+# Needs: root (netns, tc), iproute2, knot, unbound, openssl, python3-dnspython,
+#        the DoQ peer (tests/peers/build.sh: golang-go and Debian's quic-go
+#        and miekg-dns packages).
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+REPO=$(pwd)
+DNSVEIL=${DNSVEIL_BIN:-$REPO/build/release/dnsveil}
+ROUNDS=${BENCH_ROUNDS:-5}
+PEER=$REPO/build/peers/doq
+SRV=dvlat-srv-$$
+CLI=dvlat-cli-$$
+SRV_IP=10.231.0.2
+CLI_IP=10.231.0.1
+IDLE_MS=1500   # both servers close idle connections after this
+
+die() { echo "bench/doq_latency.sh: $*" >&2; exit 1; }
+[ "$(id -u)" -eq 0 ] || die "needs root (network namespaces, netem)"
+for b in ip tc knotd unbound openssl python3; do
+    command -v "$b" >/dev/null || die "$b is not installed"
+done
+[ -x "$DNSVEIL" ] || die "no dnsveil at $DNSVEIL (set DNSVEIL_BIN)"
+[ -x "$PEER" ] || bash tests/peers/build.sh || die "cannot build the DoQ peer"
+
+work=$(mktemp -d /tmp/dnsveil-bench-doq.XXXXXX)
+chmod 755 "$work"   # dnsveil drops to nobody and must read the CA file
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    ip netns del "$SRV" 2>/dev/null || true
+    ip netns del "$CLI" 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+# --- the path: two namespaces, 10 ms each way --------------------------------
+ip netns add "$SRV"
+ip netns add "$CLI"
+ip link add dvl-c$$ type veth peer name dvl-s$$
+ip link set dvl-c$$ netns "$CLI"
+ip link set dvl-s$$ netns "$SRV"
+ip -n "$CLI" addr add "$CLI_IP/24" dev dvl-c$$
+ip -n "$SRV" addr add "$SRV_IP/24" dev dvl-s$$
+for ns in "$CLI" "$SRV"; do ip -n "$ns" link set lo up; done
+ip -n "$CLI" link set dvl-c$$ up
+ip -n "$SRV" link set dvl-s$$ up
+ip netns exec "$CLI" tc qdisc add dev dvl-c$$ root netem delay 10ms
+ip netns exec "$SRV" tc qdisc add dev dvl-s$$ root netem delay 10ms
+S() { ip netns exec "$SRV" "$@"; }
+C() { ip netns exec "$CLI" "$@"; }
+
+# --- certificates ------------------------------------------------------------
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+    -keyout "$work/ca.key" -out "$work/ca.pem" -days 2 -subj "/CN=bench CA" \
+    -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign 2>/dev/null
+openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+    -keyout "$work/srv.key" -out "$work/srv.csr" -subj "/CN=bench.test" 2>/dev/null
+printf 'subjectAltName = IP:%s\nextendedKeyUsage = serverAuth\n' "$SRV_IP" >"$work/srv.ext"
+openssl x509 -req -in "$work/srv.csr" -CA "$work/ca.pem" -CAkey "$work/ca.key" \
+    -CAcreateserial -days 2 -extfile "$work/srv.ext" -out "$work/srv.pem" 2>/dev/null
+chmod 644 "$work"/*.pem "$work"/*.key
+
+# --- servers -------------------------------------------------------------------
+mkdir -p "$work/knot"
+cp tests/integration/zones/test.zone "$work/knot/test.zone"
+cat >"$work/knot/knot.conf" <<EOF
+server:
+    rundir: "$work/knot"
+    listen: 127.0.0.1@5300
+log:
+  - target: stderr
+    any: warning
+database:
+    storage: "$work/knot"
+template:
+  - id: default
+    storage: "$work/knot"
+    zonefile-sync: -1
+    journal-content: none
+zone:
+  - domain: test.
+    file: "$work/knot/test.zone"
+EOF
+S knotd -c "$work/knot/knot.conf" >"$work/knot.log" 2>&1 &
+pids+=($!)
+
+cat >"$work/unbound.conf" <<EOF
+server:
+    interface: $SRV_IP@853
+    interface: $SRV_IP@443
+    tls-port: 853
+    https-port: 443
+    http-endpoint: "/dns-query"
+    tls-service-key: "$work/srv.key"
+    tls-service-pem: "$work/srv.pem"
+    tcp-idle-timeout: $IDLE_MS
+    do-daemonize: no
+    username: ""
+    chroot: ""
+    directory: "$work"
+    pidfile: "$work/unbound.pid"
+    use-syslog: no
+    logfile: ""
+    verbosity: 0
+    num-threads: 1
+    do-ip6: no
+    do-not-query-localhost: no
+    module-config: "iterator"
+    qname-minimisation: no
+    trust-anchor-signaling: no
+    root-key-sentinel: no
+    local-zone: "test." nodefault
+    access-control: 0.0.0.0/0 allow
+    cache-max-negative-ttl: 0
+forward-zone:
+    name: "."
+    forward-addr: 127.0.0.1@5300
+remote-control:
+    control-enable: no
+EOF
+S unbound -d -c "$work/unbound.conf" >"$work/unbound.log" 2>&1 &
+pids+=($!)
+
+S "$PEER" -listen "$SRV_IP:8853" -cert "$work/srv.pem" -key "$work/srv.key" \
+    -upstream 127.0.0.1:5300 -idle "${IDLE_MS}ms" >"$work/doq.log" 2>&1 &
+pids+=($!)
+sleep 1
+
+# --- measuring -------------------------------------------------------------------
+# ask PORT NAME -> milliseconds for one UDP query through dnsveil on PORT
+cat >"$work/ask.py" <<'EOF'
+import sys, time
+import dns.message, dns.query
+q = dns.message.make_query(sys.argv[2], "A", use_edns=0)
+t0 = time.monotonic()
+r = dns.query.udp(q, "127.0.0.1", port=int(sys.argv[1]), timeout=5)
+ms = (time.monotonic() - t0) * 1000
+print("%.1f" % ms if r.rcode() in (0, 3) else "fail")
+EOF
+ask() { C python3 "$work/ask.py" "$1" "$2"; }
+
+wait_ready() {   # until dnsveil listens on UDP PORT; asks nothing, so no upstream is touched
+    for _ in $(seq 200); do
+        [ -n "$(C ss -Hlun "sport = :$1")" ] && return 0
+        sleep 0.05
+    done
+    die "dnsveil on port $1 never listened"
+}
+
+median() { sort -n | awk '{ v[NR] = $1 } END { if (NR) print v[int((NR + 1) / 2)]; else print "?" }'; }
+
+declare -A URL=(
+    [doq]="quic://$SRV_IP:8853"
+    [dot]="tls://$SRV_IP:853"
+    [doh]="https://$SRV_IP:443/dns-query"
+)
+port=6000
+for t in doq dot doh; do
+    : >"$work/$t.cold"; : >"$work/$t.warm"; : >"$work/$t.resumed"
+    for r in $(seq "$ROUNDS"); do
+        port=$((port + 1))
+        tag="$t-$r-$$"
+        C "$DNSVEIL" -l "127.0.0.1:$port" -u "${URL[$t]}" --tls-ca "$work/ca.pem" \
+            --timeout 5000 -v >"$work/dnsveil-$t-$r.log" 2>&1 &
+        pid=$!
+        pids+=($pid)
+        wait_ready "$port"
+        ask "$port" "cold-$tag.test." >>"$work/$t.cold"
+        ask "$port" "warm-$tag.test." >>"$work/$t.warm"
+        # both ends drop the idle connection; the session ticket stays
+        sleep $(( (IDLE_MS + 1500) / 1000 ))
+        ask "$port" "resumed-$tag.test." >>"$work/$t.resumed"
+        kill "$pid"
+        wait "$pid" 2>/dev/null || true
+    done
+done
+
+echo
+echo "first-query latency through dnsveil, 20 ms RTT (netem 10 ms each way)," \
+     "median of $ROUNDS rounds, ms"
+printf '%-6s %10s %10s %10s   %s\n' "" cold warm resumed "resumed mechanism"
+for t in doq dot doh; do
+    case $t in
+        doq) how="0-RTT early data" ;;
+        dot) how="TCP + TLS 1.3 ticket" ;;
+        doh) how="TCP + TLS 1.3 ticket + h2" ;;
+    esac
+    printf '%-6s %10s %10s %10s   %s\n' "$t" "$(median <"$work/$t.cold")" \
+        "$(median <"$work/$t.warm")" "$(median <"$work/$t.resumed")" "$how"
+done
+if grep -q "0-RTT accepted" "$work"/dnsveil-doq-*.log; then
+    echo "(doq: 0-RTT accepted on $(grep -l '0-RTT accepted' "$work"/dnsveil-doq-*.log | wc -l)" \
+         "of $ROUNDS resumed connections)"
+else
+    echo "(doq: 0-RTT was never accepted; see the logs)"
+fi
