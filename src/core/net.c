@@ -111,6 +111,15 @@ uint16_t net_addr_port(const struct net_addr *a)
     return 0;
 }
 
+bool net_addr_is_any(const struct net_addr *a)
+{
+    if (a->ss.ss_family == AF_INET)
+        return ((const struct sockaddr_in *)&a->ss)->sin_addr.s_addr == htonl(INADDR_ANY);
+    if (a->ss.ss_family == AF_INET6)
+        return IN6_IS_ADDR_UNSPECIFIED(&((const struct sockaddr_in6 *)&a->ss)->sin6_addr);
+    return false;
+}
+
 int net_socket(int family, int type)
 {
     return socket(family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);

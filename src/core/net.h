@@ -19,6 +19,8 @@ int net_addr_parse(const char *s, uint16_t default_port, struct net_addr *out);
 const char *net_addr_str(const struct net_addr *a, char *out, size_t cap);
 bool net_addr_eq(const struct net_addr *a, const struct net_addr *b);
 uint16_t net_addr_port(const struct net_addr *a);
+/* True for 0.0.0.0 and :: (a listener on every address). */
+bool net_addr_is_any(const struct net_addr *a);
 
 enum { NET_ADDRSTRLEN = 64 };
 

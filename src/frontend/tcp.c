@@ -129,7 +129,7 @@ static void conn_flush(struct tcp_conn *c)
     conn_update(c);
 }
 
-static void tcp_send(void *ctx, const struct net_addr *peer, const uint8_t *msg, size_t len)
+static void tcp_send(void *ctx, const struct query_client *qc, const uint8_t *msg, size_t len)
 {
     struct tcp_conn *c = ctx;
     uint8_t pfx[2];

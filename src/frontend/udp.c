@@ -1,7 +1,10 @@
 /* UDP listener: queries arrive in recvmmsg batches; replies produced during
  * one loop iteration leave in one sendmmsg, flushed from an ev_prepare
- * watcher just before the loop blocks again. */
+ * watcher just before the loop blocks again. On a wildcard address the
+ * destination of each query is read with IP(V6)_PKTINFO and the reply is
+ * sent from it, or a multi-homed host would answer from the wrong address. */
 #include <errno.h>
+#include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -16,6 +19,7 @@ enum {
     UDP_RX_SLOT = 4096, /* a larger query is not one we answer over UDP */
     UDP_TX_SLOTS = 64,
     UDP_TX_SLOT = 2048, /* rarer, larger replies go out at once with sendto */
+    UDP_CMSG = CMSG_SPACE(sizeof(struct in6_pktinfo)),
 };
 
 struct fe_udp {
@@ -26,16 +30,76 @@ struct fe_udp {
     const struct net_addr *local;
     int fd;
     unsigned refs;
+    bool pktinfo;
 
     size_t ntx;
     struct mmsghdr tx_msgs[UDP_TX_SLOTS];
     struct iovec tx_iov[UDP_TX_SLOTS];
     struct net_addr tx_addr[UDP_TX_SLOTS];
     uint8_t tx_buf[UDP_TX_SLOTS][UDP_TX_SLOT];
+    uint8_t tx_cmsg[UDP_TX_SLOTS][UDP_CMSG];
 };
 
 /* shared by every listener: the loop is single-threaded */
 static uint8_t rx_buf[UDP_BATCH][UDP_RX_SLOT];
+static uint8_t rx_cmsg[UDP_BATCH][UDP_CMSG];
+
+/* The destination address and interface of a received datagram. */
+static void read_pktinfo(struct msghdr *mh, struct query_client *c, uint16_t port)
+{
+    c->has_dst = false;
+    for (struct cmsghdr *cm = CMSG_FIRSTHDR(mh); cm; cm = CMSG_NXTHDR(mh, cm)) {
+        if (cm->cmsg_level == IPPROTO_IP && cm->cmsg_type == IP_PKTINFO) {
+            struct in_pktinfo pi;
+            struct sockaddr_in *sin = (struct sockaddr_in *)&c->dst.ss;
+            memcpy(&pi, CMSG_DATA(cm), sizeof(pi));
+            memset(&c->dst, 0, sizeof(c->dst));
+            sin->sin_family = AF_INET;
+            sin->sin_addr = pi.ipi_addr;
+            sin->sin_port = htons(port);
+            c->dst.len = sizeof(*sin);
+            c->ifindex = pi.ipi_ifindex;
+            c->has_dst = true;
+        } else if (cm->cmsg_level == IPPROTO_IPV6 && cm->cmsg_type == IPV6_PKTINFO) {
+            struct in6_pktinfo pi;
+            struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&c->dst.ss;
+            memcpy(&pi, CMSG_DATA(cm), sizeof(pi));
+            memset(&c->dst, 0, sizeof(c->dst));
+            sin6->sin6_family = AF_INET6;
+            sin6->sin6_addr = pi.ipi6_addr;
+            sin6->sin6_port = htons(port);
+            c->dst.len = sizeof(*sin6);
+            c->ifindex = (int)pi.ipi6_ifindex;
+            c->has_dst = true;
+        }
+    }
+}
+
+/* Fills cbuf with the control message that makes the reply leave from the
+ * query's destination address. Returns its length. */
+static size_t write_pktinfo(const struct query_client *c, uint8_t *cbuf)
+{
+    struct msghdr mh = {.msg_control = cbuf, .msg_controllen = UDP_CMSG};
+    struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+
+    memset(cbuf, 0, UDP_CMSG);
+    if (c->dst.ss.ss_family == AF_INET) {
+        struct in_pktinfo pi = {.ipi_ifindex = c->ifindex};
+        pi.ipi_spec_dst = ((const struct sockaddr_in *)&c->dst.ss)->sin_addr;
+        cm->cmsg_level = IPPROTO_IP;
+        cm->cmsg_type = IP_PKTINFO;
+        cm->cmsg_len = CMSG_LEN(sizeof(pi));
+        memcpy(CMSG_DATA(cm), &pi, sizeof(pi));
+        return CMSG_SPACE(sizeof(pi));
+    }
+    struct in6_pktinfo pi6 = {.ipi6_ifindex = (unsigned)c->ifindex};
+    pi6.ipi6_addr = ((const struct sockaddr_in6 *)&c->dst.ss)->sin6_addr;
+    cm->cmsg_level = IPPROTO_IPV6;
+    cm->cmsg_type = IPV6_PKTINFO;
+    cm->cmsg_len = CMSG_LEN(sizeof(pi6));
+    memcpy(CMSG_DATA(cm), &pi6, sizeof(pi6));
+    return CMSG_SPACE(sizeof(pi6));
+}
 
 static void udp_flush(struct fe_udp *u)
 {
@@ -66,27 +130,40 @@ static void udp_unref(struct fe_udp *u)
     free(u);
 }
 
-static void udp_send(void *ctx, const struct net_addr *peer, const uint8_t *msg, size_t len)
+static void udp_send(void *ctx, const struct query_client *c, const uint8_t *msg, size_t len)
 {
     struct fe_udp *u = ctx;
 
     if (len > UDP_TX_SLOT) {
-        if (sendto(u->fd, msg, len, 0, (const struct sockaddr *)&peer->ss, peer->len) < 0)
-            log_debug("udp sendto: %s", strerror(errno));
+        /* rare: send at once, from the right address too */
+        uint8_t cbuf[UDP_CMSG];
+        struct iovec iov = {.iov_base = (void *)msg, .iov_len = len};
+        struct msghdr mh = {.msg_name = (void *)&c->peer.ss, .msg_namelen = c->peer.len,
+                            .msg_iov = &iov, .msg_iovlen = 1};
+        if (c->has_dst) {
+            mh.msg_control = cbuf;
+            mh.msg_controllen = write_pktinfo(c, cbuf);
+        }
+        if (sendmsg(u->fd, &mh, 0) < 0)
+            log_debug("udp sendmsg: %s", strerror(errno));
         return;
     }
     if (u->ntx == UDP_TX_SLOTS)
         udp_flush(u);
     size_t i = u->ntx++;
     memcpy(u->tx_buf[i], msg, len);
-    u->tx_addr[i] = *peer;
+    u->tx_addr[i] = c->peer;
     u->tx_iov[i].iov_base = u->tx_buf[i];
     u->tx_iov[i].iov_len = len;
     memset(&u->tx_msgs[i], 0, sizeof(u->tx_msgs[i]));
     u->tx_msgs[i].msg_hdr.msg_name = &u->tx_addr[i].ss;
-    u->tx_msgs[i].msg_hdr.msg_namelen = peer->len;
+    u->tx_msgs[i].msg_hdr.msg_namelen = c->peer.len;
     u->tx_msgs[i].msg_hdr.msg_iov = &u->tx_iov[i];
     u->tx_msgs[i].msg_hdr.msg_iovlen = 1;
+    if (c->has_dst) {
+        u->tx_msgs[i].msg_hdr.msg_control = u->tx_cmsg[i];
+        u->tx_msgs[i].msg_hdr.msg_controllen = write_pktinfo(c, u->tx_cmsg[i]);
+    }
     if (!ev_is_active(&u->flush))
         ev_prepare_start(u->loop, &u->flush);
 }
@@ -133,6 +210,10 @@ static void udp_read_cb(struct ev_loop *loop, ev_io *w, int revents)
             msgs[i].msg_hdr.msg_iovlen = 1;
             msgs[i].msg_hdr.msg_name = &peers[i].ss;
             msgs[i].msg_hdr.msg_namelen = sizeof(peers[i].ss);
+            if (u->pktinfo) {
+                msgs[i].msg_hdr.msg_control = rx_cmsg[i];
+                msgs[i].msg_hdr.msg_controllen = UDP_CMSG;
+            }
         }
         int n = recvmmsg(u->fd, msgs, UDP_BATCH, MSG_DONTWAIT, NULL);
         if (n <= 0) {
@@ -147,6 +228,8 @@ static void udp_read_cb(struct ev_loop *loop, ev_io *w, int revents)
             }
             c.peer = peers[i];
             c.peer.len = msgs[i].msg_hdr.msg_namelen;
+            if (u->pktinfo)
+                read_pktinfo(&msgs[i].msg_hdr, &c, net_addr_port(u->local));
             query_submit(u->qe, rx_buf[i], msgs[i].msg_len, &c);
         }
         if (n < UDP_BATCH)
@@ -172,6 +255,14 @@ struct fe_udp *fe_udp_new(struct ev_loop *loop, const struct net_addr *a,
     u->qe = qe;
     u->local = local;
     u->fd = fd;
+    u->pktinfo = net_addr_is_any(a);
+    if (u->pktinfo) {
+        int one = 1;
+        if (a->ss.ss_family == AF_INET)
+            setsockopt(fd, IPPROTO_IP, IP_PKTINFO, &one, sizeof(one));
+        else
+            setsockopt(fd, IPPROTO_IPV6, IPV6_RECVPKTINFO, &one, sizeof(one));
+    }
     u->refs = 1;
     ev_io_init(&u->io, udp_read_cb, fd, EV_READ);
     u->io.data = u;

@@ -168,7 +168,7 @@ static void send_error(struct query_engine *qe, const struct query_client *c,
     case DNS_RCODE_NOTIMP: qe->st.notimp++; break;
     default: break;
     }
-    c->ops->send(c->ctx, &c->peer, reply_buf, (size_t)n);
+    c->ops->send(c->ctx, c, reply_buf, (size_t)n);
 }
 
 /* The answer as this client must see it: its ID, its question's case, its RD
@@ -189,7 +189,7 @@ static void send_answer(struct query_engine *qe, const struct query_client *c,
         qe->st.truncated++;
     }
     qe->st.answered++;
-    c->ops->send(c->ctx, &c->peer, reply_buf, len);
+    c->ops->send(c->ctx, c, reply_buf, len);
 }
 
 static void waiter_release(struct waiter *w)
@@ -549,7 +549,7 @@ void query_submit(struct query_engine *qe, const uint8_t *msg, size_t len,
         int n = policy_local_answer(pd.rule, &qi, reply_buf, sizeof(reply_buf));
         qe->st.local++;
         if (n > 0)
-            c->ops->send(c->ctx, &c->peer, reply_buf, (size_t)n);
+            c->ops->send(c->ctx, c, reply_buf, (size_t)n);
         return;
     }
 

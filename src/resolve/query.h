@@ -18,10 +18,12 @@ struct cache;
 struct policy;
 struct query_engine;
 
+struct query_client;
+
 /* How a reply gets back to the client that asked. */
 struct query_sink_ops {
-    /* Sends one reply; the sink copies msg before returning. */
-    void (*send)(void *ctx, const struct net_addr *peer, const uint8_t *msg, size_t len);
+    /* Sends one reply to c; the sink copies msg before returning. */
+    void (*send)(void *ctx, const struct query_client *c, const uint8_t *msg, size_t len);
     /* A query that cannot be answered at once holds its sink until it sends
      * (or is dropped at shutdown) and releases it then. */
     void (*hold)(void *ctx);
@@ -31,6 +33,11 @@ struct query_sink_ops {
 struct query_client {
     struct net_addr peer;
     const struct net_addr *local; /* the listener's address, for rules */
+    /* UDP on a wildcard address: the address the query was sent to and the
+     * interface it came in on, so the reply leaves from that same address */
+    struct net_addr dst;
+    int ifindex;
+    bool has_dst;
     bool tcp; /* replies are never truncated below 65535 bytes */
     const struct query_sink_ops *ops;
     void *ctx;

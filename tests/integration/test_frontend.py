@@ -1,0 +1,78 @@
+"""Listener details beyond what the client matrices cover: a wildcard
+address answers from the address each query was sent to. Wildcard sockets
+are bound only inside a network namespace made for the test, whose one
+interface is its own loopback."""
+
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+import helpers
+
+CLIENT = r"""
+import socket, sys
+import dns.message, dns.rcode
+fam = socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET
+s = socket.socket(fam, socket.SOCK_DGRAM)
+s.settimeout(3)
+s.connect((sys.argv[1], int(sys.argv[2])))  # connected: other sources are dropped
+for _ in range(30):
+    s.send(dns.message.make_query("www.test.", "A").to_wire())
+    try:
+        r = dns.message.from_wire(s.recv(65535))
+        print(dns.rcode.to_text(r.rcode()), r.answer[0][0].address)
+        break
+    except (socket.timeout, ConnectionRefusedError):
+        continue
+"""
+
+
+@pytest.fixture
+def netns():
+    if shutil.which("ip") is None or os.geteuid() != 0:
+        pytest.skip("needs root and iproute2 for a network namespace")
+    name = "dvtest%d" % os.getpid()
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name])
+
+
+def test_wildcard_listener_replies_from_queried_address(netns):
+    cfgdir = Path(tempfile.mkdtemp(prefix="dnsveil-cfg-"))
+    os.chmod(cfgdir, 0o755)
+    cfg = cfgdir / "c.toml"
+    cfg.write_text('[server]\nlisten = ["0.0.0.0:5300", "[::]:5300"]\n'
+                   '[upstreams.unused]\nurl = "udp://127.0.0.1:9"\n'
+                   '[[rules]]\ndomains = ["www.test"]\naction = "answer"\n'
+                   'answer = ["192.0.2.77"]\n')
+    log = open(cfgdir / "log", "wb")
+    proc = subprocess.Popen(["ip", "netns", "exec", netns, helpers.dnsveil_bin(), "-c", str(cfg),
+                             "-v"], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        time.sleep(0.3)
+        targets = ["127.0.0.1", "127.0.0.5", "127.1.2.3"]
+        v6 = subprocess.run(["ip", "netns", "exec", netns, "ip", "-6", "addr", "show", "lo"],
+                            capture_output=True, text=True).stdout
+        if "::1" in v6:
+            targets.append("::1")
+        for dst in targets:
+            r = subprocess.run(["ip", "netns", "exec", netns, "/usr/bin/python3", "-c", CLIENT,
+                                dst, "5300"], capture_output=True, text=True, timeout=30)
+            assert r.stdout.split() == ["NOERROR", "192.0.2.77"], (dst, r.stdout, r.stderr)
+    finally:
+        proc.terminate()
+        rc = proc.wait(10)
+        log.close()
+        text = (cfgdir / "log").read_text(errors="replace")
+        shutil.rmtree(cfgdir, ignore_errors=True)
+    assert rc == 0, text
+    for marker in helpers.SANITIZER_MARKERS:
+        assert marker not in text, text
