@@ -5,7 +5,8 @@
 #   dot   tls://   (cold: TCP + TLS 1.3; resumed: TCP + TLS session ticket)
 #   doh   https:// (as dot, plus HTTP/2 set-up)
 # Two network namespaces joined by a veth pair with netem delaying each
-# direction by 10 ms. The server side runs knotd (tests/integration/zones),
+# direction by 10 ms (or, on kernels without netem, a TUN pair and a small
+# userspace link that delays each packet by 10 ms). The server side runs knotd (tests/integration/zones),
 # unbound with DoT and DoH in front of it, and the Go DoQ peer
 # (tests/peers/doq) in front of the same knotd; the client side runs one
 # dnsveil per transport. Every measured query asks a name nobody has asked,
@@ -35,7 +36,7 @@ IDLE_MS=1500   # both servers close idle connections after this
 
 die() { echo "bench/doq_latency.sh: $*" >&2; exit 1; }
 [ "$(id -u)" -eq 0 ] || die "needs root (network namespaces, netem)"
-for b in ip tc knotd unbound openssl python3; do
+for b in ip tc knotd unbound openssl /usr/bin/python3; do
     command -v "$b" >/dev/null || die "$b is not installed"
 done
 [ -x "$DNSVEIL" ] || die "no dnsveil at $DNSVEIL (set DNSVEIL_BIN)"
@@ -49,25 +50,77 @@ cleanup() {
     wait 2>/dev/null || true
     ip netns del "$SRV" 2>/dev/null || true
     ip netns del "$CLI" 2>/dev/null || true
-    rm -rf "$work"
+    if [ -n "${BENCH_KEEP:-}" ]; then echo "kept $work"; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
 
 # --- the path: two namespaces, 10 ms each way --------------------------------
+# netem when the kernel has it; otherwise (some VMs build it out) a small
+# userspace link: two TUN devices, one per namespace, and a process that
+# carries each IP packet across after the same 10 ms.
 ip netns add "$SRV"
 ip netns add "$CLI"
-ip link add dvl-c$$ type veth peer name dvl-s$$
-ip link set dvl-c$$ netns "$CLI"
-ip link set dvl-s$$ netns "$SRV"
-ip -n "$CLI" addr add "$CLI_IP/24" dev dvl-c$$
-ip -n "$SRV" addr add "$SRV_IP/24" dev dvl-s$$
 for ns in "$CLI" "$SRV"; do ip -n "$ns" link set lo up; done
-ip -n "$CLI" link set dvl-c$$ up
-ip -n "$SRV" link set dvl-s$$ up
-ip netns exec "$CLI" tc qdisc add dev dvl-c$$ root netem delay 10ms
-ip netns exec "$SRV" tc qdisc add dev dvl-s$$ root netem delay 10ms
 S() { ip netns exec "$SRV" "$@"; }
 C() { ip netns exec "$CLI" "$@"; }
+probe=dvl-p$$
+ip -n "$CLI" link add "$probe" type veth peer name "$probe-b"
+if C tc qdisc add dev "$probe" root netem delay 10ms 2>/dev/null; then
+    ip -n "$CLI" link del "$probe"
+    LINK="veth + netem"
+    ip link add dvl-c$$ type veth peer name dvl-s$$
+    ip link set dvl-c$$ netns "$CLI"
+    ip link set dvl-s$$ netns "$SRV"
+    C tc qdisc add dev dvl-c$$ root netem delay 10ms
+    S tc qdisc add dev dvl-s$$ root netem delay 10ms
+    ip -n "$CLI" addr add "$CLI_IP/24" dev dvl-c$$
+    ip -n "$SRV" addr add "$SRV_IP/24" dev dvl-s$$
+else
+    ip -n "$CLI" link del "$probe"
+    LINK="TUN pair + 10 ms userspace delay each way; no netem in this kernel"
+    cat >"$work/link.py" <<'EOF'
+# Carries IP packets between two TUN devices, each after DELAY seconds.
+import fcntl, heapq, os, select, struct, subprocess, sys, time
+DELAY = 0.010
+TUNSETIFF, IFF_TUN, IFF_NO_PI = 0x400454CA, 0x0001, 0x1000
+def tun(name):
+    fd = os.open("/dev/net/tun", os.O_RDWR)
+    fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", name.encode(), IFF_TUN | IFF_NO_PI))
+    return fd
+a_name, a_ns, b_name, b_ns = sys.argv[1:5]
+a, b = tun(a_name), tun(b_name)
+subprocess.run(["ip", "link", "set", a_name, "netns", a_ns], check=True)
+subprocess.run(["ip", "link", "set", b_name, "netns", b_ns], check=True)
+print("up", flush=True)
+other = {a: b, b: a}
+due = []
+n = 0
+while True:
+    timeout = max(0.0, due[0][0] - time.monotonic()) if due else None
+    r, _, _ = select.select([a, b], [], [], timeout)
+    now = time.monotonic()
+    for fd in r:
+        pkt = os.read(fd, 65535)
+        n += 1
+        heapq.heappush(due, (now + DELAY, n, other[fd], pkt))
+    while due and due[0][0] <= time.monotonic():
+        _, _, fd, pkt = heapq.heappop(due)
+        try:
+            os.write(fd, pkt)
+        except OSError:
+            pass  # the other side is not up yet: a lost packet, as on a wire
+EOF
+    /usr/bin/python3 "$work/link.py" dvl-c$$ "$CLI" dvl-s$$ "$SRV" >"$work/link.log" 2>&1 &
+    pids+=($!)
+    for _ in $(seq 100); do grep -q up "$work/link.log" 2>/dev/null && break; sleep 0.05; done
+    grep -q up "$work/link.log" || die "userspace link did not start: $(cat "$work/link.log")"
+    ip -n "$CLI" addr add "$CLI_IP/32" peer "$SRV_IP/32" dev dvl-c$$
+    ip -n "$SRV" addr add "$SRV_IP/32" peer "$CLI_IP/32" dev dvl-s$$
+fi
+ip -n "$CLI" link set dvl-c$$ up
+ip -n "$SRV" link set dvl-s$$ up
+rtt=$(C ping -c 3 -i 0.2 -q "$SRV_IP" 2>/dev/null | awk -F/ '/rtt|round-trip/ { print $5 }') || true
+echo "path: $LINK; ping RTT ${rtt:-?} ms"
 
 # --- certificates ------------------------------------------------------------
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
@@ -150,14 +203,17 @@ sleep 1
 # ask PORT NAME -> milliseconds for one UDP query through dnsveil on PORT
 cat >"$work/ask.py" <<'EOF'
 import sys, time
-import dns.message, dns.query
+import dns.exception, dns.message, dns.query
 q = dns.message.make_query(sys.argv[2], "A", use_edns=0)
 t0 = time.monotonic()
-r = dns.query.udp(q, "127.0.0.1", port=int(sys.argv[1]), timeout=5)
+try:
+    r = dns.query.udp(q, "127.0.0.1", port=int(sys.argv[1]), timeout=5)
+except dns.exception.Timeout:
+    sys.exit("no answer from dnsveil on port %s for %s" % (sys.argv[1], sys.argv[2]))
 ms = (time.monotonic() - t0) * 1000
 print("%.1f" % ms if r.rcode() in (0, 3) else "fail")
 EOF
-ask() { C python3 "$work/ask.py" "$1" "$2"; }
+ask() { C /usr/bin/python3 "$work/ask.py" "$1" "$2"; }
 
 wait_ready() {   # until dnsveil listens on UDP PORT; asks nothing, so no upstream is touched
     for _ in $(seq 200); do
@@ -196,7 +252,7 @@ for t in doq dot doh; do
 done
 
 echo
-echo "first-query latency through dnsveil, 20 ms RTT (netem 10 ms each way)," \
+echo "first-query latency through dnsveil, 20 ms RTT ($LINK)," \
      "median of $ROUNDS rounds, ms"
 printf '%-6s %10s %10s %10s   %s\n' "" cold warm resumed "resumed mechanism"
 for t in doq dot doh; do
