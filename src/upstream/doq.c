@@ -110,6 +110,7 @@ enum {
     DOQ_QUERY_ROOM = 160,  /* padding option + an OPT RR if the query had none */
     DOQ_CID_LEN = 16,
     DOQ_TP_MAX = 256,      /* encoded 0-RTT transport parameters */
+    DOQ_TOKEN_MAX = 512,   /* address-validation token from NEW_TOKEN */
     DOQ_RX_BATCH = 64,     /* datagrams read per wakeup before writing again */
 };
 
@@ -175,6 +176,8 @@ struct doq {
     ev_prepare kick;          /* runs the queue before the loop next polls */
     uint8_t tp[DOQ_TP_MAX];   /* the server's transport parameters, for 0-RTT */
     size_t tplen;
+    uint8_t token[DOQ_TOKEN_MAX]; /* proves our address next time: no Retry */
+    size_t tokenlen;
     unsigned conns;           /* connections made, for log lines */
 };
 
@@ -509,6 +512,21 @@ static int handshake_completed_cb(ngtcp2_conn *conn, void *user_data)
     return 0;
 }
 
+/* A server that validates addresses hands out tokens; the next connection
+ * presents the newest one and skips the Retry round trip (which would also
+ * cost the 0-RTT data sent before it). */
+static int recv_new_token_cb(ngtcp2_conn *conn, const uint8_t *token, size_t tokenlen,
+                             void *user_data)
+{
+    struct doq_conn *c = user_data;
+
+    if (tokenlen <= sizeof(c->up->token)) {
+        memcpy(c->up->token, token, tokenlen);
+        c->up->tokenlen = tokenlen;
+    }
+    return 0;
+}
+
 static const ngtcp2_callbacks conn_callbacks = {
     .client_initial = ngtcp2_crypto_client_initial_cb,
     .recv_crypto_data = ngtcp2_crypto_recv_crypto_data_cb,
@@ -530,6 +548,7 @@ static const ngtcp2_callbacks conn_callbacks = {
     .extend_max_stream_data = extend_max_stream_data_cb,
     .extend_max_local_streams_bidi = extend_max_streams_cb,
     .tls_early_data_rejected = early_data_rejected_cb,
+    .recv_new_token = recv_new_token_cb,
 };
 
 static int conn_new(struct doq *up, struct doq_conn **pc)
@@ -579,6 +598,10 @@ static int conn_new(struct doq *up, struct doq_conn **pc)
     ngtcp2_settings_default(&settings);
     settings.initial_ts = now_ts();
     settings.handshake_timeout = DOQ_HANDSHAKE_TIMEOUT;
+    if (up->tokenlen) {
+        settings.token = up->token;
+        settings.tokenlen = up->tokenlen;
+    }
     ngtcp2_transport_params_default(&params);
     /* the server opens no streams; ours carry one answer each, up to 64 KB */
     params.initial_max_streams_bidi = 0;

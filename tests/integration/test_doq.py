@@ -200,10 +200,18 @@ def test_0rtt_rejected_still_answers(doq_peer, dnsveil, tmp_path, pki, knot):
 
 
 def test_retry_forced(doq_peer, dnsveil, tmp_path, pki, knot):
-    p = doq_peer(retry=True)
+    """The peer validates every new address with a Retry. The first
+    connection goes through one; the next presents the NEW_TOKEN token the
+    peer gave, needs no Retry, and its 0-RTT data is accepted."""
+    p = doq_peer(retry=True, idle=1.0)
     d = start(dnsveil, tmp_path, pki, p.port)
     assert same(ask(d, "target.test."), knot_answer(knot, "target.test.", "A"))
-    assert p.stats()["retries"] >= 1
+    assert p.stats()["retries"] == 1
+    assert wait_log(d, "connection idle, closed", 5.0)
+    assert same(ask(d, "mail.test."), knot_answer(knot, "mail.test.", "A"))
+    st = p.stats()
+    assert st["connections"] == 2 and st["retries"] == 1, st
+    assert p.wait_stat("zero_rtt_streams", 1), p.stats()
 
 
 # --------------------------------------------------------------------------
