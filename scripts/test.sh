@@ -54,7 +54,11 @@ stage_deps() {
 }
 
 # ---------------------------------------------------------------- 2. peers
-PEER_PKGS=(knot knot-dnsutils unbound dnsutils python3-pytest python3-dnspython)
+PEER_PKGS=(
+    knot knot-dnsutils unbound dnsutils python3-pytest python3-dnspython  # plain DNS
+    openssl dnsdist knot-resolver                      # DoT/DoH peers and their private CA
+    golang-go golang-github-lucas-clemente-quic-go-dev golang-github-miekg-dns-dev  # Go DoQ peer
+)
 
 missing_pkgs() {
     local p
@@ -68,15 +72,16 @@ missing_pkgs() {
 # processes named by the packaged services' own pid files (or units).
 stop_packaged_services() {
     if [ "$(cat /proc/1/comm 2>/dev/null)" = systemd ]; then
-        as_root systemctl disable --now knot.service unbound.service >/dev/null 2>&1 || true
+        as_root systemctl disable --now knot.service unbound.service dnsdist.service \
+            kresd@1.service >/dev/null 2>&1 || true
     fi
     local f pid comm
-    for f in /run/knot/knot.pid /run/unbound.pid /var/run/unbound.pid; do
+    for f in /run/knot/knot.pid /run/unbound.pid /var/run/unbound.pid /run/dnsdist/dnsdist.pid; do
         [ -r "$f" ] || continue
         pid=$(tr -dc 0-9 <"$f")
         [ -n "$pid" ] || continue
         comm=$(cat "/proc/$pid/comm" 2>/dev/null || true)
-        if [ "$comm" = knotd ] || [ "$comm" = unbound ]; then
+        if [ "$comm" = knotd ] || [ "$comm" = unbound ] || [ "$comm" = dnsdist ]; then
             echo "stopping packaged $comm (pid $pid from $f)"
             as_root kill "$pid" || true
         fi
@@ -91,8 +96,12 @@ install_with_policy_rc_d() {
     fi
     printf '#!/bin/sh\nexit 101\n' | as_root tee "$policy" >/dev/null
     as_root chmod 755 "$policy"
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-        -o DPkg::Lock::Timeout=600 "$@" || rc=$?
+    apt_install() {
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+            --no-install-recommends -o DPkg::Lock::Timeout=600 "$@"
+    }
+    # stale package lists give 404s: refresh once and retry
+    apt_install "$@" || { as_root apt-get update -q && apt_install "$@"; } || rc=$?
     if [ -n "$backup" ]; then
         as_root cp -p "$backup" "$policy"
         rm -f "$backup"
