@@ -396,11 +396,14 @@ static int dc_assign(struct dot_conn *c, struct dot_q *q)
 {
     uint8_t len[2];
 
+    /* room first: half a frame in the queue would desynchronise the stream */
+    if (buf_reserve(&c->out, 2 + q->len))
+        return DV_ENOMEM;
     q->wire_id = id_pick(c);
     dns_put16(q->msg, q->wire_id);
     frame_put_len(len, q->len);
-    if (buf_append(&c->out, len, 2) || buf_append(&c->out, q->msg, q->len))
-        return DV_ENOMEM; /* a partial frame can only be at the very end: unsent */
+    (void)buf_append(&c->out, len, 2);
+    (void)buf_append(&c->out, q->msg, q->len);
     q->c = c;
     q->hnext = c->ids[q->wire_id % DOT_ID_BUCKETS];
     c->ids[q->wire_id % DOT_ID_BUCKETS] = q;
