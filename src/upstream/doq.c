@@ -111,7 +111,9 @@ enum {
     DOQ_CID_LEN = 16,
     DOQ_TP_MAX = 256,      /* encoded 0-RTT transport parameters */
     DOQ_TOKEN_MAX = 512,   /* address-validation token from NEW_TOKEN */
-    DOQ_RX_BATCH = 64,     /* datagrams read per wakeup before writing again */
+    DOQ_RX_BATCH = 16,     /* datagrams per recvmmsg */
+    DOQ_RX_ROUNDS = 4,     /* recvmmsg calls per wakeup before writing again */
+    DOQ_MAX_UDP = 1472,    /* largest datagram we accept (transport parameter) */
 };
 
 #define DOQ_ALPN "doq"
@@ -181,7 +183,7 @@ struct doq {
     unsigned conns;           /* connections made, for log lines */
 };
 
-static uint8_t rxbuf[65536];
+static uint8_t rxbuf[DOQ_RX_BATCH][DOQ_MAX_UDP];
 static uint8_t txbuf[1500];
 
 static ngtcp2_tstamp now_ts(void)
@@ -609,6 +611,7 @@ static int conn_new(struct doq *up, struct doq_conn **pc)
     params.initial_max_stream_data_bidi_local = 128 * 1024;
     params.initial_max_data = 1024 * 1024;
     params.max_idle_timeout = DOQ_IDLE_TIMEOUT;
+    params.max_udp_payload_size = DOQ_MAX_UDP;
 
     dcid.datalen = DOQ_CID_LEN;
     arc4random_buf(dcid.data, dcid.datalen);
@@ -917,10 +920,18 @@ static void conn_rio_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     struct doq_conn *c = w->data;
     struct doq *up = c->up;
+    struct mmsghdr mm[DOQ_RX_BATCH];
+    struct iovec iov[DOQ_RX_BATCH];
 
-    for (int i = 0; i < DOQ_RX_BATCH; i++) {
-        ngtcp2_pkt_info pi = {0};
-        ssize_t n = recv(c->fd, rxbuf, sizeof(rxbuf), 0);
+    for (int round = 0; round < DOQ_RX_ROUNDS; round++) {
+        memset(mm, 0, sizeof(mm));
+        for (int i = 0; i < DOQ_RX_BATCH; i++) {
+            iov[i].iov_base = rxbuf[i];
+            iov[i].iov_len = sizeof(rxbuf[i]);
+            mm[i].msg_hdr.msg_iov = &iov[i];
+            mm[i].msg_hdr.msg_iovlen = 1;
+        }
+        int n = recvmmsg(c->fd, mm, DOQ_RX_BATCH, 0, NULL);
         if (n < 0) {
             if (errno == EAGAIN || errno == EWOULDBLOCK)
                 break;
@@ -932,12 +943,21 @@ static void conn_rio_cb(struct ev_loop *loop, ev_io *w, int revents)
             doq_deliver(up);
             return;
         }
-        int rv = ngtcp2_conn_read_pkt(c->conn, &c->ps.path, &pi, rxbuf, (size_t)n, now_ts());
-        if (rv) {
-            conn_fail(c, rv);
-            doq_deliver(up);
-            return;
+        for (int i = 0; i < n; i++) {
+            ngtcp2_pkt_info pi = {0};
+            /* bigger than we allowed the server to send: not from it */
+            if (mm[i].msg_hdr.msg_flags & MSG_TRUNC)
+                continue;
+            int rv = ngtcp2_conn_read_pkt(c->conn, &c->ps.path, &pi, rxbuf[i], mm[i].msg_len,
+                                          now_ts());
+            if (rv) {
+                conn_fail(c, rv);
+                doq_deliver(up);
+                return;
+            }
         }
+        if (n < DOQ_RX_BATCH)
+            break;
     }
     tls_conn_quic_tickets(c->tls);
     /* a MAX_DATA may have lifted connection-level flow control, which has no

@@ -1,6 +1,6 @@
 // doqpeer is a small DNS-over-QUIC (RFC 9250) server for dnsveil's tests.
-// It answers each query by forwarding it over TCP to a real DNS server
-// (knotd), and can be told to misbehave in the ways the tests need: force a
+// It answers each query by forwarding it to a real DNS server (knotd; UDP,
+// then TCP when truncated), and can be told to misbehave in the ways the tests need: force a
 // Retry, delay answers, refuse 0-RTT, or close connections with a DoQ error.
 //
 // Counters go to the -stats file (rewritten whole after every change) and to
@@ -143,7 +143,7 @@ func main() {
 	listen := flag.String("listen", "127.0.0.1:8853", "UDP address to serve DoQ on")
 	cert := flag.String("cert", "", "PEM certificate chain")
 	key := flag.String("key", "", "PEM private key")
-	upstream := flag.String("upstream", "", "DNS server (host:port) that answers the queries, over TCP")
+	upstream := flag.String("upstream", "", "DNS server (host:port) that answers the queries")
 	flag.StringVar(&statsPath, "stats", "", "file that holds the current counters")
 	no0rtt := flag.Bool("no-0rtt", false, "refuse 0-RTT (tickets still resume the session)")
 	retry := flag.Bool("retry", false, "answer every new connection with a Retry first")
@@ -300,8 +300,14 @@ func (s *server) serveStream(c quic.Connection, st quic.Stream) {
 		return
 	}
 	q.Id = dns.Id()
-	cl := &dns.Client{Net: "tcp", Timeout: 5 * time.Second}
+	// UDP first: hundreds of concurrent queries must not queue behind
+	// knotd's TCP accept; TCP only for answers that do not fit.
+	cl := &dns.Client{Net: "udp", UDPSize: dns.MaxMsgSize, Timeout: 5 * time.Second}
 	r, _, err := cl.Exchange(q, s.upstream)
+	if err == nil && r.Truncated {
+		cl.Net = "tcp"
+		r, _, err = cl.Exchange(q, s.upstream)
+	}
 	if err != nil {
 		log.Printf("upstream: %v", err)
 		st.CancelWrite(doqInternalError)
