@@ -480,8 +480,10 @@ static int dc_answer(struct dot_conn *c, const uint8_t *msg, size_t len)
     x = q->x;
     free(q);
     c->last_active = net_now_ms();
-    if (!x)
+    if (!x) {
+        log_debug("upstream %s: late answer to a cancelled query dropped", c->up->name);
         return 0;
+    }
     c->live--;
     x->tpriv = NULL;
     if (!(dns_get16(msg + 2) & DNS_FLAG_QR)) {

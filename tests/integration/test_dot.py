@@ -352,3 +352,65 @@ def test_peer_killed_mid_load(knot, dnsveil, tmp_path, pki, relay_factory):
     rcodes = {rc for rc, _ in got.values()}
     assert rcodes <= {dns.rcode.NXDOMAIN, dns.rcode.SERVFAIL}, rcodes
     assert dns.rcode.SERVFAIL in rcodes
+
+
+# --------------------------------------------------------------------------
+# connections that end under the queries
+
+def test_dropped_connection_retried_once(knot, dnsveil, tmp_path, pki):
+    """dnsdist ends every DoT connection after 40 queries, dropping the rest
+    of the pipeline unanswered: those queries go again, once, on a new
+    connection, so all 60 are answered."""
+    need("dnsdist")
+    ca, certs = pki
+    p = tlspeers.DnsdistDoT("dnsdist", tmp_path / "dd40", certs["good"][0], certs["good"][1],
+                            ca.cert)
+    try:
+        p.start(knot.port, idle_ms=10000, extra="setMaxTCPQueriesPerConnection(40)")
+        d = start_dot(dnsveil, tmp_path, pki, p.tls_port, timeout=4000)
+        tag = "%06x" % random.getrandbits(24)
+        names = ["r%d-%s.test." % (i, tag) for i in range(60)]
+        got = blast(d.host, d.port, names, deadline=5.0)
+    finally:
+        p.stop()
+    assert len(got) == len(names)
+    assert {rc for rc, _ in got.values()} == {dns.rcode.NXDOMAIN}
+    log = d.log_text()
+    assert "connection lost" in log, log[-2000:]
+    assert log.count("connected (") >= 2
+
+
+def test_late_answers_after_the_deadline(knot, dnsveil, tmp_path, pki, relay_factory):
+    """Answers that arrive after the caller gave up (cancelled queries) are
+    dropped and do not confuse the later queries on the same connection,
+    whose wire IDs may be picked while the late ones are still out."""
+    need("unbound")
+    ca, certs = pki
+    slow = relay_factory(delay=0.0)
+    p = tlspeers.UnboundDoT("unbound", tmp_path / "late", certs["good"][0], certs["good"][1],
+                            ca.cert)
+    try:
+        p.start(slow.port, idle_ms=10000)
+        d = start_dot(dnsveil, tmp_path, pki, p.tls_port, timeout=400)
+        tag = "%06x" % random.getrandbits(24)
+        slow.delay = 0.9
+        first = blast(d.host, d.port, ["l%d-%s.test." % (i, tag) for i in range(50)],
+                      deadline=2.0)
+        assert len(first) == 50
+        assert {rc for rc, _ in first.values()} == {dns.rcode.SERVFAIL}
+        slow.delay = 0.0
+        second = blast(d.host, d.port, ["m%d-%s.test." % (i, tag) for i in range(50)],
+                       deadline=2.0)
+        time.sleep(1.0)  # every late answer has landed by now
+        third = blast(d.host, d.port, ["n%d-%s.test." % (i, tag) for i in range(50)],
+                      deadline=2.0)
+        conns = tlspeers.established(p.tls_port)
+    finally:
+        p.stop()
+    for got in (second, third):
+        assert len(got) == 50
+        assert {rc for rc, _ in got.values()} == {dns.rcode.NXDOMAIN}
+    assert conns == 1
+    log = d.log_text()
+    assert "bad answer" not in log, log[-2000:]
+    assert "late answer to a cancelled query dropped" in log

@@ -224,11 +224,12 @@ remote-control:
 class DnsdistDoT(TLSPeer):
     kind = "dnsdist"
 
-    def start(self, upstream_port, idle_ms=1500, check_dot=True):
+    def start(self, upstream_port, idle_ms=1500, check_dot=True, extra=""):
         self.port = helpers.free_port()
         self.tls_port = helpers.free_port()
         conf = self.workdir / "dnsdist.conf"
         conf.write_text(f"""\
+{extra}
 setSecurityPollSuffix("")
 setLocal("127.0.0.1:{self.port}")
 addTLSLocal("127.0.0.1:{self.tls_port}", "{self.cert}", "{self.key}",
