@@ -9,9 +9,14 @@
  * Each query gets a new client bidirectional stream: the 2-byte length, the
  * query with Message ID 0 (the caller's ID goes back into the answer), then
  * FIN. Streams beyond the server's limit wait in a queue until it raises the
- * limit. The TLS session and the server's transport parameters are kept per
- * upstream, so the next connection sends its queries as 0-RTT early data; if
- * the server rejects them they go again once the handshake is done.
+ * limit. The TLS session, the server's transport parameters and its latest
+ * NEW_TOKEN are kept per upstream, so the next connection skips any Retry
+ * and sends its queries as 0-RTT early data (RFC 9250 4.5 allows it for
+ * opcode QUERY, the only one we forward); if the server rejects them they go
+ * again after the handshake.
+ * A connection lost with queries in flight (idle timeout, the path gone
+ * quiet, a close without an error) moves them once to a new connection; a
+ * DoQ error code from the server fails them so the caller can fail over.
  *
  * Lifetimes: a struct doq_query lives while any of these holds it — the
  * caller's xfer (until done or cancel), the upstream's queue, the done list,
@@ -496,7 +501,8 @@ static int handshake_completed_cb(ngtcp2_conn *conn, void *user_data)
     ngtcp2_ssize n;
 
     if (tls_conn_quic_completed(c->tls)) {
-        ngtcp2_ccerr_set_application_error(&c->ccerr, DOQ_NO_ERROR, NULL, 0);
+        /* pins or ALPN refused it: close as TLS would, bad_certificate */
+        ngtcp2_ccerr_set_tls_alert(&c->ccerr, 42, NULL, 0);
         c->fail_rc = DV_ETLS;
         return NGTCP2_ERR_CALLBACK_FAILURE;
     }

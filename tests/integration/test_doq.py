@@ -134,6 +134,21 @@ def test_answers_equal_knot(doq_peer, dnsveil, tmp_path, pki, knot):
     assert st["connections"] == 1 and st["answers"] >= len(CASES), st
 
 
+def test_cli_url_default_port(doq_peer, dnsveil, pki, knot):
+    """-u quic://HOST with --tls-ca, no config file; port 853 by default."""
+    ca, _ = pki
+    try:
+        probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        probe.bind(("127.0.0.1", 853))
+        probe.close()
+    except OSError:
+        pytest.skip("udp 127.0.0.1:853 is taken or not ours to bind")
+    p = doq_peer(port=853)
+    d = dnsveil("quic://127.0.0.1", timeout=TIMEOUT_MS, extra=["--tls-ca", str(ca.cert)])
+    assert same(ask(d, "www.test."), knot_answer(knot, "www.test.", "A"))
+    assert p.stats()["answers"] >= 1
+
+
 def test_huge_answer_intact(doq_peer, dnsveil, tmp_path, pki, knot):
     p = doq_peer()
     d = start(dnsveil, tmp_path, pki, p.port)
