@@ -107,6 +107,10 @@ def test_200_pipelined_tcp_queries_on_one_connection(dnsveil, knot, scheme):
             assert r.id not in answers, "duplicate answer for ID %d" % r.id
             answers[r.id] = r
     assert set(answers) == set(queries)
+    servfails = [answers[qid].question[0].name.to_text() for qid in queries
+                 if answers[qid].rcode() == dns.rcode.SERVFAIL]
+    assert not servfails, "%d of 200 got SERVFAIL (upstream %s), e.g. %s" % (
+        len(servfails), scheme, servfails[:3])
     for qid, q in queries.items():
         r = answers[qid]
         assert r.question == q.question
