@@ -266,6 +266,38 @@ def test_name_with_bootstrap_and_sni(peers, dnsveil, tmp_path, pki):
     assert r.rcode() == dns.rcode.NOERROR and r.answer
 
 
+def test_ipv6_literal_checked_against_ip_san(dnsveil, tmp_path, pki, knot):
+    """tls://[::1]:PORT is verified against an IPv6 SAN (wolfSSL prints
+    those in full, upper-case form; dnsveil normalises to match) and fails
+    against a certificate whose only IP SAN is 127.0.0.1."""
+    need("unbound")
+    if not helpers.have_ipv6():
+        pytest.skip("no ::1 on this machine")
+    ca, certs = pki
+    v6 = ca.issue("dot.test", ["dot.test"], ["::1"])
+    peers_ = []
+    try:
+        for cert in (v6, certs["good"]):
+            p = tlspeers.UnboundDoT("unbound", tmp_path / ("v6-%d" % len(peers_)), cert[0],
+                                    cert[1], ca.cert)
+            peers_.append(p)
+            p.start(knot.port, v6=True, check_dot=False)
+        for i, p in enumerate(peers_):
+            conf = write_config(tmp_path, "tls://[::1]:%d" % p.tls_port, ca=ca.cert,
+                                name="v6peer%d" % i)
+            d = dnsveil(timeout=TIMEOUT_MS, extra=["-c", str(conf)])
+            r = ask(d, "www.test.")
+            if i == 0:
+                assert r.rcode() == dns.rcode.NOERROR and r.answer, d.log_text()[-2000:]
+            else:
+                assert r.rcode() == dns.rcode.SERVFAIL
+                assert ("upstream v6peer1: certificate verify failed: hostname mismatch "
+                        "(wanted 0000:0000:0000:0000:0000:0000:0000:0001") in d.log_text()
+    finally:
+        for p in peers_:
+            p.stop()
+
+
 def test_matching_pin_is_accepted(peers, dnsveil, tmp_path, pki, taps):
     ca, certs = pki
     p = peers.get("unbound")

@@ -178,14 +178,18 @@ class TLSPeer(helpers.Peer):
 class UnboundDoT(TLSPeer):
     kind = "unbound"
 
-    def start(self, upstream_port, idle_ms=1500, check_dot=True):
+    def start(self, upstream_port, idle_ms=1500, check_dot=True, v6=False):
+        """v6=True also serves DoT on [::1]:tls_port."""
         self.port = helpers.free_port()
-        self.tls_port = helpers.free_port()
+        self.tls_port = helpers.free_port(("127.0.0.1", "::1") if v6 else ("127.0.0.1",))
+        v6_lines = ("interface: ::1@%d\n    access-control: ::1/128 allow\n    do-ip6: yes"
+                    % self.tls_port) if v6 else "do-ip6: no"
         conf = self.workdir / "unbound.conf"
         conf.write_text(f"""\
 server:
     interface: 127.0.0.1@{self.port}
     interface: 127.0.0.1@{self.tls_port}
+    {v6_lines}
     tls-port: {self.tls_port}
     tls-service-key: "{self.key}"
     tls-service-pem: "{self.cert}"
@@ -198,7 +202,6 @@ server:
     logfile: ""
     verbosity: 1
     num-threads: 1
-    do-ip6: no
     do-not-query-localhost: no
     module-config: "iterator"
     qname-minimisation: no
