@@ -42,7 +42,8 @@ def peer_binary():
 class DoqPeer(helpers.Peer):
     """doqpeer on 127.0.0.1:<free port>/udp. Options map to its flags:
     no_0rtt, retry, delay (s), close_code, reset_code, idle (s), max_streams,
-    ticket_seed (a fixed session-ticket key, so a restart still resumes)."""
+    ticket_seed (a fixed session-ticket key, so a restart still resumes),
+    draft29_only (answers QUIC v1 with Version Negotiation)."""
 
     def __init__(self, name, workdir, cert, key, ca):
         super().__init__(name, workdir)
@@ -51,7 +52,7 @@ class DoqPeer(helpers.Peer):
 
     def start(self, upstream_port, port=None, no_0rtt=False, retry=False, delay=0.0,
               close_code=None, reset_code=None, idle=30.0, max_streams=100,
-              ticket_seed=None):
+              ticket_seed=None, draft29_only=False):
         binary = peer_binary()
         if binary is None:
             raise FileNotFoundError("go is not installed: cannot build the DoQ peer")
@@ -73,6 +74,8 @@ class DoqPeer(helpers.Peer):
             cmd += ["-reset-code", str(reset_code)]
         if ticket_seed:
             cmd += ["-ticket-seed", ticket_seed]
+        if draft29_only:
+            cmd.append("-draft29-only")
         if self.stats_file.exists():
             self.stats_file.unlink()
         logf = open(self.log, "ab")

@@ -229,6 +229,20 @@ def test_retry_forced(doq_peer, dnsveil, tmp_path, pki, knot):
     assert p.wait_stat("zero_rtt_streams", 1), p.stats()
 
 
+def test_version_negotiation_fails_over(doq_peer, dnsveil, tmp_path, pki, knot):
+    """A server without QUIC v1 answers with Version Negotiation: the query
+    fails over at once and the log says why."""
+    p = doq_peer(draft29_only=True)
+    d = start(dnsveil, tmp_path, pki, p.port, timeout=3000,
+              extra_upstreams=[("plain", "udp://127.0.0.1:%d" % knot.port)])
+    t0 = time.monotonic()
+    got = ask(d, "www.test.")
+    assert time.monotonic() - t0 < 1.0
+    assert same(got, knot_answer(knot, "www.test.", "A"))
+    assert wait_log(d, "upstream doq1: doq: server does not speak QUIC v1")
+    assert p.stats()["connections"] == 0
+
+
 # --------------------------------------------------------------------------
 # DoQ errors, cancellation, keep-alive
 

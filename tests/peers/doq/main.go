@@ -153,6 +153,7 @@ func main() {
 	idle := flag.Duration("idle", 30*time.Second, "idle timeout")
 	maxStreams := flag.Int64("max-streams", 100, "concurrent bidirectional streams a client may open")
 	ticketSeed := flag.String("ticket-seed", "", "derive the session ticket key from this, so a restarted peer resumes old sessions")
+	draft29 := flag.Bool("draft29-only", false, "speak only QUIC draft-29, so a v1 client gets a Version Negotiation packet")
 	flag.Parse()
 	if *cert == "" || *key == "" || *upstream == "" {
 		log.Fatal("need -cert, -key and -upstream")
@@ -177,6 +178,9 @@ func main() {
 	}
 	if *retry {
 		qconf.RequireAddressValidation = func(net.Addr) bool { return true }
+	}
+	if *draft29 {
+		qconf.Versions = []quic.VersionNumber{quic.VersionDraft29}
 	}
 
 	for _, k := range []string{"connections", "streams", "answers", "cancelled", "zero_rtt_streams", "zero_rtt_conns", "zero_rtt_dropped", "retries"} {
