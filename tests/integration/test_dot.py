@@ -9,6 +9,7 @@ import random
 import select
 import shutil
 import socket
+import ssl
 import struct
 import time
 
@@ -446,3 +447,48 @@ def test_late_answers_after_the_deadline(knot, dnsveil, tmp_path, pki, relay_fac
     log = d.log_text()
     assert "bad answer" not in log, log[-2000:]
     assert "late answer to a cancelled query dropped" in log
+
+
+# --------------------------------------------------------------------------
+# protocol versions
+
+def test_tls12_server_works_and_resumes(knot, dnsveil, tmp_path, pki):
+    """A TLS 1.2-only server (OpenSSL via Python's ssl, relaying to knotd)
+    is accepted, and the reconnect after it closes the idle connection
+    resumes the session."""
+    ca, certs = pki
+    t = tlspeers.TlsTerminator(certs["good"][0], certs["good"][1], knot.port,
+                               max_version=ssl.TLSVersion.TLSv1_2, idle=0.5)
+    try:
+        d = start_dot(dnsveil, tmp_path, pki, t.port)
+        assert ask(d, "www.test.").rcode() == dns.rcode.NOERROR
+        time.sleep(1.0)
+        r = ask(d, "mail.test.")
+        assert r.rcode() == dns.rcode.NOERROR and r.answer
+        with t.lock:
+            hs = list(t.handshakes)
+    finally:
+        t.close()
+    assert len(hs) >= 2 and all(v == "TLSv1.2" for v, _ in hs), hs
+    assert hs[-1][1], "the reconnect did not resume: %s" % hs
+    assert "TLSv1.2" in d.log_text() and "resumed session" in d.log_text()
+
+
+def test_tls11_server_refused(knot, dnsveil, tmp_path, pki):
+    """Nothing below TLS 1.2: a server that offers at most 1.1 fails the
+    handshake, the query gets SERVFAIL, and no query is sent."""
+    ca, certs = pki
+    try:
+        t = tlspeers.TlsTerminator(certs["good"][0], certs["good"][1], knot.port,
+                                   max_version=ssl.TLSVersion.TLSv1_1,
+                                   min_version=ssl.TLSVersion.TLSv1)
+    except (ssl.SSLError, ValueError) as e:
+        pytest.skip("this OpenSSL cannot offer TLS 1.1: %s" % e)
+    try:
+        d = start_dot(dnsveil, tmp_path, pki, t.port)
+        r = ask(d, "www.test.")
+    finally:
+        t.close()
+    assert r.rcode() == dns.rcode.SERVFAIL
+    assert "upstream dot1: tls handshake failed" in d.log_text(), d.log_text()[-2000:]
+    assert not t.handshakes

@@ -14,9 +14,11 @@ import os
 import signal
 import socket
 import ssl
+import struct
 import subprocess
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import dns.message
@@ -346,6 +348,76 @@ class TcpTap:
                 s.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+
+    def close(self):
+        self.running = False
+        self.lsock.close()
+
+
+# --------------------------------------------------------------------------
+# a TLS terminator with a chosen protocol version range
+
+class TlsTerminator:
+    """A minimal DoT server for protocol-version tests: Python's ssl
+    (OpenSSL) terminates TLS limited to [min_version, max_version] and each
+    framed query is relayed over TCP to a real DNS server. An idle
+    connection is closed after idle seconds."""
+
+    def __init__(self, cert, key, target_port, max_version, min_version=None, idle=1.0):
+        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        if min_version is not None and min_version < ssl.TLSVersion.TLSv1_2:
+            self.ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # old versions on purpose
+            self.ctx.minimum_version = min_version or ssl.TLSVersion.TLSv1_2
+            self.ctx.maximum_version = max_version
+        self.ctx.load_cert_chain(str(cert), str(key))
+        self.target = target_port
+        self.idle = idle
+        self.lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.listen(16)
+        self.port = self.lsock.getsockname()[1]
+        self.lock = threading.Lock()
+        self.handshakes = []   # (version, resumed) per accepted connection
+        self.running = True
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        self.lsock.settimeout(0.2)
+        while self.running:
+            try:
+                c, _ = self.lsock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+
+    def _serve(self, raw):
+        try:
+            raw.settimeout(5)
+            s = self.ctx.wrap_socket(raw, server_side=True)
+        except (OSError, ssl.SSLError):
+            raw.close()
+            return
+        with self.lock:
+            self.handshakes.append((s.version(), s.session_reused))
+        s.settimeout(self.idle)
+        try:
+            while True:
+                hdr = helpers.recv_exact(s, 2)
+                (n,) = struct.unpack("!H", hdr)
+                q = helpers.recv_exact(s, n)
+                a = helpers.tcp_exchange(q, "127.0.0.1", self.target)
+                s.sendall(struct.pack("!H", len(a)) + a)
+        except (OSError, ConnectionError, ssl.SSLError):
+            pass
+        try:
+            s.close()
+        except OSError:
+            pass
 
     def close(self):
         self.running = False
