@@ -283,10 +283,12 @@ PEERS = {"unbound": UnboundDoT, "dnsdist": DnsdistDoT, "kresd": KresdDoT}
 class TcpTap:
     """Listens on a loopback port, relays every connection to target, and
     keeps the bytes each client sent, so a test can prove nothing readable
-    crossed the wire. Counts accepted connections."""
+    crossed the wire. Counts accepted connections. Bytes from the server are
+    held for `delay` seconds (settable at any time) before they go on."""
 
-    def __init__(self, target_port, host="127.0.0.1"):
+    def __init__(self, target_port, host="127.0.0.1", delay=0.0):
         self.target = (host, target_port)
+        self.delay = delay
         self.lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.lsock.bind((host, 0))
@@ -330,8 +332,7 @@ class TcpTap:
                 t = threading.Thread(target=self._pump, args=(a, b, r), daemon=True)
                 t.start()
 
-    @staticmethod
-    def _pump(src, dst, rec):
+    def _pump(self, src, dst, rec):
         src.settimeout(None)
         try:
             while True:
@@ -340,6 +341,8 @@ class TcpTap:
                     break
                 if rec is not None:
                     rec += data
+                elif self.delay:
+                    time.sleep(self.delay)
                 dst.sendall(data)
         except OSError:
             pass
