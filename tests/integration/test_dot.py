@@ -353,6 +353,32 @@ def test_verification_failure(case, cert, conf, expect, peers, dnsveil, tmp_path
     assert_encrypted(tap, [name])
 
 
+def test_verification_failure_fails_over(peers, dnsveil, tmp_path, pki):
+    """The first upstream presents a certificate for another name: the query
+    moves on to the second (a good DoT server) and is answered."""
+    ca, _ = pki
+    bad = peers.get("unbound", "foreign")
+    good = peers.get("unbound")
+    conf = tmp_path / "failover.toml"
+    conf.write_text("""\
+[upstreams.bad]
+url = "tls://127.0.0.1:%d"
+tls_ca = "%s"
+
+[upstreams.good]
+url = "tls://127.0.0.1:%d"
+tls_ca = "%s"
+
+[groups.default]
+upstreams = ["bad", "good"]
+strategy = "failover"
+""" % (bad.tls_port, ca.cert, good.tls_port, ca.cert))
+    d = dnsveil(timeout=3000, extra=["-c", str(conf)])
+    r = ask(d, "www.test.")
+    assert r.rcode() == dns.rcode.NOERROR and r.answer
+    assert "upstream bad: certificate verify failed: unknown CA" in d.log_text()
+
+
 # --------------------------------------------------------------------------
 # the server dies under load
 
