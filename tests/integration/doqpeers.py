@@ -125,7 +125,7 @@ def have_go():
 
 
 def doq_config(tmp_path, url, ca=None, tls_name=None, pins=None, name="doq1",
-               extra_upstreams=()):
+               extra_upstreams=(), bootstrap=None):
     """A config file with the DoQ upstream first and any extra upstreams
     (name, url) after it, in one failover group (the listed order)."""
     lines = ["[upstreams.%s]" % name, 'url = "%s"' % url]
@@ -135,6 +135,8 @@ def doq_config(tmp_path, url, ca=None, tls_name=None, pins=None, name="doq1",
         lines.append('tls_ca = "%s"' % ca)
     if pins is not None:
         lines.append("pins = [%s]" % ", ".join('"%s"' % p for p in pins))
+    if bootstrap:
+        lines.append("bootstrap = [%s]" % ", ".join('"%s"' % b for b in bootstrap))
     for n, u in extra_upstreams:
         lines += ["", "[upstreams.%s]" % n, 'url = "%s"' % u]
     members = [name] + [n for n, _ in extra_upstreams]

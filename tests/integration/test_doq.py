@@ -356,6 +356,17 @@ def test_wrong_certificate_refused(case, cert, conf, expect, doq_peer, dnsveil, 
     assert p.stats()["answers"] == 0
 
 
+def test_host_name_with_bootstrap(doq_peer, dnsveil, tmp_path, pki, knot):
+    """quic://doq.test:PORT reached through its bootstrap address: the name
+    is what the certificate must match (its DNS SAN)."""
+    p = doq_peer(cert="dnsonly")
+    ca, _ = pki
+    conf = doqpeers.doq_config(tmp_path, "quic://doq.test:%d" % p.port, ca=ca.cert,
+                               bootstrap=["127.0.0.1"])
+    d = dnsveil(timeout=TIMEOUT_MS, extra=["-c", str(conf)])
+    assert same(ask(d, "www.test."), knot_answer(knot, "www.test.", "A"))
+
+
 def test_correct_pin_accepted(doq_peer, dnsveil, tmp_path, pki, knot):
     _, certs = pki
     p = doq_peer()
