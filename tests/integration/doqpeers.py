@@ -162,6 +162,7 @@ class UdpPath:
         self.port = self.sock.getsockname()[1]
         self.flows = {}   # client addr -> socket towards the target
         self.dead = set()
+        self.sent = []    # every datagram the clients sent, in order
         self.lock = threading.Lock()
         self.running = True
         self.thread = threading.Thread(target=self._loop, daemon=True)
@@ -171,6 +172,10 @@ class UdpPath:
         with self.lock:
             self.dead.update(self.flows)
             return len(self.flows)
+
+    def client_bytes(self):
+        with self.lock:
+            return list(self.sent)
 
     def clients(self):
         with self.lock:
@@ -190,6 +195,7 @@ class UdpPath:
                     if s is self.sock:
                         if addr in self.dead:
                             continue
+                        self.sent.append(data)
                         up = self.flows.get(addr)
                         if up is None:
                             up = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)

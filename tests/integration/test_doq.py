@@ -175,6 +175,37 @@ def test_500_concurrent_on_one_connection(doq_peer, dnsveil, tmp_path, pki):
     assert st["streams"] >= 501, st
 
 
+def wire_name(name):
+    out = b""
+    for label in name.rstrip(".").split("."):
+        out += bytes([len(label)]) + label.encode()
+    return out
+
+
+def test_nothing_in_plaintext(doq_peer, dnsveil, tmp_path, pki, knot):
+    """Every datagram dnsveil sends is QUIC (long or short header), and no
+    question name crosses in clear: not in 1-RTT, not in 0-RTT."""
+    p = doq_peer(idle=1.0)
+    path = doqpeers.UdpPath(p.port)
+    try:
+        d = start(dnsveil, tmp_path, pki, path.port)
+        first = [uniq("secret-a"), uniq("secret-b")]
+        for n in first:
+            ask(d, n)
+        assert wait_log(d, "connection idle, closed", 5.0)
+        later = uniq("secret-early")
+        ask(d, later)
+        assert p.wait_stat("zero_rtt_streams", 1), p.stats()
+        sent = path.client_bytes()
+    finally:
+        path.close()
+    assert len(sent) > 4
+    for b in sent:
+        assert b[0] & 0x40, "not a QUIC packet (fixed bit clear): %r" % b[:8]
+        for n in first + [later]:
+            assert wire_name(n) not in b and n.rstrip(".").encode() not in b, n
+
+
 # --------------------------------------------------------------------------
 # 0-RTT, Retry
 
