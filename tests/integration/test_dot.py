@@ -13,6 +13,7 @@ import ssl
 import struct
 import time
 
+import dns.edns
 import dns.flags
 import dns.message
 import dns.rcode
@@ -520,3 +521,57 @@ def test_tls11_server_refused(knot, dnsveil, tmp_path, pki):
     assert r.rcode() == dns.rcode.SERVFAIL
     assert "upstream dot1: tls handshake failed" in d.log_text(), d.log_text()[-2000:]
     assert not t.handshakes
+
+
+# --------------------------------------------------------------------------
+# what goes on the wire inside TLS
+
+def edns_options(wire):
+    m = dns.message.from_wire(wire)
+    return {o.otype: o for o in m.options}
+
+
+def test_queries_padded_with_keepalive_and_no_client_subnet(knot, dnsveil, tmp_path, pki):
+    """Inside TLS every query is a multiple of 128 bytes (RFC 8467), offers
+    edns-tcp-keepalive with no timeout (RFC 7828), and carries no
+    client-subnet even when the client sent one."""
+    ca, certs = pki
+    t = tlspeers.TlsTerminator(certs["good"][0], certs["good"][1], knot.port, idle=5.0)
+    try:
+        d = start_dot(dnsveil, tmp_path, pki, t.port)
+        for name in ("www.test.", "a-rather-longer-label-to-change-the-size.mail.test."):
+            q = helpers.make_query(name, "A", edns=0, payload=1232)
+            q.use_edns(0, 0, 1232, options=[dns.edns.ECSOption("192.0.2.0", 24)])
+            dns.query.udp(q, d.host, port=d.port, timeout=3)
+        with t.lock:
+            seen = list(t.queries)
+    finally:
+        t.close()
+    assert len(seen) >= 2
+    for wire in seen:
+        assert len(wire) % 128 == 0, len(wire)
+        opts = edns_options(wire)
+        assert 12 in opts  # padding
+        assert 11 in opts and opts[11].to_wire() == b""  # keepalive, empty in queries
+        assert 8 not in opts  # no client subnet
+
+
+def test_server_keepalive_timeout_honoured(knot, dnsveil, tmp_path, pki):
+    """The server says (edns-tcp-keepalive) it keeps idle connections for
+    0.8 s although it would wait 5 s: dnsveil closes its idle connection
+    before then, and the next query reconnects."""
+    ca, certs = pki
+    t = tlspeers.TlsTerminator(certs["good"][0], certs["good"][1], knot.port, idle=5.0,
+                               keepalive=8)
+    try:
+        d = start_dot(dnsveil, tmp_path, pki, t.port)
+        assert ask(d, "www.test.").rcode() == dns.rcode.NOERROR
+        t0 = time.monotonic()
+        while tlspeers.established(t.port) and time.monotonic() - t0 < 4:
+            time.sleep(0.05)
+        closed_after = time.monotonic() - t0
+        assert ask(d, "mail.test.").rcode() == dns.rcode.NOERROR
+    finally:
+        t.close()
+    assert closed_after < 1.5, "idle connection kept %.1f s" % closed_after
+    assert "closing idle connection" in d.log_text()

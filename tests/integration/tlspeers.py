@@ -21,6 +21,7 @@ import time
 import warnings
 from pathlib import Path
 
+import dns.edns
 import dns.message
 import dns.query
 
@@ -366,7 +367,12 @@ class TlsTerminator:
     framed query is relayed over TCP to a real DNS server. An idle
     connection is closed after idle seconds."""
 
-    def __init__(self, cert, key, target_port, max_version, min_version=None, idle=1.0):
+    def __init__(self, cert, key, target_port, max_version=ssl.TLSVersion.TLSv1_3,
+                 min_version=None, idle=1.0, keepalive=None):
+        """keepalive: an edns-tcp-keepalive timeout (100 ms units) to put in
+        every answer. The queries as received are kept in self.queries."""
+        self.keepalive = keepalive
+        self.queries = []
         self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         if min_version is not None and min_version < ssl.TLSVersion.TLSv1_2:
             self.ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
@@ -413,7 +419,14 @@ class TlsTerminator:
                 hdr = helpers.recv_exact(s, 2)
                 (n,) = struct.unpack("!H", hdr)
                 q = helpers.recv_exact(s, n)
+                with self.lock:
+                    self.queries.append(q)
                 a = helpers.tcp_exchange(q, "127.0.0.1", self.target)
+                if self.keepalive is not None:
+                    m = dns.message.from_wire(a)
+                    m.use_edns(0, 0, 1232, options=[dns.edns.GenericOption(
+                        11, struct.pack("!H", self.keepalive))])
+                    a = m.to_wire()
                 s.sendall(struct.pack("!H", len(a)) + a)
         except (OSError, ConnectionError, ssl.SSLError):
             pass
