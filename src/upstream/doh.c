@@ -173,6 +173,8 @@ struct doh_conn {
     struct req_list reqs;   /* streams in flight (and cancelled ones not yet closed) */
     size_t nlive;           /* reqs whose xfer still waits */
     ev_tstamp opened, last_rx, idle_since, ping_sent;
+    ev_tstamp waiting_since; /* first request sent since the server last spoke */
+    bool waiting;
     bool ping_out;
 };
 
@@ -497,6 +499,7 @@ static void conn_read(struct doh_conn *c)
         }
         c->last_rx = ev_now(c->d->loop);
         c->ping_out = false; /* any bytes prove the server alive */
+        c->waiting = false;
         ssize_t m = nghttp2_session_mem_recv(c->h2, in, (size_t)n);
         if (m < 0) {
             log_warn("upstream %s: doh: HTTP/2 error from server: %s", c->d->name,
@@ -540,8 +543,9 @@ static void conn_io_cb(struct ev_loop *loop, ev_io *w, int revents)
 }
 
 /* The one timer of a connection: connect deadline, then PING for liveness
- * (busy: when the server has been silent while streams wait; idle: now and
- * then) with a deadline for the ACK, then closing after a long idle spell. */
+ * (busy: when the server has been silent since a request went out, even
+ * one cancelled since; idle: now and then) with a deadline for the ACK,
+ * then closing after a long idle spell. */
 static void conn_arm_timer(struct doh_conn *c)
 {
     ev_tstamp now = ev_now(c->d->loop), at;
@@ -550,8 +554,8 @@ static void conn_arm_timer(struct doh_conn *c)
         at = c->opened + DOH_CONNECT_TIMEOUT;
     else if (c->ping_out)
         at = c->ping_sent + DOH_PING_TIMEOUT;
-    else if (c->nlive)
-        at = c->last_rx + DOH_PING_BUSY;
+    else if (c->waiting)
+        at = c->waiting_since + DOH_PING_BUSY;
     else {
         at = c->last_rx + DOH_PING_IDLE;
         if (c->idle_since + DOH_IDLE_CLOSE < at)
@@ -584,7 +588,8 @@ static void conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
         conn_flush(c);
         if (!c->dead)
             conn_fail(c, DV_ECONN);
-    } else if (!c->ping_out && now >= c->last_rx + (c->nlive ? DOH_PING_BUSY : DOH_PING_IDLE)) {
+    } else if (!c->ping_out && (c->waiting ? now >= c->waiting_since + DOH_PING_BUSY
+                                           : now >= c->last_rx + DOH_PING_IDLE)) {
         if (nghttp2_submit_ping(c->h2, NGHTTP2_FLAG_NONE, NULL) == 0) {
             c->ping_out = true;
             c->ping_sent = now;
@@ -712,6 +717,11 @@ static int conn_submit(struct doh_conn *c, struct doh_req *r)
     r->where = R_CONN;
     list_push(&c->reqs, r);
     c->nlive++;
+    if (!c->waiting) {
+        c->waiting = true;
+        c->waiting_since = ev_now(d->loop);
+        conn_arm_timer(c);
+    }
     /* a fresh connection would be better long before IDs run out */
     if (nghttp2_session_get_next_stream_id(c->h2) > (1u << 31) - 1000)
         c->draining = true;

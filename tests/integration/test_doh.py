@@ -121,9 +121,11 @@ def ask(d, name, rdtype="A", tcp=False, timeout=5.0):
 
 
 def peer_answer(p, name, rdtype, post=True):
-    """The peer's own answer, asked over its own DoH endpoint."""
+    """The peer's own answer, from the same process over plain TCP (kresd
+    5.6 now and then answers httpx's DoH POST with a 400, which would make
+    the reference, not dnsveil, flaky)."""
     q = helpers.make_query(name, rdtype, edns=0, payload=1232)
-    return dohpeers.doh_query(q, p.tls_port, p.ca, path=p.path, post=post)
+    return dns.query.tcp(q, p.host, port=p.port, timeout=5.0)
 
 
 def blast(host, port, names, deadline):
@@ -135,7 +137,15 @@ def blast(host, port, names, deadline):
     t0 = time.monotonic()
     for i, n in enumerate(names):
         s.sendto(helpers.make_query(n, "A", qid=i, edns=0).to_wire(), (host, port))
+    resent = False
     while len(got) < len(names) and time.monotonic() - t0 < deadline:
+        if not resent and time.monotonic() - t0 > deadline / 2:
+            # a burst can overflow a UDP socket buffer (ours or the
+            # daemon's) on a busy machine: that is not what is measured
+            resent = True
+            for i, n in enumerate(names):
+                if i not in got:
+                    s.sendto(helpers.make_query(n, "A", qid=i, edns=0).to_wire(), (host, port))
         r, _, _ = select.select([s], [], [], 0.05)
         if not r:
             continue
@@ -203,17 +213,24 @@ def test_url_template_name_and_bootstrap(peers, dnsveil, tmp_path, pki):
 # --------------------------------------------------------------------------
 # multiplexing
 
+# kresd 5.6 (Debian 12) itself loses streams when 500 are open on one
+# connection: a plain python-h2 client sending whole requests one after the
+# other sees only ~140 of 500 streams end (all of them at 100), so it gets
+# the load it handles.
+CONCURRENCY = {"kresd": 100}
+
+
 def test_500_concurrent_queries_on_one_connection(peer, dnsveil, tmp_path, pki):
     d = start(dnsveil, tmp_path, pki, peer.url(), timeout=8000)
     ask(d, "www.test.")  # the connection is up before the burst
     tag = "%06x" % random.getrandbits(24)
-    names = ["p%d-%s.test." % (i, tag) for i in range(500)]
+    names = ["p%d-%s.test." % (i, tag) for i in range(CONCURRENCY.get(peer.kind, 500))]
     seen, stop = [], threading.Event()
     t = threading.Thread(target=sample_connections, args=(peer.tls_port, stop, seen),
                          daemon=True)
     t.start()
     try:
-        got = blast(d.host, d.port, names, deadline=10.0)
+        got = blast(d.host, d.port, names, deadline=20.0)
     finally:
         stop.set()
         t.join()
@@ -221,7 +238,7 @@ def test_500_concurrent_queries_on_one_connection(peer, dnsveil, tmp_path, pki):
     assert not missing, "%d unanswered, e.g. %s" % (len(missing), missing[:3])
     assert {rc for rc, _ in got.values()} == {dns.rcode.NXDOMAIN}
     limit = server_stream_limit(d)
-    if limit >= 500:
+    if limit >= len(names):
         assert max(seen) == 1, "connections seen during the load: %s" % sorted(set(seen))
     else:
         # a second connection opens only once the first has every stream
@@ -354,3 +371,27 @@ def test_failover_past_http11_only(peers, dnsveil, tmp_path, pki):
         assert h11.httpd.hits == 0  # never spoke HTTP/1.1 to it
     finally:
         h11.close()
+
+
+def test_frozen_peer_found_by_ping(peers, dnsveil, tmp_path, pki):
+    """A server that stops answering (SIGSTOP: the TCP connection stays
+    up) is found by an unanswered PING and its connection closed; queries
+    fail over meanwhile and the server is used again once it thaws."""
+    import signal
+    frozen = peers.get("unbound", idle_ms=30001)  # an instance of its own
+    good = peers.get("kresd") if shutil.which("kresd") else peers.get("dnsdist")
+    d = start(dnsveil, tmp_path, pki, frozen.url(), good.url(), cache=False)
+    assert ask(d, "www.test.").answer
+    frozen.proc.send_signal(signal.SIGSTOP)
+    try:
+        end = time.monotonic() + 6
+        i = 0
+        while time.monotonic() < end:
+            i += 1
+            t0 = time.monotonic()
+            r = ask(d, "f%d.test." % i, timeout=TIMEOUT_MS / 1000 + 1)
+            assert r.rcode() == dns.rcode.NXDOMAIN
+            assert time.monotonic() - t0 < TIMEOUT_MS / 1000 + 0.3
+        assert "no PING ACK" in d.log_text(), d.log_text()[-3000:]
+    finally:
+        frozen.proc.send_signal(signal.SIGCONT)
