@@ -5,6 +5,7 @@
 
 #include "core/err.h"
 #include "core/log.h"
+#include "core/rand.h"
 #include "dns/dns.h"
 #include "resolve/cache.h"
 #include "resolve/policy.h"
@@ -294,7 +295,7 @@ static bool attempt_launch(struct inflight *f, uint64_t now)
         struct attempt *a = &f->att[f->next++];
         memcpy(a->msg, f->msg, f->msg_len);
         /* an ID of its own: a late answer to another attempt is not this one */
-        dns_put16(a->msg, (uint16_t)arc4random());
+        dns_put16(a->msg, (uint16_t)rand_u32());
         a->x.msg = a->msg;
         a->x.len = f->msg_len;
         a->x.done = xfer_done;
@@ -626,7 +627,7 @@ struct query_engine *query_engine_new(struct ev_loop *loop, const struct query_o
         return NULL;
     }
     qe->loop = loop;
-    qe->seed = arc4random();
+    qe->seed = rand_u32();
     query_engine_configure(qe, o, policy, cache);
     return qe;
 }

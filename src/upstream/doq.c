@@ -108,6 +108,7 @@ int doq_error_to_rc(uint64_t code)
 #include <ngtcp2/ngtcp2_crypto_wolfssl.h>
 
 #include "core/log.h"
+#include "core/rand.h"
 #include "upstream/tls.h"
 
 enum {
@@ -357,15 +358,15 @@ static ngtcp2_conn *get_conn(ngtcp2_crypto_conn_ref *ref)
 
 static void rand_cb(uint8_t *dest, size_t destlen, const ngtcp2_rand_ctx *rand_ctx)
 {
-    arc4random_buf(dest, destlen);
+    rand_bytes(dest, destlen);
 }
 
 static int new_cid_cb(ngtcp2_conn *conn, ngtcp2_cid *cid, ngtcp2_stateless_reset_token *token,
                       size_t cidlen, void *user_data)
 {
-    arc4random_buf(cid->data, cidlen);
+    rand_bytes(cid->data, cidlen);
     cid->datalen = cidlen;
-    arc4random_buf(token->data, sizeof(token->data));
+    rand_bytes(token->data, sizeof(token->data));
     return 0;
 }
 
@@ -620,9 +621,9 @@ static int conn_new(struct doq *up, struct doq_conn **pc)
     params.max_udp_payload_size = DOQ_MAX_UDP;
 
     dcid.datalen = DOQ_CID_LEN;
-    arc4random_buf(dcid.data, dcid.datalen);
+    rand_bytes(dcid.data, dcid.datalen);
     scid.datalen = DOQ_CID_LEN;
-    arc4random_buf(scid.data, scid.datalen);
+    rand_bytes(scid.data, scid.datalen);
     if (ngtcp2_conn_client_new(&c->conn, &dcid, &scid, &c->ps.path, NGTCP2_PROTO_VER_V1,
                                &conn_callbacks, &settings, &params, NULL, c) != 0) {
         rc = DV_ENOMEM;

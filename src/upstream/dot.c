@@ -35,6 +35,7 @@
 #include "core/buf.h"
 #include "core/err.h"
 #include "core/log.h"
+#include "core/rand.h"
 #include "dns/dns.h"
 #include "upstream/frame.h"
 #include "upstream/tls.h"
@@ -195,9 +196,9 @@ static void id_remove(struct dot_conn *c, struct dot_q *q)
  * a scan, so it always succeeds below DOT_CONN_MAX_IDS entries. */
 static uint16_t id_pick(const struct dot_conn *c)
 {
-    uint16_t id = (uint16_t)arc4random();
+    uint16_t id = (uint16_t)rand_u32();
 
-    for (int i = 0; i < 16; i++, id = (uint16_t)arc4random())
+    for (int i = 0; i < 16; i++, id = (uint16_t)rand_u32())
         if (!id_find(c, id))
             return id;
     while (id_find(c, id))
@@ -214,7 +215,7 @@ static uint64_t backoff_ms(unsigned fails)
     if (d > DOT_BACKOFF_MAX_MS)
         d = DOT_BACKOFF_MAX_MS;
     /* jitter in [d/2, d) keeps many instances from reconnecting in step */
-    return d / 2 + arc4random_uniform((uint32_t)(d / 2));
+    return d / 2 + rand_uniform((uint32_t)(d / 2));
 }
 
 /* ---- connections -------------------------------------------------------- */

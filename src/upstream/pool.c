@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "core/log.h"
+#include "core/rand.h"
 
 struct pool {
     char *name;
@@ -49,7 +50,7 @@ struct pool *pool_new(const char *name, struct upstream **ups, const unsigned *w
     p->n = n;
     p->strategy = strategy;
     p->hedge_ms = hedge_after_ms;
-    p->rr = arc4random();
+    p->rr = rand_u32();
     p->refs = 1;
     return p;
 }
@@ -107,7 +108,7 @@ static void order_random(const struct pool *p, struct upstream **order, size_t n
         for (size_t j = i; j < n; j++)
             for (size_t k = 0; k < p->n; k++)
                 total += p->ups[k] == order[j] ? p->weights[k] : 0;
-        unsigned r = arc4random_uniform(total ? total : 1);
+        unsigned r = rand_uniform(total ? total : 1);
         for (size_t j = i; j < n; j++) {
             unsigned w = 0;
             for (size_t k = 0; k < p->n; k++)
@@ -129,10 +130,10 @@ static void order_fastest(struct upstream **order, size_t n)
             swap(order, j, j - 1);
     if (n < 2)
         return;
-    size_t a = arc4random_uniform((uint32_t)n), b = arc4random_uniform((uint32_t)n - 1);
+    size_t a = rand_uniform((uint32_t)n), b = rand_uniform((uint32_t)n - 1);
     if (b >= a)
         b++;
-    size_t first = arc4random_uniform(POOL_EXPLORE) == 0 ? a
+    size_t first = rand_uniform(POOL_EXPLORE) == 0 ? a
                    : order[a]->rtt_ewma <= order[b]->rtt_ewma ? a : b;
     /* move the pick to the front, keeping the rest in EWMA order */
     struct upstream *pick = order[first];
@@ -197,7 +198,7 @@ void pool_report(struct upstream *u, int rc, uint64_t rtt_ms, uint64_t now)
         if (backoff > POOL_BACKOFF_MAX_MS)
             backoff = POOL_BACKOFF_MAX_MS;
         /* jitter, so a group's upstreams do not come back in lockstep */
-        backoff += arc4random_uniform((uint32_t)(backoff / 4 + 1));
+        backoff += rand_uniform((uint32_t)(backoff / 4 + 1));
         if (u->fails == POOL_FAILS_DOWN)
             log_warn("upstream %s failed %u times in a row; backing off", u->name, u->fails);
         u->down_until = now + backoff;
