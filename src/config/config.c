@@ -117,7 +117,8 @@ bool config_upstream_same(const struct cfg_upstream *a, const struct cfg_upstrea
            str_eq(a->tls_name, b->tls_name) && str_eq(a->ca_file, b->ca_file) &&
            list_eq(a->pins, a->n_pins, b->pins, b->n_pins) &&
            list_eq(a->bootstrap, a->n_bootstrap, b->bootstrap, b->n_bootstrap) &&
-           a->doh_get == b->doh_get;
+           a->doh_get == b->doh_get && a->max_conns == b->max_conns &&
+           a->idle_timeout_ms == b->idle_timeout_ms;
 }
 
 int config_add_listener(struct config *c, const char *addr, bool udp, bool tcp)
@@ -146,6 +147,8 @@ int config_add_upstream(struct config *c, const char *name, const char *url)
     memset(p, 0, sizeof(*p));
     p->name = strdup(name ? name : url);
     p->url = strdup(url);
+    p->max_conns = 2;
+    p->idle_timeout_ms = 30000;
     if (!p->name || !p->url) {
         free(p->name);
         free(p->url);
@@ -553,7 +556,7 @@ static const char *const url_schemes[] = {"udp://", "tcp://", "tls://", "https:/
 static void parse_upstream(struct ctx *x, const struct toml_node *t)
 {
     static const char *const keys[] = {"url", "bootstrap", "tls_name", "tls_ca", "pins",
-                                       "method", NULL};
+                                       "method", "connections", "idle_timeout_ms", NULL};
     const char *name = toml_node_key(t, NULL);
     char section[300];
     struct strlist pins = {0}, boot = {0};
@@ -601,6 +604,8 @@ static void parse_upstream(struct ctx *x, const struct toml_node *t)
         return;
     }
     struct cfg_upstream *u = &x->c->upstreams[x->c->n_upstreams - 1];
+    get_uint(x, t, "connections", 1, 64, &u->max_conns);
+    get_uint(x, t, "idle_timeout_ms", 1000, 3600000, &u->idle_timeout_ms);
     set_str(x, t, "tls_name", &u->tls_name);
     set_str(x, t, "tls_ca", &u->ca_file);
     each_string(x, t, "pins", push_str, &pins);

@@ -28,6 +28,8 @@ struct cfg_upstream {
     char **bootstrap;  /* IP addresses for a URL whose host is a name */
     size_t n_bootstrap;
     bool doh_get;      /* DoH: GET ?dns= instead of POST */
+    unsigned max_conns;       /* DoT/DoH connections kept to this upstream */
+    unsigned idle_timeout_ms; /* an unused connection closes after this */
 };
 
 /* Names are part of the configuration contract (DESIGN.md). */

@@ -60,6 +60,8 @@ static int copy_cfg(struct cfg_upstream *dst, const struct cfg_upstream *src,
     dst->bootstrap = dup_list(src->bootstrap, src->n_bootstrap);
     dst->n_bootstrap = src->n_bootstrap;
     dst->doh_get = src->doh_get;
+    dst->max_conns = src->max_conns ? src->max_conns : 2;
+    dst->idle_timeout_ms = src->idle_timeout_ms ? src->idle_timeout_ms : 30000;
     if (!dst->name || !dst->url || !dst->pins || !dst->bootstrap ||
         (src->tls_name && !dst->tls_name) || (ca && !dst->ca_file)) {
         config_upstream_clear(dst);
