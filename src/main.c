@@ -21,6 +21,7 @@
 #include "dns/dns.h"
 #include "frontend/control.h"
 #include "frontend/frontend.h"
+#include "frontend/metrics.h"
 #include "resolve/cache.h"
 #include "resolve/policy.h"
 #include "resolve/query.h"
@@ -54,6 +55,7 @@ struct daemon {
     struct runtime rt;
     struct cache *cache;
     struct control *control;
+    struct metrics *metrics;
     struct query_engine *qe;
     struct fe_udp **udp;
     struct fe_tcp **tcp;
@@ -454,6 +456,88 @@ static int apply_cache(struct daemon *d, const struct config *cfg, const struct 
 }
 
 
+static void counter(struct buf *b, const char *name, const char *help, uint64_t v)
+{
+    metrics_printf(b, "# HELP dnsveil_%s %s\n# TYPE dnsveil_%s counter\ndnsveil_%s %llu\n", name,
+                   help, name, name, (unsigned long long)v);
+}
+
+static void gauge(struct buf *b, const char *name, const char *help, double v)
+{
+    metrics_printf(b, "# HELP dnsveil_%s %s\n# TYPE dnsveil_%s gauge\ndnsveil_%s %.17g\n", name,
+                   help, name, name, v);
+}
+
+static void metrics_render(void *arg, struct buf *b)
+{
+    struct daemon *d = arg;
+    struct query_stats qs;
+    uint64_t now = net_now_ms();
+
+    query_stats(d->qe, &qs);
+    counter(b, "queries_total", "Client queries accepted.", qs.queries);
+    counter(b, "answers_total", "Answers sent to clients.", qs.answered);
+    counter(b, "servfail_total", "SERVFAIL replies sent.", qs.servfail);
+    counter(b, "formerr_total", "FORMERR replies to malformed queries.", qs.formerr);
+    counter(b, "notimp_total", "NOTIMP replies.", qs.notimp);
+    counter(b, "dropped_total", "Datagrams dropped as not DNS queries.", qs.dropped);
+    counter(b, "coalesced_total", "Queries that joined an identical one in flight.",
+            qs.coalesced);
+    counter(b, "truncated_total", "Answers truncated to the client's size.", qs.truncated);
+    counter(b, "local_answers_total", "Queries answered by a rule.", qs.local);
+    counter(b, "cache_hits_total", "Queries answered from the cache.", qs.cache_hits);
+    counter(b, "stale_answers_total", "Expired answers served (RFC 8767).", qs.stale_served);
+    counter(b, "prefetches_total", "Background refreshes of popular entries.", qs.prefetches);
+    counter(b, "upstream_queries_total", "Queries sent to upstreams.", qs.upstream_sent);
+    counter(b, "upstream_failures_total", "Upstream attempts without a usable answer.",
+            qs.upstream_failed);
+    gauge(b, "inflight", "Questions waiting for an upstream.", (double)query_pending(d->qe));
+    if (d->cache) {
+        struct cache_stats cs;
+        cache_stats(d->cache, &cs);
+        gauge(b, "cache_entries", "Answers in the cache.", (double)cs.entries);
+        gauge(b, "cache_bytes", "Bytes counted against the cache bound.", (double)cs.bytes);
+        gauge(b, "cache_size_bytes", "The cache bound.", (double)cs.size);
+        counter(b, "cache_evictions_total", "Entries evicted to stay in the bound.",
+                cs.evictions);
+    }
+    metrics_printf(b, "# HELP dnsveil_upstream_up 1 unless the upstream is backing off.\n"
+                      "# TYPE dnsveil_upstream_up gauge\n");
+    for (size_t i = 0; i < d->rt.cfg->n_upstreams; i++)
+        metrics_printf(b, "dnsveil_upstream_up{upstream=\"%s\"} %d\n", d->rt.ups[i]->name,
+                       d->rt.ups[i]->down_until <= now);
+    metrics_printf(b, "# HELP dnsveil_upstream_rtt_ms Smoothed upstream latency.\n"
+                      "# TYPE dnsveil_upstream_rtt_ms gauge\n");
+    for (size_t i = 0; i < d->rt.cfg->n_upstreams; i++)
+        metrics_printf(b, "dnsveil_upstream_rtt_ms{upstream=\"%s\"} %.1f\n",
+                       d->rt.ups[i]->name, d->rt.ups[i]->rtt_ewma);
+}
+
+/* Serves the metrics on the configured address, replacing the current
+ * endpoint only once the new one is bound. */
+static void apply_metrics(struct daemon *d, const struct config *cfg, const struct config *old)
+{
+    char a[NET_ADDRSTRLEN];
+
+    if (old && old->metrics_enabled == cfg->metrics_enabled &&
+        (!cfg->metrics_enabled || net_addr_eq(&old->metrics_addr, &cfg->metrics_addr)))
+        return;
+    if (!cfg->metrics_enabled) {
+        metrics_del(d->metrics);
+        d->metrics = NULL;
+        return;
+    }
+    net_addr_str(&cfg->metrics_addr, a, sizeof(a));
+    struct metrics *m = metrics_new(d->loop, &cfg->metrics_addr, metrics_render, d);
+    if (!m) {
+        log_err("cannot serve metrics on %s: %s", a, strerror(errno));
+        return;
+    }
+    metrics_del(d->metrics);
+    d->metrics = m;
+    log_info("metrics on http://%s/metrics", a);
+}
+
 static void reload_cb(struct ev_loop *loop, ev_signal *w, int revents)
 {
     struct daemon *d = w->data;
@@ -479,6 +563,7 @@ static void reload_cb(struct ev_loop *loop, ev_signal *w, int revents)
         return;
     }
     apply_cache(d, rt.cfg, &rt);
+    apply_metrics(d, rt.cfg, d->rt.cfg);
     log_init(rt.cfg->log_level, rt.cfg->log_syslog || d->rt.cfg->log_syslog);
     runtime_free(&d->rt);
     d->rt = rt;
@@ -693,6 +778,9 @@ int main(int argc, char **argv)
     apply_cache(&d, d.rt.cfg, &d.rt);
     if (apply_listeners(&d, d.rt.cfg))
         goto out;
+    apply_metrics(&d, d.rt.cfg, NULL);
+    if (d.rt.cfg->metrics_enabled && !d.metrics)
+        goto out;
     if (d.rt.cfg->control &&
         !(d.control = control_new(d.loop, d.rt.cfg->control, control_cb, &d))) {
         log_err("cannot create control socket %s: %s", d.rt.cfg->control, strerror(errno));
@@ -727,6 +815,7 @@ int main(int argc, char **argv)
     log_info("stopped");
     rc = 0;
 out:
+    metrics_del(d.metrics);
     control_del(d.control);
     stop_listeners(&d);
     query_engine_del(d.qe);

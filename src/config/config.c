@@ -545,9 +545,7 @@ static void parse_metrics(struct ctx *x, const struct toml_node *t)
     if (net_addr_parse(s, 9153, &x->c->metrics_addr))
         cerr(x, toml_table_get(t, "listen"), "metrics address \"%s\": expected IP[:PORT]", s);
     else
-        /* the endpoint is not built yet: say so instead of ignoring it */
-        cerr(x, toml_table_get(t, "listen"),
-             "the metrics endpoint is not available in this build; use listen = \"\"");
+        x->c->metrics_enabled = true;
 }
 
 static const char *const url_schemes[] = {"udp://", "tcp://", "tls://", "https://",
