@@ -1,12 +1,13 @@
 /* doh — DNS over HTTPS (RFC 8484) on HTTP/2 (nghttp2) over the TLS layer.
  *
- * Per upstream: a small pool of connections (a second one is opened only
- * when every live one has as many streams open as the server allows), a
- * queue of requests waiting for a stream, and a list of finished requests
- * waiting to be reported. Every outcome is reported from a loop callback,
- * after nghttp2 has returned, through leave(): a done() that frees the
- * upstream or cancels another request can then never pull the ground from
- * under a running nghttp2 call.
+ * Per upstream: a small pool of connections (up to the upstream's
+ * max_conns; another one is opened only when every live one has as many
+ * streams open as the server allows), a queue of requests waiting for a
+ * stream, and the conn_scope's list of finished requests waiting to be
+ * reported. Every outcome is reported from a loop callback, after nghttp2
+ * has returned, through leave(): a done() that frees the upstream or
+ * cancels another request can then never pull the ground from under a
+ * running nghttp2 call.
  *
  * A request is in exactly one place at a time: the upstream's queue, one
  * connection's stream list, or the finished list. */
@@ -92,9 +93,6 @@ int doh_authority(const char *host, uint16_t port, char *out, size_t cap)
 
 #if defined(DV_HAVE_TLS) && defined(DV_HAVE_NGHTTP2)
 
-#include <errno.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <stdlib.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -104,15 +102,14 @@ int doh_authority(const char *host, uint16_t port, char *out, size_t cap)
 #include "core/buf.h"
 #include "core/log.h"
 #include "dns/dns.h"
+#include "upstream/conn.h"
 #include "upstream/tls.h"
 #include "upstream/upstream.h"
 
 enum {
-    DOH_MAX_CONNS = 2,       /* live connections per upstream */
     DOH_STREAMS_CAP = 1000,  /* our own bound on streams per connection */
     DOH_STREAMS_ASSUMED = 100, /* until the server's SETTINGS arrive (RFC 9113 6.5.2) */
     DOH_BODY_MAX = 65535,    /* a DNS message cannot be longer */
-    DOH_PAD_BLOCK = 128,     /* RFC 8467 4.1: queries in 128-byte blocks */
     DOH_RETRIES = 2,         /* refused streams are retried on another connection */
     DOH_STREAM_WINDOW = 1 << 20,
     DOH_CONN_WINDOW = 16 << 20,
@@ -125,9 +122,6 @@ enum {
 #define DOH_PING_BUSY 1.0       /* streams open and the server silent this long: PING */
 #define DOH_PING_IDLE 20.0      /* no stream open: PING this often */
 #define DOH_PING_TIMEOUT 3.0    /* no PING ACK within this: the connection is dead */
-#define DOH_IDLE_CLOSE 120.0    /* no stream for this long: close */
-#define DOH_BACKOFF_MIN 0.2
-#define DOH_BACKOFF_MAX 30.0
 
 enum req_where { R_NONE, R_QUEUE, R_CONN, R_DONE };
 
@@ -139,14 +133,13 @@ struct doh_req {
     enum req_where where;
     struct doh_up *d;
     struct doh_conn *c; /* while R_CONN */
-    struct xfer *x;     /* NULL once cancelled while its stream is open */
+    struct conn_done done; /* done.x: NULL once cancelled while its stream is open */
     int32_t sid;
     uint8_t *q;         /* padded query, ID 0 */
     size_t qlen, qoff;  /* qoff: POST body bytes handed to nghttp2 */
     struct buf body;
     int status;
     bool ctype_ok;
-    int rc;             /* outcome while R_DONE */
     unsigned tries;
 };
 
@@ -188,12 +181,9 @@ struct doh_up {
     struct tls_ctx *tls;
     struct doh_conn *conns;
     struct req_list queue;
-    struct req_list finished;
+    struct conn_scope scope; /* callback depth, finished requests, deferred free */
+    struct conn_policy pol;
     ev_timer kick;      /* runs leave() soon after send() */
-    unsigned busy;      /* nesting of loop callbacks on the stack */
-    bool closed;        /* close() ran while busy: free on the way out */
-    unsigned fails;     /* consecutive failed connection attempts */
-    ev_tstamp retry_at; /* no new connection before this */
     int last_status;    /* last bad HTTP status logged, to log each change once */
     ev_tstamp last_status_log;
 };
@@ -236,6 +226,17 @@ static void req_free(struct doh_req *r)
     free(r);
 }
 
+static struct doh_req *req_of(struct conn_done *f)
+{
+    return (struct doh_req *)(void *)((char *)f - offsetof(struct doh_req, done));
+}
+
+/* An unused connection closes after the upstream's idle_timeout_ms (s). */
+static ev_tstamp idle_close(const struct doh_up *d)
+{
+    return (ev_tstamp)d->pol.idle_ms / 1000.0;
+}
+
 static void conn_unlive(struct doh_conn *c)
 {
     if (--c->nlive == 0)
@@ -251,12 +252,12 @@ static void req_detach(struct doh_req *r)
         break;
     case R_CONN:
         list_unlink(&r->c->reqs, r);
-        if (r->x)
+        if (r->done.x)
             conn_unlive(r->c);
         r->c = NULL;
         break;
     case R_DONE:
-        list_unlink(&r->d->finished, r);
+        conn_scope_remove(&r->d->scope, &r->done);
         break;
     case R_NONE:
         break;
@@ -268,19 +269,18 @@ static void req_detach(struct doh_req *r)
 static void req_finish(struct doh_req *r, int rc)
 {
     req_detach(r);
-    if (!r->x) {
+    if (!r->done.x) {
         req_free(r);
         return;
     }
-    r->rc = rc;
     r->where = R_DONE;
-    list_push(&r->d->finished, r);
+    conn_scope_complete(&r->d->scope, &r->done, rc, buf_head(&r->body), buf_used(&r->body));
 }
 
 /* Back to the upstream's queue for another connection, while tries last. */
 static void req_retry(struct doh_req *r, int rc)
 {
-    if (!r->x || ++r->tries > DOH_RETRIES) {
+    if (!r->done.x || ++r->tries > DOH_RETRIES) {
         req_finish(r, rc);
         return;
     }
@@ -349,16 +349,10 @@ static void conn_free(struct doh_conn *c)
 /* Connection-level success resets the backoff; failures grow it. */
 static void up_conn_failed(struct doh_up *d, const char *why)
 {
-    ev_tstamp wait = DOH_BACKOFF_MIN;
+    uint64_t wait = conn_policy_failed(&d->pol, net_now_ms());
 
-    for (unsigned i = 0; i < d->fails && wait < DOH_BACKOFF_MAX; i++)
-        wait *= 2;
-    if (wait > DOH_BACKOFF_MAX)
-        wait = DOH_BACKOFF_MAX;
-    d->fails++;
-    d->retry_at = ev_now(d->loop) + wait;
     log_info("upstream %s: doh connection failed (%s); next attempt in %.1fs", d->name, why,
-             wait);
+             (double)wait / 1000.0);
 }
 
 /* Moves nghttp2's pending frames into c->out and as much of it as TLS takes
@@ -456,7 +450,7 @@ static void conn_ready(struct doh_conn *c)
 
     c->state = C_READY;
     c->last_rx = c->idle_since = ev_now(d->loop);
-    d->fails = 0;
+    conn_policy_ok(&d->pol);
     if (conn_session_new(c)) {
         conn_fail(c, DV_ENOMEM);
         return;
@@ -518,9 +512,7 @@ static void conn_io_cb(struct ev_loop *loop, ev_io *w, int revents)
 
     enter(d);
     if (c->state == C_CONNECTING) {
-        int soerr = 0;
-        socklen_t sl = sizeof(soerr);
-        getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &soerr, &sl);
+        int soerr = conn_connect_error(c->fd);
         if (soerr) {
             log_debug("upstream %s: doh connect: %s", d->name, strerror(soerr));
             up_conn_failed(d, strerror(soerr));
@@ -558,8 +550,8 @@ static void conn_arm_timer(struct doh_conn *c)
         at = c->waiting_since + DOH_PING_BUSY;
     else {
         at = c->last_rx + DOH_PING_IDLE;
-        if (c->idle_since + DOH_IDLE_CLOSE < at)
-            at = c->idle_since + DOH_IDLE_CLOSE;
+        if (c->idle_since + idle_close(c->d) < at)
+            at = c->idle_since + idle_close(c->d);
     }
     ev_timer_stop(c->d->loop, &c->timer);
     ev_timer_set(&c->timer, at > now ? at - now : 0., 0.);
@@ -581,7 +573,7 @@ static void conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
         log_info("upstream %s: doh connection: no PING ACK in %.0fs, closing", d->name,
                  DOH_PING_TIMEOUT);
         conn_fail(c, DV_ETIMEOUT);
-    } else if (!c->nlive && now >= c->idle_since + DOH_IDLE_CLOSE) {
+    } else if (!c->nlive && now >= c->idle_since + idle_close(d)) {
         log_debug("upstream %s: doh connection idle, closing", d->name);
         c->draining = true;
         nghttp2_session_terminate_session(c->h2, NGHTTP2_NO_ERROR);
@@ -604,7 +596,6 @@ static void conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 static struct doh_conn *conn_open(struct doh_up *d)
 {
     struct doh_conn *c = calloc(1, sizeof(*c));
-    int one = 1;
 
     if (!c)
         return NULL;
@@ -614,14 +605,9 @@ static struct doh_conn *conn_open(struct doh_up *d)
     ev_init(&c->timer, conn_timer_cb);
     c->timer.data = c;
     c->opened = ev_now(d->loop);
-    c->fd = net_socket(d->addr.ss.ss_family, SOCK_STREAM);
-    if (c->fd < 0)
-        goto fail;
-    /* HTTP/2 frames are small and latency is what matters */
-    setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    if (connect(c->fd, (const struct sockaddr *)&d->addr.ss, d->addr.len) < 0 &&
-        errno != EINPROGRESS) {
-        log_debug("upstream %s: doh connect: %s", d->name, strerror(errno));
+    c->fd = conn_connect(&d->addr, SOCK_STREAM, d->name);
+    if (c->fd < 0) {
+        c->fd = -1;
         goto fail;
     }
     if (tls_conn_new(d->tls, c->fd, &c->tls))
@@ -758,10 +744,8 @@ static void req_response(struct doh_req *r)
     } else if (buf_used(&r->body) < DNS_HDR_LEN) {
         log_debug("upstream %s: doh answer of %zu bytes", d->name, buf_used(&r->body));
         rc = DV_EPROTO;
-    } else if (r->x) {
-        /* ID 0 went on the wire (RFC 8484 4.1); the caller matches its own */
-        dns_put16(buf_head(&r->body), dns_get16(r->x->msg));
     }
+    /* ID 0 went on the wire (RFC 8484 4.1): delivery puts the caller's back */
     req_finish(r, rc);
 }
 
@@ -871,7 +855,7 @@ static int on_stream_close_cb(nghttp2_session *s, int32_t sid, uint32_t error_co
         req_retry(r, DV_ECONN);
         return 0;
     }
-    if (r->x)
+    if (r->done.x)
         log_debug("upstream %s: doh stream %d reset (error %u)", c->d->name, sid, error_code);
     req_finish(r, DV_EPROTO);
     return 0;
@@ -960,7 +944,7 @@ static void up_dispatch(struct doh_up *d)
         }
         if (pending)
             return; /* a connection coming up will take them */
-        if (live < DOH_MAX_CONNS && ev_now(d->loop) >= d->retry_at) {
+        if (conn_policy_may_open(&d->pol, (unsigned)live, net_now_ms())) {
             if (conn_open(d))
                 return;
         }
@@ -989,11 +973,8 @@ static void up_free(struct doh_up *d)
         req_detach(r);
         req_free(r);
     }
-    while (d->finished.head) {
-        struct doh_req *r = d->finished.head;
-        req_detach(r);
-        req_free(r);
-    }
+    for (struct conn_done *f; (f = conn_scope_pop(&d->scope));)
+        req_free(req_of(f));
     ev_timer_stop(d->loop, &d->kick);
     if (d->tls)
         tls_ctx_del(d->tls);
@@ -1005,44 +986,56 @@ static void up_free(struct doh_up *d)
 
 static void enter(struct doh_up *d)
 {
-    d->busy++;
+    conn_scope_enter(&d->scope);
 }
 
-/* The way out of every loop callback: hands out streams, flushes, frees
- * dead connections and reports finished requests. The reports come last,
- * one by one, each from a clean stack: done may send, cancel or close. */
+/* The way out of every loop callback: the outermost hands out streams,
+ * flushes and frees dead connections (settle), then reports a finished
+ * request, and again until none is left: each report from a clean stack,
+ * since done may send, cancel or close. */
 static void leave(struct doh_up *d)
 {
-    if (d->busy == 1) {
-        while (!d->closed) {
-            up_dispatch(d);
-            for (struct doh_conn **pc = &d->conns; *pc;) {
-                struct doh_conn *c = *pc;
-                if (!c->dead && c->state == C_READY &&
-                    (buf_used(&c->out) || nghttp2_session_want_write(c->h2)))
-                    conn_flush(c);
-                if (c->dead) {
-                    *pc = c->next;
-                    conn_free(c);
-                } else {
-                    pc = &c->next;
-                }
-            }
-            struct doh_req *r = d->finished.head;
-            if (!r)
-                break;
-            req_detach(r);
-            struct xfer *x = r->x;
-            x->tpriv = NULL;
-            if (r->rc)
-                x->done(x, r->rc, NULL, 0);
-            else
-                x->done(x, 0, buf_head(&r->body), buf_used(&r->body));
-            req_free(r);
+    conn_scope_leave(&d->scope);
+}
+
+static void up_settle(void *arg)
+{
+    struct doh_up *d = arg;
+
+    up_dispatch(d);
+    for (struct doh_conn **pc = &d->conns; *pc;) {
+        struct doh_conn *c = *pc;
+        if (!c->dead && c->state == C_READY &&
+            (buf_used(&c->out) || nghttp2_session_want_write(c->h2)))
+            conn_flush(c);
+        if (c->dead) {
+            *pc = c->next;
+            conn_free(c);
+        } else {
+            pc = &c->next;
         }
     }
-    if (--d->busy == 0 && d->closed)
-        up_free(d);
+}
+
+/* After done: the delivered request goes. */
+static void req_release(struct conn_done *f)
+{
+    req_free(req_of(f));
+}
+
+static void up_destroy(void *arg)
+{
+    up_free(arg);
+}
+
+static void kick_cb(struct ev_loop *loop, ev_timer *w, int revents);
+
+static void up_init(struct doh_up *d, struct ev_loop *loop)
+{
+    d->loop = loop;
+    conn_scope_init(&d->scope, up_settle, req_release, up_destroy, d);
+    ev_timer_init(&d->kick, kick_cb, 0., 0.);
+    d->kick.data = d;
 }
 
 static void kick_cb(struct ev_loop *loop, ev_timer *w, int revents)
@@ -1074,14 +1067,13 @@ static int doh_open(struct upstream *u)
     d = calloc(1, sizeof(*d));
     if (!d)
         return DV_ENOMEM;
-    d->loop = u->loop;
+    up_init(d, u->loop);
+    conn_policy_init(&d->pol, &u->cfg);
     d->addr = u->addr;
     d->get = u->cfg.doh_get;
     d->name = strdup(u->name);
     d->path = strdup(path);
     d->authority = strdup(auth);
-    ev_timer_init(&d->kick, kick_cb, 0., 0.);
-    d->kick.data = d;
     if (!d->name || !d->path || !d->authority) {
         up_free(d);
         return DV_ENOMEM;
@@ -1117,16 +1109,14 @@ static int doh_send(struct upstream *u, struct xfer *x)
         return DV_EINVAL;
     for (struct doh_conn *c = d->conns; c; c = c->next)
         live |= !c->dead && !c->draining;
-    if (!live && ev_now(d->loop) < d->retry_at)
+    if (!live && conn_policy_backoff(&d->pol, net_now_ms()))
         return DV_ECONN; /* backing off: let the query try elsewhere now */
     if (d->queue.n >= DOH_WAIT_MAX)
         return DV_ECONN; /* the server cannot keep up: do not hoard queries */
     r = calloc(1, sizeof(*r));
     if (!r)
         return DV_ENOMEM;
-    cap = x->len + 11 + 4 + DOH_PAD_BLOCK; /* OPT RR + option header + block */
-    if (cap > DNS_MSG_MAX)
-        cap = DNS_MSG_MAX;
+    cap = x->len + CONN_QUERY_ROOM;
     r->q = malloc(cap);
     if (!r->q) {
         free(r);
@@ -1134,21 +1124,20 @@ static int doh_send(struct upstream *u, struct xfer *x)
     }
     memcpy(r->q, x->msg, x->len);
     r->qlen = x->len;
-    /* padding also drops any client-subnet option */
-    rc = dns_edns_pad_query(r->q, &r->qlen, cap, DOH_PAD_BLOCK);
-    if (rc && (rc = dns_edns_strip_opt(r->q, &r->qlen, 8 /* ECS */))) {
+    rc = conn_pad_query(r->q, &r->qlen, cap);
+    if (rc) {
         req_free(r);
         return rc;
     }
     dns_put16(r->q, 0);
     buf_init(&r->body);
     r->d = d;
-    r->x = x;
+    r->done.x = x;
     r->sid = -1;
     r->where = R_QUEUE;
     list_push(&d->queue, r);
     x->tpriv = r;
-    if (!d->busy)
+    if (!d->scope.depth)
         ev_timer_start(d->loop, &d->kick); /* 0 s: dispatched on the next turn */
     return 0;
 }
@@ -1165,9 +1154,9 @@ static void doh_cancel(struct upstream *u, struct xfer *x)
          * kept, without its xfer, so no callback sees freed memory */
         struct doh_conn *c = r->c;
         conn_unlive(c);
-        r->x = NULL;
+        r->done.x = NULL;
         nghttp2_submit_rst_stream(c->h2, NGHTTP2_FLAG_NONE, r->sid, NGHTTP2_CANCEL);
-        if (!r->d->busy)
+        if (!r->d->scope.depth)
             ev_timer_start(r->d->loop, &r->d->kick);
         return;
     }
@@ -1192,10 +1181,7 @@ static void doh_close(struct upstream *u)
         ev_io_stop(d->loop, &c->io);
         ev_timer_stop(d->loop, &c->timer);
     }
-    if (d->busy)
-        d->closed = true; /* leave() frees it once the stack unwinds */
-    else
-        up_free(d);
+    conn_scope_close(&d->scope); /* now, or once the stack unwinds */
 }
 
 const struct transport_ops doh_ops = {
@@ -1247,13 +1233,14 @@ int doh_fuzz_response(const uint8_t *in, size_t len)
         free(c);
         return DV_ENOMEM;
     }
-    d->loop = loop;
-    d->retry_at = 1e300; /* never a real connection */
+    up_init(d, loop);
+    u.cfg.max_conns = 2;
+    u.cfg.idle_timeout_ms = 30000;
+    conn_policy_init(&d->pol, &u.cfg);
+    d->pol.retry_at = UINT64_MAX; /* never a real connection */
     d->name = strdup(u.name);
     d->path = strdup("/dns-query");
     d->authority = strdup("fuzz.test");
-    ev_timer_init(&d->kick, kick_cb, 0., 0.);
-    d->kick.data = d;
     c->d = d;
     c->fd = -1;
     buf_init(&c->out);

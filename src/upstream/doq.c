@@ -22,8 +22,9 @@
  * caller's xfer (until done or cancel), the upstream's queue, the done list,
  * or an open stream whose user data points at it (a cancelled query's stream
  * is reset with REQUEST_CANCELLED and freed when ngtcp2 closes it). done is
- * never called from inside ngtcp2: completions collect on a list that is
- * delivered after ngtcp2 returns, so the owner may send or cancel freely. */
+ * never called from inside ngtcp2: completions collect in the conn_scope
+ * every callback enters, delivered after ngtcp2 returns, so the owner may
+ * send, cancel or close freely. */
 #include "upstream/doq.h"
 
 #include <stdlib.h>
@@ -109,11 +110,10 @@ int doq_error_to_rc(uint64_t code)
 
 #include "core/log.h"
 #include "core/rand.h"
+#include "upstream/conn.h"
 #include "upstream/tls.h"
 
 enum {
-    DOQ_PAD_BLOCK = 128,   /* RFC 8467 block padding for queries */
-    DOQ_QUERY_ROOM = 160,  /* padding option + an OPT RR if the query had none */
     DOQ_CID_LEN = 16,
     DOQ_TP_MAX = 256,      /* encoded 0-RTT transport parameters */
     DOQ_TOKEN_MAX = 512,   /* address-validation token from NEW_TOKEN */
@@ -123,7 +123,6 @@ enum {
 };
 
 #define DOQ_ALPN "doq"
-#define DOQ_IDLE_TIMEOUT (30 * NGTCP2_SECONDS)
 #define DOQ_HANDSHAKE_TIMEOUT (10 * NGTCP2_SECONDS)
 /* PINGs while answers are outstanding, so a slow answer never lets an
  * otherwise silent connection idle out; none when there is nothing to wait
@@ -135,19 +134,15 @@ struct doq_conn;
 
 struct doq_query {
     struct doq_query *prev, *next; /* in exactly one of: queue, conn streams */
-    struct doq_query *done_next;   /* on the done list */
     struct doq *up;
     struct doq_conn *c;   /* while a stream of c carries it */
-    struct xfer *x;       /* NULL once done was called or the owner cancelled */
+    struct conn_done done; /* done.x: NULL once done ran or the owner cancelled */
     int64_t sid;          /* -1 while queued */
     size_t sent;          /* bytes of wire handed to ngtcp2 */
     bool blocked;         /* stream flow control: wait for MAX_STREAM_DATA */
-    bool on_done;
     bool queued;          /* in up->queue */
     bool retried;         /* already moved once to a new connection */
-    int rc;               /* outcome while on the done list */
     struct doq_rx rx;
-    uint16_t id;          /* the caller's Message ID */
     size_t len;           /* prefix + query */
     uint8_t wire[];       /* 2-byte length, then the query with ID 0 */
 };
@@ -180,7 +175,7 @@ struct doq {
     struct tls_ctx *tls;
     struct doq_conn *conn;
     struct qlist queue;       /* waiting for a stream */
-    struct doq_query *done_head, **done_tail;
+    struct conn_scope scope;  /* callback depth, finished queries, deferred free */
     ev_prepare kick;          /* runs the queue before the loop next polls */
     uint8_t tp[DOQ_TP_MAX];   /* the server's transport parameters, for 0-RTT */
     size_t tplen;
@@ -272,7 +267,7 @@ static void dq_free(struct doq_query *q)
 /* Frees q once nothing holds it any more. */
 static void dq_release(struct doq_query *q)
 {
-    if (!q->x && !q->on_done && !q->c && !q->queued)
+    if (!q->done.x && !q->done.queued && !q->c && !q->queued)
         dq_free(q);
 }
 
@@ -285,62 +280,33 @@ static void dq_reset_stream_state(struct doq_query *q)
     doq_rx_free(&q->rx);
 }
 
-/* Records the outcome; done runs later from doq_deliver. */
+/* Records the outcome; done runs when the callback leaves the scope. */
 static void dq_complete(struct doq_query *q, int rc)
 {
     struct doq *up = q->up;
 
-    if (!q->x || q->on_done)
+    if (!q->done.x || q->done.queued)
         return;
-    q->rc = rc;
-    q->on_done = true;
-    q->done_next = NULL;
-    *up->done_tail = q;
-    up->done_tail = &q->done_next;
+    conn_scope_complete(&up->scope, &q->done, rc, q->rx.msg, q->rx.len);
 }
 
-static void done_remove(struct doq *up, struct doq_query *q)
+static struct doq_query *dq_of(struct conn_done *d)
 {
-    struct doq_query **pp = &up->done_head;
-
-    while (*pp && *pp != q)
-        pp = &(*pp)->done_next;
-    if (!*pp)
-        return;
-    *pp = q->done_next;
-    if (up->done_tail == &q->done_next)
-        up->done_tail = pp;
-    q->on_done = false;
+    return (struct doq_query *)(void *)((char *)d - offsetof(struct doq_query, done));
 }
 
-/* Calls done for every finished query. Last thing an event handler does:
- * the owner may drop the upstream from inside done. */
-static void doq_deliver(struct doq *up)
+/* After done ran: q goes when nothing else holds it. */
+static void dq_delivered(struct conn_done *d)
 {
-    struct upstream *u = up->u;
+    dq_release(dq_of(d));
+}
 
-    if (!up->done_head)
-        return;
-    upstream_ref(u);
-    while (up->done_head) {
-        struct doq_query *q = up->done_head;
-        struct xfer *x = q->x;
+static void doq_destroy(void *arg)
+{
+    struct doq *up = arg;
 
-        up->done_head = q->done_next;
-        if (!up->done_head)
-            up->done_tail = &up->done_head;
-        q->on_done = false;
-        q->x = NULL;
-        x->tpriv = NULL;
-        if (q->rc == 0) {
-            dns_put16(q->rx.msg, q->id);
-            x->done(x, 0, q->rx.msg, q->rx.len);
-        } else {
-            x->done(x, q->rc, NULL, 0);
-        }
-        dq_release(q);
-    }
-    upstream_unref(u);
+    tls_ctx_del(up->tls);
+    free(up);
 }
 
 /* ---- connection ---------------------------------------------------------- */
@@ -421,7 +387,7 @@ static int stream_reset_cb(ngtcp2_conn *conn, int64_t sid, uint64_t final_size,
     struct doq_conn *c = user_data;
     struct doq_query *q = stream_user_data;
 
-    if (q && q->x && !q->rx.msg) {
+    if (q && q->done.x && !q->rx.msg) {
         log_debug("upstream %s: doq: stream %lld reset with error 0x%llx", c->up->u->name,
                   (long long)sid, (unsigned long long)app_error_code);
         dq_complete(q, doq_error_to_rc(app_error_code));
@@ -437,7 +403,7 @@ static int stream_close_cb(ngtcp2_conn *conn, uint32_t flags, int64_t sid,
 
     if (!q)
         return 0;
-    if (q->x && !q->rx.msg)
+    if (q->done.x && !q->rx.msg)
         dq_complete(q, (flags & NGTCP2_STREAM_CLOSE_FLAG_APP_ERROR_CODE_SET)
                            ? doq_error_to_rc(app_error_code)
                            : DV_EPROTO);
@@ -482,7 +448,7 @@ static int early_data_rejected_cb(ngtcp2_conn *conn, void *user_data)
         struct doq_query *q = c->streams.head;
         ql_remove(&c->streams, q);
         dq_reset_stream_state(q);
-        if (q->x && !q->on_done) {
+        if (q->done.x && !q->done.queued) {
             ql_push(&again, q);
             n++;
         } else {
@@ -576,15 +542,15 @@ static int conn_new(struct doq *up, struct doq_conn **pc)
     if (!c)
         return DV_ENOMEM;
     c->up = up;
-    c->fd = net_socket(u->addr.ss.ss_family, SOCK_DGRAM);
     ngtcp2_ccerr_default(&c->ccerr);
+    c->fd = conn_connect(&u->addr, SOCK_DGRAM, u->name);
     if (c->fd < 0) {
-        rc = DV_EIO;
+        rc = c->fd;
+        c->fd = -1;
         goto fail;
     }
-    if (connect(c->fd, (const struct sockaddr *)&u->addr.ss, u->addr.len) < 0 ||
-        getsockname(c->fd, (struct sockaddr *)&local, &locallen) < 0) {
-        log_debug("upstream %s: doq: connect: %s", u->name, strerror(errno));
+    if (getsockname(c->fd, (struct sockaddr *)&local, &locallen) < 0) {
+        log_debug("upstream %s: doq: getsockname: %s", u->name, strerror(errno));
         rc = DV_ECONN;
         goto fail;
     }
@@ -617,7 +583,7 @@ static int conn_new(struct doq *up, struct doq_conn **pc)
     params.initial_max_streams_uni = 0;
     params.initial_max_stream_data_bidi_local = 128 * 1024;
     params.initial_max_data = 1024 * 1024;
-    params.max_idle_timeout = DOQ_IDLE_TIMEOUT;
+    params.max_idle_timeout = (uint64_t)u->cfg.idle_timeout_ms * NGTCP2_MILLISECONDS;
     params.max_udp_payload_size = DOQ_MAX_UDP;
 
     dcid.datalen = DOQ_CID_LEN;
@@ -764,7 +730,7 @@ static void conn_update_keepalive(struct doq_conn *c)
     bool waiting = false;
 
     for (struct doq_query *q = c->streams.head; q && !waiting; q = q->next)
-        waiting = q->x && !q->rx.msg;
+        waiting = q->done.x && !q->rx.msg;
     ngtcp2_conn_set_keep_alive_timeout(c->conn, waiting ? DOQ_KEEPALIVE : UINT64_MAX);
 }
 
@@ -818,7 +784,7 @@ static void conn_drop(struct doq_conn *c, int rc, bool retry, bool send_close)
         struct doq_query *q = c->streams.head;
         ql_remove(&c->streams, q);
         dq_reset_stream_state(q);
-        if (q->x && !q->on_done && retry && !q->retried) {
+        if (q->done.x && !q->done.queued && retry && !q->retried) {
             q->retried = true;
             ql_push(&again, q);
         } else {
@@ -930,6 +896,7 @@ static void conn_rio_cb(struct ev_loop *loop, ev_io *w, int revents)
     struct mmsghdr mm[DOQ_RX_BATCH];
     struct iovec iov[DOQ_RX_BATCH];
 
+    conn_scope_enter(&up->scope);
     for (int round = 0; round < DOQ_RX_ROUNDS; round++) {
         memset(mm, 0, sizeof(mm));
         for (int i = 0; i < DOQ_RX_BATCH; i++) {
@@ -947,7 +914,7 @@ static void conn_rio_cb(struct ev_loop *loop, ev_io *w, int revents)
             /* ICMP unreachable on the connected socket */
             log_debug("upstream %s: doq: recv: %s", up->u->name, strerror(errno));
             conn_drop(c, DV_ECONN, c->handshake_done, false);
-            doq_deliver(up);
+            conn_scope_leave(&up->scope);
             return;
         }
         for (int i = 0; i < n; i++) {
@@ -959,7 +926,7 @@ static void conn_rio_cb(struct ev_loop *loop, ev_io *w, int revents)
                                           now_ts());
             if (rv) {
                 conn_fail(c, rv);
-                doq_deliver(up);
+                conn_scope_leave(&up->scope);
                 return;
             }
         }
@@ -972,7 +939,7 @@ static void conn_rio_cb(struct ev_loop *loop, ev_io *w, int revents)
     for (struct doq_query *q = c->streams.head; q; q = q->next)
         q->blocked = false;
     conn_flush(c);
-    doq_deliver(up);
+    conn_scope_leave(&up->scope);
 }
 
 static void conn_wio_cb(struct ev_loop *loop, ev_io *w, int revents)
@@ -981,6 +948,7 @@ static void conn_wio_cb(struct ev_loop *loop, ev_io *w, int revents)
     struct doq *up = c->up;
     size_t len = c->pending_len;
 
+    conn_scope_enter(&up->scope);
     ev_io_stop(loop, &c->wio);
     c->pending_len = 0;
     if (!conn_send(c, c->pending, len)) {
@@ -988,20 +956,22 @@ static void conn_wio_cb(struct ev_loop *loop, ev_io *w, int revents)
     } else if (!c->pending_len) {
         conn_flush(c);
     }
-    doq_deliver(up);
+    conn_scope_leave(&up->scope);
 }
 
 static void conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     struct doq_conn *c = w->data;
     struct doq *up = c->up;
-    int rv = ngtcp2_conn_handle_expiry(c->conn, now_ts());
+    int rv;
 
+    conn_scope_enter(&up->scope);
+    rv = ngtcp2_conn_handle_expiry(c->conn, now_ts());
     if (rv)
         conn_fail(c, rv);
     else
         conn_flush(c);
-    doq_deliver(up);
+    conn_scope_leave(&up->scope);
 }
 
 /* ---- the transport ------------------------------------------------------- */
@@ -1011,6 +981,7 @@ static void doq_kick_cb(struct ev_loop *loop, ev_prepare *w, int revents)
 {
     struct doq *up = w->data;
 
+    conn_scope_enter(&up->scope);
     ev_prepare_stop(loop, &up->kick);
     if (!up->conn && up->queue.head) {
         int rc = conn_new(up, &up->conn);
@@ -1025,7 +996,7 @@ static void doq_kick_cb(struct ev_loop *loop, ev_prepare *w, int revents)
     }
     if (up->conn)
         conn_flush(up->conn);
-    doq_deliver(up);
+    conn_scope_leave(&up->scope);
 }
 
 static void doq_schedule(struct doq *up)
@@ -1052,7 +1023,7 @@ static int doq_open(struct upstream *u)
     if (!up)
         return DV_ENOMEM;
     up->u = u;
-    up->done_tail = &up->done_head;
+    conn_scope_init(&up->scope, NULL, dq_delivered, doq_destroy, up);
     ev_prepare_init(&up->kick, doq_kick_cb);
     up->kick.data = up;
     rc = tls_ctx_new(&o, &up->tls);
@@ -1076,24 +1047,25 @@ static int doq_send(struct upstream *u, struct xfer *x)
     struct doq *up = u->priv;
     struct doq_query *q;
     size_t qlen = x->len;
+    int rc;
 
     if (x->len < DNS_HDR_LEN || x->len > DNS_MSG_MAX)
         return DV_EINVAL;
-    q = calloc(1, sizeof(*q) + 2 + x->len + DOQ_QUERY_ROOM);
+    q = calloc(1, sizeof(*q) + 2 + x->len + CONN_QUERY_ROOM);
     if (!q)
         return DV_ENOMEM;
     memcpy(q->wire + 2, x->msg, x->len);
-    q->id = dns_get16(x->msg);
-    dns_put16(q->wire + 2, 0); /* RFC 9250 4.2.1 */
-    /* a query too big to pad still goes, unpadded */
-    if (x->len + DOQ_QUERY_ROOM <= DNS_MSG_MAX &&
-        dns_edns_pad_query(q->wire + 2, &qlen, x->len + DOQ_QUERY_ROOM, DOQ_PAD_BLOCK) != 0)
-        qlen = x->len;
+    dns_put16(q->wire + 2, 0); /* RFC 9250 4.2.1; delivery puts the caller's back */
+    rc = conn_pad_query(q->wire + 2, &qlen, x->len + CONN_QUERY_ROOM);
+    if (rc) {
+        free(q);
+        return rc;
+    }
     frame_put_len(q->wire, qlen);
     q->len = 2 + qlen;
     q->sid = -1;
     q->up = up;
-    q->x = x;
+    q->done.x = x;
     doq_rx_init(&q->rx);
     queue_push(up, q);
     x->tpriv = q;
@@ -1109,9 +1081,9 @@ static void doq_cancel(struct upstream *u, struct xfer *x)
     if (!q)
         return;
     x->tpriv = NULL;
-    q->x = NULL;
-    if (q->on_done)
-        done_remove(up, q);
+    q->done.x = NULL;
+    if (q->done.queued)
+        conn_scope_remove(&up->scope, &q->done);
     if (q->c) {
         /* tell the server to stop; the stream frees q when it closes */
         if (!q->rx.msg) {
@@ -1142,14 +1114,12 @@ static void doq_close(struct upstream *u)
         queue_remove(up, q);
         dq_free(q);
     }
-    while (up->done_head) {
-        struct doq_query *q = up->done_head;
-        up->done_head = q->done_next;
-        dq_free(q);
-    }
-    tls_ctx_del(up->tls);
-    free(up);
+    for (struct conn_done *d; (d = conn_scope_pop(&up->scope));)
+        dq_free(dq_of(d));
     u->priv = NULL;
+    /* now, or when the callback whose done closed us unwinds: up outlives
+     * u then, and nothing touches u any more */
+    conn_scope_close(&up->scope);
 }
 
 const struct transport_ops doq_ops = {

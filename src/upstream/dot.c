@@ -8,24 +8,21 @@
  * edns-tcp-keepalive option (RFC 7828) so the server tells us how long it
  * keeps idle connections; we close ours before that.
  *
- * Connections: at most DOT_MAX_CONNS per upstream; a second one opens only
- * when the first is saturated. An idle connection closes after the server's
- * keepalive, or DOT_IDLE_MS when the server names none, except the last
- * one, which stays warm until the server closes it. Queries in flight on a
+ * Connections: at most the upstream's max_conns; another one opens only
+ * when every open one is saturated. An idle connection closes after the
+ * server's keepalive, or the upstream's idle_timeout_ms when the server names
+ * none, except the last one, which stays warm until the server closes it. Queries in flight on a
  * connection that drops are retried once on a new connection; a connection
  * that cannot be set up (refused, TLS or verification failure) fails its
  * queries at once and starts an exponential backoff with jitter during
  * which new queries fail fast, so the caller moves to another upstream.
  *
- * Lifetime: libev callbacks hold up->busy; a connection that dies inside
+ * Lifetime: libev callbacks enter up->scope; a connection that dies inside
  * one is torn down at once but freed only when the outermost callback
- * returns, and so is the upstream state when close() runs from inside a
- * done callback. */
+ * returns, answers and failures are delivered only then, and the upstream
+ * state is freed then when close() runs from inside a done callback. */
 #ifdef DV_HAVE_TLS
 
-#include <errno.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,22 +34,17 @@
 #include "core/log.h"
 #include "core/rand.h"
 #include "dns/dns.h"
+#include "upstream/conn.h"
 #include "upstream/frame.h"
 #include "upstream/tls.h"
 #include "upstream/upstream.h"
 
 enum {
-    DOT_MAX_CONNS = 2,
-    DOT_IDLE_MS = 30000,
     DOT_SETUP_MS = 10000,      /* connect + handshake */
-    DOT_PAD_BLOCK = 128,
     DOT_CONN_MAX_IDS = 4096,   /* in flight per connection, cancelled ones included */
     DOT_OUT_HIGH = 256 * 1024, /* queued bytes per connection before it counts as full */
     DOT_WAIT_MAX = 16384,      /* queries waiting for a connection */
-    DOT_BACKOFF_MIN_MS = 250,
-    DOT_BACKOFF_MAX_MS = 30000,
     DOT_WRITE_CHUNK = 16384,   /* one TLS record */
-    DOT_QUERY_ROOM = 160,      /* keepalive option + padding + an OPT RR if missing */
     DOT_ID_BUCKETS = 256,
 };
 
@@ -66,11 +58,12 @@ struct qlist {
     size_t n;
 };
 
-/* One query. x is NULL once cancelled: a query already on the wire keeps its
- * ID reserved until its answer or its connection goes, so a late answer can
- * never be taken for a newer query's. */
+/* One query. done.x is NULL once cancelled: a query already on the wire
+ * keeps its ID reserved until its answer or its connection goes, so a late
+ * answer can never be taken for a newer query's. */
 struct dot_q {
-    struct xfer *x;
+    struct conn_done done;  /* done.x: the caller's xfer */
+    uint8_t *ans;           /* the answer, until delivered */
     struct dot_conn *c;     /* set while in c's ID table */
     struct qlist *list;     /* the list it is on, or NULL */
     struct dot_q *next, *prev;
@@ -110,14 +103,11 @@ struct dot_up {
     unsigned n_conns;
     struct dot_conn *graveyard;
     struct qlist wait;      /* accepted, no connection yet */
-    unsigned fails;         /* consecutive setup failures */
-    uint64_t retry_at;      /* no new connection before this (ms) */
-    unsigned busy;
-    bool closed;
+    struct conn_policy pol;
+    struct conn_scope scope; /* callback depth, answers to deliver, deferred free */
 };
 
 static uint8_t rxbuf[16384];
-static uint8_t ansbuf[DNS_MSG_MAX];
 
 /* ---- small helpers ------------------------------------------------------ */
 
@@ -206,16 +196,10 @@ static uint16_t id_pick(const struct dot_conn *c)
     return id;
 }
 
-static uint64_t backoff_ms(unsigned fails)
+static void q_free(struct dot_q *q)
 {
-    uint64_t d = DOT_BACKOFF_MIN_MS;
-
-    for (unsigned i = 1; i < fails && d < DOT_BACKOFF_MAX_MS; i++)
-        d *= 2;
-    if (d > DOT_BACKOFF_MAX_MS)
-        d = DOT_BACKOFF_MAX_MS;
-    /* jitter in [d/2, d) keeps many instances from reconnecting in step */
-    return d / 2 + rand_uniform((uint32_t)(d / 2));
+    free(q->ans);
+    free(q);
 }
 
 /* ---- connections -------------------------------------------------------- */
@@ -254,23 +238,16 @@ static void dc_arm_timer(struct dot_conn *c, uint64_t ms)
 static struct dot_conn *dc_open(struct dot_up *up)
 {
     struct dot_conn *c = calloc(1, sizeof(*c));
-    int one = 1;
 
     if (!c)
         return NULL;
     c->up = up;
-    c->idle_ms = DOT_IDLE_MS;
+    c->idle_ms = up->pol.idle_ms;
     frame_init(&c->fr);
     buf_init(&c->out);
-    c->fd = net_socket(up->addr.ss.ss_family, SOCK_STREAM);
+    c->fd = conn_connect(&up->addr, SOCK_STREAM, up->name);
     if (c->fd < 0)
         goto fail;
-    setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    if (connect(c->fd, (const struct sockaddr *)&up->addr.ss, up->addr.len) < 0 &&
-        errno != EINPROGRESS) {
-        log_debug("upstream %s: connect: %s", up->name, strerror(errno));
-        goto fail;
-    }
     if (tls_conn_new(up->tls, c->fd, &c->tls))
         goto fail;
     c->st = DC_CONNECTING;
@@ -288,8 +265,7 @@ static struct dot_conn *dc_open(struct dot_up *up)
 fail:
     if (c->fd >= 0)
         close(c->fd);
-    up->fails++;
-    up->retry_at = net_now_ms() + backoff_ms(up->fails);
+    conn_policy_failed(&up->pol, net_now_ms());
     frame_free(&c->fr);
     buf_free(&c->out);
     free(c);
@@ -301,7 +277,7 @@ static void dc_free(struct dot_conn *c)
     struct dot_q *q;
 
     while ((q = ql_pop(&c->qs)))
-        free(q); /* cancelled leftovers only: live ones were handed back */
+        q_free(q); /* cancelled leftovers only: live ones were handed back */
     frame_free(&c->fr);
     buf_free(&c->out);
     free(c);
@@ -335,21 +311,16 @@ static void dc_teardown(struct dot_conn *c, bool polite)
     up->graveyard = c;
 }
 
-/* Calls done(rc) for every query on l, one at a time, since each done may
- * cancel others on l or close the upstream (then the rest are dropped: by
- * contract nobody waits for them any more). */
+/* Fails every query on l with rc, delivered when the callback unwinds. */
 static void complete_all(struct dot_up *up, struct qlist *l, int rc)
 {
     struct dot_q *q;
 
     while ((q = ql_pop(l))) {
-        struct xfer *x = q->x;
-        free(q);
-        if (!x)
-            continue;
-        x->tpriv = NULL;
-        if (!up->closed)
-            x->done(x, rc, NULL, 0);
+        if (q->done.x)
+            conn_scope_complete(&up->scope, &q->done, rc, NULL, 0);
+        else
+            q_free(q);
     }
 }
 
@@ -366,10 +337,9 @@ static void dc_fail(struct dot_conn *c, int rc)
         return;
     dc_teardown(c, false);
     if (!was_ready) {
-        up->fails++;
-        up->retry_at = net_now_ms() + backoff_ms(up->fails);
+        uint64_t wait = conn_policy_failed(&up->pol, net_now_ms());
         log_debug("upstream %s: connection failed (%s); next attempt in %llu ms", up->name,
-                  dv_strerror(rc), (unsigned long long)(up->retry_at - net_now_ms()));
+                  dv_strerror(rc), (unsigned long long)wait);
     } else {
         log_debug("upstream %s: connection lost (%s), %u queries in flight", up->name,
                   dv_strerror(rc), c->live);
@@ -378,8 +348,8 @@ static void dc_fail(struct dot_conn *c, int rc)
     while ((q = c->qs.tail)) {
         ql_unlink(q);
         id_remove(c, q);
-        if (!q->x)
-            free(q);
+        if (!q->done.x)
+            q_free(q);
         else if (was_ready && !q->retried) {
             q->retried = true;
             ql_push(&up->wait, q, true);
@@ -388,8 +358,7 @@ static void dc_fail(struct dot_conn *c, int rc)
     }
     c->live = 0;
     complete_all(up, &failed, rc);
-    if (!up->closed)
-        up_dispatch(up, true);
+    up_dispatch(up, true);
 }
 
 /* Moves q onto c: a fresh wire ID and its frame at the end of c->out. */
@@ -461,11 +430,12 @@ static void dc_keepalive(struct dot_conn *c, const uint8_t *msg, size_t len)
 }
 
 /* One framed message from the server. 0, or DV_EPROTO when the stream
- * cannot be trusted any more. May run a done callback. */
+ * cannot be trusted any more. The answer is delivered when the callback
+ * unwinds. */
 static int dc_answer(struct dot_conn *c, const uint8_t *msg, size_t len)
 {
+    struct dot_up *up = c->up;
     struct dot_q *q;
-    struct xfer *x;
 
     if (len < DNS_HDR_LEN) {
         log_debug("upstream %s: %zu-byte frame", c->up->name, len);
@@ -478,23 +448,25 @@ static int dc_answer(struct dot_conn *c, const uint8_t *msg, size_t len)
     }
     id_remove(c, q);
     ql_unlink(q);
-    x = q->x;
-    free(q);
     c->last_active = net_now_ms();
-    if (!x) {
-        log_debug("upstream %s: late answer to a cancelled query dropped", c->up->name);
+    if (!q->done.x) {
+        log_debug("upstream %s: late answer to a cancelled query dropped", up->name);
+        q_free(q);
         return 0;
     }
     c->live--;
-    x->tpriv = NULL;
     if (!(dns_get16(msg + 2) & DNS_FLAG_QR)) {
-        x->done(x, DV_EPROTO, NULL, 0);
+        conn_scope_complete(&up->scope, &q->done, DV_EPROTO, NULL, 0);
         return 0;
     }
     dc_keepalive(c, msg, len);
-    memcpy(ansbuf, msg, len);
-    dns_put16(ansbuf, dns_get16(x->msg));
-    x->done(x, 0, ansbuf, len);
+    q->ans = malloc(len);
+    if (!q->ans) {
+        conn_scope_complete(&up->scope, &q->done, DV_ENOMEM, NULL, 0);
+        return 0;
+    }
+    memcpy(q->ans, msg, len);
+    conn_scope_complete(&up->scope, &q->done, 0, q->ans, len);
     return 0;
 }
 
@@ -525,9 +497,6 @@ static int dc_read(struct dot_conn *c)
             int rc = dc_answer(c, msg, mlen);
             if (rc)
                 return rc;
-            /* done may have closed the upstream or killed c */
-            if (up->closed || c->st == DC_DEAD)
-                return 0;
         }
     }
 }
@@ -537,8 +506,7 @@ static void dc_ready(struct dot_conn *c)
     struct dot_up *up = c->up;
 
     c->st = DC_READY;
-    up->fails = 0;
-    up->retry_at = 0;
+    conn_policy_ok(&up->pol);
     c->last_active = net_now_ms();
     dc_arm_timer(c, c->idle_ms);
     log_debug("upstream %s: connected (%u open, %u queued)", up->name, up->n_conns, c->live);
@@ -550,10 +518,7 @@ static void dc_io(struct dot_conn *c, int revents)
     int rc;
 
     if (c->st == DC_CONNECTING) {
-        int soerr = 0;
-        socklen_t sl = sizeof(soerr);
-        if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) < 0)
-            soerr = errno;
+        int soerr = conn_connect_error(c->fd);
         if (soerr) {
             log_debug("upstream %s: connect: %s", up->name, strerror(soerr));
             dc_fail(c, DV_ECONN);
@@ -574,8 +539,6 @@ static void dc_io(struct dot_conn *c, int revents)
         dc_ready(c);
     }
     rc = dc_read(c);
-    if (up->closed || c->st == DC_DEAD)
-        return;
     if (!rc)
         rc = dc_flush(c);
     if (rc) {
@@ -588,16 +551,14 @@ static void dc_io(struct dot_conn *c, int revents)
         up_dispatch(up, true);
 }
 
-static void up_leave(struct dot_up *up);
-
 static void dc_io_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     struct dot_conn *c = w->data;
     struct dot_up *up = c->up;
 
-    up->busy++;
+    conn_scope_enter(&up->scope);
     dc_io(c, revents);
-    up_leave(up);
+    conn_scope_leave(&up->scope);
 }
 
 static void dc_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
@@ -606,7 +567,7 @@ static void dc_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
     struct dot_up *up = c->up;
     uint64_t now = net_now_ms();
 
-    up->busy++;
+    conn_scope_enter(&up->scope);
     if (c->st != DC_READY) {
         log_debug("upstream %s: connection setup timed out", up->name);
         dc_fail(c, DV_ETIMEOUT);
@@ -620,36 +581,40 @@ static void dc_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
         log_debug("upstream %s: closing idle connection", up->name);
         dc_teardown(c, true);
     }
-    up_leave(up);
+    conn_scope_leave(&up->scope);
 }
 
 /* ---- the upstream ------------------------------------------------------- */
 
-static void up_free(struct dot_up *up)
+/* Frees the connections torn down since; no callback of theirs runs. */
+static void up_settle(void *arg)
 {
+    struct dot_up *up = arg;
     struct dot_conn *c;
 
     while ((c = up->graveyard)) {
         up->graveyard = c->next;
         dc_free(c);
     }
+}
+
+/* After done: the delivered query goes. */
+static void q_delivered(struct conn_done *d)
+{
+    q_free((struct dot_q *)(void *)((char *)d - offsetof(struct dot_q, done)));
+}
+
+static void up_free(void *arg)
+{
+    struct dot_up *up = arg;
+    struct conn_done *d;
+
+    up_settle(up);
+    while ((d = conn_scope_pop(&up->scope)))
+        q_delivered(d);
     tls_ctx_del(up->tls);
     free(up->name);
     free(up);
-}
-
-static void up_leave(struct dot_up *up)
-{
-    struct dot_conn *c;
-
-    if (--up->busy)
-        return;
-    while ((c = up->graveyard)) {
-        up->graveyard = c->next;
-        dc_free(c);
-    }
-    if (up->closed)
-        up_free(up);
 }
 
 /* The connection the next query should use: the working one with the
@@ -673,7 +638,7 @@ static struct dot_conn *up_pick(struct dot_up *up)
     }
     if (best)
         return best;
-    if (up->n_conns >= DOT_MAX_CONNS || net_now_ms() < up->retry_at)
+    if (!conn_policy_may_open(&up->pol, up->n_conns, net_now_ms()))
         return NULL;
     return dc_open(up);
 }
@@ -709,7 +674,7 @@ static void up_dispatch(struct dot_up *up, bool may_complete)
 /* Copies the query, adds the keepalive option and pads it. */
 static struct dot_q *q_new(const struct xfer *x, int *prc)
 {
-    size_t cap = x->len + DOT_QUERY_ROOM;
+    size_t cap = x->len + CONN_QUERY_ROOM;
     struct dot_q *q = calloc(1, sizeof(*q) + cap);
     struct dns_rr opt;
     uint8_t none = 0;
@@ -723,7 +688,7 @@ static struct dot_q *q_new(const struct xfer *x, int *prc)
     if (!rc && dns_msg_find_opt(q->msg, q->len, &opt) == 1)
         rc = dns_edns_add_opt(q->msg, &q->len, cap, opt.off, DNS_OPT_KEEPALIVE, &none, 0);
     if (!rc)
-        rc = dns_edns_pad_query(q->msg, &q->len, cap, DOT_PAD_BLOCK);
+        rc = conn_pad_query(q->msg, &q->len, cap);
     if (rc)
         goto fail;
     return q;
@@ -752,6 +717,8 @@ static int dot_open(struct upstream *u)
         return DV_ENOMEM;
     up->loop = u->loop;
     up->addr = u->addr;
+    conn_policy_init(&up->pol, &u->cfg);
+    conn_scope_init(&up->scope, up_settle, q_delivered, up_free, up);
     up->name = strdup(u->name);
     if (!up->name) {
         free(up);
@@ -773,25 +740,25 @@ static int dot_send(struct upstream *u, struct xfer *x)
     struct dot_q *q;
     int rc = 0;
 
-    if (x->len < DNS_HDR_LEN || x->len > DNS_MSG_MAX - DOT_QUERY_ROOM)
+    if (x->len < DNS_HDR_LEN || x->len > DNS_MSG_MAX - CONN_QUERY_ROOM)
         return DV_EINVAL;
     if (up->wait.n >= DOT_WAIT_MAX) {
         log_debug("upstream %s: too many queries waiting", up->name);
         return DV_ECONN;
     }
     /* fail fast while backing off, so the caller tries another upstream */
-    if (!up->n_conns && net_now_ms() < up->retry_at)
+    if (!up->n_conns && conn_policy_backoff(&up->pol, net_now_ms()))
         return DV_ECONN;
     q = q_new(x, &rc);
     if (!q)
         return rc;
-    q->x = x;
+    q->done.x = x;
     x->tpriv = q;
     ql_push(&up->wait, q, false);
     up_dispatch(up, false);
     if (q->list == &up->wait && !up->n_conns) {
         ql_unlink(q);
-        free(q);
+        q_free(q);
         x->tpriv = NULL;
         return DV_ECONN;
     }
@@ -800,6 +767,7 @@ static int dot_send(struct upstream *u, struct xfer *x)
 
 static void dot_cancel(struct upstream *u, struct xfer *x)
 {
+    struct dot_up *up = u->priv;
     struct dot_q *q = x->tpriv;
 
     if (!q)
@@ -807,12 +775,14 @@ static void dot_cancel(struct upstream *u, struct xfer *x)
     x->tpriv = NULL;
     if (q->c) {
         /* on the wire: keep its ID until the answer or the connection goes */
-        q->x = NULL;
+        q->done.x = NULL;
         q->c->live--;
         return;
     }
+    if (q->done.queued)
+        conn_scope_remove(&up->scope, &q->done); /* answered, not yet delivered */
     ql_unlink(q);
-    free(q);
+    q_free(q);
 }
 
 static void dot_close(struct upstream *u)
@@ -823,16 +793,15 @@ static void dot_close(struct upstream *u)
     if (!up)
         return;
     u->priv = NULL;
-    up->closed = true;
     while (up->conns)
         dc_teardown(up->conns, true);
     while ((q = ql_pop(&up->wait))) {
-        if (q->x)
-            q->x->tpriv = NULL;
-        free(q);
+        if (q->done.x)
+            q->done.x->tpriv = NULL;
+        q_free(q);
     }
-    if (!up->busy)
-        up_free(up);
+    /* now, or once the callback whose done closed us unwinds */
+    conn_scope_close(&up->scope);
 }
 
 const struct transport_ops dot_ops = {

@@ -1,0 +1,205 @@
+/* conn — connection plumbing shared by dot, doh and doq (see conn.h). */
+#include "upstream/conn.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "core/err.h"
+#include "core/log.h"
+#include "core/rand.h"
+#include "dns/dns.h"
+
+enum {
+    CONN_BACKOFF_MIN_MS = 250,
+    CONN_BACKOFF_MAX_MS = 30000,
+};
+
+/* ---- policy -------------------------------------------------------------- */
+
+void conn_policy_init(struct conn_policy *p, const struct cfg_upstream *cfg)
+{
+    memset(p, 0, sizeof(*p));
+    p->max_conns = cfg->max_conns ? cfg->max_conns : 1;
+    p->idle_ms = cfg->idle_timeout_ms;
+}
+
+bool conn_policy_backoff(const struct conn_policy *p, uint64_t now)
+{
+    return now < p->retry_at;
+}
+
+bool conn_policy_may_open(const struct conn_policy *p, unsigned n_open, uint64_t now)
+{
+    return n_open < p->max_conns && !conn_policy_backoff(p, now);
+}
+
+uint64_t conn_policy_failed(struct conn_policy *p, uint64_t now)
+{
+    uint64_t d = CONN_BACKOFF_MIN_MS;
+
+    p->fails++;
+    for (unsigned i = 1; i < p->fails && d < CONN_BACKOFF_MAX_MS; i++)
+        d *= 2;
+    if (d > CONN_BACKOFF_MAX_MS)
+        d = CONN_BACKOFF_MAX_MS;
+    /* jitter in [d/2, d) keeps many instances from reconnecting in step */
+    d = d / 2 + rand_uniform((uint32_t)(d / 2));
+    p->retry_at = now + d;
+    return d;
+}
+
+void conn_policy_ok(struct conn_policy *p)
+{
+    p->fails = 0;
+    p->retry_at = 0;
+}
+
+/* ---- sockets ------------------------------------------------------------- */
+
+int conn_connect(const struct net_addr *a, int type, const char *name)
+{
+    int fd = net_socket(a->ss.ss_family, type);
+    int one = 1;
+
+    if (fd < 0) {
+        log_debug("upstream %s: socket: %s", name, strerror(errno));
+        return DV_EIO;
+    }
+    /* DNS messages are small and latency is what matters */
+    if (type == SOCK_STREAM)
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (connect(fd, (const struct sockaddr *)&a->ss, a->len) < 0 && errno != EINPROGRESS) {
+        log_debug("upstream %s: connect: %s", name, strerror(errno));
+        close(fd);
+        return DV_ECONN;
+    }
+    return fd;
+}
+
+int conn_connect_error(int fd)
+{
+    int soerr = 0;
+    socklen_t sl = sizeof(soerr);
+
+    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) < 0)
+        soerr = errno;
+    return soerr;
+}
+
+/* ---- queries ------------------------------------------------------------- */
+
+int conn_pad_query(uint8_t *msg, size_t *len, size_t cap)
+{
+    if (cap > DNS_MSG_MAX)
+        cap = DNS_MSG_MAX;
+    /* padding also drops any client-subnet option; a failure leaves msg as it was */
+    if (dns_edns_pad_query(msg, len, cap, CONN_PAD_BLOCK) == 0)
+        return 0;
+    return dns_edns_strip_opt(msg, len, DNS_OPT_ECS);
+}
+
+/* ---- completion scope ---------------------------------------------------- */
+
+void conn_scope_init(struct conn_scope *s, void (*settle)(void *), void (*release)(struct conn_done *),
+                     void (*destroy)(void *), void *arg)
+{
+    memset(s, 0, sizeof(*s));
+    s->tail = &s->head;
+    s->settle = settle;
+    s->release = release;
+    s->destroy = destroy;
+    s->arg = arg;
+}
+
+void conn_scope_enter(struct conn_scope *s)
+{
+    s->depth++;
+}
+
+struct conn_done *conn_scope_pop(struct conn_scope *s)
+{
+    struct conn_done *d = s->head;
+
+    if (!d)
+        return NULL;
+    s->head = d->next;
+    if (!s->head)
+        s->tail = &s->head;
+    d->next = NULL;
+    d->queued = false;
+    return d;
+}
+
+/* Calls done for the first queued completion. false when none was queued. */
+static bool deliver_one(struct conn_scope *s)
+{
+    struct conn_done *d = conn_scope_pop(s);
+    struct xfer *x;
+
+    if (!d)
+        return false;
+    x = d->x;
+    d->x = NULL;
+    x->tpriv = NULL;
+    if (d->rc) {
+        x->done(x, d->rc, NULL, 0);
+    } else {
+        /* the wire carried another ID (remapped, or 0): the caller's goes back */
+        dns_put16(d->ans, dns_get16(x->msg));
+        x->done(x, 0, d->ans, d->len);
+    }
+    s->release(d);
+    return true;
+}
+
+void conn_scope_leave(struct conn_scope *s)
+{
+    if (s->depth == 1) {
+        while (!s->closed) {
+            if (s->settle)
+                s->settle(s->arg);
+            if (!deliver_one(s))
+                break;
+        }
+    }
+    if (--s->depth == 0 && s->closed)
+        s->destroy(s->arg);
+}
+
+void conn_scope_complete(struct conn_scope *s, struct conn_done *d, int rc, uint8_t *ans,
+                         size_t len)
+{
+    d->rc = rc;
+    d->ans = rc ? NULL : ans;
+    d->len = rc ? 0 : len;
+    d->next = NULL;
+    d->queued = true;
+    *s->tail = d;
+    s->tail = &d->next;
+}
+
+void conn_scope_remove(struct conn_scope *s, struct conn_done *d)
+{
+    struct conn_done **pp = &s->head;
+
+    while (*pp && *pp != d)
+        pp = &(*pp)->next;
+    if (!*pp)
+        return;
+    *pp = d->next;
+    if (s->tail == &d->next)
+        s->tail = pp;
+    d->next = NULL;
+    d->queued = false;
+}
+
+void conn_scope_close(struct conn_scope *s)
+{
+    s->closed = true;
+    if (!s->depth)
+        s->destroy(s->arg);
+}

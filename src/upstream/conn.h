@@ -1,0 +1,121 @@
+/* conn — the plumbing the connection-oriented transports (dot, doh, doq)
+ * share, so they behave alike where they should:
+ *
+ *   - conn_policy: one upstream's connection policy — how many connections
+ *     (cfg max_conns), how long an unused one lives (cfg idle_timeout_ms),
+ *     and the exponential backoff with jitter after failed setups, during
+ *     which new queries fail fast so the caller moves on to another upstream.
+ *     Which of the open connections gets the next query stays each
+ *     transport's business (their limits differ: IDs, streams, bytes).
+ *   - conn_connect: a non-blocking socket connecting to the upstream.
+ *   - conn_pad_query: RFC 8467 padding of an outgoing query, never with a
+ *     client-subnet option.
+ *   - conn_scope: the guard around every libev callback of a transport. It
+ *     counts how deep callbacks nest, keeps completions until the outermost
+ *     one unwinds and delivers them one by one from that clean stack (done
+ *     may send, cancel or close), and frees the transport's state only then
+ *     when close() ran meanwhile. */
+#ifndef DV_UPSTREAM_CONN_H
+#define DV_UPSTREAM_CONN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config/config.h"
+#include "core/net.h"
+#include "upstream/upstream.h"
+
+enum {
+    CONN_PAD_BLOCK = 128, /* RFC 8467 4.1: queries in 128-byte blocks */
+    /* room a query may grow by: an OPT RR, a keepalive option, padding */
+    CONN_QUERY_ROOM = 160,
+};
+
+/* ---- policy -------------------------------------------------------------- */
+
+/* Embedded per upstream: conn_policy_init; nothing to free. */
+struct conn_policy {
+    unsigned max_conns;  /* open connections at the most */
+    uint64_t idle_ms;    /* an unused connection closes after this */
+    unsigned fails;      /* consecutive failed setups */
+    uint64_t retry_at;   /* monotonic ms: no new connection before this */
+};
+
+void conn_policy_init(struct conn_policy *p, const struct cfg_upstream *cfg);
+/* True while the backoff after a failed setup runs. */
+bool conn_policy_backoff(const struct conn_policy *p, uint64_t now);
+/* True when one more connection may open next to n_open (connecting or
+ * working ones): below max_conns and not backing off. The caller asks only
+ * when every open connection is saturated. */
+bool conn_policy_may_open(const struct conn_policy *p, unsigned n_open, uint64_t now);
+/* A setup failed: the next may start after the delay returned (ms), which
+ * doubles per consecutive failure, with jitter in its upper half. */
+uint64_t conn_policy_failed(struct conn_policy *p, uint64_t now);
+/* A connection is up: the backoff is over. */
+void conn_policy_ok(struct conn_policy *p);
+
+/* ---- sockets ------------------------------------------------------------- */
+
+/* A non-blocking socket of type (SOCK_STREAM with TCP_NODELAY, or
+ * SOCK_DGRAM) connecting, or connected, to a. The fd, DV_EIO (no socket) or
+ * DV_ECONN (refused at once; logged at debug with name). */
+int conn_connect(const struct net_addr *a, int type, const char *name);
+/* The outcome of a stream connect once the socket is writable: 0, or the
+ * errno it failed with. */
+int conn_connect_error(int fd);
+
+/* ---- queries ------------------------------------------------------------- */
+
+/* Pads msg[0..*len) in place to CONN_PAD_BLOCK (cap bytes available; dropping
+ * any client-subnet option). A query that cannot be padded goes unpadded,
+ * still without client subnet. 0, or DV_E* when msg cannot be sent at all. */
+int conn_pad_query(uint8_t *msg, size_t *len, size_t cap);
+
+/* ---- completion scope ---------------------------------------------------- */
+
+/* Embedded in a transport's request. Owned by the request; the scope only
+ * links it while queued. ans (set with rc 0) must stay valid until release. */
+struct conn_done {
+    struct conn_done *next;
+    struct xfer *x;      /* the caller's; NULL once done ran or it was cancelled */
+    int rc;
+    uint8_t *ans;        /* the answer; its ID is set to the caller's on delivery */
+    size_t len;
+    bool queued;
+};
+
+struct conn_scope {
+    unsigned depth;      /* transport callbacks on the stack */
+    bool closed;         /* close() ran: destroy once depth is 0 */
+    struct conn_done *head, **tail;
+    /* at the outermost level, before each delivery: hand out work, flush,
+     * free dead connections; may be NULL */
+    void (*settle)(void *arg);
+    /* after done ran for d (d->x is NULL by then): the request may go */
+    void (*release)(struct conn_done *d);
+    /* frees the transport's state */
+    void (*destroy)(void *arg);
+    void *arg;
+};
+
+void conn_scope_init(struct conn_scope *s, void (*settle)(void *), void (*release)(struct conn_done *),
+                     void (*destroy)(void *), void *arg);
+void conn_scope_enter(struct conn_scope *s);
+/* Leaves one level. The outermost settles and delivers every completion,
+ * one at a time, until none is left or close() ran; then destroys the state
+ * if close() ran. Nothing may touch the transport's state afterwards. */
+void conn_scope_leave(struct conn_scope *s);
+/* Queues d's outcome (d->x set, not yet queued) for delivery on the way out. */
+void conn_scope_complete(struct conn_scope *s, struct conn_done *d, int rc, uint8_t *ans,
+                         size_t len);
+/* Takes a queued d back (its xfer was cancelled). */
+void conn_scope_remove(struct conn_scope *s, struct conn_done *d);
+/* close() ran: destroys now when no callback is on the stack, else when the
+ * outermost leaves. Queued completions are never delivered; the caller frees
+ * them (conn_scope_pop) as close() must. */
+void conn_scope_close(struct conn_scope *s);
+/* Unlinks and returns the first queued completion, or NULL. */
+struct conn_done *conn_scope_pop(struct conn_scope *s);
+
+#endif
