@@ -395,3 +395,61 @@ def test_frozen_peer_found_by_ping(peers, dnsveil, tmp_path, pki):
         assert "no PING ACK" in d.log_text(), d.log_text()[-3000:]
     finally:
         frozen.proc.send_signal(signal.SIGCONT)
+
+
+# --------------------------------------------------------------------------
+# per-upstream pool settings
+
+def start_pooled(dnsveil, pki, p, connections, idle_timeout_ms):
+    """dnsveil with one DoH upstream and the pool settings given, its config
+    in a directory still readable after the drop to 'nobody'."""
+    import os
+    import tempfile
+    ca, _ = pki
+    cfgdir = tempfile.mkdtemp(prefix="dnsveil-doh-")
+    os.chmod(cfgdir, 0o755)
+    conf = os.path.join(cfgdir, "doh.toml")
+    with open(conf, "w") as f:
+        f.write('[upstreams.doh0]\nurl = "%s"\nconnections = %d\nidle_timeout_ms = %d\n'
+                '[groups.default]\nupstreams = ["doh0"]\n' % (p.url(), connections,
+                                                             idle_timeout_ms))
+    os.chmod(conf, 0o644)
+    return dnsveil(timeout=8000, extra=["-c", conf, "--tls-ca", str(ca.cert)])
+
+
+def burst(d, p, n):
+    ask(d, "www.test.")  # the connection is up before the burst
+    tag = "%06x" % random.getrandbits(24)
+    names = ["c%d-%s.test." % (i, tag) for i in range(n)]
+    seen, stop = [], threading.Event()
+    t = threading.Thread(target=sample_connections, args=(p.tls_port, stop, seen), daemon=True)
+    t.start()
+    try:
+        got = blast(d.host, d.port, names, deadline=20.0)
+    finally:
+        stop.set()
+        t.join()
+    assert len(got) == n, "%d of %d answered" % (len(got), n)
+    assert {rc for rc, _ in got.values()} == {dns.rcode.NXDOMAIN}
+    return seen
+
+
+def test_connections_and_idle_timeout_settings(peers, dnsveil, pki):
+    """The server allows 50 streams. `connections = 1` keeps a 500-query
+    burst on one connection (the rest wait for streams); with 2 a second
+    one may open, and `idle_timeout_ms` closes the idle ones soon after."""
+    p = peers.get("unbound", max_streams=50)
+    d = start_pooled(dnsveil, pki, p, 1, 30000)
+    seen = burst(d, p, 500)
+    assert max(seen) == 1, "connections seen during the load: %s" % sorted(set(seen))
+    assert d.log_text().count("doh connection ready") == 1
+    assert d.stop() == []
+
+    d = start_pooled(dnsveil, pki, p, 2, 1000)
+    seen = burst(d, p, 500)
+    assert max(seen) <= 2, "connections seen during the load: %s" % sorted(set(seen))
+    end = time.monotonic() + 5
+    while dohpeers.connections(p.tls_port) and time.monotonic() < end:
+        time.sleep(0.1)
+    assert dohpeers.connections(p.tls_port) == 0, "idle connections stayed open"
+    assert "doh connection idle, closing" in d.log_text()
