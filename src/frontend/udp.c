@@ -20,6 +20,7 @@ enum {
     UDP_TX_SLOTS = 64,
     UDP_TX_SLOT = 2048, /* rarer, larger replies go out at once with sendto */
     UDP_CMSG = CMSG_SPACE(sizeof(struct in6_pktinfo)),
+    UDP_SOCKBUF = 4 << 20,
 };
 
 struct fe_udp {
@@ -255,6 +256,13 @@ struct fe_udp *fe_udp_new(struct ev_loop *loop, const struct net_addr *a,
     u->qe = qe;
     u->local = local;
     u->fd = fd;
+    /* a burst of queries must not overflow the default ~200 KiB buffer while
+     * the loop is busy; as root at bind time the system maximum can be passed */
+    int sz = UDP_SOCKBUF;
+    if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &sz, sizeof(sz)) < 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &sz, sizeof(sz));
+    if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &sz, sizeof(sz)) < 0)
+        setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sz, sizeof(sz));
     u->pktinfo = net_addr_is_any(a);
     if (u->pktinfo) {
         int one = 1;
