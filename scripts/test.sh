@@ -57,6 +57,7 @@ stage_deps() {
 PEER_PKGS=(
     knot knot-dnsutils unbound dnsutils python3-pytest python3-dnspython  # plain DNS
     openssl dnsdist knot-resolver                      # DoT/DoH peers and their private CA
+    python3-httpx python3-h2 iproute2 dnsperf          # DoH client, ss/ip netns, load for the cache test
     golang-go golang-github-lucas-clemente-quic-go-dev golang-github-miekg-dns-dev  # Go DoQ peer
 )
 
