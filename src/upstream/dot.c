@@ -1,12 +1,16 @@
 /* dot — DNS over TLS (RFC 7858) to one upstream, with the TCP usage profile
  * of RFC 7766: queries are pipelined on a few long-lived connections and
- * answers may come back in any order.
+ * answers may come back in any order. tcp:// upstreams (tcp_ops) use the
+ * same connections in plaintext mode, chosen only by the URL scheme, so
+ * RFC 7766 6.2.2's "keep concurrent connections to a minimum" holds for them
+ * too; tls:// never runs without TLS.
  *
  * Each query gets a wire ID that is unused on its connection (the caller's
  * random ID is restored before done), is padded to 128-byte blocks (RFC
- * 8467; client-subnet is stripped on the way) and carries an empty
- * edns-tcp-keepalive option (RFC 7828) so the server tells us how long it
- * keeps idle connections; we close ours before that.
+ * 8467; client-subnet is stripped on the way; TLS only: padding hides
+ * nothing on a plaintext stream) and carries an empty edns-tcp-keepalive
+ * option (RFC 7828) so the server tells us how long it keeps idle
+ * connections; we close ours before that.
  *
  * Connections: at most the upstream's max_conns; another one opens only
  * when every open one is saturated. An idle connection closes after the
@@ -23,6 +27,7 @@
  * state is freed then when close() runs from inside a done callback. */
 #ifdef DV_HAVE_TLS
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -82,7 +87,7 @@ struct dot_conn {
     ev_io io;
     int events;
     ev_timer timer;         /* setup deadline, then idle check */
-    struct tls_conn *tls;
+    struct tls_conn *tls;   /* NULL in plaintext mode */
     struct frame_rd fr;
     struct buf out;         /* framed queries the TLS layer has not taken yet */
     size_t out_retry;       /* length TLS asked us to offer again after EAGAIN */
@@ -98,7 +103,8 @@ struct dot_up {
     struct ev_loop *loop;
     char *name;
     struct net_addr addr;
-    struct tls_ctx *tls;
+    struct tls_ctx *tls;    /* NULL in plaintext mode (tcp://) */
+    bool plain;
     struct dot_conn *conns;
     unsigned n_conns;
     struct dot_conn *graveyard;
@@ -208,6 +214,48 @@ static void dc_io_cb(struct ev_loop *loop, ev_io *w, int revents);
 static void dc_timer_cb(struct ev_loop *loop, ev_timer *w, int revents);
 static void up_dispatch(struct dot_up *up, bool may_complete);
 
+/* The stream under the framing: TLS, or the bare socket for tcp://. Both
+ * return the count, DV_EAGAIN, DV_ECONN or (TLS) DV_ETLS. */
+static long dc_recv(struct dot_conn *c, void *buf, size_t len)
+{
+    ssize_t n;
+
+    if (c->tls)
+        return tls_conn_read(c->tls, buf, len);
+    do
+        n = recv(c->fd, buf, len, 0);
+    while (n < 0 && errno == EINTR);
+    if (n > 0)
+        return (long)n;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+        return DV_EAGAIN;
+    if (n < 0)
+        log_debug("upstream %s: recv: %s", c->up->name, strerror(errno));
+    return DV_ECONN;
+}
+
+static long dc_send(struct dot_conn *c, const void *buf, size_t len)
+{
+    ssize_t n;
+
+    if (c->tls)
+        return tls_conn_write(c->tls, buf, len);
+    do
+        n = send(c->fd, buf, len, MSG_NOSIGNAL);
+    while (n < 0 && errno == EINTR);
+    if (n >= 0)
+        return (long)n;
+    if (errno == EAGAIN || errno == EWOULDBLOCK)
+        return DV_EAGAIN;
+    log_debug("upstream %s: send: %s", c->up->name, strerror(errno));
+    return DV_ECONN;
+}
+
+static bool dc_wants_write(const struct dot_conn *c)
+{
+    return c->tls && tls_conn_wants_write(c->tls);
+}
+
 static void dc_set_events(struct dot_conn *c)
 {
     int ev;
@@ -217,9 +265,9 @@ static void dc_set_events(struct dot_conn *c)
     if (c->st == DC_CONNECTING)
         ev = EV_WRITE;
     else if (c->st == DC_HANDSHAKE)
-        ev = tls_conn_wants_write(c->tls) ? EV_WRITE : EV_READ;
+        ev = dc_wants_write(c) ? EV_WRITE : EV_READ;
     else
-        ev = EV_READ | (buf_used(&c->out) || tls_conn_wants_write(c->tls) ? EV_WRITE : 0);
+        ev = EV_READ | (buf_used(&c->out) || dc_wants_write(c) ? EV_WRITE : 0);
     if (ev == c->events)
         return;
     ev_io_stop(c->up->loop, &c->io);
@@ -248,7 +296,7 @@ static struct dot_conn *dc_open(struct dot_up *up)
     c->fd = conn_connect(&up->addr, SOCK_STREAM, up->name);
     if (c->fd < 0)
         goto fail;
-    if (tls_conn_new(up->tls, c->fd, &c->tls))
+    if (!up->plain && tls_conn_new(up->tls, c->fd, &c->tls))
         goto fail;
     c->st = DC_CONNECTING;
     ev_io_init(&c->io, dc_io_cb, c->fd, EV_WRITE);
@@ -300,10 +348,12 @@ static void dc_teardown(struct dot_conn *c, bool polite)
     }
     ev_io_stop(up->loop, &c->io);
     ev_timer_stop(up->loop, &c->timer);
-    if (polite && c->st == DC_READY)
-        tls_conn_shutdown(c->tls);
-    tls_conn_free(c->tls);
-    c->tls = NULL;
+    if (c->tls) {
+        if (polite && c->st == DC_READY)
+            tls_conn_shutdown(c->tls);
+        tls_conn_free(c->tls);
+        c->tls = NULL;
+    }
     close(c->fd);
     c->fd = -1;
     c->st = DC_DEAD;
@@ -388,14 +438,15 @@ static bool dc_has_room(const struct dot_conn *c)
     return c->st != DC_DEAD && c->qs.n < DOT_CONN_MAX_IDS && buf_used(&c->out) < DOT_OUT_HIGH;
 }
 
-/* Gives TLS as much of c->out as it takes. 0, or the error that killed c. */
+/* Gives the stream as much of c->out as it takes. 0, or the error that
+ * killed c. */
 static int dc_flush(struct dot_conn *c)
 {
     while (buf_used(&c->out)) {
         size_t n = c->out_retry ? c->out_retry : buf_used(&c->out);
         if (n > DOT_WRITE_CHUNK)
             n = DOT_WRITE_CHUNK;
-        long w = tls_conn_write(c->tls, buf_head(&c->out), n);
+        long w = dc_send(c, buf_head(&c->out), n);
         if (w == DV_EAGAIN) {
             c->out_retry = n;
             break;
@@ -470,13 +521,13 @@ static int dc_answer(struct dot_conn *c, const uint8_t *msg, size_t len)
     return 0;
 }
 
-/* Reads until TLS has nothing more. 0, or the error that killed c. */
+/* Reads until the stream has nothing more. 0, or the error that killed c. */
 static int dc_read(struct dot_conn *c)
 {
     struct dot_up *up = c->up;
 
     for (;;) {
-        long n = tls_conn_read(c->tls, rxbuf, sizeof(rxbuf));
+        long n = dc_recv(c, rxbuf, sizeof(rxbuf));
         if (n == DV_EAGAIN)
             return 0;
         if (n < 0) {
@@ -524,7 +575,10 @@ static void dc_io(struct dot_conn *c, int revents)
             dc_fail(c, DV_ECONN);
             return;
         }
-        c->st = DC_HANDSHAKE;
+        if (up->plain)
+            dc_ready(c);
+        else
+            c->st = DC_HANDSHAKE;
     }
     if (c->st == DC_HANDSHAKE) {
         rc = tls_conn_handshake(c->tls);
@@ -671,8 +725,8 @@ static void up_dispatch(struct dot_up *up, bool may_complete)
     complete_all(up, &up->wait, DV_ECONN);
 }
 
-/* Copies the query, adds the keepalive option and pads it. */
-static struct dot_q *q_new(const struct xfer *x, int *prc)
+/* Copies the query, adds the keepalive option and, over TLS, pads it. */
+static struct dot_q *q_new(const struct dot_up *up, const struct xfer *x, int *prc)
 {
     size_t cap = x->len + CONN_QUERY_ROOM;
     struct dot_q *q = calloc(1, sizeof(*q) + cap);
@@ -687,7 +741,7 @@ static struct dot_q *q_new(const struct xfer *x, int *prc)
     rc = dns_edns_strip_opt(q->msg, &q->len, DNS_OPT_KEEPALIVE);
     if (!rc && dns_msg_find_opt(q->msg, q->len, &opt) == 1)
         rc = dns_edns_add_opt(q->msg, &q->len, cap, opt.off, DNS_OPT_KEEPALIVE, &none, 0);
-    if (!rc)
+    if (!rc && !up->plain)
         rc = conn_pad_query(q->msg, &q->len, cap);
     if (rc)
         goto fail;
@@ -713,6 +767,11 @@ static int dot_open(struct upstream *u)
     };
     int rc;
 
+    /* the scheme table pairs tcp:// with tcp_ops; anything else is a bug */
+    if ((u->proto == UPSTREAM_TCP) != (u->ops == &tcp_ops)) {
+        free(up);
+        return DV_EINVAL;
+    }
     if (!up)
         return DV_ENOMEM;
     up->loop = u->loop;
@@ -724,7 +783,10 @@ static int dot_open(struct upstream *u)
         free(up);
         return DV_ENOMEM;
     }
-    rc = tls_ctx_new(&o, &up->tls);
+    /* plaintext only ever for tcp://: a tls:// upstream without a context
+     * fails to open */
+    up->plain = u->proto == UPSTREAM_TCP;
+    rc = up->plain ? 0 : tls_ctx_new(&o, &up->tls);
     if (rc) {
         free(up->name);
         free(up);
@@ -749,7 +811,7 @@ static int dot_send(struct upstream *u, struct xfer *x)
     /* fail fast while backing off, so the caller tries another upstream */
     if (!up->n_conns && conn_policy_backoff(&up->pol, net_now_ms()))
         return DV_ECONN;
-    q = q_new(x, &rc);
+    q = q_new(up, x, &rc);
     if (!q)
         return rc;
     q->done.x = x;
@@ -806,6 +868,15 @@ static void dot_close(struct upstream *u)
 
 const struct transport_ops dot_ops = {
     .name = "dot",
+    .open = dot_open,
+    .send = dot_send,
+    .cancel = dot_cancel,
+    .close = dot_close,
+};
+
+/* tcp://: the same connections without TLS and without padding. */
+const struct transport_ops tcp_ops = {
+    .name = "tcp",
     .open = dot_open,
     .send = dot_send,
     .cancel = dot_cancel,

@@ -2,7 +2,9 @@
  * for it (split domains on a local resolver). udp:// sends each query from
  * its own connected socket (a fresh random source port per query, so an
  * off-path spoofer must guess port and ID) and retries over TCP when the
- * answer is truncated; tcp:// uses one connection per query. */
+ * answer is truncated (a one-shot connection: truncation is rare). tcp://
+ * upstreams use dot.c's pooled connections in plaintext mode; plain serves
+ * them only in builds without TLS. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>

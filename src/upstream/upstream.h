@@ -33,7 +33,7 @@ struct xfer {
 };
 
 struct transport_ops {
-    const char *name; /* "plain", "dot", "doh", "doq", "odoh" */
+    const char *name; /* "plain", "tcp", "dot", "doh", "doq", "odoh" */
     /* Sets up u->priv from u's settings. 0 or DV_E*. */
     int (*open)(struct upstream *u);
     /* Queues x. 0, or DV_E* (then done is never called). */
@@ -76,6 +76,7 @@ void upstream_unref(struct upstream *u);
 
 extern const struct transport_ops plain_ops;
 extern const struct transport_ops dot_ops;
+extern const struct transport_ops tcp_ops; /* dot.c in plaintext mode */
 extern const struct transport_ops doq_ops;
 extern const struct transport_ops doh_ops;
 

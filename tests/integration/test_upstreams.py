@@ -121,6 +121,10 @@ def test_200_pipelined_tcp_queries_on_one_connection(dnsveil, knot, scheme):
             assert r.rcode() == dns.rcode.NOERROR, qname
             if qname != "nodata.test.":
                 assert r.answer, qname
+    if scheme == "tcp":
+        # pooled like DoT: at most max_conns (default 2) connections
+        opened = d.log.read_text().count(": connected (")
+        assert 1 <= opened <= 2, "%d upstream connections for one burst" % opened
 
 
 def test_identical_concurrent_queries_coalesced(dnsveil, relay_factory):
