@@ -3,6 +3,10 @@
 #   ceiling   dnsperf -m dot straight at unbound's DoT port
 #   dnsveil   dnsperf (UDP) -> dnsveil -> DoT -> unbound
 #   dnsdist   dnsperf (UDP) -> dnsdist (newServer tls) -> DoT -> unbound
+#   unbound   dnsperf (UDP) -> unbound (forward-tls-upstream) -> DoT -> unbound
+#   stubby    dnsperf (UDP) -> stubby -> DoT -> unbound
+# Each is measured twice: flat out (QPS), and at a fixed 2,000 q/s (average
+# latency, the figure a user feels).
 # unbound forwards to knotd serving tests/integration/zones/test.zone. Every
 # name is asked once per run, so the proxies never answer from a cache;
 # unbound is warmed with the same names first so all three measure the path
@@ -20,7 +24,18 @@ RUN_SECONDS=${BENCH_SECONDS:-10}
 NAMES=${BENCH_NAMES:-300000}
 CLIENTS=${BENCH_CLIENTS:-20}
 
-for b in unbound knotd dnsdist dnsperf openssl; do
+if ! command -v stubby >/dev/null && [ "$(id -u)" -eq 0 ]; then
+    # a competitor, not a test peer: stubby is only needed here
+    restore=0
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+        chmod +x /usr/sbin/policy-rc.d
+        restore=1
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends stubby >/dev/null || true
+    [ "$restore" = 1 ] && rm -f /usr/sbin/policy-rc.d
+fi
+for b in unbound knotd dnsdist dnsperf openssl stubby; do
     command -v "$b" >/dev/null || { echo "bench/dot.sh: $b is not installed" >&2; exit 1; }
 done
 [ -x "$DNSVEIL" ] || { echo "bench/dot.sh: no dnsveil at $DNSVEIL (set DNSVEIL_BIN)" >&2; exit 1; }
@@ -128,6 +143,7 @@ wait_udp "$UB_PORT"
 # --- the names: unique per query, the same file for every run -------------
 tag=$(printf '%06x' $((RANDOM * 32768 + RANDOM)))
 seq 1 "$NAMES" | awk -v t="$tag" '{ printf "b%d-%s.test. A\n", $1, t }' >"$work/names"
+seq 1 20000 | awk -v t="$tag" '{ printf "f%d-%s.test. A\n", $1, t }' >"$work/names2"
 
 perf() {   # perf LABEL MODE PORT [PID] -> appends a result line (RSS of PID after)
     local out qps lat lost note=
@@ -141,12 +157,18 @@ perf() {   # perf LABEL MODE PORT [PID] -> appends a result line (RSS of PID aft
     else
         note="(dnsperf -m dot, no proxy)"
     fi
-    printf '%-10s %10s %12s %10s %s\n' "$1" "${qps:-?}" "${lat:-?}" "${lost:-?}" "$note" \
-        >>"$work/results"
+    # the same path at a fixed rate: latency without queueing
+    out=$(dnsperf -m "$2" -s 127.0.0.1 -p "$3" -d "$work/names2" -n 1 -l 5 -Q 2000 \
+                  -c "$CLIENTS" -t 5 2>&1)
+    fixed=$(awk '/Average Latency/ && !n++ { printf "%.2f", $4 * 1000 }' <<<"$out")
+    printf '%-10s %10s %12s %14s %10s %s\n' "$1" "${qps:-?}" "${lat:-?}" "${fixed:-?}" \
+        "${lost:-?}" "$note" >>"$work/results"
 }
 
 echo "warming unbound with $NAMES names over DoT..."
 dnsperf -m dot -s 127.0.0.1 -p "$UB_TLS" -d "$work/names" -n 1 -c "$CLIENTS" -l 300 \
+    >/dev/null 2>&1 || true
+dnsperf -m dot -s 127.0.0.1 -p "$UB_TLS" -d "$work/names2" -n 1 -c "$CLIENTS" -l 60 \
     >/dev/null 2>&1 || true
 
 : >"$work/results"
@@ -178,8 +200,70 @@ wait_udp "$DD_PORT"
 perf dnsdist udp "$DD_PORT" "$dd_pid"
 kill "$dd_pid"
 
+# --- unbound as a DoT forwarder ---------------------------------------------
+FW_PORT=$(free_port)
+cat >"$work/fwd.conf" <<EOF
+server:
+    interface: 127.0.0.1@$FW_PORT
+    do-daemonize: no
+    username: ""
+    chroot: ""
+    directory: "$work"
+    pidfile: "$work/fwd.pid"
+    use-syslog: no
+    logfile: ""
+    verbosity: 0
+    num-threads: 1
+    do-ip6: no
+    do-not-query-localhost: no
+    module-config: "iterator"
+    qname-minimisation: no
+    trust-anchor-signaling: no
+    root-key-sentinel: no
+    access-control: 127.0.0.0/8 allow
+    tls-cert-bundle: "$work/ca.pem"
+forward-zone:
+    name: "."
+    forward-tls-upstream: yes
+    forward-addr: 127.0.0.1@$UB_TLS#dot.test
+remote-control:
+    control-enable: no
+EOF
+unbound -d -c "$work/fwd.conf" >"$work/fwd.log" 2>&1 &
+fw_pid=$!
+pids+=($fw_pid)
+wait_udp "$FW_PORT"
+perf unbound udp "$FW_PORT" "$fw_pid"
+kill "$fw_pid"
+
+# --- stubby -----------------------------------------------------------------
+ST_PORT=$(free_port)
+cat >"$work/stubby.yml" <<EOF
+resolution_type: GETDNS_RESOLUTION_STUB
+dns_transport_list:
+  - GETDNS_TRANSPORT_TLS
+tls_authentication: GETDNS_AUTHENTICATION_REQUIRED
+tls_query_padding_blocksize: 128
+edns_client_subnet_private: 1
+idle_timeout: 10000
+round_robin_upstreams: 0
+tls_ca_file: "$work/ca.pem"
+listen_addresses:
+  - 127.0.0.1@$ST_PORT
+upstream_recursive_servers:
+  - address_data: 127.0.0.1
+    tls_port: $UB_TLS
+    tls_auth_name: "dot.test"
+EOF
+stubby -C "$work/stubby.yml" >"$work/stubby.log" 2>&1 &
+st_pid=$!
+pids+=($st_pid)
+wait_udp "$ST_PORT"
+perf stubby udp "$ST_PORT" "$st_pid"
+kill "$st_pid"
+
 echo
-echo "cache-miss QPS through DoT to one unbound ($RUN_SECONDS s per run, $CLIENTS clients," \
-     "$(nproc) CPUs shared by everything)"
-printf '%-10s %10s %12s %10s %s\n' "" "QPS" "avg lat ms" "lost" ""
+echo "cache-miss queries through DoT to one unbound ($RUN_SECONDS s flat out, then 5 s at" \
+     "2,000 q/s; $CLIENTS clients; $(nproc) CPUs shared by everything)"
+printf '%-10s %10s %12s %14s %10s %s\n' "" "QPS" "avg lat ms" "lat@2000 ms" "lost" ""
 cat "$work/results"
