@@ -152,6 +152,9 @@ perf() {   # perf LABEL MODE PORT [PID] -> appends a result line (RSS of PID aft
     qps=$(awk '/Queries per second:/ { printf "%.0f", $4 }' <<<"$out")
     lat=$(awk '/Average Latency/ && !n++ { printf "%.2f", $4 * 1000 }' <<<"$out")
     lost=$(awk '/Queries lost:/ { print $3 }' <<<"$out")
+    # an answer that is not NOERROR/NXDOMAIN is a failure, however fast
+    bad=$(awk '/Response codes:/ { for (i = 3; i <= NF; i += 3) if ($i != "NOERROR" && $i != "NXDOMAIN") s += $(i + 1) } END { print s + 0 }' <<<"$out")
+    lost="$lost/$bad"
     if [ -n "${4:-}" ]; then
         note="rss $(awk '/VmRSS/ { print $2 }' "/proc/$4/status" 2>/dev/null) KiB"
     else
@@ -265,5 +268,5 @@ kill "$st_pid"
 echo
 echo "cache-miss queries through DoT to one unbound ($RUN_SECONDS s flat out, then 5 s at" \
      "2,000 q/s; $CLIENTS clients; $(nproc) CPUs shared by everything)"
-printf '%-10s %10s %12s %14s %10s %s\n' "" "QPS" "avg lat ms" "lat@2000 ms" "lost" ""
+printf '%-10s %10s %12s %14s %10s %s\n' "" "QPS" "avg lat ms" "lat@2000 ms" "lost/fail" ""
 cat "$work/results"
