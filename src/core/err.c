@@ -7,7 +7,7 @@ const char *dv_strerror(int code)
     case DV_ENOMEM: return "out of memory";
     case DV_EMALFORMED: return "malformed DNS message";
     case DV_ENOTQUERY: return "not a DNS query";
-    case DV_ENOTIMP: return "not implemented";
+    case DV_ENOTIMP: return "unsupported opcode";
     case DV_EBADVERS: return "unsupported EDNS version";
     case DV_ESPACE: return "buffer too small";
     case DV_ETIMEOUT: return "timed out";
