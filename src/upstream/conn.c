@@ -80,6 +80,13 @@ int conn_connect(const struct net_addr *a, int type, const char *name)
     return fd;
 }
 
+void conn_quickack(int fd)
+{
+    int one = 1;
+
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_QUICKACK, &one, sizeof(one));
+}
+
 int conn_connect_error(int fd)
 {
     int soerr = 0;

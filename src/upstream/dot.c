@@ -528,8 +528,13 @@ static int dc_read(struct dot_conn *c)
 
     for (;;) {
         long n = dc_recv(c, rxbuf, sizeof(rxbuf));
-        if (n == DV_EAGAIN)
+        if (n == DV_EAGAIN) {
+            /* ACK now: we may have nothing to send that would carry it, and
+             * what arrived may be no data for us at all (a TLS 1.3 session
+             * ticket) while the server's answer waits behind it for our ACK */
+            conn_quickack(c->fd);
             return 0;
+        }
         if (n < 0) {
             if (n == DV_ECONN && frame_partial(&c->fr))
                 log_debug("upstream %s: stream ended inside a message", up->name);
