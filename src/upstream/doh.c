@@ -1078,17 +1078,8 @@ static int doh_open(struct upstream *u)
         up_free(d);
         return DV_ENOMEM;
     }
-    struct tls_opts o = {
-        .upstream = u->name,
-        .host = u->host,
-        .tls_name = u->cfg.tls_name,
-        .ca_file = u->cfg.ca_file,
-        .pins = u->cfg.pins,
-        .n_pins = u->cfg.n_pins,
-        .alpn = "h2",
-        .alpn_required = true, /* DoH needs HTTP/2 here; HTTP/1.1 is not spoken */
-    };
-    rc = tls_ctx_new(&o, &d->tls);
+    /* DoH needs HTTP/2 here; HTTP/1.1 is not spoken */
+    rc = tls_ctx_new_upstream(u, "h2", true, &d->tls);
     if (rc) {
         up_free(d);
         return rc;

@@ -1008,16 +1008,6 @@ static void doq_schedule(struct doq *up)
 static int doq_open(struct upstream *u)
 {
     struct doq *up = calloc(1, sizeof(*up));
-    struct tls_opts o = {
-        .upstream = u->name,
-        .host = u->host,
-        .tls_name = u->cfg.tls_name,
-        .ca_file = u->cfg.ca_file,
-        .pins = u->cfg.pins,
-        .n_pins = u->cfg.n_pins,
-        .alpn = DOQ_ALPN,
-        .alpn_required = true,
-    };
     int rc;
 
     if (!up)
@@ -1026,7 +1016,7 @@ static int doq_open(struct upstream *u)
     conn_scope_init(&up->scope, NULL, dq_delivered, doq_destroy, up);
     ev_prepare_init(&up->kick, doq_kick_cb);
     up->kick.data = up;
-    rc = tls_ctx_new(&o, &up->tls);
+    rc = tls_ctx_new_upstream(u, DOQ_ALPN, true, &up->tls);
     if (rc)
         goto fail;
     /* TLS 1.3 only, handshake bytes through ngtcp2, session tickets */

@@ -760,16 +760,6 @@ fail:
 static int dot_open(struct upstream *u)
 {
     struct dot_up *up = calloc(1, sizeof(*up));
-    struct tls_opts o = {
-        .upstream = u->name,
-        .host = u->host,
-        .tls_name = u->cfg.tls_name,
-        .ca_file = u->cfg.ca_file,
-        .pins = u->cfg.pins,
-        .n_pins = u->cfg.n_pins,
-        .alpn = "dot",
-        .alpn_required = false, /* most DoT servers predate the ALPN id */
-    };
     int rc;
 
     /* the scheme table pairs tcp:// with tcp_ops; anything else is a bug */
@@ -791,7 +781,8 @@ static int dot_open(struct upstream *u)
     /* plaintext only ever for tcp://: a tls:// upstream without a context
      * fails to open */
     up->plain = u->proto == UPSTREAM_TCP;
-    rc = up->plain ? 0 : tls_ctx_new(&o, &up->tls);
+    /* most DoT servers predate the ALPN id, so it is not required */
+    rc = up->plain ? 0 : tls_ctx_new_upstream(u, "dot", false, &up->tls);
     if (rc) {
         free(up->name);
         free(up);

@@ -19,6 +19,7 @@
 
 #include "core/err.h"
 #include "core/log.h"
+#include "upstream/upstream.h"
 
 #define TLS_SYSTEM_CA "/etc/ssl/certs/ca-certificates.crt"
 
@@ -154,6 +155,23 @@ int tls_ctx_new(const struct tls_opts *o, struct tls_ctx **pctx)
 fail:
     tls_ctx_del(t);
     return rc;
+}
+
+int tls_ctx_new_upstream(const struct upstream *u, const char *alpn, bool alpn_required,
+                         struct tls_ctx **pctx)
+{
+    struct tls_opts o = {
+        .upstream = u->name,
+        .host = u->host,
+        .tls_name = u->cfg.tls_name,
+        .ca_file = u->cfg.ca_file,
+        .pins = u->cfg.pins,
+        .n_pins = u->cfg.n_pins,
+        .alpn = alpn,
+        .alpn_required = alpn_required,
+    };
+
+    return tls_ctx_new(&o, pctx);
 }
 
 void tls_ctx_del(struct tls_ctx *t)

@@ -21,6 +21,7 @@
 
 struct tls_ctx;
 struct tls_conn;
+struct upstream;
 
 struct tls_opts {
     const char *upstream;   /* name for log lines */
@@ -36,6 +37,10 @@ struct tls_opts {
 /* Builds a context from o (copied). 0, DV_ENOMEM, DV_EINVAL (bad pin, CA
  * file unreadable; the reason is logged) or DV_ETLS. */
 int tls_ctx_new(const struct tls_opts *o, struct tls_ctx **pctx);
+/* tls_ctx_new with the options an upstream's settings give (its name, URL
+ * host, tls_name, CA file, pins) and the transport's ALPN. Same returns. */
+int tls_ctx_new_upstream(const struct upstream *u, const char *alpn, bool alpn_required,
+                         struct tls_ctx **pctx);
 /* Frees ctx; every tls_conn made from it must be freed first. */
 void tls_ctx_del(struct tls_ctx *ctx);
 
