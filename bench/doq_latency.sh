@@ -16,6 +16,11 @@
 #   resumed  the first query after both sides closed the idle connection
 # A measurement, not a test: it prints figures (median of BENCH_ROUNDS).
 #
+# Expect dot one RTT above doh: unbound sets TCP_NODELAY on its https-port
+# listener but not on its tls-port one, so on DoT its answer waits (Nagle)
+# until we ACK the session ticket it sent just before; dnsveil ACKs at once
+# (TCP_QUICKACK), without which the wait was a ~40 ms delayed ACK on top.
+#
 # Usage: sudo bench/doq_latency.sh  (DNSVEIL_BIN=build/release/dnsveil,
 #                                     BENCH_ROUNDS=5)
 # Needs: root (netns, tc), iproute2, knot, unbound, openssl, python3-dnspython,
