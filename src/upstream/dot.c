@@ -24,8 +24,9 @@
  * Lifetime: libev callbacks enter up->scope; a connection that dies inside
  * one is torn down at once but freed only when the outermost callback
  * returns, answers and failures are delivered only then, and the upstream
- * state is freed then when close() runs from inside a done callback. */
-#ifdef DV_HAVE_TLS
+ * state is freed then when close() runs from inside a done callback.
+ *
+ * Built without wolfSSL too, for tcp://; dot_ops is registered only with it. */
 
 #include <errno.h>
 #include <stdio.h>
@@ -879,4 +880,3 @@ const struct transport_ops tcp_ops = {
     .close = dot_close,
 };
 
-#endif /* DV_HAVE_TLS */

@@ -3,8 +3,7 @@
  * its own connected socket (a fresh random source port per query, so an
  * off-path spoofer must guess port and ID) and retries over TCP when the
  * answer is truncated (a one-shot connection: truncation is rare). tcp://
- * upstreams use dot.c's pooled connections in plaintext mode; plain serves
- * them only in builds without TLS. */
+ * upstreams are dot.c's pooled connections in plaintext mode (tcp_ops). */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -224,7 +223,7 @@ static int plain_send(struct upstream *u, struct xfer *x)
     px->u = u;
     px->fd = -1;
     buf_init(&px->in);
-    rc = px_start(px, u->proto == UPSTREAM_TCP);
+    rc = px_start(px, false);
     if (rc) {
         px_free(px);
         return rc;

@@ -582,4 +582,64 @@ bool tls_conn_early_accepted(const struct tls_conn *c)
     return wolfSSL_get_early_data_status(c->ssl) == WOLFSSL_EARLY_DATA_ACCEPTED;
 }
 
+#else /* no wolfSSL */
+
+/* Without wolfSSL only dot.c's plaintext mode (tcp://) links against these,
+ * and it never calls them: no TLS scheme is registered. */
+#include "core/err.h"
+
+int tls_ctx_new_upstream(const struct upstream *u, const char *alpn, bool alpn_required,
+                         struct tls_ctx **pctx)
+{
+    (void)u, (void)alpn, (void)alpn_required;
+    *pctx = NULL;
+    return DV_ETLS;
+}
+
+void tls_ctx_del(struct tls_ctx *ctx)
+{
+    (void)ctx;
+}
+
+int tls_conn_new(struct tls_ctx *ctx, int fd, struct tls_conn **pconn)
+{
+    (void)ctx, (void)fd;
+    *pconn = NULL;
+    return DV_ETLS;
+}
+
+void tls_conn_free(struct tls_conn *c)
+{
+    (void)c;
+}
+
+int tls_conn_handshake(struct tls_conn *c)
+{
+    (void)c;
+    return DV_ETLS;
+}
+
+long tls_conn_read(struct tls_conn *c, void *buf, size_t len)
+{
+    (void)c, (void)buf, (void)len;
+    return DV_ETLS;
+}
+
+long tls_conn_write(struct tls_conn *c, const void *buf, size_t len)
+{
+    (void)c, (void)buf, (void)len;
+    return DV_ETLS;
+}
+
+bool tls_conn_wants_write(const struct tls_conn *c)
+{
+    (void)c;
+    return false;
+}
+
+void tls_conn_shutdown(struct tls_conn *c)
+{
+    (void)c;
+}
+
 #endif /* DV_HAVE_TLS */

@@ -15,12 +15,8 @@ struct scheme {
 
 static const struct scheme schemes[] = {
     {"udp://", &plain_ops, UPSTREAM_UDP, 53},
-#ifdef DV_HAVE_TLS
     /* pooled, pipelined connections shared with DoT, in plaintext */
     {"tcp://", &tcp_ops, UPSTREAM_TCP, 53},
-#else
-    {"tcp://", &plain_ops, UPSTREAM_TCP, 53},
-#endif
 #ifdef DV_HAVE_TLS
     {"tls://", &dot_ops, UPSTREAM_TLS, 853},
     {"quic://", &doq_ops, UPSTREAM_QUIC, 853},
