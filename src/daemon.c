@@ -65,19 +65,30 @@ static void stop_listeners(struct daemon *d)
     d->nlisten = 0;
 }
 
-void daemon_log_stats(const struct daemon *d)
+/* Every counter as "name=value ...": the SIGUSR1 log line and the control
+ * socket's answer are the same text. */
+static void format_stats(const struct daemon *d, char *out, size_t cap)
 {
-    query_stats_log(d->qe);
-    if (d->cache) {
+    int n = query_stats_format(d->qe, out, cap);
+
+    if (d->cache && n >= 0 && (size_t)n < cap) {
         struct cache_stats cs;
         cache_stats(d->cache, &cs);
-        log_msg(DV_LOG_INFO,
-                "stats: cache entries=%zu bytes=%zu size=%zu hits=%llu misses=%llu "
-                "evictions=%llu stale=%llu prefetches=%llu",
-                cs.entries, cs.bytes, cs.size, (unsigned long long)cs.hits,
-                (unsigned long long)cs.misses, (unsigned long long)cs.evictions,
-                (unsigned long long)cs.stale_served, (unsigned long long)cs.prefetches);
+        snprintf(out + n, cap - (size_t)n,
+                 " cache_entries=%zu cache_bytes=%zu cache_size=%zu cache_lookup_hits=%llu "
+                 "cache_lookup_misses=%llu cache_evictions=%llu cache_expired=%llu",
+                 cs.entries, cs.bytes, cs.size, (unsigned long long)cs.hits,
+                 (unsigned long long)cs.misses, (unsigned long long)cs.evictions,
+                 (unsigned long long)cs.expired);
     }
+}
+
+void daemon_log_stats(const struct daemon *d)
+{
+    char line[1024];
+
+    format_stats(d, line, sizeof(line));
+    log_msg(DV_LOG_INFO, "stats: %s", line);
 }
 
 static void runtime_free(struct runtime *rt)
@@ -362,22 +373,11 @@ static void metrics_render(void *arg, struct buf *b)
     uint64_t now = net_now_ms();
 
     query_stats(d->qe, &qs);
-    counter(b, "queries_total", "Client queries accepted.", qs.queries);
-    counter(b, "answers_total", "Answers sent to clients.", qs.answered);
-    counter(b, "servfail_total", "SERVFAIL replies sent.", qs.servfail);
-    counter(b, "formerr_total", "FORMERR replies to malformed queries.", qs.formerr);
-    counter(b, "notimp_total", "NOTIMP replies.", qs.notimp);
-    counter(b, "dropped_total", "Datagrams dropped as not DNS queries.", qs.dropped);
-    counter(b, "coalesced_total", "Queries that joined an identical one in flight.",
-            qs.coalesced);
-    counter(b, "truncated_total", "Answers truncated to the client's size.", qs.truncated);
-    counter(b, "local_answers_total", "Queries answered by a rule.", qs.local);
-    counter(b, "cache_hits_total", "Queries answered from the cache.", qs.cache_hits);
-    counter(b, "stale_answers_total", "Expired answers served (RFC 8767).", qs.stale_served);
-    counter(b, "prefetches_total", "Background refreshes of popular entries.", qs.prefetches);
-    counter(b, "upstream_queries_total", "Queries sent to upstreams.", qs.upstream_sent);
-    counter(b, "upstream_failures_total", "Upstream attempts without a usable answer.",
-            qs.upstream_failed);
+    for (size_t i = 0; i < query_stat_ndescs; i++) {
+        char name[64];
+        snprintf(name, sizeof(name), "%s_total", query_stat_descs[i].name);
+        counter(b, name, query_stat_descs[i].help, query_stat_value(&qs, &query_stat_descs[i]));
+    }
     gauge(b, "inflight", "Questions waiting for an upstream.", (double)query_pending(d->qe));
     if (d->cache) {
         struct cache_stats cs;
@@ -460,12 +460,12 @@ void daemon_reload(struct daemon *d)
 static void control_cb(void *arg, const char *cmd, char *out, size_t cap)
 {
     struct daemon *d = arg;
-    struct query_stats qs;
     struct cache_stats cs = {0};
+    int n;
 
     if (strcmp(cmd, "flush") == 0 || strncmp(cmd, "flush ", 6) == 0) {
         uint8_t name[DNS_NAME_MAX];
-        int len, n;
+        int len;
         if (!d->cache) {
             snprintf(out, cap, "error: the cache is disabled");
             return;
@@ -484,15 +484,8 @@ static void control_cb(void *arg, const char *cmd, char *out, size_t cap)
         return;
     }
     if (strcmp(cmd, "stats") == 0) {
-        query_stats(d->qe, &qs);
-        if (d->cache)
-            cache_stats(d->cache, &cs);
-        snprintf(out, cap,
-                 "ok queries=%llu answered=%llu servfail=%llu dropped=%llu cache_entries=%zu "
-                 "cache_bytes=%zu cache_hits=%llu cache_misses=%llu",
-                 (unsigned long long)qs.queries, (unsigned long long)qs.answered,
-                 (unsigned long long)qs.servfail, (unsigned long long)qs.dropped, cs.entries,
-                 cs.bytes, (unsigned long long)cs.hits, (unsigned long long)cs.misses);
+        n = snprintf(out, cap, "ok ");
+        format_stats(d, out + n, cap - (size_t)n);
         return;
     }
     snprintf(out, cap, "error: unknown command '%.64s' (flush [NAME], stats)", cmd);

@@ -1,5 +1,7 @@
 #include "resolve/query.h"
 
+#include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -664,20 +666,35 @@ void query_stats(const struct query_engine *qe, struct query_stats *out)
     *out = qe->st;
 }
 
-void query_stats_log(const struct query_engine *qe)
-{
-    const struct query_stats *s = &qe->st;
+#define STAT(field, name, help) {name, help, offsetof(struct query_stats, field)}
+const struct query_stat_desc query_stat_descs[] = {
+    STAT(queries, "queries", "Client queries accepted."),
+    STAT(answered, "answered", "Answers sent to clients."),
+    STAT(servfail, "servfail", "SERVFAIL replies sent."),
+    STAT(formerr, "formerr", "FORMERR replies to malformed queries."),
+    STAT(notimp, "notimp", "NOTIMP replies."),
+    STAT(dropped, "dropped", "Datagrams dropped as not DNS queries."),
+    STAT(coalesced, "coalesced", "Queries that joined an identical one in flight."),
+    STAT(truncated, "truncated", "Answers truncated to the client's size."),
+    STAT(upstream_sent, "upstream_sent", "Queries sent to upstreams."),
+    STAT(upstream_failed, "upstream_failed", "Upstream attempts without a usable answer."),
+    STAT(local, "local", "Queries answered by a rule."),
+    STAT(cache_hits, "cache_hits", "Queries answered from the cache."),
+    STAT(stale_served, "stale", "Expired answers served (RFC 8767)."),
+    STAT(prefetches, "prefetches", "Background refreshes of popular entries."),
+};
+#undef STAT
+const size_t query_stat_ndescs = sizeof(query_stat_descs) / sizeof(query_stat_descs[0]);
 
-    log_msg(DV_LOG_INFO,
-            "stats: queries=%llu answered=%llu servfail=%llu formerr=%llu notimp=%llu "
-            "dropped=%llu coalesced=%llu truncated=%llu upstream_sent=%llu "
-            "upstream_failed=%llu local=%llu cache_hits=%llu stale=%llu prefetches=%llu "
-            "inflight=%zu",
-            (unsigned long long)s->queries, (unsigned long long)s->answered,
-            (unsigned long long)s->servfail, (unsigned long long)s->formerr,
-            (unsigned long long)s->notimp, (unsigned long long)s->dropped,
-            (unsigned long long)s->coalesced, (unsigned long long)s->truncated,
-            (unsigned long long)s->upstream_sent, (unsigned long long)s->upstream_failed,
-            (unsigned long long)s->local, (unsigned long long)s->cache_hits,
-            (unsigned long long)s->stale_served, (unsigned long long)s->prefetches, qe->count);
+int query_stats_format(const struct query_engine *qe, char *out, size_t cap)
+{
+    size_t n = 0;
+
+    for (size_t i = 0; i < query_stat_ndescs; i++) {
+        int w = snprintf(out + n, n < cap ? cap - n : 0, "%s=%llu ", query_stat_descs[i].name,
+                         (unsigned long long)query_stat_value(&qe->st, &query_stat_descs[i]));
+        n += w > 0 ? (size_t)w : 0;
+    }
+    int w = snprintf(out + (n < cap ? n : cap), n < cap ? cap - n : 0, "inflight=%zu", qe->count);
+    return (int)(n + (w > 0 ? (size_t)w : 0));
 }

@@ -54,6 +54,22 @@ struct query_stats {
     uint64_t local, cache_hits, stale_served, prefetches;
 };
 
+/* Each counter's name and meaning, for every place that shows them (the
+ * SIGUSR1 log line, the control socket, the metrics endpoint). */
+struct query_stat_desc {
+    const char *name;
+    const char *help;
+    size_t offset; /* of its uint64_t in struct query_stats */
+};
+extern const struct query_stat_desc query_stat_descs[];
+extern const size_t query_stat_ndescs;
+
+static inline uint64_t query_stat_value(const struct query_stats *s,
+                                        const struct query_stat_desc *d)
+{
+    return *(const uint64_t *)((const char *)s + d->offset);
+}
+
 /* cache may be NULL (no caching); it is shared, not owned, and must outlive
  * the engine or be replaced through query_engine_configure first. */
 struct query_engine *query_engine_new(struct ev_loop *loop, const struct query_opts *o,
@@ -74,7 +90,8 @@ void query_count_drop(struct query_engine *qe);
 
 size_t query_pending(const struct query_engine *qe);
 void query_stats(const struct query_engine *qe, struct query_stats *out);
-/* Logs one "stats: ..." line at info level (SIGUSR1). */
-void query_stats_log(const struct query_engine *qe);
+/* Writes "name=value ..." for every counter and the questions in flight.
+ * Returns the length, as snprintf. */
+int query_stats_format(const struct query_engine *qe, char *out, size_t cap);
 
 #endif
