@@ -23,6 +23,7 @@ int buf_append(struct buf *b, const void *p, size_t n);
 void buf_consume(struct buf *b, size_t n);
 
 static inline size_t buf_used(const struct buf *b) { return b->len - b->off; }
-static inline uint8_t *buf_head(const struct buf *b) { return b->data + b->off; }
+/* NULL for a buffer that never held anything (NULL + 0 is undefined in C) */
+static inline uint8_t *buf_head(const struct buf *b) { return b->data ? b->data + b->off : NULL; }
 
 #endif
