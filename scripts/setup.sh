@@ -133,7 +133,7 @@ fi
 
 answer=""
 if command -v dig >/dev/null; then
-  status=$(dig +time=2 +tries=1 @"$addr" -p "$port" localhost A 2>/dev/null |
+  status=$(dig +time=4 +tries=1 @"$addr" -p "$port" localhost A 2>/dev/null |
            sed -n 's/.*status: \([A-Z]*\),.*/\1/p' || true)
   if [ -n "$status" ]; then answer=", answers ($status for localhost)"
   else answer=", but gave no answer to dig within 2 s (upstreams unreachable?)"
