@@ -136,7 +136,7 @@ if command -v dig >/dev/null; then
   status=$(dig +time=4 +tries=1 @"$addr" -p "$port" localhost A 2>/dev/null |
            sed -n 's/.*status: \([A-Z]*\),.*/\1/p' || true)
   if [ -n "$status" ]; then answer=", answers ($status for localhost)"
-  else answer=", but gave no answer to dig within 2 s (upstreams unreachable?)"
+  else answer=", but gave no answer to dig within 4 s"
   fi
 fi
 say "dnsveil running (pid $pid) on $addr:$port$answer; stop it with: kill \$(cat $pidfile)"
