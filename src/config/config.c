@@ -34,6 +34,7 @@ struct config *config_new(void)
     c->cache_enabled = true;
     cache_opts_default(&c->cache);
     c->stale_client_timeout_ms = 1800;
+    c->answer_special_names = true;
     c->user = strdup("nobody");
     if (!c->user) {
         free(c);
@@ -475,7 +476,8 @@ static void add_listen(struct ctx *x, const struct toml_node *n, const char *s, 
 static void parse_server(struct ctx *x, const struct toml_node *t)
 {
     static const char *const keys[] = {"listen", "user", "timeout_ms", "tcp_idle_timeout_ms",
-                                       "tcp_max_connections", "tls_ca", "control", NULL};
+                                       "tcp_max_connections", "tls_ca", "control",
+                                       "answer_special_names", NULL};
 
     check_keys(x, t, "[server]", keys);
     each_string(x, t, "listen", add_listen, NULL);
@@ -485,6 +487,7 @@ static void parse_server(struct ctx *x, const struct toml_node *t)
     get_uint(x, t, "tcp_max_connections", 1, 65535, &x->c->tcp_max_conns);
     set_str(x, t, "tls_ca", &x->c->ca_file);
     set_str(x, t, "control", &x->c->control);
+    get_bool(x, t, "answer_special_names", &x->c->answer_special_names);
     if (x->c->control && !x->c->control[0]) {
         free(x->c->control);
         x->c->control = NULL;

@@ -100,6 +100,7 @@ struct config {
     char *user;               /* drop to this user after binding as root */
     char *ca_file;            /* default CA bundle for every TLS upstream (--tls-ca) */
     char *control;            /* control socket path; NULL = none */
+    bool answer_special_names; /* localhost, .local, private reverse zones... locally */
     int log_level;            /* DV_LOG_* */
     bool log_syslog;
 

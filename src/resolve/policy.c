@@ -8,12 +8,52 @@
 #include "core/err.h"
 #include "upstream/pool.h"
 
+enum { SPECIAL_ZONES = 32 };
+
 struct policy {
     const struct config *cfg;
     struct pool **pools;
     size_t npools;
     unsigned refs;
+    struct cfg_rule localhost; /* answers 127.0.0.1 / ::1 */
+    struct net_addr loopback[2];
+    struct cfg_rule undelegated; /* NXDOMAIN */
+    uint8_t special[SPECIAL_ZONES][DNS_NAME_MAX]; /* undelegated_zones in wire form */
+    size_t special_len[SPECIAL_ZONES];
 };
+
+/* Names that have no business leaving this host (RFC 6761, RFC 6762,
+ * RFC 7686, RFC 6303): asking a public resolver about them only leaks what
+ * the host is doing, and the answer cannot be useful. A rule can still send
+ * any of them somewhere (a corporate resolver for 10.in-addr.arpa). */
+static const char *const undelegated_zones[] = {
+    "invalid", "local", "onion", "home.arpa",
+    "10.in-addr.arpa", "168.192.in-addr.arpa", "254.169.in-addr.arpa",
+    "16.172.in-addr.arpa", "17.172.in-addr.arpa", "18.172.in-addr.arpa",
+    "19.172.in-addr.arpa", "20.172.in-addr.arpa", "21.172.in-addr.arpa",
+    "22.172.in-addr.arpa", "23.172.in-addr.arpa", "24.172.in-addr.arpa",
+    "25.172.in-addr.arpa", "26.172.in-addr.arpa", "27.172.in-addr.arpa",
+    "28.172.in-addr.arpa", "29.172.in-addr.arpa", "30.172.in-addr.arpa",
+    "31.172.in-addr.arpa", "127.in-addr.arpa", "0.in-addr.arpa",
+    "d.f.ip6.arpa", "8.e.f.ip6.arpa", "9.e.f.ip6.arpa", "a.e.f.ip6.arpa", "b.e.f.ip6.arpa",
+    "1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.ip6.arpa",
+};
+
+_Static_assert(sizeof(undelegated_zones) / sizeof(undelegated_zones[0]) <= SPECIAL_ZONES,
+               "room for every special zone");
+
+/* The built-in answer for a special-use name, or NULL. */
+static const struct cfg_rule *special_name(const struct policy *p, const struct dns_question *q)
+{
+    static const uint8_t localhost[] = "\x09localhost";
+
+    if (dns_name_is_sub(q->name, q->name_len, localhost, sizeof(localhost)))
+        return &p->localhost;
+    for (size_t i = 0; i < sizeof(undelegated_zones) / sizeof(undelegated_zones[0]); i++)
+        if (dns_name_is_sub(q->name, q->name_len, p->special[i], p->special_len[i]))
+            return &p->undelegated;
+    return NULL;
+}
 
 struct policy *policy_new(const struct config *cfg, struct pool **pools, char *err,
                           size_t errlen)
@@ -28,6 +68,15 @@ struct policy *policy_new(const struct config *cfg, struct pool **pools, char *e
     }
     p->cfg = cfg;
     p->npools = cfg->n_groups;
+    net_addr_parse("127.0.0.1", 1, &p->loopback[0]);
+    net_addr_parse("::1", 1, &p->loopback[1]);
+    p->localhost.action = CFG_ACTION_ANSWER;
+    p->localhost.answers = p->loopback;
+    p->localhost.n_answers = 2;
+    p->localhost.answer_ttl = 0;
+    p->undelegated.action = CFG_ACTION_NXDOMAIN;
+    for (size_t i = 0; i < sizeof(undelegated_zones) / sizeof(undelegated_zones[0]); i++)
+        p->special_len[i] = (size_t)dns_name_from_str(undelegated_zones[i], p->special[i]);
     for (size_t i = 0; i < p->npools; i++) {
         p->pools[i] = pools[i];
         pool_ref(pools[i]);
@@ -124,6 +173,14 @@ void policy_decide(const struct policy *p, const struct dns_question *q,
             out->group = r->action == CFG_ACTION_GROUP ? (unsigned)r->group : 0;
             return;
         }
+    }
+    const struct cfg_rule *special = p->cfg->answer_special_names ? special_name(p, q) : NULL;
+    if (special) {
+        out->action = special->action;
+        out->rule = special;
+        out->pool = NULL;
+        out->group = 0;
+        return;
     }
     out->action = CFG_ACTION_GROUP;
     out->rule = NULL;
