@@ -484,8 +484,12 @@ static void conn_read(struct doh_conn *c)
 
     while (!c->dead) {
         long n = tls_conn_read(c->tls, in, sizeof(in));
-        if (n == DV_EAGAIN)
+        if (n == DV_EAGAIN) {
+            /* as in dot.c: ACK at once, so a server that Nagles its answer
+             * behind a session ticket is not held for our delayed ACK */
+            conn_quickack(c->fd);
             break;
+        }
         if (n < 0) {
             log_debug("upstream %s: doh connection closed by server", c->d->name);
             conn_fail(c, DV_ECONN);
