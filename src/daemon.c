@@ -271,9 +271,13 @@ struct config *daemon_load_config(const struct daemon_cli *cli, bool to_stderr)
     if (cli->n_upstreams) {
         /* -u replaces the file's default group with the given upstreams */
         size_t first = c->n_upstreams;
-        for (size_t i = 0; i < cli->n_upstreams; i++)
-            if (config_add_upstream(c, NULL, cli->upstreams[i]))
+        for (size_t i = 0; i < cli->n_upstreams; i++) {
+            int rc = config_add_upstream_spec(c, cli->upstreams[i]);
+            if (rc == DV_EINVAL)
+                log_err("-u %s: expected URL or URL#IP[,IP...]", cli->upstreams[i]);
+            if (rc)
                 goto fail;
+        }
         if (c->n_groups && strcmp(c->groups[0].name, "default") == 0) {
             struct cfg_group *g = &c->groups[0];
             size_t *m = realloc(g->members, cli->n_upstreams * sizeof(*m));

@@ -82,6 +82,37 @@ void config_free(struct config *c)
     free(c);
 }
 
+int config_add_upstream_spec(struct config *c, const char *spec)
+{
+    const char *hash = strchr(spec, '#');
+    char *url = hash ? strndup(spec, (size_t)(hash - spec)) : strdup(spec);
+    int rc;
+
+    if (!url)
+        return DV_ENOMEM;
+    rc = config_add_upstream(c, NULL, url);
+    free(url);
+    if (rc || !hash)
+        return rc;
+    struct cfg_upstream *u = &c->upstreams[c->n_upstreams - 1];
+    for (const char *p = hash + 1; *p;) {
+        size_t n = strcspn(p, ",");
+        struct net_addr a;
+        char *ip = strndup(p, n);
+        char **v = ip ? realloc(u->bootstrap, (u->n_bootstrap + 1) * sizeof(*v)) : NULL;
+        if (!v) {
+            free(ip);
+            return DV_ENOMEM;
+        }
+        u->bootstrap = v;
+        v[u->n_bootstrap++] = ip;
+        if (n == 0 || net_addr_parse(ip, 53, &a))
+            return DV_EINVAL;
+        p += n + (p[n] == ',');
+    }
+    return u->n_bootstrap ? 0 : DV_EINVAL;
+}
+
 void config_upstream_clear(struct cfg_upstream *u)
 {
     free(u->name);

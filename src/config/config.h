@@ -129,6 +129,10 @@ int config_finish(struct config *c);
 /* Appends a listener / upstream. 0, DV_EINVAL (bad address) or DV_ENOMEM. */
 int config_add_listener(struct config *c, const char *addr, bool udp, bool tcp);
 int config_add_upstream(struct config *c, const char *name, const char *url);
+/* Appends an upstream from the command line's form URL[#IP[,IP...]]: the
+ * addresses after '#' bootstrap a URL whose host is a name (-u
+ * tls://dns.google#8.8.8.8). 0, DV_EINVAL (a bad address) or DV_ENOMEM. */
+int config_add_upstream_spec(struct config *c, const char *spec);
 /* Frees what an upstream entry owns and zeroes it. */
 void config_upstream_clear(struct cfg_upstream *u);
 /* True when two upstream entries would produce the same upstream. */

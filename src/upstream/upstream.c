@@ -128,7 +128,8 @@ static int parse_authority(struct upstream *u, const char *rest, uint16_t port,
         return 0;
     if (u->cfg.n_bootstrap == 0) {
         snprintf(err, errlen,
-                 "upstream '%s': host '%s' is a name; give its IP addresses in 'bootstrap'",
+                 "upstream '%s': host '%s' is a name; give its IP addresses in 'bootstrap' "
+                 "(on the command line: URL#IP)",
                  u->url, hostbuf);
         return DV_EINVAL;
     }
