@@ -2,8 +2,10 @@
 that runs the dnsveil binary under test and checks its exit on teardown."""
 
 import os
+import shutil
 import signal
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -81,3 +83,13 @@ def module_daemon(tmp_path_factory, upstream_url):
     factory = DaemonFactory(tmp_path_factory.mktemp("dnsveil"))
     d = factory(upstream_url)
     return factory, d
+
+
+@pytest.fixture
+def cfgdir():
+    """A directory the daemon can still read after it drops to 'nobody'
+    (pytest's own temporary directories are private to root)."""
+    d = Path(tempfile.mkdtemp(prefix="dnsveil-cfg-"))
+    os.chmod(d, 0o755)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)

@@ -1,28 +1,13 @@
 """The TOML configuration through the real binary: --check, starting from a
 file, and SIGHUP reloads (good and broken) observed with real queries."""
 
-import os
-import shutil
 import signal
 import subprocess
-import tempfile
 import time
-from pathlib import Path
 
 import dns.rcode
-import pytest
 
 import helpers
-
-@pytest.fixture
-def cfgdir():
-    """A directory the daemon can still read after it drops to 'nobody'
-    (pytest's own temporary directories are private to root)."""
-    d = Path(tempfile.mkdtemp(prefix="dnsveil-cfg-"))
-    os.chmod(d, 0o755)
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
-
 
 def write(path, text):
     path.write_text(text)

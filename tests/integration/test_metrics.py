@@ -1,26 +1,14 @@
 """The Prometheus endpoint: counters that follow real queries, and a client
 that connects and says nothing does not hold up DNS."""
 
-import os
-import shutil
 import socket
-import tempfile
 import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import pytest
 
 import helpers
-
-
-@pytest.fixture
-def cfgdir():
-    d = Path(tempfile.mkdtemp(prefix="dnsveil-cfg-"))
-    os.chmod(d, 0o755)
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
 
 
 def scrape(port):

@@ -1,24 +1,10 @@
 """Special-use names are answered here and never reach an upstream, unless a
 rule sends them somewhere or answer_special_names is off."""
 
-import os
-import shutil
-import tempfile
-from pathlib import Path
-
 import dns.message
 import dns.rcode
-import pytest
 
 import helpers
-
-
-@pytest.fixture
-def cfgdir():
-    d = Path(tempfile.mkdtemp(prefix="dnsveil-cfg-"))
-    os.chmod(d, 0o755)
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
 
 
 def ask(d, name, rdtype="A"):

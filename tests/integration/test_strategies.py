@@ -3,24 +3,11 @@
 the first is slow). Upstreams are counting relays in front of knotd, one of
 them slowed down."""
 
-import os
-import shutil
-import tempfile
 import time
-from pathlib import Path
 
 import dns.message
-import pytest
 
 import helpers
-
-
-@pytest.fixture
-def cfgdir():
-    d = Path(tempfile.mkdtemp(prefix="dnsveil-cfg-"))
-    os.chmod(d, 0o755)
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
 
 
 def config(slow, fast, group_extra):
