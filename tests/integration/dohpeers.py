@@ -14,8 +14,6 @@ import socket
 import ssl
 import subprocess
 import threading
-import time
-from pathlib import Path
 
 import dns.message
 import dns.query
@@ -42,24 +40,9 @@ def alpn_of(port, ca, host="127.0.0.1"):
 
 
 def wait_for_doh(port, ca, proc=None, log=None, deadline=20.0, path=PATH):
-    end = time.monotonic() + deadline
-    last = None
-    while time.monotonic() < end:
-        if proc is not None and proc.poll() is not None:
-            break
-        try:
-            r = doh_query(helpers.make_query("www.test.", "A", edns=0), port, ca, path=path,
-                          timeout=1.0)
-            if r.rcode() == 0 and r.answer:
-                return
-        except Exception as e:  # not up yet
-            last = e
-        time.sleep(0.1)
-    detail = ""
-    if log is not None and Path(log).exists():
-        detail = "\n--- log ---\n" + Path(log).read_text(errors="replace")[-3000:]
-    raise RuntimeError("DoH port %d never answered (%r, exit=%s)%s" % (
-        port, last, None if proc is None else proc.poll(), detail))
+    tlspeers.wait_for_answer("DoH", port,
+                             lambda q: doh_query(q, port, ca, path=path, timeout=1.0),
+                             proc, log, deadline)
 
 
 def connections(port):

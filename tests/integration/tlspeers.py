@@ -10,7 +10,6 @@ time-skew checks and sends everything to knotd as a stub.
 
 import base64
 import hashlib
-import os
 import signal
 import socket
 import ssl
@@ -122,14 +121,17 @@ def dot_query(msg, port, ca, server_hostname="dot.test", host="127.0.0.1", timeo
                          server_hostname=server_hostname)
 
 
-def wait_for_dot(port, ca, proc=None, log=None, deadline=20.0):
+def wait_for_answer(label, port, ask, proc=None, log=None, deadline=20.0):
+    """Until ask(query) gets a NOERROR answer with data from a peer's port, or
+    the peer exits, or deadline: then RuntimeError with the peer's log tail.
+    Shared by the DoT and DoH peers, which differ only in how they ask."""
     end = time.monotonic() + deadline
     last = None
     while time.monotonic() < end:
         if proc is not None and proc.poll() is not None:
             break
         try:
-            r = dot_query(helpers.make_query("www.test.", "A", edns=0), port, ca, timeout=1.0)
+            r = ask(helpers.make_query("www.test.", "A", edns=0))
             if r.rcode() == 0 and r.answer:
                 return
         except Exception as e:  # not up yet
@@ -138,8 +140,13 @@ def wait_for_dot(port, ca, proc=None, log=None, deadline=20.0):
     detail = ""
     if log is not None and Path(log).exists():
         detail = "\n--- log ---\n" + Path(log).read_text(errors="replace")[-3000:]
-    raise RuntimeError("DoT port %d never answered (%r, exit=%s)%s" % (
-        port, last, None if proc is None else proc.poll(), detail))
+    raise RuntimeError("%s port %d never answered (%r, exit=%s)%s" % (
+        label, port, last, None if proc is None else proc.poll(), detail))
+
+
+def wait_for_dot(port, ca, proc=None, log=None, deadline=20.0):
+    wait_for_answer("DoT", port, lambda q: dot_query(q, port, ca, timeout=1.0), proc, log,
+                    deadline)
 
 
 def established(port):
