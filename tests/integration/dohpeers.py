@@ -92,24 +92,7 @@ server:
     http-max-streams: {max_streams}
     tls-service-key: "{self.key}"
     tls-service-pem: "{self.cert}"
-    do-daemonize: no
-    username: ""
-    chroot: ""
-    directory: "{self.workdir}"
-    pidfile: "{self.workdir}/unbound.pid"
-    use-syslog: no
-    logfile: ""
-    verbosity: 1
-    num-threads: 1
-    do-ip6: no
-    do-not-query-localhost: no
-    module-config: "iterator"
-    qname-minimisation: no
-    prefetch: no
-    trust-anchor-signaling: no
-    root-key-sentinel: no
-    local-zone: "test." nodefault
-    access-control: 127.0.0.0/8 allow
+{helpers.unbound_server_common(self.workdir)}    do-ip6: no
     incoming-num-tcp: 64
     tcp-idle-timeout: {idle_ms}
     num-queries-per-thread: 4096

@@ -346,6 +346,32 @@ zone:
         return self
 
 
+def unbound_server_common(workdir):
+    """The server: lines every test unbound shares: in the foreground with no
+    user, chroot or syslog changes; loopback clients only; the iterator alone
+    (no validator, so no trust anchor to fetch); the test. zone not treated as
+    a special-use name. Each peer adds its interfaces and what is its own."""
+    return f"""\
+    do-daemonize: no
+    username: ""
+    chroot: ""
+    directory: "{workdir}"
+    pidfile: "{workdir}/unbound.pid"
+    use-syslog: no
+    logfile: ""
+    verbosity: 1
+    num-threads: 1
+    do-not-query-localhost: no
+    module-config: "iterator"
+    qname-minimisation: no
+    prefetch: no
+    trust-anchor-signaling: no
+    root-key-sentinel: no
+    local-zone: "test." nodefault
+    access-control: 127.0.0.0/8 allow
+"""
+
+
 class Unbound(Peer):
     """unbound forwarding everything to knotd: iterator only (no validator,
     so no trust anchors), no root hints in use, no remote control."""
@@ -357,25 +383,8 @@ class Unbound(Peer):
 server:
     interface: 127.0.0.1
     port: {self.port}
-    do-daemonize: no
-    username: ""
-    chroot: ""
-    directory: "{self.workdir}"
-    pidfile: "{self.workdir}/unbound.pid"
-    use-syslog: no
-    logfile: ""
-    verbosity: 1
-    num-threads: 1
-    do-ip6: no
+{unbound_server_common(self.workdir)}    do-ip6: no
     outgoing-interface: 127.0.0.1
-    do-not-query-localhost: no
-    module-config: "iterator"
-    qname-minimisation: no
-    prefetch: no
-    trust-anchor-signaling: no
-    root-key-sentinel: no
-    local-zone: "test." nodefault
-    access-control: 127.0.0.0/8 allow
     access-control: ::1/128 allow
 forward-zone:
     name: "."

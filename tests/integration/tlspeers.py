@@ -203,23 +203,7 @@ server:
     tls-port: {self.tls_port}
     tls-service-key: "{self.key}"
     tls-service-pem: "{self.cert}"
-    do-daemonize: no
-    username: ""
-    chroot: ""
-    directory: "{self.workdir}"
-    pidfile: "{self.workdir}/unbound.pid"
-    use-syslog: no
-    logfile: ""
-    verbosity: 1
-    num-threads: 1
-    do-not-query-localhost: no
-    module-config: "iterator"
-    qname-minimisation: no
-    prefetch: no
-    trust-anchor-signaling: no
-    root-key-sentinel: no
-    local-zone: "test." nodefault
-    access-control: 127.0.0.0/8 allow
+{helpers.unbound_server_common(self.workdir)}\
     incoming-num-tcp: 64
     tcp-idle-timeout: {idle_ms}
     edns-tcp-keepalive: yes
