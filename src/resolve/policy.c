@@ -43,10 +43,34 @@ _Static_assert(sizeof(undelegated_zones) / sizeof(undelegated_zones[0]) <= SPECI
                "room for every special zone");
 
 /* The built-in answer for a special-use name, or NULL. */
+/* The top-level label of a wire name (length byte first), or NULL for the
+ * root. The name is lower-cased and valid: it came through dns_query_parse. */
+static const uint8_t *top_label(const uint8_t *name, size_t len)
+{
+    const uint8_t *last = NULL;
+
+    for (size_t off = 0; off < len && name[off]; off += 1u + name[off])
+        last = name + off;
+    return last;
+}
+
+static bool label_is(const uint8_t *label, const char *s)
+{
+    size_t n = strlen(s);
+
+    return label[0] == n && memcmp(label + 1, s, n) == 0;
+}
+
 static const struct cfg_rule *special_name(const struct policy *p, const struct dns_question *q)
 {
     static const uint8_t localhost[] = "\x09localhost";
+    const uint8_t *tld = top_label(q->name, q->name_len);
 
+    /* every special zone sits under one of these: most queries stop here,
+     * before any suffix comparison, on the per-query path */
+    if (!tld || !(label_is(tld, "arpa") || label_is(tld, "local") || label_is(tld, "localhost") ||
+                  label_is(tld, "invalid") || label_is(tld, "onion")))
+        return NULL;
     if (dns_name_is_sub(q->name, q->name_len, localhost, sizeof(localhost)))
         return &p->localhost;
     for (size_t i = 0; i < sizeof(undelegated_zones) / sizeof(undelegated_zones[0]); i++)
