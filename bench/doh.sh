@@ -131,7 +131,8 @@ wait_udp "$DV" dnsveil
 # ---- dnsdist: UDP in, outgoing DoH when its build has it
 DD=""
 if command -v dnsdist >/dev/null; then
-  if dnsdist --version 2>/dev/null | grep -q 'outgoing-dns-over-https'; then
+  dnsdist_features=$(dnsdist --version 2>/dev/null || true)
+  if [[ $dnsdist_features == *outgoing-dns-over-https* ]]; then
     DD=$(port)
     cat > "$work/dnsdist.conf" <<EOF
 setSecurityPollSuffix("")
@@ -177,7 +178,7 @@ bench() {  # bench LABEL dnsperf-args...
 }
 
 echo
-echo "DoH to unbound $(unbound -V | head -1 | awk '{print $2}') via 127.0.0.1, ${SECONDS_PER_RUN}s per run, $(nproc) cores"
+echo "DoH to unbound $(unbound -V | awk 'NR == 1 { print $2 }') via 127.0.0.1, ${SECONDS_PER_RUN}s per run, $(nproc) cores"
 printf '%-28s %10s %9s %9s %9s %9s %8s\n' "" "QPS" "avg ms" "min ms" "max ms" "sd ms" "lost"
 echo "-- full speed, $OUTSTANDING outstanding"
 bench "dnsperf DoH -> unbound" -m doh -s 127.0.0.1 -p "$UB_DOH" -O "doh-uri=$URL" \

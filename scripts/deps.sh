@@ -11,6 +11,7 @@ packages=(
   build-essential cmake pkg-config           # compiler, make, CMake, pkg-config
   libev-dev libnghttp2-dev libcmocka-dev     # event loop, HTTP/2, unit tests
   clang                                      # fuzz targets (libFuzzer)
+  dnsutils iproute2                          # dig for the README's quick start; ss
   ca-certificates debian-archive-keyring     # TLS trust store; deb-src signatures
   autoconf automake libtool dpkg-dev xz-utils  # third_party/build.sh
 )

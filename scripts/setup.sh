@@ -98,7 +98,9 @@ fi
 
 udp_bound() {  # true when something listens on $addr:$port/udp
   if command -v ss >/dev/null; then
-    ss -Hulpn "src $addr:$port" 2>/dev/null | grep -q .
+    local bound
+    bound=$(ss -Hulpn "src $addr:$port" 2>/dev/null || true)
+    [ -n "$bound" ]
   else
     # /proc/net/udp: local address as little-endian hex IPv4 : hex port.
     local hex

@@ -77,14 +77,14 @@ debian_mirror() {
   for f in /etc/apt/sources.list.d/*.sources; do
     [ -r "$f" ] || continue
     uri=$(awk 'tolower($1)=="uris:" { for (i = 2; i <= NF; i++) print $i }' "$f" |
-          grep -v -- '-security' | head -n 1 || true)
+          awk '!/-security/ && !n++' || true)
     if [ -n "$uri" ]; then echo "${uri%/}"; return; fi
   done
   # One-line format.
   for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
     if [ ! -r "$f" ] || [ "$f" = "$SRC_LIST" ]; then continue; fi
     uri=$(sed -E -n 's/^deb[[:space:]]+(\[[^]]*\][[:space:]]+)?([^[:space:]]+)[[:space:]].*/\2/p' "$f" |
-          grep -v -- '-security' | head -n 1 || true)
+          awk '!/-security/ && !n++' || true)
     if [ -n "$uri" ]; then echo "${uri%/}"; return; fi
   done
   die "cannot find the Debian mirror apt uses; set DV_DEBIAN_MIRROR"
@@ -196,7 +196,7 @@ ngtcp2_flags=(
   --without-libbrotlienc --without-libbrotlidec --disable-dependency-tracking
 )
 
-cc_id=$(cc --version | head -n 1)
+cc_id=$(cc --version | sed -n 1p)
 stamp_text=$(
   printf 'recipe=%s\narch=%s\ncc=%s\ncflags=%s\n' "$RECIPE_REV" "$(uname -m)" "$cc_id" "$opt_cflags"
   printf 'wolfssl=%s\n' "${wolfssl_cand[@]}"
@@ -234,7 +234,7 @@ if [ "$force" -eq 1 ] || [ ! -f "$built/.complete" ]; then
       echo "== apt-get source $pkg=$ver ($suite)" >>"$log"
       if (cd "$work/$pkg.dl" && apt-get source -q "$pkg=$ver") >>"$log" 2>&1; then
         local dir
-        dir=$(find "$work/$pkg.dl" -mindepth 1 -maxdepth 1 -type d | head -n 1)
+        dir=$(find "$work/$pkg.dl" -mindepth 1 -maxdepth 1 -type d -print -quit)
         [ -n "$dir" ] || continue
         mv "$dir" "$work/$pkg"
         echo "$ver"

@@ -32,6 +32,17 @@ SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime
                      "Sanitizer has encountered a fatal error")
 
 
+def shared_data(*parts):
+    """A file or directory in ../shared/testdata (beside the repository).
+    Fails with the absolute path it tried when it is missing."""
+    path = (REPO.parent / "shared" / "testdata").joinpath(*parts).resolve()
+    if not path.exists():
+        import pytest
+        pytest.fail("shared test data not found: %s (../shared must sit beside the "
+                    "repository)" % path, pytrace=False)
+    return path
+
+
 def dnsveil_bin():
     return os.environ.get("DNSVEIL_BIN", str(REPO / "build" / "debug" / "dnsveil"))
 

@@ -22,7 +22,7 @@ fi
 # A private GOPATH entry and build cache so nothing outside build/ is touched.
 export GO111MODULE=off
 export GOPATH=/usr/share/gocode:$REPO/build/peers/gopath
-export GOCACHE=$REPO/build/peers/gocache
+export GOCACHE=${DV_GO_CACHE:-$REPO/build/peers/gocache}
 export GOFLAGS=
 export GOPROXY=off
 mkdir -p "$REPO/build/peers/gopath" "$GOCACHE"

@@ -105,13 +105,13 @@ debian_mirror() {
   for f in /etc/apt/sources.list.d/*.sources; do
     [ -r "$f" ] || continue
     uri=$(awk 'tolower($1)=="uris:" { for (i = 2; i <= NF; i++) print $i }' "$f" |
-          grep -v -- '-security' | head -n 1 || true)
+          awk '!/-security/ && !n++' || true)
     if [ -n "$uri" ]; then echo "${uri%/}"; return; fi
   done
   for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
     if [ ! -r "$f" ] || [ "$f" = "$SRC_LIST" ]; then continue; fi
     uri=$(sed -E -n 's/^deb[[:space:]]+(\[[^]]*\][[:space:]]+)?([^[:space:]]+)[[:space:]].*/\2/p' "$f" |
-          grep -v -- '-security' | head -n 1 || true)
+          awk '!/-security/ && !n++' || true)
     if [ -n "$uri" ]; then echo "${uri%/}"; return; fi
   done
   impossible "cannot find the Debian mirror apt uses; set DV_DEBIAN_MIRROR"
@@ -208,7 +208,7 @@ knot_flags=(
   --enable-dnstap=no --enable-maxminddb=no --disable-dependency-tracking
 )
 
-cc_id=$(cc --version | head -n 1)
+cc_id=$(cc --version | sed -n 1p)
 stamp_text=$(
   printf 'recipe=%s\narch=%s\ncc=%s\ncflags=%s\ngnutls=%s\n' \
     "$RECIPE_REV" "$(uname -m)" "$cc_id" "$opt_cflags" "$gnutls_ver"
@@ -247,7 +247,7 @@ if [ "$force" -eq 1 ] || [ ! -f "$slot/.complete" ]; then
       rm -rf "${work:?}/$pkg.dl" && mkdir -p "$work/$pkg.dl"
       echo "== apt-get source $pkg=$ver ($suite)" >>"$log"
       if (cd "$work/$pkg.dl" && apt-get source -q "$pkg=$ver") >>"$log" 2>&1; then
-        dir=$(find "$work/$pkg.dl" -mindepth 1 -maxdepth 1 -type d | head -n 1)
+        dir=$(find "$work/$pkg.dl" -mindepth 1 -maxdepth 1 -type d -print -quit)
         [ -n "$dir" ] || continue
         mv "$dir" "$work/$pkg"
         echo "$ver"
@@ -288,8 +288,11 @@ if [ "$force" -eq 1 ] || [ ! -f "$slot/.complete" ]; then
   )
 
   # QUIC must really be in: ngtcp2's client and its GnuTLS glue are linked.
-  nm "$built" | grep -q ' T ngtcp2_conn_client_new' || die "kdig has no ngtcp2 in it"
-  nm "$built" | grep -q ' T ngtcp2_crypto_gnutls_configure_client_session' ||
+  # (nm's output goes to a file first: `nm | grep -q` under pipefail fails
+  # whenever grep exits at its first match and nm dies of SIGPIPE.)
+  nm "$built" >"$work/kdig.nm" || die "nm could not read $built"
+  grep -q ' T ngtcp2_conn_client_new' "$work/kdig.nm" || die "kdig has no ngtcp2 in it"
+  grep -q ' T ngtcp2_crypto_gnutls_configure_client_session' "$work/kdig.nm" ||
     die "kdig has no ngtcp2_crypto_gnutls in it"
   "$built" -V >>"$log" 2>&1 || die "the built kdig does not run"
 

@@ -15,7 +15,7 @@
 #include "config/toml.h"
 #include "core/err.h"
 
-#define CORPUS "../shared/testdata/toml-test"
+#define CORPUS DV_SHARED_DIR "/testdata/toml-test"
 
 static char *read_all(const char *path, size_t *plen)
 {
@@ -559,7 +559,8 @@ static void test_conformance(void **state)
     size_t listlen;
     char *list = read_all(CORPUS "/files-toml-1.0.0", &listlen);
     if (!list)
-        fail_msg("cannot read %s/files-toml-1.0.0: run from the repository root", CORPUS);
+        fail_msg("cannot read %s/files-toml-1.0.0: the shared test data is missing "
+                 "(expected ../shared beside the repository)", CORPUS);
     list = realloc(list, listlen + 1);
     list[listlen] = '\0';
     int vpass = 0, vtotal = 0, ipass = 0, itotal = 0;
