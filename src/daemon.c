@@ -564,3 +564,21 @@ void daemon_free(struct daemon *d)
     free(d->laddr);
     free(d);
 }
+
+/* ---- the service manager's STATUS= line ---- */
+
+void daemon_status(const struct daemon *d, char *out, size_t cap)
+{
+    struct query_stats qs;
+    uint64_t now = net_now_ms();
+    size_t up = 0;
+
+    for (size_t i = 0; i < d->rt.cfg->n_upstreams; i++)
+        up += d->rt.ups[i]->down_until <= now;
+    query_stats(d->qe, &qs);
+    snprintf(out, cap,
+             "upstreams up %zu/%zu, queries %llu (cache hits %llu), SERVFAIL %llu, "
+             "listeners %zu",
+             up, d->rt.cfg->n_upstreams, (unsigned long long)qs.queries,
+             (unsigned long long)qs.cache_hits, (unsigned long long)qs.servfail, d->nlisten);
+}

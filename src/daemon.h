@@ -42,5 +42,8 @@ void daemon_stop_listening(struct daemon *d);
 size_t daemon_pending(const struct daemon *d);
 /* SIGUSR1: the "stats:" log lines. */
 void daemon_log_stats(const struct daemon *d);
+/* One line for the service manager (systemctl status): listeners, upstreams
+ * up, queries served. Always NUL-terminated. */
+void daemon_status(const struct daemon *d, char *out, size_t cap);
 
 #endif

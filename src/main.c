@@ -19,6 +19,7 @@
 #include "core/err.h"
 #include "core/log.h"
 #include "core/net.h"
+#include "core/notify.h"
 #include "daemon.h"
 #include "frontend/control.h"
 
@@ -30,6 +31,8 @@ struct app {
     ev_signal sig_int, sig_term, sig_usr1, sig_hup;
     ev_timer drain;
     uint64_t drain_deadline;
+    ev_timer watchdog, status; /* service manager: keep-alive, STATUS= refresh */
+    char last_status[256];
 };
 
 enum {
@@ -98,6 +101,66 @@ static int parse_ms(const char *s, unsigned *out)
     return 0;
 }
 
+/* ---- the service manager (systemd's notify protocol; see core/notify.h) --- */
+
+enum { STATUS_INTERVAL_S = 10 };
+
+/* Sends state with a fresh STATUS= line appended. Quiet when no supervisor
+ * listens; a socket we cannot reach is logged once. */
+static void app_notify(struct app *a, const char *state)
+{
+    static bool warned;
+    char status[256];
+    int rc;
+
+    daemon_status(a->d, status, sizeof(status));
+    rc = notify_sendf("%s%sSTATUS=%s", state, *state ? "\n" : "", status);
+    if (rc == 0)
+        snprintf(a->last_status, sizeof(a->last_status), "%s", status);
+    if (rc < 0 && !warned) {
+        warned = true;
+        log_warn("cannot notify the service manager at %s: %s", getenv("NOTIFY_SOCKET"),
+                 rc == DV_EIO ? strerror(errno) : dv_strerror(rc));
+    }
+}
+
+static void watchdog_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    notify_send("WATCHDOG=1");
+}
+
+/* The counters in STATUS= change with every query: refreshed now and then,
+ * and only sent when the text differs. */
+static void status_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct app *a = w->data;
+    char status[256];
+
+    daemon_status(a->d, status, sizeof(status));
+    if (strcmp(status, a->last_status) != 0)
+        app_notify(a, "");
+}
+
+/* Every listener is bound and every signal handled: tell the supervisor,
+ * and keep its watchdog fed at half the interval it asked for. */
+static void app_ready(struct app *a, struct ev_loop *loop)
+{
+    uint64_t wd = notify_watchdog_usec();
+
+    if (!getenv("NOTIFY_SOCKET"))
+        return;
+    app_notify(a, "READY=1");
+    ev_now_update(loop); /* binding and TLS set-up took a while */
+    if (wd) {
+        ev_timer_init(&a->watchdog, watchdog_cb, 0., (double)wd / 2e6);
+        ev_timer_again(loop, &a->watchdog);
+        log_info("watchdog: a ping every %.3f s", (double)wd / 2e6);
+    }
+    ev_timer_init(&a->status, status_cb, 0., STATUS_INTERVAL_S);
+    a->status.data = a;
+    ev_timer_again(loop, &a->status);
+}
+
 static void drain_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     struct app *a = w->data;
@@ -114,6 +177,9 @@ static void shutdown_cb(struct ev_loop *loop, ev_signal *w, int revents)
         return;
     log_info("signal %d: stopping; answering %zu queries in flight", w->signum,
              daemon_pending(a->d));
+    notify_sendf("STOPPING=1\nSTATUS=stopping: answering %zu queries in flight",
+                 daemon_pending(a->d));
+    ev_timer_stop(loop, &a->status);
     daemon_stop_listening(a->d);
     ev_signal_stop(loop, &a->sig_usr1);
     ev_signal_stop(loop, &a->sig_hup);
@@ -125,12 +191,25 @@ static void shutdown_cb(struct ev_loop *loop, ev_signal *w, int revents)
 
 static void stats_cb(struct ev_loop *loop, ev_signal *w, int revents)
 {
-    daemon_log_stats(((struct app *)w->data)->d);
+    struct app *a = w->data;
+
+    daemon_log_stats(a->d);
+    if (ev_is_active(&a->status))
+        app_notify(a, "");
 }
 
+/* RELOADING=1 carries the clock reading the service manager uses to tell
+ * this reload from an earlier one; READY=1 follows whether or not the new
+ * file was taken (a bad one leaves the old configuration serving). */
 static void reload_cb(struct ev_loop *loop, ev_signal *w, int revents)
 {
-    daemon_reload(((struct app *)w->data)->d);
+    struct app *a = w->data;
+
+    notify_sendf("RELOADING=1\nMONOTONIC_USEC=%llu\nSTATUS=reloading",
+                 (unsigned long long)notify_monotonic_usec());
+    daemon_reload(a->d);
+    if (ev_is_active(&a->status))
+        app_notify(a, "READY=1");
 }
 
 /* Keeps no way back to root: supplementary groups, gid, uid, and no new
@@ -315,6 +394,7 @@ int main(int argc, char **argv)
     log_info("dnsveil %s started: %zu upstreams, %zu rules, timeout %u ms, cache %s",
              DV_VERSION, run->n_upstreams, run->n_rules, run->timeout_ms,
              daemon_has_cache(app.d) ? "on" : "off");
+    app_ready(&app, loop);
 
     ev_run(loop, 0);
 
@@ -327,6 +407,8 @@ out:
     free(cli->upstreams);
     if (loop) {
         ev_timer_stop(loop, &app.drain);
+        ev_timer_stop(loop, &app.watchdog);
+        ev_timer_stop(loop, &app.status);
         ev_loop_destroy(loop);
     }
     return rc;
