@@ -186,7 +186,7 @@ stage_lint() {
 }
 
 # ---------------------------------------------------------------- 3. builds
-BUILT_DEBUG=0 BUILT_ASAN=0 BUILT_FUZZ=0
+BUILT_DEBUG=0 BUILT_ASAN=0 BUILT_FUZZ=0 BUILT_RELEASE=0
 
 # build DIR cmake-args... ; BUILD_TARGETS (if set) limits what gets built
 build() {
@@ -214,6 +214,11 @@ stage_builds() {
     if build build/debug -DCMAKE_BUILD_TYPE=Debug -DDV_WERROR=ON; then BUILT_DEBUG=1; fi
     if build build/asan -DCMAKE_BUILD_TYPE=Debug -DDV_SANITIZE=ON -DDV_WERROR=ON; then
         BUILT_ASAN=1
+    fi
+    # the release daemon alone, for ctest's check of its hardening flags
+    if BUILD_TARGETS=dnsveil build build/release -DCMAKE_BUILD_TYPE=Release -DDV_WERROR=ON \
+            -DDV_TESTS=OFF; then
+        BUILT_RELEASE=1
     fi
     # only the fuzz targets: the daemon itself is not needed from this build
     local src names=()
@@ -256,6 +261,7 @@ run_ctest() {   # run_ctest DIR
 stage_ctest() {
     if [ "$BUILT_DEBUG" = 1 ]; then run_ctest build/debug; fi
     if [ "$BUILT_ASAN" = 1 ]; then run_ctest build/asan; fi
+    if [ "$BUILT_RELEASE" = 1 ]; then run_ctest build/release; fi  # 'hardening' only
 }
 
 # ---------------------------------------------------------------- 5. integration

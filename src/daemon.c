@@ -278,23 +278,8 @@ struct config *daemon_load_config(const struct daemon_cli *cli, bool to_stderr)
             if (rc)
                 goto fail;
         }
-        if (c->n_groups && strcmp(c->groups[0].name, "default") == 0) {
-            struct cfg_group *g = &c->groups[0];
-            size_t *m = realloc(g->members, cli->n_upstreams * sizeof(*m));
-            unsigned *w = realloc(g->weights, cli->n_upstreams * sizeof(*w));
-            if (m)
-                g->members = m;
-            if (w)
-                g->weights = w;
-            if (!m || !w)
-                goto fail;
-            for (size_t i = 0; i < cli->n_upstreams; i++) {
-                m[i] = first + i;
-                w[i] = 1;
-            }
-            g->n_members = cli->n_upstreams;
-            g->strategy = CFG_STRATEGY_FAILOVER;
-        }
+        if (config_set_default_group(c, first, cli->n_upstreams))
+            goto fail;
     }
     if (cli->timeout_ms)
         c->timeout_ms = cli->timeout_ms;

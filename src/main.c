@@ -20,6 +20,7 @@
 #include "core/log.h"
 #include "core/net.h"
 #include "core/notify.h"
+#include "core/pidfile.h"
 #include "daemon.h"
 #include "frontend/control.h"
 
@@ -233,8 +234,18 @@ static int drop_privileges(const char *user)
         log_err("privileges could be regained after dropping them");
         return DV_EIO;
     }
-    prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
     log_info("running as %s (uid %u)", user, (unsigned)pw->pw_uid);
+    return 0;
+}
+
+/* No exec from here on can gain privileges (setuid binaries, file
+ * capabilities), whoever we run as. */
+static int no_new_privs(void)
+{
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 || prctl(PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0) != 1) {
+        log_err("cannot set no_new_privs: %s", strerror(errno));
+        return DV_EIO;
+    }
     return 0;
 }
 
@@ -262,19 +273,6 @@ static int daemonize(struct ev_loop *loop)
     return 0;
 }
 
-static int write_pidfile(const char *path)
-{
-    FILE *f = fopen(path, "w");
-
-    if (!f) {
-        log_err("cannot write pidfile %s: %s", path, strerror(errno));
-        return DV_EIO;
-    }
-    fprintf(f, "%ld\n", (long)getpid());
-    fclose(f);
-    return 0;
-}
-
 static int push_arg(char ***v, size_t *n, char *arg)
 {
     char **p = realloc(*v, (*n + 1) * sizeof(*p));
@@ -292,6 +290,7 @@ int main(int argc, char **argv)
     struct daemon_cli cli_store = {0}, *cli = &cli_store;
     struct ev_loop *loop = NULL;
     const char *pidfile = NULL;
+    struct pidfile *pf = NULL;
     bool daemon_mode = false, check = false;
     int opt, rc = 1;
     struct config *cfg;
@@ -369,6 +368,11 @@ int main(int argc, char **argv)
     log_init(cfg->log_level, false);
     signal(SIGPIPE, SIG_IGN);
 
+    /* before binding: a second instance on the same pidfile stops here */
+    if (pidfile && pidfile_open(pidfile, &pf)) {
+        config_free(cfg);
+        goto out;
+    }
     loop = ev_default_loop(EVFLAG_AUTO);
     app.d = daemon_new(loop, cli, cfg);
     if (!app.d)
@@ -377,9 +381,9 @@ int main(int argc, char **argv)
     if (daemon_mode && daemonize(loop))
         goto out;
     log_init(run->log_level, daemon_mode || run->log_syslog);
-    if (pidfile && write_pidfile(pidfile))
+    if (pf && pidfile_write(pf))
         goto out;
-    if (drop_privileges(run->user))
+    if (drop_privileges(run->user) || no_new_privs())
         goto out;
 
     ev_signal_init(&app.sig_int, shutdown_cb, SIGINT);
@@ -403,6 +407,7 @@ int main(int argc, char **argv)
     rc = 0;
 out:
     daemon_free(app.d);
+    pidfile_close(pf);
     free(cli->listen);
     free(cli->upstreams);
     if (loop) {

@@ -201,16 +201,20 @@ const char *config_strategy_name(enum cfg_strategy s)
     return strategy_names[s];
 }
 
-int config_finish(struct config *c)
+bool config_upstream_plaintext(const struct cfg_upstream *u)
 {
-    if (c->n_listeners == 0 && config_add_listener(c, "127.0.0.53:53", true, true))
-        return DV_ENOMEM;
+    return strncmp(u->url, "udp://", 6) == 0 || strncmp(u->url, "tcp://", 6) == 0;
+}
+
+/* Inserts an empty "default" group at index 0 (rules' group indexes shift
+ * by one), or returns the one there. NULL on ENOMEM. */
+static struct cfg_group *default_group(struct config *c)
+{
     if (c->n_groups > 0 && strcmp(c->groups[0].name, "default") == 0)
-        return 0;
-    /* no [groups.default]: every upstream, in order */
+        return &c->groups[0];
     struct cfg_group *g = realloc(c->groups, (c->n_groups + 1) * sizeof(*g));
     if (!g)
-        return DV_ENOMEM;
+        return NULL;
     c->groups = g;
     memmove(g + 1, g, c->n_groups * sizeof(*g));
     for (size_t i = 0; i < c->n_rules; i++)
@@ -218,16 +222,56 @@ int config_finish(struct config *c)
     c->n_groups++;
     memset(g, 0, sizeof(*g));
     g->name = strdup("default");
-    g->members = calloc(c->n_upstreams ? c->n_upstreams : 1, sizeof(*g->members));
-    g->weights = calloc(c->n_upstreams ? c->n_upstreams : 1, sizeof(*g->weights));
-    if (!g->name || !g->members || !g->weights)
+    return g->name ? g : NULL;
+}
+
+/* Makes upstreams[first .. first+n) the group's members, in order, leaving
+ * out plain DNS ones unless plaintext_too. */
+static int set_members(struct config *c, struct cfg_group *g, size_t first, size_t n,
+                       bool plaintext_too)
+{
+    size_t *m = realloc(g->members, (n ? n : 1) * sizeof(*m));
+    unsigned *w = m ? realloc(g->weights, (n ? n : 1) * sizeof(*w)) : NULL;
+
+    if (m)
+        g->members = m;
+    if (w)
+        g->weights = w;
+    if (!m || !w)
         return DV_ENOMEM;
-    for (size_t i = 0; i < c->n_upstreams; i++) {
-        g->members[i] = i;
-        g->weights[i] = 1;
+    g->n_members = 0;
+    for (size_t i = first; i < first + n; i++) {
+        if (!plaintext_too && config_upstream_plaintext(&c->upstreams[i]))
+            continue;
+        m[g->n_members] = i;
+        w[g->n_members++] = 1;
     }
-    g->n_members = c->n_upstreams;
-    g->strategy = c->n_upstreams > 1 ? CFG_STRATEGY_FASTEST : CFG_STRATEGY_FAILOVER;
+    return 0;
+}
+
+int config_set_default_group(struct config *c, size_t first, size_t n)
+{
+    struct cfg_group *g = default_group(c);
+
+    if (!g || set_members(c, g, first, n, true))
+        return DV_ENOMEM;
+    g->strategy = CFG_STRATEGY_FAILOVER;
+    g->allow_plaintext = true;
+    return 0;
+}
+
+int config_finish(struct config *c)
+{
+    if (c->n_listeners == 0 && config_add_listener(c, "127.0.0.53:53", true, true))
+        return DV_ENOMEM;
+    if (c->n_groups > 0 && strcmp(c->groups[0].name, "default") == 0)
+        return 0;
+    /* no [groups.default]: every encrypted upstream, in order; a plain DNS
+     * upstream serves only the rules that name its group */
+    struct cfg_group *g = default_group(c);
+    if (!g || set_members(c, g, 0, c->n_upstreams, false))
+        return DV_ENOMEM;
+    g->strategy = g->n_members > 1 ? CFG_STRATEGY_FASTEST : CFG_STRATEGY_FAILOVER;
     return 0;
 }
 
@@ -703,10 +747,37 @@ static void add_member(struct ctx *x, const struct toml_node *n, const char *s, 
     g->weights[g->n_members++] = 1;
 }
 
+/* The default group serves every query no rule sends elsewhere, so a plain
+ * DNS member there would send ordinary names out unencrypted: allowed only
+ * with allow_plaintext = true. Other groups serve only the rules that name
+ * them (split domains), where plain DNS is the point. */
+static void check_plaintext(struct ctx *x, const struct toml_node *t, struct cfg_group *g)
+{
+    const struct toml_node *ups = toml_table_get(t, "upstreams");
+
+    get_bool(x, t, "allow_plaintext", &g->allow_plaintext);
+    if (strcmp(g->name, "default") != 0 || g->allow_plaintext)
+        return;
+    for (size_t i = 0; i < g->n_members; i++) {
+        const struct cfg_upstream *u = &x->c->upstreams[g->members[i]];
+        if (!config_upstream_plaintext(u))
+            continue;
+        const struct toml_node *n = ups;
+        for (size_t k = 0; toml_node_kind(ups) == TOML_ARRAY && k < toml_array_len(ups); k++) {
+            const char *s = toml_node_cstr(toml_array_at(ups, k));
+            if (s && strcmp(s, u->name) == 0)
+                n = toml_array_at(ups, k);
+        }
+        cerr(x, n, "group 'default': upstream '%s' is plain DNS (%s) and would carry every "
+             "ordinary query unencrypted; send split domains to it with a rule, or set "
+             "'allow_plaintext = true' in [groups.default]", u->name, u->url);
+    }
+}
+
 static void parse_group(struct ctx *x, const struct toml_node *t)
 {
     static const char *const keys[] = {"upstreams", "strategy", "weights", "hedge_after_ms",
-                                       NULL};
+                                       "allow_plaintext", NULL};
     const char *name = toml_node_key(t, NULL), *strat;
     char section[300];
 
@@ -745,6 +816,7 @@ static void parse_group(struct ctx *x, const struct toml_node *t)
                  "\"fastest\" or \"parallel\"", strat);
     }
     get_uint(x, t, "hedge_after_ms", 0, 600000, &g->hedge_after_ms);
+    check_plaintext(x, t, g);
     const struct toml_node *w = toml_table_get(t, "weights");
     if (w && toml_node_kind(w) != TOML_TABLE) {
         cerr(x, w, "'weights' expects a table such as { name = 2 }");

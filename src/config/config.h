@@ -48,6 +48,7 @@ struct cfg_group {
     size_t n_members;
     enum cfg_strategy strategy;
     unsigned hedge_after_ms; /* 0 = no hedging */
+    bool allow_plaintext;    /* "default" may name udp:// and tcp:// upstreams */
 };
 
 enum cfg_action {
@@ -123,8 +124,20 @@ void config_free(struct config *c);
 int config_load(const char *path, struct config **pc, char *errs, size_t errlen);
 
 /* Fills what neither the file nor the command line gave: the default
- * listener, the "default" group (all upstreams, in order). 0 or DV_ENOMEM. */
+ * listener, the "default" group (every encrypted upstream, in order: plain
+ * DNS leaves only where a rule or an explicit opt-in says so). 0 or
+ * DV_ENOMEM. */
 int config_finish(struct config *c);
+
+/* Makes upstreams[first .. first+n) the whole "default" group, in order
+ * (failover), creating the group if the file had none: the command line's
+ * -u, which names plain DNS upstreams as deliberately as allow_plaintext.
+ * 0 or DV_ENOMEM. */
+int config_set_default_group(struct config *c, size_t first, size_t n);
+
+/* True for an upstream that speaks plain DNS (udp://, tcp://, or a plain
+ * DNS stamp, which config_load turns into udp://). */
+bool config_upstream_plaintext(const struct cfg_upstream *u);
 
 /* Appends a listener / upstream. 0, DV_EINVAL (bad address) or DV_ENOMEM. */
 int config_add_listener(struct config *c, const char *addr, bool udp, bool tcp);

@@ -1,5 +1,6 @@
 #include "resolve/cache.h"
 
+#include <limits.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,9 +29,10 @@ struct entry {
     uint32_t life;             /* seconds, after clamps */
     uint32_t hits;             /* since stored, for prefetch */
     uint32_t cost;             /* bytes charged against the bound */
+    uint32_t flags;            /* CACHE_F_* with the view */
     uint16_t len;              /* of msg */
     uint16_t qtype, qclass;
-    uint8_t nlen, flags, kind, queue, freq;
+    uint8_t nlen, kind, queue, freq;
     bool refreshing;
     /* The answer with its question name lower-cased: the name at offset 12
      * doubles as the key, so it is not stored twice. */
@@ -52,14 +54,17 @@ struct cache {
     size_t n, bytes;
     uint64_t now; /* the latest time seen, for eviction's expiry check */
     struct cache_stats st;
+    char **views; /* group names; a name's index is its view number */
+    size_t n_views;
 };
 
 struct key {
     uint64_t hash;
     uint16_t qtype, qclass;
-    uint8_t nlen, flags;
+    uint8_t nlen;
+    uint32_t flags;
     /* The hash input: lower-cased name, then qtype, qclass and flags. */
-    uint8_t buf[DNS_NAME_MAX + 5];
+    uint8_t buf[DNS_NAME_MAX + 8];
 };
 
 /* How one answer's TTLs are to be rewritten: clamp into [lo, hi], then cap. */
@@ -186,13 +191,14 @@ static int key_make(const struct cache *c, struct key *k, const struct dns_quest
     k->nlen = (uint8_t)q->name_len;
     k->qtype = q->qtype;
     k->qclass = q->qclass;
-    k->flags = (uint8_t)(flags & (CACHE_F_DO | CACHE_F_CD | CACHE_F_VIEW_MASK));
+    k->flags = (uint32_t)flags;
     memcpy(k->buf, q->name, k->nlen);
     dns_name_lower(k->buf, k->nlen);
     dns_put16(k->buf + k->nlen, k->qtype);
     dns_put16(k->buf + k->nlen + 2, k->qclass);
-    k->buf[k->nlen + 4] = k->flags;
-    k->hash = siphash13(c->seed, k->buf, (size_t)k->nlen + 5);
+    dns_put16(k->buf + k->nlen + 4, (uint16_t)(k->flags >> 16));
+    dns_put16(k->buf + k->nlen + 6, (uint16_t)k->flags);
+    k->hash = siphash13(c->seed, k->buf, (size_t)k->nlen + 8);
     return 0;
 }
 
@@ -659,7 +665,26 @@ void cache_del(struct cache *c)
     free_all(c);
     free(c->tab);
     free(c->ghost);
+    for (size_t i = 0; i < c->n_views; i++)
+        free(c->views[i]);
+    free(c->views);
     free(c);
+}
+
+int cache_view(struct cache *c, const char *name)
+{
+    for (size_t i = 0; i < c->n_views; i++)
+        if (strcmp(c->views[i], name) == 0)
+            return (int)i;
+    if (c->n_views > CACHE_VIEW_MAX || c->n_views >= INT_MAX)
+        return DV_ESPACE;
+    char **v = realloc(c->views, (c->n_views + 1) * sizeof(*v));
+    if (!v)
+        return DV_ENOMEM;
+    c->views = v;
+    if (!(v[c->n_views] = strdup(name)))
+        return DV_ENOMEM;
+    return (int)c->n_views++;
 }
 
 int cache_set_limits(struct cache *c, const struct cache_opts *opts)

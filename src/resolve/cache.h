@@ -56,12 +56,14 @@ enum {
 enum {
     CACHE_F_DO = 1, /* client wants DNSSEC records */
     CACHE_F_CD = 2, /* client does its own validation */
-    /* Bits 2-7: a view number. Different upstream groups may answer the same
-     * question differently (a filtering resolver for some clients), so the
-     * caller keys answers by the group that produced them. */
+    /* Bits 2-31: a view number from cache_view(). Different upstream groups
+     * may answer the same question differently (a filtering resolver for
+     * some clients), so the caller keys answers by the group that produced
+     * them. */
     CACHE_F_VIEW_SHIFT = 2,
-    CACHE_F_VIEW_MASK = 0xfc,
 };
+#define CACHE_F_VIEW_MASK (~(unsigned)(CACHE_F_DO | CACHE_F_CD))
+#define CACHE_VIEW_MAX (CACHE_F_VIEW_MASK >> CACHE_F_VIEW_SHIFT)
 
 struct cache_opts {
     size_t size;            /* hard memory bound, bytes (>= CACHE_SIZE_MIN) */
@@ -141,6 +143,12 @@ int cache_insert(struct cache *c, const struct dns_question *q, unsigned flags,
 /* A background refresh ended without an answer: the entry may be refreshed
  * again by a later hit. */
 void cache_refresh_failed(struct cache *c, const struct dns_question *q, unsigned flags);
+
+/* The view number of the upstream group called name: the same number for
+ * the same name for the life of the cache, whatever the group's place in a
+ * later configuration, and a number no other name gets. Returns it (0 to
+ * CACHE_VIEW_MAX), DV_ENOMEM or DV_ESPACE (every number taken). */
+int cache_view(struct cache *c, const char *name);
 
 /* Removes every entry. Counters other than entries and bytes are kept. */
 void cache_flush_all(struct cache *c);

@@ -255,3 +255,13 @@ int policy_local_answer(const struct cfg_rule *r, const struct dns_query_info *q
         dns_edns_write(&c, DNS_EDNS_DEFAULT, qi->edns.do_bit, 0);
     return c.err ? DV_ESPACE : (int)c.pos;
 }
+
+size_t policy_ngroups(const struct policy *p)
+{
+    return p->cfg->n_groups;
+}
+
+const char *policy_group_name(const struct policy *p, size_t i)
+{
+    return p->cfg->groups[i].name;
+}

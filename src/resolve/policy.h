@@ -25,6 +25,9 @@ struct policy_decision {
  * NULL with a reason in err when a rule cannot be honoured. */
 struct policy *policy_new(const struct config *cfg, struct pool **pools, char *err,
                           size_t errlen);
+/* The number of groups and the name of group i (i < policy_ngroups). */
+size_t policy_ngroups(const struct policy *p);
+const char *policy_group_name(const struct policy *p, size_t i);
 void policy_ref(struct policy *p);
 void policy_unref(struct policy *p);
 

@@ -68,8 +68,14 @@ struct query_engine {
     struct inflight **table;
     size_t nbuckets, count;
     uint32_t seed;
+    int *views; /* the cache view of each policy group, or an error */
+    size_t n_views;
     struct query_stats st;
+    uint64_t bad_warn_at;    /* ms: no "bad answer" warning before this */
+    uint64_t bad_unreported; /* bad answers since the last warning */
 };
+
+enum { BAD_WARN_INTERVAL_MS = 10000 };
 
 static uint8_t reply_buf[DNS_MSG_MAX];
 
@@ -140,13 +146,17 @@ static void table_remove(struct query_engine *qe, struct inflight *f)
     }
 }
 
-/* The cache key bits: DO, CD and the group (view) that answers. Groups past
- * the 63rd share the last view. */
-static unsigned query_cflags(const struct dns_query_info *qi, unsigned group)
+/* The cache key bits: DO, CD and the view of the group that answers, found
+ * by the group's name so that a reload that moves groups keeps each group's
+ * answers its own. False when the group has no view (out of memory): its
+ * answers are then not cached. */
+static bool query_cflags(const struct query_engine *qe, const struct dns_query_info *qi,
+                         unsigned group, unsigned *pflags)
 {
-    unsigned view = group < 63 ? group : 63;
-
-    return cache_flags(qi) | view << CACHE_F_VIEW_SHIFT;
+    if (group >= qe->n_views || qe->views[group] < 0)
+        return false;
+    *pflags = cache_flags(qi) | (unsigned)qe->views[group] << CACHE_F_VIEW_SHIFT;
+    return true;
 }
 
 static size_t client_limit(const struct query_client *c, const struct dns_query_info *qi)
@@ -195,6 +205,14 @@ static void send_answer(struct query_engine *qe, const struct query_client *c,
     c->ops->send(c->ctx, c, reply_buf, len);
 }
 
+/* Moves the transport's count of ignored answers into the stats; called
+ * whenever an attempt ends, by an answer or a cancel. */
+static void attempt_collect(struct attempt *a)
+{
+    a->f->qe->st.upstream_ignored += a->x.ignored;
+    a->x.ignored = 0;
+}
+
 static void waiter_release(struct waiter *w)
 {
     w->c.ops->release(w->c.ctx);
@@ -205,9 +223,11 @@ static void inflight_free(struct inflight *f)
 {
     struct query_engine *qe = f->qe;
 
-    for (size_t i = 0; i < f->n_att; i++)
+    for (size_t i = 0; i < f->n_att; i++) {
         if (f->att[i].active)
             f->att[i].u->ops->cancel(f->att[i].u, &f->att[i].x);
+        attempt_collect(&f->att[i]);
+    }
     ev_timer_stop(qe->loop, &f->timer);
     ev_timer_stop(qe->loop, &f->stale_timer);
     table_remove(qe, f);
@@ -244,6 +264,13 @@ static bool send_stale(struct inflight *f, struct waiter *w)
     return true;
 }
 
+/* True when the best f got is an upstream's SERVFAIL answer. */
+static bool servfail_answer(const struct inflight *f)
+{
+    return f->fallback && f->fallback_len >= DNS_HDR_LEN &&
+           DNS_RCODE(dns_get16(f->fallback + 2)) == DNS_RCODE_SERVFAIL;
+}
+
 /* Ends f: every waiter gets the answer, or when ans is NULL the best we
  * have: an upstream's SERVFAIL/REFUSED, a stale cache entry, or SERVFAIL. */
 static void inflight_finish(struct inflight *f, const uint8_t *ans, size_t len)
@@ -252,6 +279,10 @@ static void inflight_finish(struct inflight *f, const uint8_t *ans, size_t len)
 
     if (ans && f->cache && qe->cache == f->cache)
         cache_insert(f->cache, &f->key, f->cflags, ans, len, net_now_ms());
+    else if (!ans && f->cache && qe->cache == f->cache && servfail_answer(f))
+        /* servfail_ttl damps a retry storm; the cache never lets it replace
+         * an answer that is fresh or still servable stale */
+        cache_insert(f->cache, &f->key, f->cflags, f->fallback, f->fallback_len, net_now_ms());
     else if (!ans && f->cache && qe->cache == f->cache && !f->waiters)
         cache_refresh_failed(f->cache, &f->key, f->cflags);
     for (struct waiter *w = f->waiters; w; w = w->next) {
@@ -287,6 +318,30 @@ static void inflight_stale_cb(struct ev_loop *loop, ev_timer *w, int revents)
 
 static void xfer_done(struct xfer *x, int rc, const uint8_t *ans, size_t len);
 
+/* A misbehaving upstream must not flood the log with the names clients ask
+ * for: the name goes to the debug log, and a warning with the count of bad
+ * answers at most every BAD_WARN_INTERVAL_MS. */
+static void report_bad_answer(struct query_engine *qe, const struct upstream *u,
+                              const struct dns_question *q, int rc)
+{
+    char name[DNS_NAME_MAX * 4 + 1];
+    uint64_t now = qe_now(qe);
+
+    qe->st.bad_answers++;
+    qe->bad_unreported++;
+    if (log_level >= DV_LOG_DEBUG) {
+        dns_name_to_str(q->name, q->name_len, name, sizeof(name));
+        log_debug("upstream %s: bad answer for %s: %s", u->name, name, dv_strerror(rc));
+    }
+    if (now < qe->bad_warn_at)
+        return;
+    log_warn("upstream %s: bad answer: %s (%llu bad answers since the last warning, "
+             "%llu in all)", u->name, dv_strerror(rc), (unsigned long long)qe->bad_unreported,
+             (unsigned long long)qe->st.bad_answers);
+    qe->bad_unreported = 0;
+    qe->bad_warn_at = now + BAD_WARN_INTERVAL_MS;
+}
+
 /* Starts the next upstream of the plan. False when none is left (or every
  * remaining one refused at once). */
 static bool attempt_launch(struct inflight *f, uint64_t now)
@@ -303,6 +358,7 @@ static bool attempt_launch(struct inflight *f, uint64_t now)
         a->x.done = xfer_done;
         a->x.owner = f;
         a->x.tpriv = NULL;
+        a->x.ignored = 0;
         a->start = now;
         int rc = a->u->ops->send(a->u, &a->x);
         if (rc == 0) {
@@ -381,8 +437,8 @@ static void xfer_done(struct xfer *x, int rc, const uint8_t *ans, size_t len)
 {
     struct attempt *a = (struct attempt *)x;
     struct inflight *f = a->f;
-    char name[DNS_NAME_MAX * 4 + 1];
 
+    attempt_collect(a);
     if (rc) {
         log_debug("upstream %s: %s", a->u->name, dv_strerror(rc));
         attempt_failed(a, rc);
@@ -390,8 +446,7 @@ static void xfer_done(struct xfer *x, int rc, const uint8_t *ans, size_t len)
     }
     rc = dns_response_check(ans, len, &f->key);
     if (rc) {
-        dns_name_to_str(f->key.name, f->key.name_len, name, sizeof(name));
-        log_warn("upstream %s: bad answer for %s: %s", a->u->name, name, dv_strerror(rc));
+        report_bad_answer(f->qe, a->u, &f->key, rc);
         attempt_failed(a, DV_EPROTO);
         return;
     }
@@ -435,6 +490,7 @@ static void inflight_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
             continue;
         log_debug("upstream %s: no answer in time", a->u->name);
         a->u->ops->cancel(a->u, &a->x);
+        attempt_collect(a);
         a->active = false;
         f->active--;
         f->qe->st.upstream_failed++;
@@ -443,13 +499,15 @@ static void inflight_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
     inflight_finish(f, NULL, 0);
 }
 
-/* Builds the upstream form of the question: our ID, the client's RD and CD,
- * the lower-cased name and our own EDNS (its DO bit is part of the key). */
+/* Builds the upstream form of the question: our ID, RD always (a forwarder
+ * asks for recursion whatever the client's RD: the exchange is shared by
+ * every client of the question, and RD is no part of the key), the client's
+ * CD, the lower-cased name and our own EDNS (its DO bit is part of the key). */
 static void build_upstream_query(struct inflight *f, uint16_t client_flags)
 {
     struct dns_cur c;
     struct dns_hdr h = {
-        .flags = client_flags & (DNS_FLAG_RD | DNS_FLAG_CD),
+        .flags = DNS_FLAG_RD | (client_flags & DNS_FLAG_CD),
         .qdcount = 1,
         .arcount = 1,
     };
@@ -466,7 +524,7 @@ static void build_upstream_query(struct inflight *f, uint16_t client_flags)
 static struct inflight *inflight_new(struct query_engine *qe, uint32_t h,
                                      const struct dns_question *key,
                                      const struct dns_query_info *qi, struct pool *pool,
-                                     unsigned cflags)
+                                     bool cached, unsigned cflags)
 {
     struct inflight *f = calloc(1, sizeof(*f));
     size_t n = pool_size(pool);
@@ -483,7 +541,7 @@ static struct inflight *inflight_new(struct query_engine *qe, uint32_t h,
     f->do_bit = qi->edns.do_bit;
     f->cd_bit = (qi->hdr.flags & DNS_FLAG_CD) != 0;
     f->cflags = cflags;
-    f->cache = qe->cache;
+    f->cache = cached ? qe->cache : NULL;
     f->pool = pool;
     pool_ref(f->pool);
     pool_plan(f->pool, qe_now(qe), order);
@@ -558,11 +616,13 @@ void query_submit(struct query_engine *qe, const uint8_t *msg, size_t len,
 
     bool do_bit = qi.edns.do_bit, cd = (qi.hdr.flags & DNS_FLAG_CD) != 0;
     bool refresh = false, stale = false;
-    if (qe->cache) {
+    unsigned cflags = 0;
+    bool cached = qe->cache && query_cflags(qe, &qi, pd.group, &cflags);
+    if (cached) {
         uint8_t hit[DNS_MSG_MAX];
         size_t hlen = 0;
-        rc = cache_lookup(qe->cache, &qi.q, query_cflags(&qi, pd.group), qi.hdr.id,
-                          net_now_ms(), hit, sizeof(hit), &hlen);
+        rc = cache_lookup(qe->cache, &qi.q, cflags, qi.hdr.id, net_now_ms(), hit, sizeof(hit),
+                          &hlen);
         if (rc == CACHE_HIT || rc == CACHE_HIT_REFRESH) {
             qe->st.cache_hits++;
             send_answer(qe, c, &qi, hit, hlen);
@@ -580,7 +640,7 @@ void query_submit(struct query_engine *qe, const uint8_t *msg, size_t len,
 
     if (f && refresh)
         return; /* already being fetched */
-    if (!f && !(f = inflight_new(qe, h, &key, &qi, pd.pool, query_cflags(&qi, pd.group)))) {
+    if (!f && !(f = inflight_new(qe, h, &key, &qi, pd.pool, cached, cflags))) {
         if (!refresh)
             send_error(qe, c, &qi, true, DNS_RCODE_SERVFAIL);
         return;
@@ -634,6 +694,24 @@ struct query_engine *query_engine_new(struct ev_loop *loop, const struct query_o
     return qe;
 }
 
+/* One cache view per group of the policy, by name. A group without one
+ * (out of memory) is not cached. */
+static void configure_views(struct query_engine *qe)
+{
+    size_t n = qe->cache ? policy_ngroups(qe->policy) : 0;
+    int *v = n ? calloc(n, sizeof(*v)) : NULL;
+
+    free(qe->views);
+    qe->views = v;
+    qe->n_views = v ? n : 0;
+    for (size_t i = 0; i < qe->n_views; i++) {
+        v[i] = cache_view(qe->cache, policy_group_name(qe->policy, i));
+        if (v[i] < 0)
+            log_err("group %s: no cache view: %s", policy_group_name(qe->policy, i),
+                    dv_strerror(v[i]));
+    }
+}
+
 void query_engine_configure(struct query_engine *qe, const struct query_opts *o,
                             struct policy *policy, struct cache *cache)
 {
@@ -642,6 +720,7 @@ void query_engine_configure(struct query_engine *qe, const struct query_opts *o,
     policy_unref(qe->policy);
     qe->policy = policy;
     qe->cache = cache;
+    configure_views(qe);
 }
 
 void query_engine_del(struct query_engine *qe)
@@ -652,6 +731,7 @@ void query_engine_del(struct query_engine *qe)
         while (qe->table[i])
             inflight_finish(qe->table[i], NULL, 0);
     free(qe->table);
+    free(qe->views);
     policy_unref(qe->policy);
     free(qe);
 }
@@ -682,6 +762,9 @@ const struct query_stat_desc query_stat_descs[] = {
     STAT(cache_hits, "cache_hits", "Queries answered from the cache."),
     STAT(stale_served, "stale", "Expired answers served (RFC 8767)."),
     STAT(prefetches, "prefetches", "Background refreshes of popular entries."),
+    STAT(upstream_ignored, "upstream_ignored",
+         "Upstream answers with our ID but another question (or letter case), ignored."),
+    STAT(bad_answers, "bad_answers", "Upstream answers that failed validation."),
 };
 #undef STAT
 const size_t query_stat_ndescs = sizeof(query_stat_descs) / sizeof(query_stat_descs[0]);

@@ -2,7 +2,11 @@
  * for it (split domains on a local resolver). udp:// sends each query from
  * its own connected socket (a fresh random source port per query, so an
  * off-path spoofer must guess port and ID) and retries over TCP when the
- * answer is truncated (a one-shot connection: truncation is rare). tcp://
+ * answer is truncated (a one-shot connection: truncation is rare). The
+ * question name goes out in random letter case (0x20, draft-vixie-dnsext-
+ * dns0x20) and an answer must echo it byte for byte: a spoofer must guess
+ * the case too. A datagram with our ID but another question is ignored and
+ * counted, never taken as the end of the exchange (as unbound does). tcp://
  * upstreams are dot.c's pooled connections in plaintext mode (tcp_ops). */
 #include <errno.h>
 #include <stdlib.h>
@@ -13,6 +17,7 @@
 #include "core/buf.h"
 #include "core/err.h"
 #include "core/log.h"
+#include "core/rand.h"
 #include "dns/dns.h"
 #include "upstream/upstream.h"
 
@@ -23,6 +28,7 @@ struct plain_xfer {
     bool connected;
     size_t sent;        /* TCP: bytes of frame written */
     struct buf in;      /* TCP: bytes read */
+    uint8_t *msg;       /* x->msg with the name in random case: what we send */
     struct xfer *x;
     struct upstream *u;
 };
@@ -42,6 +48,7 @@ static void px_free(struct plain_xfer *px)
 {
     px_close_fd(px);
     buf_free(&px->in);
+    free(px->msg);
     free(px);
 }
 
@@ -55,6 +62,47 @@ static void px_finish(struct plain_xfer *px, int rc, const uint8_t *ans, size_t 
     px_close_fd(px);
     x->done(x, rc, rc ? NULL : ans, rc ? 0 : len);
     px_free(px);
+}
+
+/* Sends the name's letters in random case. Only the first question's name
+ * is touched: it sits uncompressed right after the header in our query. */
+static void randomize_case(uint8_t *msg, size_t len)
+{
+    uint8_t bits[DNS_NAME_MAX / 8 + 1];
+    size_t p = DNS_HDR_LEN, k = 0;
+
+    rand_bytes(bits, sizeof(bits));
+    while (p < len && msg[p] && (msg[p] & 0xc0) == 0) {
+        size_t l = msg[p++];
+        for (size_t i = 0; i < l && p < len; i++, p++, k++) {
+            uint8_t ch = msg[p];
+            bool flip = bits[(k / 8) % sizeof(bits)] >> (k % 8) & 1;
+            if (flip && ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z')))
+                msg[p] = ch ^ 0x20;
+        }
+    }
+}
+
+/* True when ans carries exactly the question we sent: the name in our case,
+ * byte for byte, then the same type and class. */
+static bool same_question(const struct plain_xfer *px, const uint8_t *ans, size_t len)
+{
+    size_t qend = DNS_HDR_LEN;
+
+    while (qend < px->x->len && px->msg[qend])
+        qend += (size_t)px->msg[qend] + 1;
+    qend += 1 + 4; /* root label, type, class */
+    return qend <= px->x->len && len >= qend && dns_get16(ans + 4) == 1 &&
+           memcmp(ans + DNS_HDR_LEN, px->msg + DNS_HDR_LEN, qend - DNS_HDR_LEN) == 0;
+}
+
+/* An answer with our ID but not our question: a spoofer's guess or a
+ * confused server. Dropped and counted; the real answer may still come. */
+static void px_ignore(struct plain_xfer *px)
+{
+    px->x->ignored++;
+    log_debug("upstream %s: ignored an answer with our ID for another question",
+              px->u->name);
 }
 
 static void px_tcp_cb(struct ev_loop *loop, ev_io *w, int revents);
@@ -78,7 +126,7 @@ static int px_start(struct plain_xfer *px, bool tcp)
         return DV_ECONN;
     }
     if (!tcp) {
-        if (send(px->fd, px->x->msg, px->x->len, 0) < 0) {
+        if (send(px->fd, px->msg, px->x->len, 0) < 0) {
             log_debug("upstream %s: send: %s", u->name, strerror(errno));
             close(px->fd);
             px->fd = -1;
@@ -112,6 +160,10 @@ static void px_udp_cb(struct ev_loop *loop, ev_io *w, int revents)
         if (n < DNS_HDR_LEN || dns_get16(rxbuf) != dns_get16(x->msg) ||
             !(dns_get16(rxbuf + 2) & DNS_FLAG_QR))
             continue;
+        if (!same_question(px, rxbuf, (size_t)n)) {
+            px_ignore(px);
+            continue;
+        }
         if (dns_get16(rxbuf + 2) & DNS_FLAG_TC) {
             int rc;
             px_close_fd(px);
@@ -132,7 +184,7 @@ static void px_tcp_write(struct plain_xfer *px)
     size_t total = 2 + x->len;
 
     dns_put16(frame, (uint16_t)x->len);
-    memcpy(frame + 2, x->msg, x->len);
+    memcpy(frame + 2, px->msg, x->len);
     while (px->sent < total) {
         ssize_t n = send(px->fd, frame + px->sent, total - px->sent, MSG_NOSIGNAL);
         if (n < 0) {
@@ -176,8 +228,11 @@ static void px_tcp_read(struct plain_xfer *px)
                 break;
             const uint8_t *m = buf_head(&px->in) + 2;
             if (flen >= DNS_HDR_LEN && dns_get16(m) == dns_get16(px->x->msg)) {
-                px_finish(px, 0, m, flen);
-                return;
+                if (same_question(px, m, flen)) {
+                    px_finish(px, 0, m, flen);
+                    return;
+                }
+                px_ignore(px);
             }
             buf_consume(&px->in, 2 + flen);
         }
@@ -223,6 +278,12 @@ static int plain_send(struct upstream *u, struct xfer *x)
     px->u = u;
     px->fd = -1;
     buf_init(&px->in);
+    if (!(px->msg = malloc(x->len))) {
+        free(px);
+        return DV_ENOMEM;
+    }
+    memcpy(px->msg, x->msg, x->len);
+    randomize_case(px->msg, x->len);
     rc = px_start(px, false);
     if (rc) {
         px_free(px);

@@ -108,6 +108,16 @@ static int decode_pins(struct tls_ctx *t, char *const *pins, size_t n)
 
 static int verify_cb(int ok, WOLFSSL_X509_STORE_CTX *st);
 
+/* Every TLS 1.3 suite; for TLS 1.2 only ECDHE key exchange with AEAD
+ * ciphers (BCP 195, RFC 9325 §4.2): no CBC, no static RSA, no SHA-1 MAC.
+ * A server that offers nothing better fails the handshake (and says so in
+ * the log) rather than carry DNS over a weaker channel. */
+#define TLS_CIPHERS                                                                    \
+    "TLS13-AES128-GCM-SHA256:TLS13-AES256-GCM-SHA384:TLS13-CHACHA20-POLY1305-SHA256:"  \
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"                       \
+    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"                       \
+    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
+
 int tls_ctx_new(const struct tls_opts *o, struct tls_ctx **pctx)
 {
     struct tls_ctx *t;
@@ -139,6 +149,10 @@ int tls_ctx_new(const struct tls_opts *o, struct tls_ctx **pctx)
     /* 1.3 is negotiated whenever the server has it; nothing below 1.2 */
     if (wolfSSL_CTX_SetMinVersion(t->ctx, WOLFSSL_TLSV1_2) != WOLFSSL_SUCCESS)
         goto fail;
+    if (wolfSSL_CTX_set_cipher_list(t->ctx, TLS_CIPHERS) != WOLFSSL_SUCCESS) {
+        log_err("upstream %s: cannot set the TLS cipher list", t->upstream);
+        goto fail;
+    }
     /* a bundle with one certificate wolfSSL cannot parse must not cost
      * every other CA in it */
     if (wolfSSL_CTX_load_verify_locations_ex(t->ctx, ca, NULL, WOLFSSL_LOAD_FLAG_IGNORE_ERR) !=

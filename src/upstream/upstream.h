@@ -30,6 +30,7 @@ struct xfer {
     xfer_done_fn done;
     void *owner;
     void *tpriv; /* transport-private, set by send() */
+    unsigned ignored; /* answers with our ID for another question, dropped */
 };
 
 struct transport_ops {

@@ -143,6 +143,8 @@ def doq_config(tmp_path, url, ca=None, tls_name=None, pins=None, name="doq1",
     lines += ["", "[groups.default]",
               "upstreams = [%s]" % ", ".join('"%s"' % m for m in members),
               'strategy = "failover"']
+    if any(u.startswith(("udp://", "tcp://")) for _, u in extra_upstreams):
+        lines.append("allow_plaintext = true")  # a plain DNS fallback on purpose
     path = Path(tmp_path) / ("%s.toml" % name)
     path.write_text("\n".join(lines) + "\n")
     return path

@@ -322,11 +322,15 @@ class Peer:
 class Knot(Peer):
     """knotd serving zones/test.zone as `test.`; nothing external."""
 
-    def start(self):
+    def start(self, zone_text=None):
+        """zone_text: the zone to serve as `test.` instead of zones/test.zone."""
         self.v6 = have_ipv6()
         self.port = free_port(("127.0.0.1", "::1") if self.v6 else ("127.0.0.1",))
         zone = self.workdir / "test.zone"
-        zone.write_bytes(ZONE_FILE.read_bytes())
+        if zone_text is None:
+            zone.write_bytes(ZONE_FILE.read_bytes())
+        else:
+            zone.write_text(zone_text)
         listen = "127.0.0.1@%d" % self.port
         if self.v6:
             listen += ", ::1@%d" % self.port

@@ -34,6 +34,7 @@ url = "udp://127.0.0.1:{relay.port}"
 [groups.default]
 upstreams = ["knot"]
 strategy = "failover"
+allow_plaintext = true
 
 [groups.alt]
 upstreams = ["relay"]

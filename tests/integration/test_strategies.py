@@ -18,6 +18,7 @@ url = "udp://127.0.0.1:{slow.port}"
 url = "udp://127.0.0.1:{fast.port}"
 [groups.default]
 upstreams = ["slow", "fast"]
+allow_plaintext = true
 {group_extra}
 [cache]
 enabled = false

@@ -690,6 +690,29 @@ static void test_case_and_id_restored(void **state)
     fx_done(f);
 }
 
+/* A group keeps its view number by name, whatever its place in a later
+ * configuration, and no two names share one: 200 groups, 200 views. */
+static void test_views_by_name(void **state)
+{
+    struct fx *f = fx_new(NULL);
+    char name[32];
+    int first[200];
+    (void)state;
+
+    for (int i = 0; i < 200; i++) {
+        snprintf(name, sizeof(name), "group%d", i);
+        first[i] = cache_view(f->c, name);
+        assert_true(first[i] >= 0);
+        for (int j = 0; j < i; j++)
+            assert_int_not_equal(first[i], first[j]);
+    }
+    for (int i = 199; i >= 0; i--) { /* a reload that lists them backwards */
+        snprintf(name, sizeof(name), "group%d", i);
+        assert_int_equal(cache_view(f->c, name), first[i]);
+    }
+    fx_done(f);
+}
+
 static void test_do_cd_separate(void **state)
 {
     struct mb m;
@@ -703,8 +726,9 @@ static void test_do_cd_separate(void **state)
     assert_int_equal(look(f, &q, CACHE_F_CD, T0), CACHE_MISS);
     assert_int_equal(look(f, &q, CACHE_F_DO | CACHE_F_CD, T0), CACHE_MISS);
     assert_int_equal(look(f, &q, CACHE_F_DO, T0), CACHE_HIT);
-    /* Bits above the view are not part of the key. */
-    assert_int_equal(look(f, &q, CACHE_F_DO | 0x100, T0), CACHE_HIT);
+    /* Views past the 63rd are views of their own (no shared last view). */
+    assert_int_equal(look(f, &q, CACHE_F_DO | 64u << CACHE_F_VIEW_SHIFT, T0), CACHE_MISS);
+    assert_int_equal(look(f, &q, CACHE_F_DO | 1000u << CACHE_F_VIEW_SHIFT, T0), CACHE_MISS);
     /* A different view (upstream group) is a different entry. */
     assert_int_equal(look(f, &q, CACHE_F_DO | 1u << CACHE_F_VIEW_SHIFT, T0), CACHE_MISS);
     assert_int_equal(cache_insert(f->c, &q, CACHE_F_DO | 5u << CACHE_F_VIEW_SHIFT, m.b, len, T0), 1);
@@ -1160,6 +1184,7 @@ int main(void)
         cmocka_unit_test_teardown(test_compressed_question_refused, teardown),
         cmocka_unit_test_teardown(test_case_and_id_restored, teardown),
         cmocka_unit_test_teardown(test_do_cd_separate, teardown),
+        cmocka_unit_test_teardown(test_views_by_name, teardown),
         cmocka_unit_test_teardown(test_serve_stale, teardown),
         cmocka_unit_test_teardown(test_prefetch, teardown),
         cmocka_unit_test_teardown(test_eviction_keeps_hot, teardown),

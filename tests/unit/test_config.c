@@ -96,6 +96,17 @@ static const struct {
     {"serverr = 1\n", "F:1:1: error: unknown key 'serverr' in the top level (did you mean 'server'?)\n"},
     {"server = 1\n", "F:1:10: error: [server] must be a table, not integer\n"},
     {"a = \n", "F:1:5: error: expected a value, found end of line\n"},
+    {"[upstreams.t]\nurl = \"tls://1.1.1.1\"\n[upstreams.a]\nurl = \"udp://1.1.1.1\"\n"
+     "[groups.default]\nupstreams = [\"t\", \"a\"]\n",
+     "F:6:19: error: group 'default': upstream 'a' is plain DNS (udp://1.1.1.1) and would "
+     "carry every ordinary query unencrypted; send split domains to it with a rule, or set "
+     "'allow_plaintext = true' in [groups.default]\n"},
+    {"[upstreams.a]\nurl = \"tcp://1.1.1.1\"\n[groups.default]\nupstreams = [\"a\"]\n"
+     "allow_plaintext = \"yes\"\n",
+     "F:5:19: error: 'allow_plaintext' expects true or false, not string\n"
+     "F:4:14: error: group 'default': upstream 'a' is plain DNS (tcp://1.1.1.1) and would "
+     "carry every ordinary query unencrypted; send split domains to it with a rule, or set "
+     "'allow_plaintext = true' in [groups.default]\n"},
     {"[upstreams.a]\nurl = \"sdns://AQAAAAAAAAAADjIwOC42Ny4yMjAuMjIw\"\n",
      "F:2:7: error: upstream 'a': DNSCrypt stamps are not supported (dnsveil speaks DoH, DoT, "
      "DoQ, ODoH and plain DNS)\n"},
@@ -123,6 +134,7 @@ static void test_full_config(void **state)
         "pins = [\"AAAA\"]\n"
         "[groups.office]\nupstreams = [\"a\"]\nstrategy = \"failover\"\n"
         "[groups.default]\nupstreams = [\"b\", \"a\"]\nweights = { b = 3 }\n"
+        "allow_plaintext = true\n"
         "[[rules]]\ndomains = [\"Corp.Example\"]\ngroup = \"office\"\n"
         "[[rules]]\nqtypes = [\"AAAA\"]\nclients = [\"10.0.0.0/8\"]\naction = \"nxdomain\"\n";
 
@@ -138,6 +150,7 @@ static void test_full_config(void **state)
     assert_int_equal(c->groups[0].members[0], 1);
     assert_int_equal(c->groups[0].weights[0], 3);
     assert_int_equal(c->groups[0].strategy, CFG_STRATEGY_FASTEST);
+    assert_true(c->groups[0].allow_plaintext);
     assert_int_equal(c->n_rules, 2);
     assert_int_equal(c->rules[0].action, CFG_ACTION_GROUP);
     assert_string_equal(c->groups[c->rules[0].group].name, "office");
@@ -148,11 +161,16 @@ static void test_full_config(void **state)
     config_free(c);
 }
 
+/* Security review finding 6: plain DNS upstreams (udp://, tcp://, a plain
+ * DNS stamp) never join the implicit default group. */
 static void test_implicit_default_group(void **state)
 {
     struct config *c;
-    const char *text = "[upstreams.a]\nurl = \"udp://127.0.0.1\"\n"
+    const char *text = "[upstreams.a]\nurl = \"tls://127.0.0.1\"\n"
                        "[upstreams.b]\nurl = \"udp://127.0.0.2\"\n"
+                       "[upstreams.c]\nurl = \"tcp://127.0.0.3\"\n"
+                       "[upstreams.d]\nurl = \"sdns://AAAAAAAAAAAACTEyNy4wLjAuOQ\"\n"
+                       "[upstreams.e]\nurl = \"quic://127.0.0.5\"\n"
                        "[groups.g]\nupstreams = [\"b\"]\n"
                        "[[rules]]\ndomains = [\"x\"]\ngroup = \"g\"\n"
                        "[[rules]]\ndomains = [\"y\"]\ngroup = \"default\"\n";
@@ -161,6 +179,10 @@ static void test_implicit_default_group(void **state)
     assert_int_equal(c->n_groups, 2);
     assert_string_equal(c->groups[0].name, "default");
     assert_int_equal(c->groups[0].n_members, 2);
+    assert_int_equal(c->groups[0].members[0], 0);
+    assert_int_equal(c->groups[0].members[1], 4);
+    assert_true(config_upstream_plaintext(&c->upstreams[3])); /* the stamp */
+    assert_int_equal(c->groups[0].strategy, CFG_STRATEGY_FASTEST);
     assert_string_equal(c->groups[c->rules[0].group].name, "g");
     assert_int_equal(c->rules[1].group, 0);
     config_free(c);
