@@ -15,6 +15,7 @@
 #include "core/net.h"
 
 struct cache;
+struct cfg_limits;
 struct policy;
 struct query_engine;
 
@@ -46,12 +47,16 @@ struct query_client {
 struct query_opts {
     unsigned timeout_ms;       /* client-facing deadline; SERVFAIL after it */
     unsigned stale_timeout_ms; /* RFC 8767 client timeout before a stale answer; 0 = off */
+    /* the allow list, rate limit, in-flight caps and UDP answer size;
+     * borrowed until the next configure; NULL = none */
+    const struct cfg_limits *limits;
 };
 
 struct query_stats {
     uint64_t queries, answered, servfail, formerr, notimp, dropped;
     uint64_t coalesced, upstream_sent, upstream_failed, truncated;
     uint64_t local, cache_hits, stale_served, prefetches;
+    uint64_t refused, ratelimited, overloaded; /* client bounds */
 };
 
 /* Each counter's name and meaning, for every place that shows them (the
