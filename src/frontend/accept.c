@@ -40,13 +40,16 @@ bool fe_accept_guard_failed(struct fe_accept_guard *g, int err)
     if (err != EMFILE && err != ENFILE && err != ENOBUFS && err != ENOMEM)
         return false;
     ev_io_stop(g->loop, g->io);
-    if (!ev_is_active(&g->retry))
+    if (!ev_is_active(&g->retry)) {
+        /* set again: a timer that has fired keeps no useful expiry */
+        ev_timer_set(&g->retry, ACCEPT_RETRY_S, 0.);
         ev_timer_start(g->loop, &g->retry);
+    }
     g->failures++;
     ev_tstamp now = ev_now(g->loop);
     if (now - g->last_log >= ACCEPT_LOG_EVERY_S) {
-        log_warn("%s accept: %s; pausing accept (%lu failures in the last %ds)", g->what,
-                 strerror(err), g->failures, ACCEPT_LOG_EVERY_S);
+        log_warn("%s accept: %s; pausing accept (%lu failures since the last report)",
+                 g->what, strerror(err), g->failures);
         g->last_log = now;
         g->failures = 0;
     }
