@@ -36,7 +36,7 @@ static int limits_default(struct cfg_limits *l)
     memset(l, 0, sizeof(*l));
     l->udp_max_size = DNS_EDNS_DEFAULT;
     l->max_inflight = 4096;
-    l->max_inflight_per_client = 256;
+    l->max_inflight_per_client = 1024;
     l->tcp_max_conns_per_client = 32;
     if (!(l->allow = calloc(n, sizeof(*l->allow))))
         return DV_ENOMEM;

@@ -10,7 +10,9 @@
  * idle timeout of its first byte (bytes dribbled one at a time do not keep
  * a connection alive), one client address may hold only so many
  * connections, and at the listener's cap the oldest idle connection makes
- * room for a new one instead of every newcomer waiting in the backlog. */
+ * room for a new one instead of every newcomer waiting in the backlog (a
+ * connection gets a quarter of the idle timeout to send its first query
+ * before it can be closed that way). */
 #include <errno.h>
 #include <netinet/in.h>
 #include <stdlib.h>
@@ -58,6 +60,7 @@ struct fe_tcp {
     struct tcp_conn *conns;
     size_t nconns;
     bool full; /* accept stopped: at the cap with no idle connection to close */
+    ev_timer wake; /* full only while the idle connections are new: until then */
 };
 
 /* Starts accepting again unless closing, full, or paused by the guard. */
@@ -109,6 +112,7 @@ static void conn_close(struct tcp_conn *c)
     t->nconns--;
     if (t->full) {
         t->full = false; /* room again below the cap */
+        ev_timer_stop(t->loop, &t->wake);
         tcp_resume(t);
     }
     conn_unref(c);
@@ -324,19 +328,38 @@ static size_t conns_of(const struct fe_tcp *t, const struct net_addr *peer)
 }
 
 /* At the cap: closes the connection that has been idle longest (nothing in
- * flight, nothing unsent). False when every connection is busy. */
-static bool evict_idle(struct fe_tcp *t)
+ * flight, nothing unsent). A connection younger than the grace period is
+ * spared, or clients that reconnect at once when closed could take turns
+ * closing every newcomer before its first query arrives. False when no
+ * connection may be closed; *wait is then how long until one may (0 when
+ * every connection is busy: the next to close makes room). */
+static bool evict_idle(struct fe_tcp *t, ev_tstamp *wait)
 {
     struct tcp_conn *oldest = NULL;
+    ev_tstamp grace = t->opts.idle_timeout_ms / 4000.0;
 
+    *wait = 0;
     for (struct tcp_conn *c = t->conns; c; c = c->next)
         if (!c->pending && !buf_used(&c->out) && (!oldest || c->active < oldest->active))
             oldest = c;
     if (!oldest)
         return false;
+    ev_tstamp age = ev_now(t->loop) - oldest->active;
+    if (age < grace) {
+        *wait = grace - age;
+        return false;
+    }
     log_debug("tcp: at the connection cap, closing the longest idle connection");
     conn_close(oldest);
     return true;
+}
+
+static void tcp_wake_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct fe_tcp *t = w->data;
+
+    t->full = false;
+    tcp_resume(t);
 }
 
 static void tcp_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
@@ -344,11 +367,17 @@ static void tcp_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
     struct fe_tcp *t = w->data;
 
     for (int i = 0; i < 64; i++) {
-        if (t->nconns >= t->opts.max_conns && !evict_idle(t)) {
-            /* every connection is busy, and each finishes within the query
-             * deadline: further clients wait in the backlog until then */
+        ev_tstamp wait;
+        if (t->nconns >= t->opts.max_conns && !evict_idle(t, &wait)) {
+            /* further clients wait in the backlog: until a connection closes
+             * (each busy one finishes within the query deadline) or an idle
+             * one is old enough to be closed */
             t->full = true;
             ev_io_stop(loop, &t->io);
+            if (wait > 0) {
+                ev_timer_set(&t->wake, wait, 0.);
+                ev_timer_start(loop, &t->wake);
+            }
             return;
         }
         struct net_addr peer;
@@ -423,6 +452,8 @@ struct fe_tcp *fe_tcp_new(struct ev_loop *loop, const struct net_addr *a,
     ev_io_init(&t->io, tcp_accept_cb, fd, EV_READ);
     t->io.data = t;
     fe_accept_guard_init(&t->guard, loop, &t->io, "tcp", tcp_resume, t);
+    ev_init(&t->wake, tcp_wake_cb);
+    t->wake.data = t;
     ev_io_start(loop, &t->io);
     return t;
 }
@@ -433,6 +464,7 @@ void fe_tcp_close(struct fe_tcp *t)
         return;
     t->closing = true;
     ev_io_stop(t->loop, &t->io);
+    ev_timer_stop(t->loop, &t->wake);
     fe_accept_guard_stop(&t->guard);
     close(t->fd);
     t->fd = -1;
