@@ -350,6 +350,7 @@ static bool evict_idle(struct fe_tcp *t, ev_tstamp *wait)
         return false;
     }
     log_debug("tcp: at the connection cap, closing the longest idle connection");
+    query_count_tcp_closed(t->qe, false);
     conn_close(oldest);
     return true;
 }
@@ -395,6 +396,7 @@ static void tcp_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
             char a[NET_ADDRSTRLEN];
             log_debug("tcp: %s already has %u connections; refusing another",
                       net_addr_str(&peer, a, sizeof(a)), t->opts.max_conns_per_client);
+            query_count_tcp_closed(t->qe, true);
             close(fd);
             continue;
         }

@@ -676,6 +676,14 @@ void query_count_drop(struct query_engine *qe)
     qe->st.dropped++;
 }
 
+void query_count_tcp_closed(struct query_engine *qe, bool per_client)
+{
+    if (per_client)
+        qe->st.tcp_per_client++;
+    else
+        qe->st.tcp_evicted++;
+}
+
 struct query_engine *query_engine_new(struct ev_loop *loop, const struct query_opts *o,
                                       struct policy *policy, struct cache *cache)
 {
@@ -754,6 +762,9 @@ const struct query_stat_desc query_stat_descs[] = {
     STAT(refused, "refused_clients", "Queries refused: client outside the allow list."),
     STAT(ratelimited, "ratelimited", "Queries over their client's rate limit."),
     STAT(overloaded, "overloaded", "SERVFAIL at once: too many queries in flight."),
+    STAT(tcp_per_client, "tcp_per_client_closed",
+         "TCP connections closed at once: their client had too many."),
+    STAT(tcp_evicted, "tcp_evicted", "Idle TCP connections closed to make room at the cap."),
 };
 #undef STAT
 const size_t query_stat_ndescs = sizeof(query_stat_descs) / sizeof(query_stat_descs[0]);

@@ -57,6 +57,7 @@ struct query_stats {
     uint64_t coalesced, upstream_sent, upstream_failed, truncated;
     uint64_t local, cache_hits, stale_served, prefetches;
     uint64_t refused, ratelimited, overloaded; /* client bounds */
+    uint64_t tcp_per_client, tcp_evicted;
 };
 
 /* Each counter's name and meaning, for every place that shows them (the
@@ -92,6 +93,9 @@ void query_submit(struct query_engine *qe, const uint8_t *msg, size_t len,
                   const struct query_client *c);
 /* Counts a datagram the frontend dropped before parsing (oversized, ...). */
 void query_count_drop(struct query_engine *qe);
+/* Counts a TCP connection closed by a client bound: one over its client's
+ * connection cap (per_client), or an idle one closed to make room. */
+void query_count_tcp_closed(struct query_engine *qe, bool per_client);
 
 size_t query_pending(const struct query_engine *qe);
 void query_stats(const struct query_engine *qe, struct query_stats *out);

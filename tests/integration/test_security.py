@@ -9,6 +9,7 @@ several LAN clients)."""
 import os
 import random
 import shutil
+import signal
 import socket
 import struct
 import subprocess
@@ -158,6 +159,7 @@ def test_slow_tcp_clients_do_not_lock_out_kdig(dnsveil, knot, cfgdir):
                                    tcp=True)
             assert got.rcode == "NOERROR", "kdig +tcp %s: %s" % (name, got.raw)
             assert time.monotonic() - t0 < 3
+        assert stat(d, "tcp_evicted") > 0
     finally:
         stop.set()
         for t in threads:
@@ -208,6 +210,7 @@ def test_tcp_connections_per_client_capped(dnsveil, knot, cfgdir):
                 helpers.tcp_read_frame(third)
         finally:
             third.close()
+        assert stat(d, "tcp_per_client_closed") == 1
         # another client address is not affected
         other = socket.create_connection((d.host, d.port), timeout=3,
                                          source_address=("127.0.0.2", 0))
@@ -415,6 +418,24 @@ def test_clients_outside_allow_list_refused(dnsveil, knot, cfgdir):
         r = dns.message.from_wire(u.recv(4096))
     assert r.rcode() == dns.rcode.NOERROR and r.answer
     assert stat(d, "refused_clients") >= 2
+
+
+def test_allow_list_follows_reload(dnsveil, knot, cfgdir):
+    """A reload replaces the allow list (the engine borrows the new one; the
+    old configuration is freed: ASan checks the hand-over)."""
+    cfg = write_cfg(cfgdir, "[server]\n")
+    d = dnsveil("udp://127.0.0.1:%d" % knot.port, extra=["-c", str(cfg)])
+    q = helpers.make_query("www.test.", "A").to_wire()
+    assert helpers.wire_rcode(helpers.udp_exchange(q, d.host, d.port)) == dns.rcode.NOERROR
+    for allow, want in (('["192.168.0.0/16"]', dns.rcode.REFUSED),
+                        ('["127.0.0.1/32"]', dns.rcode.NOERROR)):
+        before = d.log_text().count("reloaded:")
+        write_cfg(cfgdir, "[server]\nallow = %s\n" % allow)
+        d.send_signal(signal.SIGHUP)
+        end = time.monotonic() + 5
+        while d.log_text().count("reloaded:") == before and time.monotonic() < end:
+            time.sleep(0.05)
+        assert helpers.wire_rcode(helpers.udp_exchange(q, d.host, d.port)) == want, allow
 
 
 def test_bad_allow_entry_is_a_positioned_error(cfgdir):
