@@ -474,6 +474,13 @@ def test_rate_limit_drops_excess_udp(dnsveil, knot, cfgdir):
     # and the bucket refills
     time.sleep(1.2)
     assert helpers.udp_exchange(q, d.host, d.port, timeout=2) is not None
+    # over TCP the source is not forged: REFUSED instead of silence
+    with socket.create_connection((d.host, d.port), timeout=3,
+                                  source_address=("127.0.0.4", 0)) as s:
+        s.sendall(tcp_frame(q) * 60)
+        codes = [helpers.wire_rcode(helpers.tcp_read_frame(s)) for _ in range(60)]
+    assert codes.count(dns.rcode.NOERROR) >= 15
+    assert codes.count(dns.rcode.REFUSED) >= 30, codes
 
 
 # ---------------------------------------------------------------------------
