@@ -164,7 +164,8 @@ fail:
  * anything is closed, so a failure leaves the old set serving. */
 static int apply_listeners(struct daemon *d, const struct config *cfg)
 {
-    struct fe_tcp_opts to = {.idle_timeout_ms = cfg->tcp_idle_ms, .max_conns = cfg->tcp_max_conns};
+    struct fe_tcp_opts to = {.idle_timeout_ms = cfg->tcp_idle_ms, .max_conns = cfg->tcp_max_conns,
+                             .max_conns_per_client = cfg->limits.tcp_max_conns_per_client};
     size_t n = cfg->n_listeners;
     struct fe_udp **udp = calloc(n + 1, sizeof(*udp));
     struct fe_tcp **tcp = calloc(n + 1, sizeof(*tcp));
@@ -314,7 +315,8 @@ fail:
 static struct query_opts query_opts_of(const struct config *c)
 {
     struct query_opts o = {.timeout_ms = c->timeout_ms,
-                           .stale_timeout_ms = c->stale_client_timeout_ms};
+                           .stale_timeout_ms = c->stale_client_timeout_ms,
+                           .limits = &c->limits};
     return o;
 }
 

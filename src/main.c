@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -249,6 +250,22 @@ static int no_new_privs(void)
     return 0;
 }
 
+/* Every client connection costs a descriptor: take all the hard limit
+ * allows, so the soft default (often 1024) is not what an attacker exhausts
+ * first. The accept loops back off when even that runs out. */
+static void raise_nofile(void)
+{
+    struct rlimit rl;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur >= rl.rlim_max)
+        return;
+    rlim_t want = rl.rlim_max;
+    rl.rlim_cur = want;
+    if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+        log_warn("cannot raise the open file limit to %llu: %s", (unsigned long long)want,
+                 strerror(errno));
+}
+
 static int daemonize(struct ev_loop *loop)
 {
     pid_t pid = fork();
@@ -367,6 +384,7 @@ int main(int argc, char **argv)
     }
     log_init(cfg->log_level, false);
     signal(SIGPIPE, SIG_IGN);
+    raise_nofile();
 
     /* before binding: a second instance on the same pidfile stops here */
     if (pidfile && pidfile_open(pidfile, &pf)) {

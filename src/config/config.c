@@ -21,6 +21,32 @@
 
 enum { CONFIG_MAX_FILE = 1 << 20 };
 
+/* Local networks only: loopback, RFC 1918, RFC 6598 (carrier-grade NAT),
+ * link-local, ULA. A router's LAN is answered; a listener that ends up
+ * facing the Internet is not an open resolver. */
+static const char *const default_allow[] = {
+    "127.0.0.0/8", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10",
+    "169.254.0.0/16", "::1/128", "fc00::/7", "fe80::/10",
+};
+
+static int limits_default(struct cfg_limits *l)
+{
+    size_t n = sizeof(default_allow) / sizeof(default_allow[0]);
+
+    memset(l, 0, sizeof(*l));
+    l->udp_max_size = DNS_EDNS_DEFAULT;
+    l->max_inflight = 4096;
+    l->max_inflight_per_client = 1024;
+    l->tcp_max_conns_per_client = 32;
+    if (!(l->allow = calloc(n, sizeof(*l->allow))))
+        return DV_ENOMEM;
+    for (size_t i = 0; i < n; i++)
+        if (config_parse_subnet(default_allow[i], &l->allow[i]))
+            abort(); /* the table above is wrong */
+    l->n_allow = n;
+    return 0;
+}
+
 struct config *config_new(void)
 {
     struct config *c = calloc(1, sizeof(*c));
@@ -30,6 +56,10 @@ struct config *config_new(void)
     c->timeout_ms = 2500;
     c->tcp_idle_ms = 10000;
     c->tcp_max_conns = 256;
+    if (limits_default(&c->limits)) {
+        free(c);
+        return NULL;
+    }
     c->log_level = DV_LOG_INFO;
     c->cache_enabled = true;
     cache_opts_default(&c->cache);
@@ -37,6 +67,7 @@ struct config *config_new(void)
     c->answer_special_names = true;
     c->user = strdup("nobody");
     if (!c->user) {
+        free(c->limits.allow);
         free(c);
         return NULL;
     }
@@ -75,6 +106,7 @@ void config_free(struct config *c)
         rule_clear(&c->rules[i]);
     free(c->rules);
     free(c->listeners);
+    free(c->limits.allow);
     free(c->user);
     free(c->ca_file);
     free(c->control);
@@ -548,11 +580,54 @@ static void add_listen(struct ctx *x, const struct toml_node *n, const char *s, 
         cerr(x, n, "listen address \"%s\": expected IP[:PORT] or [IPv6]:PORT", s);
 }
 
+static void add_allow(struct ctx *x, const struct toml_node *n, const char *s, void *arg)
+{
+    struct cfg_limits *l = arg;
+    struct cfg_subnet sn;
+
+    if (config_parse_subnet(s, &sn)) {
+        cerr(x, n, "allow \"%s\": expected an address or ADDRESS/PREFIX", s);
+        return;
+    }
+    struct cfg_subnet *v = realloc(l->allow, (l->n_allow + 1) * sizeof(*v));
+    if (!v) {
+        x->oom = true;
+        return;
+    }
+    l->allow = v;
+    v[l->n_allow++] = sn;
+}
+
+/* The client bounds of [server] (see struct cfg_limits). */
+static void parse_server_limits(struct ctx *x, const struct toml_node *t)
+{
+    struct cfg_limits *l = &x->c->limits;
+    const struct toml_node *n = toml_table_get(t, "allow");
+
+    if (n) {
+        /* the file's list replaces the default one */
+        l->n_allow = 0;
+        each_string(x, t, "allow", add_allow, l);
+        if (l->n_allow == 0 && toml_node_kind(n) == TOML_ARRAY && toml_array_len(n) == 0)
+            cerr(x, n, "'allow' is empty: no client could be answered "
+                       "(\"0.0.0.0/0\" and \"::/0\" allow every client)");
+    }
+    get_uint(x, t, "udp_max_size", DNS_UDP_CLASSIC, 65535, &l->udp_max_size);
+    get_uint(x, t, "rate_limit", 0, 1000000, &l->rate_limit);
+    get_uint(x, t, "rate_limit_burst", 0, 1000000, &l->rate_limit_burst);
+    get_uint(x, t, "max_inflight", 1, 1000000, &l->max_inflight);
+    get_uint(x, t, "max_inflight_per_client", 1, 1000000, &l->max_inflight_per_client);
+    get_uint(x, t, "tcp_max_connections_per_client", 0, 65535, &l->tcp_max_conns_per_client);
+}
+
 static void parse_server(struct ctx *x, const struct toml_node *t)
 {
     static const char *const keys[] = {"listen", "user", "timeout_ms", "tcp_idle_timeout_ms",
                                        "tcp_max_connections", "tls_ca", "control",
-                                       "answer_special_names", NULL};
+                                       "answer_special_names", "allow", "udp_max_size",
+                                       "rate_limit", "rate_limit_burst", "max_inflight",
+                                       "max_inflight_per_client",
+                                       "tcp_max_connections_per_client", NULL};
 
     check_keys(x, t, "[server]", keys);
     each_string(x, t, "listen", add_listen, NULL);
@@ -563,6 +638,7 @@ static void parse_server(struct ctx *x, const struct toml_node *t)
     set_str(x, t, "tls_ca", &x->c->ca_file);
     set_str(x, t, "control", &x->c->control);
     get_bool(x, t, "answer_special_names", &x->c->answer_special_names);
+    parse_server_limits(x, t);
     if (x->c->control && !x->c->control[0]) {
         free(x->c->control);
         x->c->control = NULL;
@@ -905,25 +981,24 @@ static void add_qtype(struct ctx *x, const struct toml_node *n, const char *s, v
     q[r->n_qtypes++] = (uint16_t)type;
 }
 
-static void add_client(struct ctx *x, const struct toml_node *n, const char *s, void *arg)
+int config_parse_subnet(const char *s, struct cfg_subnet *out)
 {
-    struct cfg_rule *r = arg;
     char host[INET6_ADDRSTRLEN + 1];
     const char *slash = strchr(s, '/');
     size_t hl = slash ? (size_t)(slash - s) : strlen(s);
     struct cfg_subnet sn;
 
     if (hl >= sizeof(host))
-        goto bad;
+        return DV_EINVAL;
     memcpy(host, s, hl);
     host[hl] = 0;
     if (strchr(host, ':') && host[0] != '[') {
         char br[INET6_ADDRSTRLEN + 3];
         snprintf(br, sizeof(br), "[%s]", host);
         if (net_addr_parse(br, 1, &sn.addr))
-            goto bad;
+            return DV_EINVAL;
     } else if (net_addr_parse(host, 1, &sn.addr)) {
-        goto bad;
+        return DV_EINVAL;
     }
     unsigned max = sn.addr.ss.ss_family == AF_INET ? 32 : 128;
     sn.prefix = max;
@@ -931,8 +1006,21 @@ static void add_client(struct ctx *x, const struct toml_node *n, const char *s, 
         char *end;
         long p = strtol(slash + 1, &end, 10);
         if (*end || end == slash + 1 || p < 0 || p > (long)max)
-            goto bad;
+            return DV_EINVAL;
         sn.prefix = (unsigned)p;
+    }
+    *out = sn;
+    return 0;
+}
+
+static void add_client(struct ctx *x, const struct toml_node *n, const char *s, void *arg)
+{
+    struct cfg_rule *r = arg;
+    struct cfg_subnet sn;
+
+    if (config_parse_subnet(s, &sn)) {
+        cerr(x, n, "client \"%s\": expected an address or ADDRESS/PREFIX", s);
+        return;
     }
     struct cfg_subnet *v = realloc(r->clients, (r->n_clients + 1) * sizeof(*v));
     if (!v) {
@@ -941,9 +1029,6 @@ static void add_client(struct ctx *x, const struct toml_node *n, const char *s, 
     }
     r->clients = v;
     v[r->n_clients++] = sn;
-    return;
-bad:
-    cerr(x, n, "client \"%s\": expected an address or ADDRESS/PREFIX", s);
 }
 
 static void add_rule_listener(struct ctx *x, const struct toml_node *n, const char *s, void *arg)

@@ -63,6 +63,19 @@ struct cfg_subnet {
     unsigned prefix;
 };
 
+/* What one client, and all of them together, may cost: every client is
+ * untrusted ([server] keys; defaults in config_new). */
+struct cfg_limits {
+    struct cfg_subnet *allow; /* clients answered; every other one gets REFUSED */
+    size_t n_allow;
+    unsigned udp_max_size;    /* UDP answers above it are truncated (TC) */
+    unsigned rate_limit;      /* queries per second per client; 0 = off */
+    unsigned rate_limit_burst; /* bucket size; 0 = rate_limit */
+    unsigned max_inflight;    /* queries waiting for an upstream, all clients */
+    unsigned max_inflight_per_client;
+    unsigned tcp_max_conns_per_client;
+};
+
 struct cfg_rule {
     uint8_t **domains;      /* wire names, lower-case; match name or below */
     size_t *domain_lens;
@@ -98,6 +111,7 @@ struct config {
     unsigned timeout_ms;      /* per-query deadline before SERVFAIL */
     unsigned tcp_idle_ms;     /* idle client TCP connections close after this */
     unsigned tcp_max_conns;   /* client TCP connections per listener */
+    struct cfg_limits limits;
     char *user;               /* drop to this user after binding as root */
     char *ca_file;            /* default CA bundle for every TLS upstream (--tls-ca) */
     char *control;            /* control socket path; NULL = none */
@@ -152,5 +166,9 @@ void config_upstream_clear(struct cfg_upstream *u);
 bool config_upstream_same(const struct cfg_upstream *a, const struct cfg_upstream *b);
 
 const char *config_strategy_name(enum cfg_strategy s);
+
+/* "10.0.0.0/8", "fe80::/10" or a bare address (a /32 or /128) into out.
+ * 0 or DV_EINVAL. */
+int config_parse_subnet(const char *s, struct cfg_subnet *out);
 
 #endif

@@ -11,16 +11,39 @@
 
 #include "core/log.h"
 #include "core/net.h"
+#include "frontend/accept.h"
 
-enum { CONTROL_LINE = 512 };
+enum {
+    CONTROL_LINE = 512,
+    CONTROL_OUT = 2048,
+    CONTROL_MAX_CONNS = 8,
+};
+
+/* a local client sends its line at once; one that does not is closed */
+static const ev_tstamp CONTROL_TIMEOUT_S = 2.0;
+
+struct cconn {
+    struct cconn *next;
+    struct control *ctl;
+    ev_io io;
+    ev_timer timer;
+    int fd;
+    size_t in_len, out_len, out_off;
+    bool responding;
+    char in[CONTROL_LINE];
+    char out[CONTROL_OUT];
+};
 
 struct control {
     ev_io io;
+    struct fe_accept_guard guard;
     struct ev_loop *loop;
     int fd;
     char *path;
     control_fn fn;
     void *arg;
+    struct cconn *conns;
+    unsigned nconns;
 };
 
 static int unix_addr(const char *path, struct sockaddr_un *sa)
@@ -35,38 +58,124 @@ static int unix_addr(const char *path, struct sockaddr_un *sa)
     return 0;
 }
 
-/* Reads one short line with a small timeout: the client is local and sends
- * its command at once, so a blocking read bounded by SO_RCVTIMEO is simpler
- * than a per-connection state machine and cannot stall the loop for long. */
+static void cconn_close(struct cconn *cc)
+{
+    struct control *c = cc->ctl;
+
+    ev_io_stop(c->loop, &cc->io);
+    ev_timer_stop(c->loop, &cc->timer);
+    close(cc->fd);
+    for (struct cconn **pp = &c->conns; *pp; pp = &(*pp)->next) {
+        if (*pp == cc) {
+            *pp = cc->next;
+            break;
+        }
+    }
+    if (c->nconns-- == CONTROL_MAX_CONNS && !fe_accept_guard_paused(&c->guard))
+        ev_io_start(c->loop, &c->io);
+    free(cc);
+}
+
+/* Sends what is left of the reply; closes once it is all out. */
+static void cconn_write(struct cconn *cc)
+{
+    while (cc->out_off < cc->out_len) {
+        ssize_t n = send(cc->fd, cc->out + cc->out_off, cc->out_len - cc->out_off, MSG_NOSIGNAL);
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EINTR)
+                return;
+            log_debug("control: send: %s", strerror(errno));
+            break;
+        }
+        cc->out_off += (size_t)n;
+    }
+    cconn_close(cc);
+}
+
+/* Runs the command once its line is complete (or the client stopped
+ * sending), then switches the connection to writing the reply. */
+static void cconn_respond(struct cconn *cc)
+{
+    struct control *c = cc->ctl;
+
+    cc->in[cc->in_len] = 0;
+    cc->in[strcspn(cc->in, "\r\n")] = 0;
+    c->fn(c->arg, cc->in, cc->out, sizeof(cc->out));
+    cc->out_len = strlen(cc->out);
+    if (cc->out_len < sizeof(cc->out) - 1)
+        cc->out[cc->out_len++] = '\n';
+    cc->responding = true;
+    ev_io_stop(c->loop, &cc->io);
+    ev_io_set(&cc->io, cc->fd, EV_WRITE);
+    ev_io_start(c->loop, &cc->io);
+    cconn_write(cc);
+}
+
+static void cconn_io_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    struct cconn *cc = w->data;
+
+    if (cc->responding) {
+        cconn_write(cc);
+        return;
+    }
+    ssize_t n = recv(cc->fd, cc->in + cc->in_len, sizeof(cc->in) - 1 - cc->in_len, 0);
+    if (n < 0) {
+        if (errno != EAGAIN && errno != EINTR)
+            cconn_close(cc);
+        return;
+    }
+    cc->in_len += (size_t)n;
+    if (n == 0 || memchr(cc->in, '\n', cc->in_len) || cc->in_len == sizeof(cc->in) - 1)
+        cconn_respond(cc);
+}
+
+static void cconn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    log_debug("control: client sent no command in time");
+    cconn_close(w->data);
+}
+
+/* Every client connection is non-blocking with its own deadline, like every
+ * other socket of the loop: a client that connects and sends nothing costs a
+ * slot until its timer fires, never the loop's time. */
 static void control_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     struct control *c = w->data;
-    char line[CONTROL_LINE], out[2048];
-    struct timeval tv = {.tv_sec = 0, .tv_usec = 200000};
-    size_t n = 0;
-    int fd = accept4(c->fd, NULL, NULL, SOCK_CLOEXEC);
 
-    if (fd < 0)
-        return;
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-    while (n < sizeof(line) - 1) {
-        ssize_t r = recv(fd, line + n, sizeof(line) - 1 - n, 0);
-        if (r <= 0)
-            break;
-        n += (size_t)r;
-        if (memchr(line, '\n', n))
-            break;
+    while (c->nconns < CONTROL_MAX_CONNS) {
+        int fd = accept4(c->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            fe_accept_guard_failed(&c->guard, errno);
+            return;
+        }
+        struct cconn *cc = calloc(1, sizeof(*cc));
+        if (!cc) {
+            close(fd);
+            return;
+        }
+        cc->ctl = c;
+        cc->fd = fd;
+        ev_io_init(&cc->io, cconn_io_cb, fd, EV_READ);
+        cc->io.data = cc;
+        ev_timer_init(&cc->timer, cconn_timer_cb, CONTROL_TIMEOUT_S, 0.);
+        cc->timer.data = cc;
+        ev_io_start(loop, &cc->io);
+        ev_timer_start(loop, &cc->timer);
+        cc->next = c->conns;
+        c->conns = cc;
+        c->nconns++;
     }
-    line[n] = 0;
-    line[strcspn(line, "\r\n")] = 0;
-    c->fn(c->arg, line, out, sizeof(out));
-    size_t len = strlen(out);
-    if (len < sizeof(out) - 1)
-        out[len++] = '\n';
-    if (send(fd, out, len, MSG_NOSIGNAL) < 0)
-        log_debug("control: send: %s", strerror(errno));
-    close(fd);
+    /* at the cap: further clients wait in the backlog until one closes */
+    ev_io_stop(loop, &c->io);
+}
+
+static void control_resume(void *arg)
+{
+    struct control *c = arg;
+
+    if (c->nconns < CONTROL_MAX_CONNS)
+        ev_io_start(c->loop, &c->io);
 }
 
 struct control *control_new(struct ev_loop *loop, const char *path, control_fn fn, void *arg)
@@ -103,6 +212,7 @@ struct control *control_new(struct ev_loop *loop, const char *path, control_fn f
     c->arg = arg;
     ev_io_init(&c->io, control_accept_cb, fd, EV_READ);
     c->io.data = c;
+    fe_accept_guard_init(&c->guard, loop, &c->io, "control", control_resume, c);
     ev_io_start(loop, &c->io);
     return c;
 }
@@ -111,7 +221,10 @@ void control_del(struct control *c)
 {
     if (!c)
         return;
+    while (c->conns)
+        cconn_close(c->conns);
     ev_io_stop(c->loop, &c->io);
+    fe_accept_guard_stop(&c->guard);
     close(c->fd);
     unlink(c->path); /* fails harmlessly once privileges are dropped */
     free(c->path);

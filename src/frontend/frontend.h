@@ -17,7 +17,8 @@ struct fe_tcp;
 
 struct fe_tcp_opts {
     unsigned idle_timeout_ms; /* RFC 7766 §6.2.3: close idle clients */
-    unsigned max_conns;       /* accept no more while this many are open */
+    unsigned max_conns;       /* open at once; at the cap the longest idle one is closed */
+    unsigned max_conns_per_client; /* per client address; 0 = no limit */
 };
 
 /* Binds and starts serving. local is the address rules match queries on; it

@@ -10,6 +10,7 @@
 
 #include "core/err.h"
 #include "core/log.h"
+#include "frontend/accept.h"
 
 enum {
     METRICS_MAX_CONNS = 8,
@@ -29,6 +30,7 @@ struct mconn {
 
 struct metrics {
     ev_io io;
+    struct fe_accept_guard guard;
     struct ev_loop *loop;
     int fd;
     metrics_render_fn fn;
@@ -66,7 +68,7 @@ static void mconn_close(struct mconn *c)
             break;
         }
     }
-    if (m->nconns-- == METRICS_MAX_CONNS)
+    if (m->nconns-- == METRICS_MAX_CONNS && !fe_accept_guard_paused(&m->guard))
         ev_io_start(m->loop, &m->io);
     buf_free(&c->in);
     buf_free(&c->out);
@@ -154,8 +156,10 @@ static void metrics_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 
     while (m->nconns < METRICS_MAX_CONNS) {
         int fd = accept4(m->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0)
+        if (fd < 0) {
+            fe_accept_guard_failed(&m->guard, errno);
             return;
+        }
         struct mconn *c = calloc(1, sizeof(*c));
         if (!c) {
             close(fd);
@@ -179,6 +183,14 @@ static void metrics_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
     ev_io_stop(loop, &m->io);
 }
 
+static void metrics_resume(void *arg)
+{
+    struct metrics *m = arg;
+
+    if (m->nconns < METRICS_MAX_CONNS)
+        ev_io_start(m->loop, &m->io);
+}
+
 struct metrics *metrics_new(struct ev_loop *loop, const struct net_addr *a,
                             metrics_render_fn fn, void *arg)
 {
@@ -199,6 +211,7 @@ struct metrics *metrics_new(struct ev_loop *loop, const struct net_addr *a,
     m->arg = arg;
     ev_io_init(&m->io, metrics_accept_cb, fd, EV_READ);
     m->io.data = m;
+    fe_accept_guard_init(&m->guard, loop, &m->io, "metrics", metrics_resume, m);
     ev_io_start(loop, &m->io);
     return m;
 }
@@ -210,6 +223,7 @@ void metrics_del(struct metrics *m)
     while (m->conns)
         mconn_close(m->conns);
     ev_io_stop(m->loop, &m->io);
+    fe_accept_guard_stop(&m->guard);
     close(m->fd);
     free(m);
 }

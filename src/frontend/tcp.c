@@ -1,8 +1,20 @@
 /* TCP listener (RFC 7766): every complete frame on a connection becomes a
  * query at once, so queries are pipelined and answers leave in whatever order
  * they complete. A connection lives while it has queries pending or has been
- * active within the idle timeout. */
+ * active within the idle timeout.
+ *
+ * Every client is untrusted, so what one connection holds is bounded: input
+ * is read in bounded chunks, parsing stops while the unsent output is above
+ * its high-water mark (cache hits are answered inside query_submit, so the
+ * pending cap alone would not stop them), a frame must complete within the
+ * idle timeout of its first byte (bytes dribbled one at a time do not keep
+ * a connection alive), one client address may hold only so many
+ * connections, and at the listener's cap the oldest idle connection makes
+ * room for a new one instead of every newcomer waiting in the backlog (a
+ * connection gets a quarter of the idle timeout to send its first query
+ * before it can be closed that way). */
 #include <errno.h>
+#include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -11,12 +23,14 @@
 #include "core/buf.h"
 #include "core/log.h"
 #include "dns/dns.h"
+#include "frontend/accept.h"
 #include "frontend/frontend.h"
 #include "resolve/query.h"
 
 enum {
     TCP_OUT_HIGH = 256 * 1024, /* stop reading while this much is unsent */
     TCP_MAX_PENDING = 256,     /* and while this many queries are in flight */
+    TCP_READ_CHUNK = 16384,    /* at most this much per recv */
 };
 
 struct tcp_conn {
@@ -28,12 +42,14 @@ struct tcp_conn {
     unsigned refs;    /* ours while open + one per query in flight */
     unsigned pending; /* queries in flight */
     bool eof;         /* client sent FIN: answer what is pending, then close */
+    ev_tstamp active; /* accepted, or last frame or reply: who is evicted first */
     struct net_addr peer;
     struct buf in, out;
 };
 
 struct fe_tcp {
     ev_io io;
+    struct fe_accept_guard guard;
     struct ev_loop *loop;
     struct query_engine *qe;
     struct fe_tcp_opts opts;
@@ -43,7 +59,19 @@ struct fe_tcp {
     bool closing;
     struct tcp_conn *conns;
     size_t nconns;
+    bool full; /* accept stopped: at the cap with no idle connection to close */
+    ev_timer wake; /* full only while the idle connections are new: until then */
 };
+
+/* Starts accepting again unless closing, full, or paused by the guard. */
+static void tcp_resume(void *arg)
+{
+    struct fe_tcp *t = arg;
+
+    if (t->closing || t->fd < 0 || t->full || fe_accept_guard_paused(&t->guard))
+        return;
+    ev_io_start(t->loop, &t->io);
+}
 
 static void tcp_unref(struct fe_tcp *t)
 {
@@ -81,10 +109,18 @@ static void conn_close(struct tcp_conn *c)
         t->conns = c->next;
     if (c->next)
         c->next->prev = c->prev;
-    /* room again below the cap */
-    if (t->nconns-- == t->opts.max_conns && !t->closing)
-        ev_io_start(t->loop, &t->io);
+    t->nconns--;
+    if (t->full) {
+        t->full = false; /* room again below the cap */
+        ev_timer_stop(t->loop, &t->wake);
+        tcp_resume(t);
+    }
     conn_unref(c);
+}
+
+static bool conn_has_frame(const struct tcp_conn *c)
+{
+    return buf_used(&c->in) >= 2 && buf_used(&c->in) >= 2u + dns_get16(buf_head(&c->in));
 }
 
 /* Which events we want: read unless the client is done or we are backed up;
@@ -111,6 +147,10 @@ static void conn_update(struct tcp_conn *c)
         if (ev)
             ev_io_start(loop, &c->io);
     }
+    /* frames held back while we were backed up: the socket may never become
+     * readable again for them, so parse them from the loop */
+    if ((ev & EV_READ) && conn_has_frame(c))
+        ev_feed_event(loop, &c->io, EV_READ);
 }
 
 static void conn_flush(struct tcp_conn *c)
@@ -142,6 +182,7 @@ static void tcp_send(void *ctx, const struct query_client *qc, const uint8_t *ms
         return;
     }
     ev_timer_again(c->t->loop, &c->idle);
+    c->active = ev_now(c->t->loop);
     /* try now: most replies fit the socket buffer and need no EV_WRITE round */
     conn_flush(c);
 }
@@ -159,10 +200,8 @@ static void tcp_release(void *ctx)
     struct tcp_conn *c = ctx;
 
     c->pending--;
-    /* frames held back at the pending cap: parse them from the loop, not
-     * from inside the query engine that is calling us */
-    if (c->fd >= 0 && buf_used(&c->in) >= 2)
-        ev_feed_event(c->t->loop, &c->io, EV_READ);
+    /* frames held back at the pending cap are fed to the loop by conn_update,
+     * not parsed from inside the query engine that is calling us */
     conn_update(c);
     conn_unref(c);
 }
@@ -173,15 +212,17 @@ static const struct query_sink_ops tcp_sink = {
     .release = tcp_release,
 };
 
-/* Hands every complete frame to the query engine. A zero-length frame is
- * not DNS: the connection is closed. */
+/* Hands complete frames to the query engine while there is room for their
+ * answers. A zero-length frame is not DNS: the connection is closed. */
 static void conn_parse(struct tcp_conn *c)
 {
     struct query_client qc = {
         .peer = c->peer, .local = c->t->local, .tcp = true, .ops = &tcp_sink, .ctx = c};
+    bool parsed = false;
 
     c->refs++; /* a reply sent from inside submit may close c */
-    while (c->fd >= 0 && buf_used(&c->in) >= 2 && c->pending < TCP_MAX_PENDING) {
+    while (c->fd >= 0 && buf_used(&c->in) >= 2 && c->pending < TCP_MAX_PENDING &&
+           buf_used(&c->out) < TCP_OUT_HIGH) {
         size_t flen = dns_get16(buf_head(&c->in));
         if (flen == 0) {
             query_count_drop(c->t->qe);
@@ -191,16 +232,17 @@ static void conn_parse(struct tcp_conn *c)
         if (buf_used(&c->in) < 2 + flen)
             break;
         query_submit(c->t->qe, buf_head(&c->in) + 2, flen, &qc);
+        parsed = true;
         if (c->fd >= 0)
             buf_consume(&c->in, 2 + flen);
     }
+    /* the next frame's deadline starts now, not at its last byte */
+    if (parsed && c->fd >= 0) {
+        ev_timer_again(c->t->loop, &c->idle);
+        c->active = ev_now(c->t->loop);
+    }
     conn_update(c);
     conn_unref(c);
-}
-
-static bool conn_has_frame(const struct tcp_conn *c)
-{
-    return buf_used(&c->in) >= 2 && buf_used(&c->in) >= 2u + dns_get16(buf_head(&c->in));
 }
 
 static void conn_read(struct tcp_conn *c)
@@ -209,11 +251,14 @@ static void conn_read(struct tcp_conn *c)
         conn_parse(c);
         return;
     }
-    if (buf_reserve(&c->in, 4096)) {
+    /* bounded: one recv must not pull in thousands of pipelined queries */
+    if (buf_reserve(&c->in, TCP_READ_CHUNK)) {
         conn_close(c);
         return;
     }
-    ssize_t n = recv(c->fd, c->in.data + c->in.len, c->in.cap - c->in.len, 0);
+    size_t room = c->in.cap - c->in.len;
+    bool first = buf_used(&c->in) == 0;
+    ssize_t n = recv(c->fd, c->in.data + c->in.len, room < TCP_READ_CHUNK ? room : TCP_READ_CHUNK, 0);
     if (n < 0) {
         if (errno == EAGAIN || errno == EINTR)
             return;
@@ -227,7 +272,10 @@ static void conn_read(struct tcp_conn *c)
         return;
     }
     c->in.len += (size_t)n;
-    ev_timer_again(c->t->loop, &c->idle);
+    /* a frame's deadline runs from its first byte: later bytes do not
+     * extend it, so a client dribbling one byte at a time is closed */
+    if (first)
+        ev_timer_again(c->t->loop, &c->idle);
     conn_parse(c);
 }
 
@@ -255,19 +303,102 @@ static void conn_idle_cb(struct ev_loop *loop, ev_timer *w, int revents)
     conn_close(c);
 }
 
+/* The same client: the address without the port. */
+static bool same_host(const struct net_addr *a, const struct net_addr *b)
+{
+    if (a->ss.ss_family != b->ss.ss_family)
+        return false;
+    if (a->ss.ss_family == AF_INET)
+        return ((const struct sockaddr_in *)&a->ss)->sin_addr.s_addr ==
+               ((const struct sockaddr_in *)&b->ss)->sin_addr.s_addr;
+    if (a->ss.ss_family == AF_INET6)
+        return !memcmp(&((const struct sockaddr_in6 *)&a->ss)->sin6_addr,
+                       &((const struct sockaddr_in6 *)&b->ss)->sin6_addr,
+                       sizeof(struct in6_addr));
+    return false;
+}
+
+static size_t conns_of(const struct fe_tcp *t, const struct net_addr *peer)
+{
+    size_t n = 0;
+
+    for (const struct tcp_conn *c = t->conns; c; c = c->next)
+        n += same_host(&c->peer, peer);
+    return n;
+}
+
+/* At the cap: closes the connection that has been idle longest (nothing in
+ * flight, nothing unsent). A connection younger than the grace period is
+ * spared, or clients that reconnect at once when closed could take turns
+ * closing every newcomer before its first query arrives. False when no
+ * connection may be closed; *wait is then how long until one may (0 when
+ * every connection is busy: the next to close makes room). */
+static bool evict_idle(struct fe_tcp *t, ev_tstamp *wait)
+{
+    struct tcp_conn *oldest = NULL;
+    ev_tstamp grace = t->opts.idle_timeout_ms / 4000.0;
+
+    *wait = 0;
+    for (struct tcp_conn *c = t->conns; c; c = c->next)
+        if (!c->pending && !buf_used(&c->out) && (!oldest || c->active < oldest->active))
+            oldest = c;
+    if (!oldest)
+        return false;
+    ev_tstamp age = ev_now(t->loop) - oldest->active;
+    if (age < grace) {
+        *wait = grace - age;
+        return false;
+    }
+    log_debug("tcp: at the connection cap, closing the longest idle connection");
+    query_count_tcp_closed(t->qe, false);
+    conn_close(oldest);
+    return true;
+}
+
+static void tcp_wake_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct fe_tcp *t = w->data;
+
+    t->full = false;
+    tcp_resume(t);
+}
+
 static void tcp_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     struct fe_tcp *t = w->data;
 
-    for (int i = 0; i < 64 && t->nconns < t->opts.max_conns; i++) {
+    for (int i = 0; i < 64; i++) {
+        ev_tstamp wait;
+        if (t->nconns >= t->opts.max_conns && !evict_idle(t, &wait)) {
+            /* further clients wait in the backlog: until a connection closes
+             * (each busy one finishes within the query deadline) or an idle
+             * one is old enough to be closed */
+            t->full = true;
+            ev_io_stop(loop, &t->io);
+            if (wait > 0) {
+                ev_timer_set(&t->wake, wait, 0.);
+                ev_timer_start(loop, &t->wake);
+            }
+            return;
+        }
         struct net_addr peer;
         peer.len = sizeof(peer.ss);
         int fd = accept4(t->fd, (struct sockaddr *)&peer.ss, &peer.len,
                          SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
+            if (fe_accept_guard_failed(&t->guard, errno))
+                return;
             if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
                 log_warn("tcp accept: %s", strerror(errno));
             return;
+        }
+        if (t->opts.max_conns_per_client && conns_of(t, &peer) >= t->opts.max_conns_per_client) {
+            char a[NET_ADDRSTRLEN];
+            log_debug("tcp: %s already has %u connections; refusing another",
+                      net_addr_str(&peer, a, sizeof(a)), t->opts.max_conns_per_client);
+            query_count_tcp_closed(t->qe, true);
+            close(fd);
+            continue;
         }
         struct tcp_conn *c = calloc(1, sizeof(*c));
         if (!c) {
@@ -278,6 +409,7 @@ static void tcp_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
         c->fd = fd;
         c->peer = peer;
         c->refs = 1;
+        c->active = ev_now(loop);
         buf_init(&c->in);
         buf_init(&c->out);
         ev_io_init(&c->io, conn_io_cb, fd, EV_READ);
@@ -293,10 +425,6 @@ static void tcp_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
         t->conns = c;
         t->refs++;
         t->nconns++;
-    }
-    if (t->nconns >= t->opts.max_conns) {
-        /* the kernel keeps further clients in the backlog until one closes */
-        ev_io_stop(loop, &t->io);
     }
 }
 
@@ -325,6 +453,9 @@ struct fe_tcp *fe_tcp_new(struct ev_loop *loop, const struct net_addr *a,
     t->refs = 1;
     ev_io_init(&t->io, tcp_accept_cb, fd, EV_READ);
     t->io.data = t;
+    fe_accept_guard_init(&t->guard, loop, &t->io, "tcp", tcp_resume, t);
+    ev_init(&t->wake, tcp_wake_cb);
+    t->wake.data = t;
     ev_io_start(loop, &t->io);
     return t;
 }
@@ -335,6 +466,8 @@ void fe_tcp_close(struct fe_tcp *t)
         return;
     t->closing = true;
     ev_io_stop(t->loop, &t->io);
+    ev_timer_stop(t->loop, &t->wake);
+    fe_accept_guard_stop(&t->guard);
     close(t->fd);
     t->fd = -1;
     for (struct tcp_conn *c = t->conns, *next; c; c = next) {

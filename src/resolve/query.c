@@ -10,6 +10,7 @@
 #include "core/rand.h"
 #include "dns/dns.h"
 #include "resolve/cache.h"
+#include "resolve/limits.h"
 #include "resolve/policy.h"
 #include "upstream/pool.h"
 
@@ -19,6 +20,7 @@ struct waiter {
     struct waiter *next;
     struct query_client c;
     struct dns_query_info qi;
+    int ticket; /* its count against the in-flight caps, or -1 */
 };
 
 enum { QMSG_MAX = DNS_HDR_LEN + DNS_NAME_MAX + 4 + 11 };
@@ -65,6 +67,7 @@ struct query_engine {
     struct query_opts opts;
     struct policy *policy;
     struct cache *cache;
+    struct limits *limits;
     struct inflight **table;
     size_t nbuckets, count;
     uint32_t seed;
@@ -159,13 +162,18 @@ static bool query_cflags(const struct query_engine *qe, const struct dns_query_i
     return true;
 }
 
-static size_t client_limit(const struct query_client *c, const struct dns_query_info *qi)
+/* What the client can receive; over UDP never more than udp_max_size, so a
+ * spoofed query cannot buy a large answer (the client retries over TCP). */
+static size_t client_limit(const struct query_engine *qe, const struct query_client *c,
+                           const struct dns_query_info *qi)
 {
+    size_t max = qe->opts.limits ? qe->opts.limits->udp_max_size : DNS_MSG_MAX;
+
     if (c->tcp)
         return DNS_MSG_MAX;
     if (!qi->edns.present || qi->edns.udp_size < DNS_UDP_CLASSIC)
         return DNS_UDP_CLASSIC;
-    return qi->edns.udp_size;
+    return qi->edns.udp_size < max ? qi->edns.udp_size : max;
 }
 
 static void send_error(struct query_engine *qe, const struct query_client *c,
@@ -190,7 +198,7 @@ static void send_answer(struct query_engine *qe, const struct query_client *c,
                         const struct dns_query_info *qi, const uint8_t *ans, size_t len)
 {
     uint16_t flags;
-    size_t limit = client_limit(c, qi);
+    size_t limit = client_limit(qe, c, qi);
 
     memcpy(reply_buf, ans, len);
     dns_msg_restore(reply_buf, len, qi->hdr.id, &qi->q);
@@ -213,8 +221,9 @@ static void attempt_collect(struct attempt *a)
     a->x.ignored = 0;
 }
 
-static void waiter_release(struct waiter *w)
+static void waiter_release(struct query_engine *qe, struct waiter *w)
 {
+    limits_inflight_put(qe->limits, w->ticket);
     w->c.ops->release(w->c.ctx);
     free(w);
 }
@@ -233,7 +242,7 @@ static void inflight_free(struct inflight *f)
     table_remove(qe, f);
     for (struct waiter *w = f->waiters, *next; w; w = next) {
         next = w->next;
-        waiter_release(w);
+        waiter_release(qe, w);
     }
     for (size_t i = 0; i < f->n_att; i++)
         upstream_unref(f->att[i].u);
@@ -309,7 +318,7 @@ static void inflight_stale_cb(struct ev_loop *loop, ev_timer *w, int revents)
         struct waiter *wt = *pp;
         if (send_stale(f, wt)) {
             *pp = wt->next;
-            waiter_release(wt);
+            waiter_release(f->qe, wt);
         } else {
             pp = &wt->next;
         }
@@ -570,6 +579,47 @@ fail:
     return NULL;
 }
 
+/* The allow list and the rate limit, before any other work. False when the
+ * query ends here: REFUSED for a client outside the allow list, nothing for
+ * one over its rate on UDP (its source may be spoofed: any reply would go
+ * to the victim), REFUSED on TCP. parse_rc says whether qi is usable. */
+static bool client_admit(struct query_engine *qe, const struct query_client *c,
+                         const struct dns_query_info *qi, int parse_rc)
+{
+    if (!qe->opts.limits)
+        return true;
+    if (!limits_allowed(qe->limits, &c->peer)) {
+        qe->st.refused++;
+        if (parse_rc == 0)
+            send_error(qe, c, qi, true, DNS_RCODE_REFUSED);
+        return false;
+    }
+    if (!limits_rate_take(qe->limits, &c->peer, net_now_ms())) {
+        qe->st.ratelimited++;
+        if (c->tcp && parse_rc == 0)
+            send_error(qe, c, qi, true, DNS_RCODE_REFUSED);
+        return false;
+    }
+    return true;
+}
+
+/* Counts a query that will wait for an upstream against the global and the
+ * per-client caps, its ticket in *ticket (-1 without limits). False when over
+ * a cap: the client has had SERVFAIL at once. */
+static bool inflight_admit(struct query_engine *qe, const struct query_client *c,
+                           const struct dns_query_info *qi, int *ticket)
+{
+    *ticket = -1;
+    if (!qe->opts.limits)
+        return true;
+    *ticket = limits_inflight_take(qe->limits, &c->peer, net_now_ms());
+    if (*ticket >= 0)
+        return true;
+    qe->st.overloaded++;
+    send_error(qe, c, qi, true, DNS_RCODE_SERVFAIL);
+    return false;
+}
+
 /* Handles a local action, a cache hit, or joins/starts the upstream
  * exchange for the question. */
 void query_submit(struct query_engine *qe, const uint8_t *msg, size_t len,
@@ -580,6 +630,8 @@ void query_submit(struct query_engine *qe, const uint8_t *msg, size_t len,
     struct policy_decision pd;
     int rc = dns_query_parse(msg, len, &qi);
 
+    if (!client_admit(qe, c, &qi, rc))
+        return;
     switch (rc) {
     case 0:
         break;
@@ -638,9 +690,16 @@ void query_submit(struct query_engine *qe, const uint8_t *msg, size_t len,
     struct inflight *f = table_find(qe, h, &key, do_bit, cd, pd.pool);
     bool fresh = f == NULL;
 
+    int ticket = -1;
+
     if (f && refresh)
         return; /* already being fetched */
+    if (refresh && qe->opts.limits && limits_inflight(qe->limits) >= qe->opts.limits->max_inflight)
+        return; /* answered; no background work while at the cap */
+    if (!refresh && !inflight_admit(qe, c, &qi, &ticket))
+        return;
     if (!f && !(f = inflight_new(qe, h, &key, &qi, pd.pool, cached, cflags))) {
+        limits_inflight_put(qe->limits, ticket);
         if (!refresh)
             send_error(qe, c, &qi, true, DNS_RCODE_SERVFAIL);
         return;
@@ -648,6 +707,7 @@ void query_submit(struct query_engine *qe, const uint8_t *msg, size_t len,
     if (!refresh) {
         struct waiter *w = malloc(sizeof(*w));
         if (!w) {
+            limits_inflight_put(qe->limits, ticket);
             send_error(qe, c, &qi, true, DNS_RCODE_SERVFAIL);
             if (fresh && !f->waiters)
                 inflight_free(f);
@@ -657,6 +717,7 @@ void query_submit(struct query_engine *qe, const uint8_t *msg, size_t len,
             qe->st.coalesced++;
         w->c = *c;
         w->qi = qi;
+        w->ticket = ticket;
         w->next = f->waiters;
         f->waiters = w;
         c->ops->hold(c->ctx);
@@ -675,6 +736,14 @@ void query_count_drop(struct query_engine *qe)
     qe->st.dropped++;
 }
 
+void query_count_tcp_closed(struct query_engine *qe, bool per_client)
+{
+    if (per_client)
+        qe->st.tcp_per_client++;
+    else
+        qe->st.tcp_evicted++;
+}
+
 struct query_engine *query_engine_new(struct ev_loop *loop, const struct query_opts *o,
                                       struct policy *policy, struct cache *cache)
 {
@@ -690,6 +759,11 @@ struct query_engine *query_engine_new(struct ev_loop *loop, const struct query_o
     }
     qe->loop = loop;
     qe->seed = rand_u32();
+    if (!(qe->limits = limits_new())) {
+        free(qe->table);
+        free(qe);
+        return NULL;
+    }
     query_engine_configure(qe, o, policy, cache);
     return qe;
 }
@@ -716,6 +790,8 @@ void query_engine_configure(struct query_engine *qe, const struct query_opts *o,
                             struct policy *policy, struct cache *cache)
 {
     qe->opts = *o;
+    if (o->limits)
+        limits_configure(qe->limits, o->limits);
     policy_ref(policy);
     policy_unref(qe->policy);
     qe->policy = policy;
@@ -733,6 +809,7 @@ void query_engine_del(struct query_engine *qe)
     free(qe->table);
     free(qe->views);
     policy_unref(qe->policy);
+    limits_del(qe->limits);
     free(qe);
 }
 
@@ -765,6 +842,12 @@ const struct query_stat_desc query_stat_descs[] = {
     STAT(upstream_ignored, "upstream_ignored",
          "Upstream answers with our ID but another question (or letter case), ignored."),
     STAT(bad_answers, "bad_answers", "Upstream answers that failed validation."),
+    STAT(refused, "refused_clients", "Queries refused: client outside the allow list."),
+    STAT(ratelimited, "ratelimited", "Queries over their client's rate limit."),
+    STAT(overloaded, "overloaded", "SERVFAIL at once: too many queries in flight."),
+    STAT(tcp_per_client, "tcp_per_client_closed",
+         "TCP connections closed at once: their client had too many."),
+    STAT(tcp_evicted, "tcp_evicted", "Idle TCP connections closed to make room at the cap."),
 };
 #undef STAT
 const size_t query_stat_ndescs = sizeof(query_stat_descs) / sizeof(query_stat_descs[0]);

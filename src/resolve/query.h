@@ -15,6 +15,7 @@
 #include "core/net.h"
 
 struct cache;
+struct cfg_limits;
 struct policy;
 struct query_engine;
 
@@ -46,6 +47,9 @@ struct query_client {
 struct query_opts {
     unsigned timeout_ms;       /* client-facing deadline; SERVFAIL after it */
     unsigned stale_timeout_ms; /* RFC 8767 client timeout before a stale answer; 0 = off */
+    /* the allow list, rate limit, in-flight caps and UDP answer size;
+     * borrowed until the next configure; NULL = none */
+    const struct cfg_limits *limits;
 };
 
 struct query_stats {
@@ -53,6 +57,8 @@ struct query_stats {
     uint64_t coalesced, upstream_sent, upstream_failed, truncated;
     uint64_t local, cache_hits, stale_served, prefetches;
     uint64_t upstream_ignored, bad_answers; /* spoof defence, log throttle */
+    uint64_t refused, ratelimited, overloaded; /* client bounds */
+    uint64_t tcp_per_client, tcp_evicted;
 };
 
 /* Each counter's name and meaning, for every place that shows them (the
@@ -88,6 +94,9 @@ void query_submit(struct query_engine *qe, const uint8_t *msg, size_t len,
                   const struct query_client *c);
 /* Counts a datagram the frontend dropped before parsing (oversized, ...). */
 void query_count_drop(struct query_engine *qe);
+/* Counts a TCP connection closed by a client bound: one over its client's
+ * connection cap (per_client), or an idle one closed to make room. */
+void query_count_tcp_closed(struct query_engine *qe, bool per_client);
 
 size_t query_pending(const struct query_engine *qe);
 void query_stats(const struct query_engine *qe, struct query_stats *out);

@@ -120,6 +120,7 @@ enum {
     DOQ_RX_BATCH = 16,     /* datagrams per recvmmsg */
     DOQ_RX_ROUNDS = 4,     /* recvmmsg calls per wakeup before writing again */
     DOQ_MAX_UDP = 1472,    /* largest datagram we accept (transport parameter) */
+    DOQ_QUEUE_MAX = 16384, /* queries waiting for a stream, as DoT's wait list */
 };
 
 #define DOQ_ALPN "doq"
@@ -175,6 +176,7 @@ struct doq {
     struct tls_ctx *tls;
     struct doq_conn *conn;
     struct qlist queue;       /* waiting for a stream */
+    size_t nqueued;           /* in queue */
     struct conn_scope scope;  /* callback depth, finished queries, deferred free */
     ev_prepare kick;          /* runs the queue before the loop next polls */
     uint8_t tp[DOQ_TP_MAX];   /* the server's transport parameters, for 0-RTT */
@@ -242,19 +244,23 @@ static void queue_push(struct doq *up, struct doq_query *q)
 {
     ql_push(&up->queue, q);
     q->queued = true;
+    up->nqueued++;
 }
 
 static void queue_remove(struct doq *up, struct doq_query *q)
 {
     ql_remove(&up->queue, q);
     q->queued = false;
+    up->nqueued--;
 }
 
 /* Puts the queries of l back at the front of the queue, in their order. */
 static void queue_requeue(struct doq *up, struct qlist *l)
 {
-    for (struct doq_query *q = l->head; q; q = q->next)
+    for (struct doq_query *q = l->head; q; q = q->next) {
         q->queued = true;
+        up->nqueued++;
+    }
     ql_prepend(&up->queue, l);
 }
 
@@ -1041,6 +1047,10 @@ static int doq_send(struct upstream *u, struct xfer *x)
 
     if (x->len < DNS_HDR_LEN || x->len > DNS_MSG_MAX)
         return DV_EINVAL;
+    if (up->nqueued >= DOQ_QUEUE_MAX) {
+        log_debug("upstream %s: too many queries waiting", u->name);
+        return DV_ECONN;
+    }
     q = calloc(1, sizeof(*q) + 2 + x->len + CONN_QUERY_ROOM);
     if (!q)
         return DV_ENOMEM;

@@ -6,12 +6,17 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
 
+#include <ev.h>
+
+#include "config/config.h"
 #include "core/err.h"
 #include "upstream/doq.h"
+#include "upstream/upstream.h"
 
 /* A minimal answer: header (ID 0, QR), no records, 14 bytes with payload. */
 static const uint8_t answer[] = {0x00, 0x00, 0x81, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0xab, 0xcd};
@@ -136,6 +141,46 @@ static void test_error_codes(void **state)
     assert_int_equal(doq_error_to_rc(0x1234), DV_EPROTO);
 }
 
+static void never_done(struct xfer *x, int rc, const uint8_t *ans, size_t len)
+{
+    fail_msg("a query that was never sent completed (%d)", rc);
+}
+
+/* Like DoT's wait list, the queue of queries waiting for a stream is
+ * bounded: past the limit send fails at once, so the caller tries another
+ * upstream or answers SERVFAIL instead of holding the query. */
+static void test_send_queue_is_bounded(void **state)
+{
+    enum { LIMIT = 16384 };
+    struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+    struct cfg_upstream cu = {.name = "quic://127.0.0.1:9", .url = "quic://127.0.0.1:9"};
+    static const uint8_t q[] = {0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0,
+                                1, 'a', 0, 0, 1, 0, 1};
+    struct xfer *xs = calloc(LIMIT + 1, sizeof(*xs));
+    char err[256];
+    size_t sent = 0;
+
+    assert_non_null(loop);
+    assert_non_null(xs);
+    struct upstream *u = upstream_new(loop, &cu, NULL, err, sizeof(err));
+    assert_non_null(u);
+    /* the loop never runs: no connection, every query stays queued */
+    for (size_t i = 0; i <= LIMIT; i++) {
+        xs[i] = (struct xfer){.msg = q, .len = sizeof(q), .done = never_done};
+        int rc = u->ops->send(u, &xs[i]);
+        if (rc == 0)
+            sent++;
+        else
+            assert_int_equal(rc, DV_ECONN);
+    }
+    assert_int_equal(sent, LIMIT);
+    for (size_t i = 0; i < sent; i++)
+        u->ops->cancel(u, &xs[i]);
+    upstream_unref(u);
+    free(xs);
+    ev_loop_destroy(loop);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -145,6 +190,7 @@ int main(void)
         cmocka_unit_test(test_late_trailing_bytes),
         cmocka_unit_test(test_largest_message),
         cmocka_unit_test(test_error_codes),
+        cmocka_unit_test(test_send_queue_is_bounded),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
