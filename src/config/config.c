@@ -6,6 +6,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <pwd.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -55,6 +56,10 @@ static void rule_clear(struct cfg_rule *r)
     for (size_t i = 0; i < r->n_applications; i++)
         free(r->applications[i]);
     free(r->applications);
+    free(r->users);
+    for (size_t i = 0; i < r->n_cgroups; i++)
+        free(r->cgroups[i]);
+    free(r->cgroups);
     free(r->answers);
 }
 
@@ -912,12 +917,84 @@ static void add_answer(struct ctx *x, const struct toml_node *n, const char *s, 
     v[r->n_answers++] = a;
 }
 
+/* ---- rule keys naming the program that sent a query (resolve/appid.c) ---- */
+
+static void add_user(struct ctx *x, const struct toml_node *n, uint32_t **v, size_t *nv)
+{
+    int64_t id;
+    const char *name = toml_node_cstr(n);
+    uint32_t uid;
+
+    if (toml_node_int(n, &id) == 0) {
+        if (id < 0 || id > 0xfffffffe) {
+            cerr(x, n, "user id %lld is out of range", (long long)id);
+            return;
+        }
+        uid = (uint32_t)id;
+    } else if (name) {
+        struct passwd *pw = getpwnam(name);
+        if (!pw) {
+            cerr(x, n, "no user named '%s'", name);
+            return;
+        }
+        uid = (uint32_t)pw->pw_uid;
+    } else {
+        cerr(x, n, "'users' expects user names or ids, not %s",
+             toml_kind_name(toml_node_kind(n)));
+        return;
+    }
+    uint32_t *nvv = realloc(*v, (*nv + 1) * sizeof(*nvv));
+    if (!nvv) {
+        x->oom = true;
+        return;
+    }
+    *v = nvv;
+    nvv[(*nv)++] = uid;
+}
+
+static void check_glob(struct ctx *x, const struct toml_node *n, const char *s, void *arg)
+{
+    if (!*s || strstr(s, "//"))
+        cerr(x, n, "cgroup pattern \"%s\": expected path components such as "
+                   "\"app-firefox-*.scope\" or \"user.slice/user-1000.slice\"", s);
+    else
+        push_str(x, n, s, arg);
+}
+
+static void check_app(struct ctx *x, const struct toml_node *n, const char *s, void *arg)
+{
+    if (!*s || (strchr(s, '/') && s[0] != '/'))
+        cerr(x, n, "application \"%s\": expected a process name or an absolute path", s);
+    else
+        push_str(x, n, s, arg);
+}
+
+static void parse_rule_app(struct ctx *x, const struct toml_node *t, struct cfg_rule *r)
+{
+    const struct toml_node *n = toml_table_get(t, "users");
+    struct strlist apps = {0}, cgs = {0};
+
+    if (n && toml_node_kind(n) == TOML_ARRAY) {
+        for (size_t i = 0; i < toml_array_len(n); i++)
+            add_user(x, toml_array_at(n, i), &r->users, &r->n_users);
+        if (!toml_array_len(n))
+            cerr(x, n, "'users' is empty: the rule could never match");
+    } else if (n) {
+        add_user(x, n, &r->users, &r->n_users);
+    }
+    each_string(x, t, "cgroups", check_glob, &cgs);
+    r->cgroups = cgs.v;
+    r->n_cgroups = cgs.n;
+    each_string(x, t, "applications", check_app, &apps);
+    r->applications = apps.v;
+    r->n_applications = apps.n;
+}
+
 static void parse_rule(struct ctx *x, const struct toml_node *t)
 {
     static const char *const keys[] = {"domains", "qtypes", "clients", "listeners",
                                        "applications", "group", "action", "answer",
-                                       "answer_ttl", NULL};
-    struct strlist apps = {0};
+                                       "answer_ttl", "users", "cgroups", NULL};
     const char *group, *action;
 
     if (toml_node_kind(t) != TOML_TABLE) {
@@ -939,13 +1016,7 @@ static void parse_rule(struct ctx *x, const struct toml_node *t)
     each_string(x, t, "qtypes", add_qtype, r);
     each_string(x, t, "clients", add_client, r);
     each_string(x, t, "listeners", add_rule_listener, r);
-    each_string(x, t, "applications", push_str, &apps);
-    r->applications = apps.v;
-    r->n_applications = apps.n;
-    if (apps.n)
-        /* needs the socket-diag process lookup: refuse rather than ignore */
-        cerr(x, toml_table_get(t, "applications"),
-             "'applications' matching is not available in this build");
+    parse_rule_app(x, t, r);
     each_string(x, t, "answer", add_answer, r);
     get_u32(x, t, "answer_ttl", 604800, &r->answer_ttl);
     group = get_cstr(x, t, "group");

@@ -72,7 +72,12 @@ struct cfg_rule {
     size_t n_clients;
     struct net_addr *listeners; /* local addresses queries arrived on */
     size_t n_listeners;
-    char **applications;    /* process names */
+    /* the local program that sent the query (Linux, resolve/appid.c) */
+    uint32_t *users;        /* uids of the client socket's owner */
+    size_t n_users;
+    char **cgroups;         /* globs on the cgroup v2 path's components */
+    size_t n_cgroups;
+    char **applications;    /* comm, or an executable path when it has a '/' */
     size_t n_applications;
     enum cfg_action action;
     size_t group;           /* index into config.groups, for CFG_ACTION_GROUP */

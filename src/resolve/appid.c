@@ -216,7 +216,8 @@ int appid_lookup(struct appid *a, bool tcp, const struct net_addr *client,
     /* the socket found must own the client's port, whichever order */
     uint16_t cport = c.ss_family == AF_INET ? ((struct sockaddr_in *)&c)->sin_port
                                             : ((struct sockaddr_in6 *)&c)->sin6_port;
-    if (!r.found || r.sport != cport)
+    /* inode 0: an orphaned or time-wait TCP socket, its owner gone */
+    if (!r.found || r.sport != cport || !r.info.inode)
         return DV_EINVAL;
     *out = r.info;
     return 0;

@@ -547,7 +547,13 @@ void query_submit(struct query_engine *qe, const uint8_t *msg, size_t len,
         return;
     }
 
-    policy_decide(qe->policy, &key, &c->peer, c->local, &pd);
+    struct policy_client pc = {.peer = &c->peer, .local = c->local,
+                               .dst = c->has_dst ? &c->dst : NULL, .tcp = c->tcp};
+    policy_decide(qe->policy, &key, &pc, &pd);
+    if (pc.app_tried) {
+        qe->st.app_lookups++;
+        qe->st.app_failed += !pc.app_ok;
+    }
     if (pd.action != CFG_ACTION_GROUP) {
         int n = policy_local_answer(pd.rule, &qi, reply_buf, sizeof(reply_buf));
         qe->st.local++;
@@ -682,6 +688,8 @@ const struct query_stat_desc query_stat_descs[] = {
     STAT(cache_hits, "cache_hits", "Queries answered from the cache."),
     STAT(stale_served, "stale", "Expired answers served (RFC 8767)."),
     STAT(prefetches, "prefetches", "Background refreshes of popular entries."),
+    STAT(app_lookups, "app_lookups", "Lookups of the program that sent a query."),
+    STAT(app_failed, "app_failed", "Sender lookups that found no socket (the next rule decided)."),
 };
 #undef STAT
 const size_t query_stat_ndescs = sizeof(query_stat_descs) / sizeof(query_stat_descs[0]);

@@ -52,6 +52,7 @@ struct query_stats {
     uint64_t queries, answered, servfail, formerr, notimp, dropped;
     uint64_t coalesced, upstream_sent, upstream_failed, truncated;
     uint64_t local, cache_hits, stale_served, prefetches;
+    uint64_t app_lookups, app_failed; /* resolve/appid.c */
 };
 
 /* Each counter's name and meaning, for every place that shows them (the
