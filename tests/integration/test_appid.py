@@ -220,3 +220,34 @@ def test_bad_sender_keys_are_positioned(cfgdir):
     assert "bad.toml:2:10: error: no user named 'no-such-user-dv'" in err, err
     assert "bad.toml:5:17: error: application \"bin/curl\"" in err, err
     assert "bad.toml:8:10: error: user id -4 is out of range" in err, err
+
+
+def test_sender_gone_falls_to_next_rule(setup):
+    """The socket closed before dnsveil looked: the user rule cannot match, the
+    next rule (here the default group) decides, and the failure is counted.
+    dnsveil is stopped while the client sends and closes, so the order is
+    certain."""
+    import signal
+    import time
+    d, relays, default, _, _ = setup
+    host, port = d.listen[0]
+    name = "gone-%s.test." % uuid.uuid4().hex[:6]
+    script = ("import socket,sys,dns.message\n"
+              "s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n"
+              "s.sendto(dns.message.make_query(sys.argv[1],'A').to_wire(),"
+              "(sys.argv[2],int(sys.argv[3])))\n"
+              "s.close()\n")
+    before, _ = d.stats()
+    d.send_signal(signal.SIGSTOP)
+    try:
+        out = subprocess.run(["runuser", "-u", "dvtest-a", "--", "python3", "-c", script, name,
+                              host, str(port)], capture_output=True, text=True, timeout=20)
+    finally:
+        d.send_signal(signal.SIGCONT)
+    assert out.returncode == 0, out.stderr
+    end = time.monotonic() + 5
+    while default.count(name) == 0 and time.monotonic() < end:
+        time.sleep(0.05)
+    assert_only(relays, default, name, "default")
+    after, _ = d.stats()
+    assert after["app_failed"] == before["app_failed"] + 1, (before, after)
