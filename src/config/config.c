@@ -19,6 +19,7 @@
 #include "core/err.h"
 #include "core/log.h"
 #include "dns/dns.h"
+#include "resolve/domainset.h"
 
 enum { CONFIG_MAX_FILE = 1 << 20 };
 
@@ -57,6 +58,8 @@ static void rule_clear(struct cfg_rule *r)
         free(r->applications[i]);
     free(r->applications);
     free(r->users);
+    free(r->domains_file);
+    domainset_del(r->domainset);
     for (size_t i = 0; i < r->n_cgroups; i++)
         free(r->cgroups[i]);
     free(r->cgroups);
@@ -990,11 +993,43 @@ static void parse_rule_app(struct ctx *x, const struct toml_node *t, struct cfg_
     r->n_applications = apps.n;
 }
 
+/* ---- domains_file: a rule's names from a list (resolve/domainset.c) ------ */
+
+static void parse_rule_domains_file(struct ctx *x, const struct toml_node *t, struct cfg_rule *r)
+{
+    const char *path = get_cstr(x, t, "domains_file");
+    const struct toml_node *n = toml_table_get(t, "domains_file");
+    struct domainset_info info;
+    char full[4096];
+    int rc;
+
+    if (!path)
+        return;
+    /* a relative path is taken from the configuration file's directory */
+    const char *slash = strrchr(x->file, '/');
+    if (path[0] != '/' && slash)
+        snprintf(full, sizeof(full), "%.*s/%s", (int)(slash - x->file), x->file, path);
+    else
+        snprintf(full, sizeof(full), "%s", path);
+    r->domains_file = xstrdup(x, full);
+    rc = domainset_load(full, &r->domainset, &info);
+    if (rc == DV_ENOMEM) {
+        x->oom = true;
+    } else if (rc) {
+        cerr(x, n, "domains_file \"%s\": %s", full, strerror(errno));
+    } else {
+        if (info.skipped)
+            log_warn("%s: %zu lines are not names and were skipped (the first: line %d)", full,
+                     info.skipped, info.first_bad);
+        log_debug("%s: %zu names, %zu KiB", full, info.entries, info.bytes / 1024);
+    }
+}
+
 static void parse_rule(struct ctx *x, const struct toml_node *t)
 {
     static const char *const keys[] = {"domains", "qtypes", "clients", "listeners",
                                        "applications", "group", "action", "answer",
-                                       "answer_ttl", "users", "cgroups", NULL};
+                                       "answer_ttl", "users", "cgroups", "domains_file", NULL};
     const char *group, *action;
 
     if (toml_node_kind(t) != TOML_TABLE) {
@@ -1017,6 +1052,7 @@ static void parse_rule(struct ctx *x, const struct toml_node *t)
     each_string(x, t, "clients", add_client, r);
     each_string(x, t, "listeners", add_rule_listener, r);
     parse_rule_app(x, t, r);
+    parse_rule_domains_file(x, t, r);
     each_string(x, t, "answer", add_answer, r);
     get_u32(x, t, "answer_ttl", 604800, &r->answer_ttl);
     group = get_cstr(x, t, "group");

@@ -13,6 +13,8 @@
 #include "core/net.h"
 #include "resolve/cache.h"
 
+struct domainset;
+
 struct cfg_listener {
     struct net_addr addr;
     bool udp, tcp;
@@ -79,6 +81,8 @@ struct cfg_rule {
     size_t n_cgroups;
     char **applications;    /* comm, or an executable path when it has a '/' */
     size_t n_applications;
+    char *domains_file;     /* a list of names (resolve/domainset.h), as given */
+    struct domainset *domainset; /* loaded from it; matched like domains */
     enum cfg_action action;
     size_t group;           /* index into config.groups, for CFG_ACTION_GROUP */
     struct net_addr *answers; /* CFG_ACTION_ANSWER: addresses, port unused */

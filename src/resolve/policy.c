@@ -8,6 +8,7 @@
 
 #include "core/err.h"
 #include "resolve/appid.h"
+#include "resolve/domainset.h"
 #include "upstream/pool.h"
 
 enum { SPECIAL_ZONES = 32 };
@@ -269,10 +270,12 @@ static bool rule_match(const struct policy *p, const struct cfg_rule *r,
     const struct net_addr *client = pc->peer, *local = pc->local;
     bool ok;
 
-    if (r->n_domains) {
+    if (r->n_domains || r->domainset) {
         ok = false;
         for (size_t i = 0; i < r->n_domains && !ok; i++)
             ok = dns_name_is_sub(q->name, q->name_len, r->domains[i], r->domain_lens[i]);
+        if (!ok && r->domainset)
+            ok = domainset_match(r->domainset, q->name, q->name_len);
         if (!ok)
             return false;
     }
