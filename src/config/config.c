@@ -20,6 +20,7 @@
 #include "core/log.h"
 #include "dns/dns.h"
 #include "resolve/domainset.h"
+#include "resolve/hosts.h"
 
 enum { CONFIG_MAX_FILE = 1 << 20 };
 
@@ -60,6 +61,9 @@ static void rule_clear(struct cfg_rule *r)
     free(r->users);
     free(r->domains_file);
     domainset_del(r->domainset);
+    free(r->answer_cname);
+    free(r->hosts_file);
+    hosts_del(r->hosts);
     for (size_t i = 0; i < r->n_cgroups; i++)
         free(r->cgroups[i]);
     free(r->cgroups);
@@ -900,6 +904,57 @@ static void add_rule_listener(struct ctx *x, const struct toml_node *n, const ch
     v[r->n_listeners++] = a;
 }
 
+/* ---- local answers: a CNAME, a hosts file (resolve/hosts.c) ------------- */
+
+/* answer = ["target.example."]: a CNAME, which stands alone (RFC 1034 3.6.2) */
+static void add_answer_cname(struct ctx *x, const struct toml_node *n, const char *s,
+                             struct cfg_rule *r)
+{
+    uint8_t wire[DNS_NAME_MAX];
+    int len = strchr(s, '.') ? dns_name_from_str(s, wire) : -1;
+
+    if (len <= 1) {
+        cerr(x, n, "answer \"%s\" is neither an IP address nor a domain name", s);
+        return;
+    }
+    if (r->answer_cname || r->n_answers) {
+        cerr(x, n, "answer \"%s\": a CNAME must be the only answer", s);
+        return;
+    }
+    if (!(r->answer_cname = malloc((size_t)len))) {
+        x->oom = true;
+        return;
+    }
+    memcpy(r->answer_cname, wire, (size_t)len);
+    r->answer_cname_len = (size_t)len;
+}
+
+static void parse_rule_hosts_file(struct ctx *x, const struct toml_node *t, struct cfg_rule *r)
+{
+    const char *path = get_cstr(x, t, "hosts_file");
+    const struct toml_node *n = toml_table_get(t, "hosts_file");
+    struct hosts_info info;
+    char full[4096];
+    int rc;
+
+    if (!path)
+        return;
+    const char *slash = strrchr(x->file, '/');
+    if (path[0] != '/' && slash)
+        snprintf(full, sizeof(full), "%.*s/%s", (int)(slash - x->file), x->file, path);
+    else
+        snprintf(full, sizeof(full), "%s", path);
+    r->hosts_file = xstrdup(x, full);
+    rc = hosts_load(full, &r->hosts, &info);
+    if (rc == DV_ENOMEM)
+        x->oom = true;
+    else if (rc)
+        cerr(x, n, "hosts_file \"%s\": %s", full, strerror(errno));
+    else if (info.skipped)
+        log_warn("%s: %zu lines are not ADDRESS NAME... and were skipped (the first: line %d)",
+                 full, info.skipped, info.first_bad);
+}
+
 static void add_answer(struct ctx *x, const struct toml_node *n, const char *s, void *arg)
 {
     struct cfg_rule *r = arg;
@@ -908,7 +963,11 @@ static void add_answer(struct ctx *x, const struct toml_node *n, const char *s, 
 
     snprintf(br, sizeof(br), strchr(s, ':') ? "[%s]" : "%s", s);
     if (net_addr_parse(br, 1, &a)) {
-        cerr(x, n, "answer \"%s\" is not an IP address", s);
+        add_answer_cname(x, n, s, r);
+        return;
+    }
+    if (r->answer_cname) {
+        cerr(x, n, "answer \"%s\": a CNAME must be the only answer", s);
         return;
     }
     struct net_addr *v = realloc(r->answers, (r->n_answers + 1) * sizeof(*v));
@@ -1029,7 +1088,7 @@ static void parse_rule(struct ctx *x, const struct toml_node *t)
 {
     static const char *const keys[] = {"domains", "qtypes", "clients", "listeners",
                                        "applications", "group", "action", "answer",
-                                       "answer_ttl", "users", "cgroups", "domains_file", NULL};
+                                       "answer_ttl", "users", "cgroups", "domains_file", "hosts_file", NULL};
     const char *group, *action;
 
     if (toml_node_kind(t) != TOML_TABLE) {
@@ -1053,13 +1112,15 @@ static void parse_rule(struct ctx *x, const struct toml_node *t)
     each_string(x, t, "listeners", add_rule_listener, r);
     parse_rule_app(x, t, r);
     parse_rule_domains_file(x, t, r);
+    parse_rule_hosts_file(x, t, r);
     each_string(x, t, "answer", add_answer, r);
     get_u32(x, t, "answer_ttl", 604800, &r->answer_ttl);
     group = get_cstr(x, t, "group");
     action = get_cstr(x, t, "action");
 
     if (!action)
-        action = group ? "forward" : toml_table_get(t, "answer") ? "answer" : NULL;
+        action = group ? "forward" : toml_table_get(t, "answer") ? "answer"
+                 : toml_table_get(t, "hosts_file") ? "hosts" : NULL;
     if (!action) {
         if (!toml_table_get(t, "action") && !toml_table_get(t, "group"))
             cerr(x, t, "rule needs a 'group' to forward to or an 'action'");
@@ -1080,12 +1141,18 @@ static void parse_rule(struct ctx *x, const struct toml_node *t)
         r->action = CFG_ACTION_NXDOMAIN;
     } else if (strcmp(action, "answer") == 0) {
         r->action = CFG_ACTION_ANSWER;
-        if (r->n_answers == 0)
+        if (r->n_answers == 0 && !r->answer_cname)
             cerr(x, toml_table_get(t, "action") ? toml_table_get(t, "action") : t,
                  "action \"answer\" needs 'answer' addresses");
+    } else if (strcmp(action, "hosts") == 0) {
+        r->action = CFG_ACTION_HOSTS;
+        if (!toml_table_get(t, "hosts_file"))
+            cerr(x, toml_table_get(t, "action") ? toml_table_get(t, "action") : t,
+                 "action \"hosts\" needs a 'hosts_file'");
     } else {
         cerr(x, toml_table_get(t, "action"),
-             "'action' = \"%s\": expected \"forward\", \"refuse\", \"nxdomain\" or \"answer\"",
+             "'action' = \"%s\": expected \"forward\", \"refuse\", \"nxdomain\", \"answer\" "
+             "or \"hosts\"",
              action);
     }
 }

@@ -14,6 +14,7 @@
 #include "resolve/cache.h"
 
 struct domainset;
+struct hosts;
 
 struct cfg_listener {
     struct net_addr addr;
@@ -56,7 +57,8 @@ enum cfg_action {
     CFG_ACTION_GROUP,    /* forward to a group */
     CFG_ACTION_REFUSE,   /* REFUSED */
     CFG_ACTION_NXDOMAIN, /* NXDOMAIN */
-    CFG_ACTION_ANSWER,   /* a fixed A/AAAA answer */
+    CFG_ACTION_ANSWER,   /* a fixed A/AAAA answer, or a CNAME */
+    CFG_ACTION_HOSTS,    /* A/AAAA/PTR from a hosts file */
 };
 
 struct cfg_subnet {
@@ -83,6 +85,10 @@ struct cfg_rule {
     size_t n_applications;
     char *domains_file;     /* a list of names (resolve/domainset.h), as given */
     struct domainset *domainset; /* loaded from it; matched like domains */
+    uint8_t *answer_cname;  /* CFG_ACTION_ANSWER with a name: a CNAME to it */
+    size_t answer_cname_len;
+    char *hosts_file;       /* CFG_ACTION_HOSTS: the file, as read */
+    struct hosts *hosts;    /* loaded from it; the rule matches its names */
     enum cfg_action action;
     size_t group;           /* index into config.groups, for CFG_ACTION_GROUP */
     struct net_addr *answers; /* CFG_ACTION_ANSWER: addresses, port unused */

@@ -9,6 +9,7 @@
 #include "core/err.h"
 #include "resolve/appid.h"
 #include "resolve/domainset.h"
+#include "resolve/hosts.h"
 #include "upstream/pool.h"
 
 enum { SPECIAL_ZONES = 32 };
@@ -300,6 +301,9 @@ static bool rule_match(const struct policy *p, const struct cfg_rule *r,
         if (!ok)
             return false;
     }
+    /* a hosts rule speaks only for the names its file lists */
+    if (r->action == CFG_ACTION_HOSTS && !(r->hosts && hosts_knows(r->hosts, q->name, q->name_len)))
+        return false;
     /* last: the cheap keys above rule most queries out before a lookup */
     if (r->n_users || r->n_cgroups || r->n_applications)
         return sender_match(p, r, pc);
@@ -333,6 +337,35 @@ void policy_decide(const struct policy *p, const struct dns_question *q,
     out->group = 0;
 }
 
+/* A fixed CNAME, whatever the type asked: the client's resolver follows it. */
+static int cname_answer(const struct cfg_rule *r, const struct dns_query_info *qi, uint8_t *out,
+                        size_t cap)
+{
+    struct dns_cur c;
+    struct dns_hdr h = {
+        .id = qi->hdr.id,
+        .flags = DNS_FLAG_QR | DNS_FLAG_AA | DNS_FLAG_RA | (qi->hdr.flags & DNS_FLAG_RD),
+        .qdcount = 1,
+        .ancount = 1,
+        .arcount = qi->edns.present ? 1 : 0,
+    };
+
+    dns_cur_init_w(&c, out, cap);
+    dns_hdr_write(&c, &h);
+    dns_cur_put(&c, qi->q.name, qi->q.name_len);
+    dns_cur_put_u16(&c, qi->q.qtype);
+    dns_cur_put_u16(&c, qi->q.qclass);
+    dns_cur_put_u16(&c, 0xc000 | DNS_HDR_LEN);
+    dns_cur_put_u16(&c, DNS_TYPE_CNAME);
+    dns_cur_put_u16(&c, DNS_CLASS_IN);
+    dns_cur_put_u32(&c, r->answer_ttl);
+    dns_cur_put_u16(&c, (uint16_t)r->answer_cname_len);
+    dns_cur_put(&c, r->answer_cname, r->answer_cname_len);
+    if (qi->edns.present)
+        dns_edns_write(&c, DNS_EDNS_DEFAULT, qi->edns.do_bit, 0);
+    return c.err ? DV_ESPACE : (int)c.pos;
+}
+
 int policy_local_answer(const struct cfg_rule *r, const struct dns_query_info *qi,
                         uint8_t *out, size_t cap)
 {
@@ -349,6 +382,10 @@ int policy_local_answer(const struct cfg_rule *r, const struct dns_query_info *q
         return dns_reply_error(qi, true, DNS_RCODE_REFUSED, out, cap);
     if (r->action == CFG_ACTION_NXDOMAIN)
         return dns_reply_error(qi, true, DNS_RCODE_NXDOMAIN, out, cap);
+    if (r->action == CFG_ACTION_HOSTS)
+        return hosts_answer(r->hosts, qi, r->answer_ttl, out, cap);
+    if (r->answer_cname)
+        return cname_answer(r, qi, out, cap);
     for (size_t i = 0; i < r->n_answers; i++)
         h.ancount += r->answers[i].ss.ss_family == family;
     dns_cur_init_w(&c, out, cap);
