@@ -90,6 +90,7 @@ void config_free(struct config *c)
     free(c->user);
     free(c->ca_file);
     free(c->control);
+    free(c->qlog_file);
     free(c->file);
     free(c);
 }
@@ -592,6 +593,33 @@ static void parse_metrics(struct ctx *x, const struct toml_node *t)
         cerr(x, toml_table_get(t, "listen"), "metrics address \"%s\": expected IP[:PORT]", s);
     else
         x->c->metrics_enabled = true;
+}
+
+/* [querylog]: one line per query, to a file or syslog */
+static void parse_querylog(struct ctx *x, const struct toml_node *t)
+{
+    static const char *const keys[] = {"file", "syslog", "format", NULL};
+    const char *fmt;
+
+    check_keys(x, t, "[querylog]", keys);
+    set_str(x, t, "file", &x->c->qlog_file);
+    get_bool(x, t, "syslog", &x->c->qlog_syslog);
+    if (x->c->qlog_file && !x->c->qlog_file[0]) {
+        free(x->c->qlog_file);
+        x->c->qlog_file = NULL;
+    }
+    if (x->c->qlog_file && x->c->qlog_file[0] != '/')
+        cerr(x, toml_table_get(t, "file"), "'file' must be an absolute path");
+    if (x->c->qlog_file && x->c->qlog_syslog)
+        cerr(x, toml_table_get(t, "syslog"), "the query log goes to a 'file' or to 'syslog', "
+                                             "not both");
+    if ((fmt = get_cstr(x, t, "format"))) {
+        if (strcmp(fmt, "text") == 0)
+            x->c->qlog_text = true;
+        else if (strcmp(fmt, "json") != 0)
+            cerr(x, toml_table_get(t, "format"), "'format' = \"%s\": expected \"json\" or \"text\"",
+                 fmt);
+    }
 }
 
 static const char *const url_schemes[] = {"udp://", "tcp://", "tls://", "https://",
@@ -1160,7 +1188,7 @@ static void parse_rule(struct ctx *x, const struct toml_node *t)
 static void parse_root(struct ctx *x, const struct toml_node *root)
 {
     static const char *const keys[] = {"server", "log", "cache", "metrics",
-                                       "upstreams", "groups", "rules", NULL};
+                                       "upstreams", "groups", "rules", "querylog", NULL};
     const struct toml_node *t;
 
     check_keys(x, root, "the top level", keys);
@@ -1172,6 +1200,8 @@ static void parse_root(struct ctx *x, const struct toml_node *root)
         parse_cache(x, t);
     if ((t = want_table(x, root, "metrics", "[metrics]")))
         parse_metrics(x, t);
+    if ((t = want_table(x, root, "querylog", "[querylog]")))
+        parse_querylog(x, t);
     if ((t = want_table(x, root, "upstreams", "[upstreams]")))
         for (size_t i = 0; i < toml_table_len(t); i++)
             parse_upstream(x, toml_table_at(t, i));

@@ -125,6 +125,11 @@ struct config {
 
     bool metrics_enabled;
     struct net_addr metrics_addr;
+
+    /* [querylog] (resolve/qlog.c): off unless file or syslog is set */
+    char *qlog_file;
+    bool qlog_syslog;
+    bool qlog_text;           /* format = "text"; default JSON lines */
 };
 
 /* A config holding every default and no listener or upstream. NULL on ENOMEM. */

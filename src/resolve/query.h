@@ -16,6 +16,7 @@
 
 struct cache;
 struct policy;
+struct qlog;
 struct query_engine;
 
 struct query_client;
@@ -82,6 +83,10 @@ void query_engine_del(struct query_engine *qe);
  * policy. */
 void query_engine_configure(struct query_engine *qe, const struct query_opts *o,
                             struct policy *policy, struct cache *cache);
+
+/* Logs every query to ql from now on (NULL: stop). Borrowed: the caller
+ * keeps it alive while it is set, and replaces it before freeing it. */
+void query_engine_set_qlog(struct query_engine *qe, struct qlog *ql);
 
 /* Handles one client message. msg is only read during the call. */
 void query_submit(struct query_engine *qe, const uint8_t *msg, size_t len,
