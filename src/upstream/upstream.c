@@ -1,4 +1,5 @@
 #include "upstream/upstream.h"
+#include "upstream/happy.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -71,6 +72,35 @@ static int copy_cfg(struct cfg_upstream *dst, const struct cfg_upstream *src,
     return 0;
 }
 
+/* Every address to race for u (u->addr alone for an IP literal): all the
+ * bootstrap addresses in Happy Eyeballs order. */
+static int set_addrs(struct upstream *u, uint16_t port, char *err, size_t errlen)
+{
+    struct net_addr all[HAPPY_MAX_ADDRS];
+    size_t n = 0;
+    bool literal = net_addr_parse(u->host, port, &all[0]) == 0;
+
+    if (literal || u->cfg.n_bootstrap <= 1) {
+        all[0] = u->addr;
+        n = 1;
+    } else {
+        for (size_t i = 0; i < u->cfg.n_bootstrap && n < HAPPY_MAX_ADDRS; i++) {
+            if (net_addr_parse(u->cfg.bootstrap[i], port, &all[n])) {
+                snprintf(err, errlen, "upstream '%s': bad bootstrap address '%s'", u->url,
+                         u->cfg.bootstrap[i]);
+                return DV_EINVAL;
+            }
+            n++;
+        }
+    }
+    if (!(u->addrs = calloc(n, sizeof(*u->addrs))))
+        return DV_ENOMEM;
+    u->n_addrs = n > 1 ? happy_order(all, n, u->addrs) : 1;
+    if (n == 1)
+        u->addrs[0] = all[0];
+    return 0;
+}
+
 /* Splits "host[:port][/path]" (host may be "[v6]") and finds the address:
  * the host itself when it is an IP literal, else the first bootstrap
  * address, so a name never goes to the system resolver in plaintext. */
@@ -125,7 +155,7 @@ static int parse_authority(struct upstream *u, const char *rest, uint16_t port,
         return DV_ENOMEM;
 
     if (net_addr_parse(hostbuf, port, &u->addr) == 0)
-        return 0;
+        return set_addrs(u, port, err, errlen);
     if (u->cfg.n_bootstrap == 0) {
         snprintf(err, errlen,
                  "upstream '%s': host '%s' is a name; give its IP addresses in 'bootstrap' "
@@ -138,7 +168,7 @@ static int parse_authority(struct upstream *u, const char *rest, uint16_t port,
                  u->cfg.bootstrap[0]);
         return DV_EINVAL;
     }
-    return 0;
+    return set_addrs(u, port, err, errlen);
 }
 
 static void upstream_free(struct upstream *u)
@@ -146,6 +176,7 @@ static void upstream_free(struct upstream *u)
     config_upstream_clear(&u->cfg);
     free(u->host);
     free(u->path);
+    free(u->addrs);
     free(u->name);
     free(u->url);
     free(u);

@@ -63,6 +63,11 @@ struct upstream {
     uint64_t down_until;  /* monotonic ms; skipped before this unless all are down */
     double rtt_ewma;      /* ms */
     unsigned refs;
+
+    /* every bootstrap address of a host that is a name, in the order
+     * connections race them (upstream/happy.h); n_addrs is 1 for an IP */
+    struct net_addr *addrs;
+    size_t n_addrs;
 };
 
 /* Creates an upstream from its settings; the URL scheme picks the transport
