@@ -10,6 +10,7 @@ whole process's instructions per query (the log's buffered writes
 included; the kernel's side of the syscalls is not counted).
 
   python3 bench/qlog_cost.py [N]        (from the repository root, as root)
+  DNSVEIL_BIN=OTHER QLOG_MODES=off ...  the hit path of another build, log off
 """
 
 import os
@@ -70,7 +71,8 @@ def main():
     tmp = Path(tempfile.mkdtemp(prefix="qlog-cost-"))
     knot = helpers.Knot("knotd", tmp / "knot").start()
     try:
-        res = {m: run(tmp, knot, m) for m in ("off", "json", "text")}
+        modes = os.environ.get("QLOG_MODES", "off json text").split()
+        res = {m: run(tmp, knot, m) for m in modes}
     finally:
         knot.stop()
     base = res["off"][0] / (N + 2)

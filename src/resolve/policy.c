@@ -203,6 +203,8 @@ static bool find_sender(const struct policy *p, struct policy_client *pc)
 
     if (!pc->app_tried) {
         pc->app_tried = true;
+        pc->cgroup_tried = pc->proc_tried = false;
+        pc->cgroup = pc->comm = pc->exe = NULL;
         if (!pc->now_ms)
             pc->now_ms = net_now_ms();
         if (server && pc->peer && appid_lookup(p->appid, pc->tcp, pc->peer, server, &info) == 0) {

@@ -13,8 +13,10 @@
 struct pool;
 struct policy;
 
-/* Where a query came from. The app* fields are filled by policy_decide, and
- * only when a rule names users, cgroups or applications (resolve/appid.c). */
+/* Where a query came from. The caller sets peer, local, dst, tcp, and
+ * now_ms (0: read the clock when needed), app_tried and app_ok (false);
+ * policy_decide fills the rest, and only when a rule names users, cgroups
+ * or applications (resolve/appid.c); they are valid when app_ok. */
 struct policy_client {
     const struct net_addr *peer;
     const struct net_addr *local;  /* the listener's address */

@@ -650,8 +650,15 @@ void query_submit(struct query_engine *qe, const uint8_t *msg, size_t len,
         return;
     }
 
-    struct policy_client pc = {.peer = &c->peer, .local = c->local,
-                               .dst = c->has_dst ? &c->dst : NULL, .tcp = c->tcp};
+    /* only what is read before a lookup: zeroing the whole struct is
+     * measurable on the cache-hit path */
+    struct policy_client pc;
+    pc.peer = &c->peer;
+    pc.local = c->local;
+    pc.dst = c->has_dst ? &c->dst : NULL;
+    pc.tcp = c->tcp;
+    pc.now_ms = 0;
+    pc.app_tried = pc.app_ok = false;
     policy_decide(qe->policy, &key, &pc, &pd);
     if (pc.app_tried) {
         qe->st.app_lookups++;
