@@ -155,3 +155,37 @@ def test_all_dead_is_servfail_in_time(peers, dnsveil, cfgdir, pki):
         assert elapsed < TIMEOUT_MS / 1000 + 1.5
     finally:
         hole.close()
+
+
+# --------------------------------------------------------------------------
+# DoQ: one handshake at a time; a silent address is left after 250 ms
+
+import doqpeers  # noqa: E402
+
+
+def test_doq_silent_ipv6_then_ipv4(dnsveil, cfgdir, pki, knot, tmp_path):
+    if not doqpeers.have_go():
+        pytest.skip("go is not installed: no DoQ peer")
+    if not helpers.have_ipv6():
+        pytest.skip("no ::1")
+    ca, (crt, key) = pki
+    p = doqpeers.DoqPeer("doq", tmp_path / "doq", crt, key, ca.cert)
+    p.start(knot.port)
+    # a UDP socket on [::1]:port that never answers: as silent as a dead path
+    hole = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    hole.bind(("::1", p.port))
+    try:
+        cfg = cfgdir / "happy-doq.toml"
+        cfg.write_text('[upstreams.up]\nurl = "quic://up.test:%d"\n'
+                       'bootstrap = ["127.0.0.1", "::1"]\n[cache]\nenabled = false\n' % p.port)
+        d = dnsveil(timeout=TIMEOUT_MS, extra=["-c", str(cfg), "--tls-ca", str(ca.cert)])
+        r, elapsed = ask(d, "www.test.")
+        log = d.log_text()
+        assert r.rcode() == dns.rcode.NOERROR and r.answer, log[-2000:]
+        first = log.index("connection 1 to up.test ([::1]:%d)" % p.port)
+        gave_up = log.index("no answer from [::1]:%d in 250 ms" % p.port)
+        second = log.index("connection 2 to up.test (127.0.0.1:%d)" % p.port)
+        assert first < gave_up < second, log[-2000:]
+    finally:
+        hole.close()
+        p.stop()
