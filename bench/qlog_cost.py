@@ -67,7 +67,31 @@ def run(tmp, knot, mode):
     return inclusive(out, "query_submit"), inclusive(out, "PROGRAM TOTALS")
 
 
+def install(pkgs):
+    """Debian packages this benchmark needs (as bench/cache.sh does)."""
+    missing = [p for p in pkgs if subprocess.run(["dpkg", "-s", p], capture_output=True)
+               .returncode != 0]
+    if not missing:
+        return
+    policy = Path("/usr/sbin/policy-rc.d")
+    made = not policy.exists()
+    if made:
+        policy.write_text("#!/bin/sh\nexit 101\n")
+        policy.chmod(0o755)
+    try:
+        subprocess.run(["apt-get", "install", "-y", "-q", "--no-install-recommends",
+                        "-o", "DPkg::Lock::Timeout=900"] + missing, check=True,
+                       env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"),
+                       stdout=subprocess.DEVNULL)
+    finally:
+        if made:
+            policy.unlink()
+
+
 def main():
+    install(["valgrind", "knot"])
+    if not os.access(BIN, os.X_OK):
+        sys.exit("build dnsveil first (bash scripts/setup.sh, or set DNSVEIL_BIN)")
     tmp = Path(tempfile.mkdtemp(prefix="qlog-cost-"))
     knot = helpers.Knot("knotd", tmp / "knot").start()
     try:
