@@ -1078,6 +1078,13 @@ static void parse_rule_app(struct ctx *x, const struct toml_node *t, struct cfg_
     each_string(x, t, "applications", check_app, &apps);
     r->applications = apps.v;
     r->n_applications = apps.n;
+    /* an empty list would silently make the rule match every program */
+    static const char *const lists[] = {"cgroups", "applications"};
+    for (size_t i = 0; i < 2; i++) {
+        const struct toml_node *l = toml_table_get(t, lists[i]);
+        if (l && toml_node_kind(l) == TOML_ARRAY && toml_array_len(l) == 0)
+            cerr(x, l, "'%s' is empty: the rule could never match", lists[i]);
+    }
 }
 
 /* ---- domains_file: a rule's names from a list (resolve/domainset.c) ------ */

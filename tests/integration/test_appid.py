@@ -212,7 +212,8 @@ def test_bad_sender_keys_are_positioned(cfgdir):
     cfg = cfgdir / "bad.toml"
     cfg.write_text('[[rules]]\nusers = ["no-such-user-dv"]\naction = "refuse"\n'
                    '[[rules]]\napplications = ["bin/curl"]\naction = "refuse"\n'
-                   '[[rules]]\nusers = [-4]\naction = "refuse"\n')
+                   '[[rules]]\nusers = [-4]\naction = "refuse"\n'
+                   '[[rules]]\ncgroups = []\naction = "refuse"\n')
     out = subprocess.run([helpers.dnsveil_bin(), "--check", "-c", str(cfg)],
                          capture_output=True, text=True, timeout=20)
     assert out.returncode == 1
@@ -220,6 +221,7 @@ def test_bad_sender_keys_are_positioned(cfgdir):
     assert "bad.toml:2:10: error: no user named 'no-such-user-dv'" in err, err
     assert "bad.toml:5:17: error: application \"bin/curl\"" in err, err
     assert "bad.toml:8:10: error: user id -4 is out of range" in err, err
+    assert "bad.toml:11:11: error: 'cgroups' is empty: the rule could never match" in err, err
 
 
 def test_sender_gone_falls_to_next_rule(setup):
