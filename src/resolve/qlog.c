@@ -255,9 +255,9 @@ static void field_u64(struct out *o, bool text, const char *k, uint64_t v)
  * a second, so it is formatted once a second. */
 static void put_time(struct out *o, uint64_t realtime_ms)
 {
-    static __thread uint64_t cached_sec = UINT64_MAX;
-    static __thread char cached[24];
-    static __thread size_t cached_len;
+    static uint64_t cached_sec = UINT64_MAX; /* one loop thread */
+    static char cached[24];
+    static size_t cached_len;
     uint64_t sec = realtime_ms / 1000;
     unsigned ms = (unsigned)(realtime_ms % 1000);
     char frac[6] = {'.', (char)('0' + ms / 100), (char)('0' + ms / 10 % 10), (char)('0' + ms % 10),
