@@ -20,6 +20,7 @@
 #include "resolve/policy.h"
 #include "resolve/qlog.h"
 #include "resolve/query.h"
+#include "upstream/bootres.h"
 #include "upstream/pool.h"
 #include "upstream/upstream.h"
 
@@ -30,6 +31,7 @@ struct runtime {
     struct upstream **ups; /* one per cfg->upstreams */
     struct pool **pools;   /* one per cfg->groups */
     struct policy *policy;
+    struct bootres **boot; /* one per upstream with a bootstrap_upstream, else NULL */
 };
 
 struct daemon {
@@ -98,6 +100,9 @@ static void runtime_free(struct runtime *rt)
     if (!rt->cfg)
         return;
     policy_unref(rt->policy);
+    for (size_t i = 0; rt->boot && i < rt->cfg->n_upstreams; i++)
+        bootres_del(rt->boot[i]);
+    free(rt->boot);
     for (size_t i = 0; rt->pools && i < rt->cfg->n_groups; i++)
         pool_unref(rt->pools[i]);
     for (size_t i = 0; rt->ups && i < rt->cfg->n_upstreams; i++)
@@ -106,6 +111,25 @@ static void runtime_free(struct runtime *rt)
     free(rt->ups);
     config_free(rt->cfg);
     memset(rt, 0, sizeof(*rt));
+}
+
+/* Upstream host names resolved through another upstream (bootres.c). */
+static int start_bootres(struct daemon *d, struct runtime *rt)
+{
+    const struct config *cfg = rt->cfg;
+
+    for (size_t i = 0; i < cfg->n_upstreams; i++) {
+        const char *via = cfg->upstreams[i].bootstrap_via;
+        if (!via)
+            continue;
+        if (!rt->boot && !(rt->boot = calloc(cfg->n_upstreams, sizeof(*rt->boot))))
+            return DV_ENOMEM;
+        for (size_t j = 0; j < cfg->n_upstreams; j++)
+            if (cfg->upstreams[j].name && strcmp(cfg->upstreams[j].name, via) == 0 &&
+                !(rt->boot[i] = bootres_new(d->loop, rt->ups[i], rt->ups[j])))
+                return DV_ENOMEM;
+    }
+    return 0;
 }
 
 /* Builds upstreams, pools and policy for cfg (taking ownership of it). An
@@ -150,6 +174,8 @@ static int runtime_build(struct daemon *d, struct runtime *rt, struct config *cf
         if (!rt->pools[g])
             goto fail;
     }
+    if (start_bootres(d, rt))
+        goto fail;
     rt->policy = policy_new(cfg, rt->pools, err, sizeof(err));
     if (!rt->policy) {
         log_err("%s", err);

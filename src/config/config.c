@@ -138,6 +138,7 @@ void config_upstream_clear(struct cfg_upstream *u)
     for (size_t i = 0; i < u->n_bootstrap; i++)
         free(u->bootstrap[i]);
     free(u->bootstrap);
+    free(u->bootstrap_via);
     memset(u, 0, sizeof(*u));
 }
 
@@ -163,7 +164,8 @@ bool config_upstream_same(const struct cfg_upstream *a, const struct cfg_upstrea
            list_eq(a->pins, a->n_pins, b->pins, b->n_pins) &&
            list_eq(a->bootstrap, a->n_bootstrap, b->bootstrap, b->n_bootstrap) &&
            a->doh_get == b->doh_get && a->max_conns == b->max_conns &&
-           a->idle_timeout_ms == b->idle_timeout_ms;
+           a->idle_timeout_ms == b->idle_timeout_ms &&
+           str_eq(a->bootstrap_via, b->bootstrap_via);
 }
 
 int config_add_listener(struct config *c, const char *addr, bool udp, bool tcp)
@@ -595,6 +597,38 @@ static void parse_metrics(struct ctx *x, const struct toml_node *t)
         x->c->metrics_enabled = true;
 }
 
+/* bootstrap_upstream = "NAME": an upstream given by IP (or by static
+ * bootstrap addresses) and encrypted, since it learns every upstream name */
+static ssize_t find_upstream(const struct config *c, const char *name);
+
+static void check_bootstrap_upstreams(struct ctx *x, const struct toml_node *ups)
+{
+    for (size_t i = 0; i < x->c->n_upstreams; i++) {
+        const struct cfg_upstream *u = &x->c->upstreams[i];
+        const struct toml_node *t = toml_table_get(ups, u->name ? u->name : "");
+        const struct toml_node *n = t ? toml_table_get(t, "bootstrap_upstream") : NULL;
+        ssize_t via = u->bootstrap_via ? find_upstream(x->c, u->bootstrap_via) : -1;
+
+        if (!u->bootstrap_via || !n)
+            continue;
+        if (strncmp(u->url, "tls://", 6) && strncmp(u->url, "https://", 8) &&
+            strncmp(u->url, "quic://", 7))
+            cerr(x, n, "'bootstrap_upstream' is for tls://, https:// and quic:// upstreams");
+        else if (via < 0)
+            cerr(x, n, "no upstream named '%s'", u->bootstrap_via);
+        else if ((size_t)via == i)
+            cerr(x, n, "upstream '%s' cannot bootstrap itself", u->name);
+        else if (x->c->upstreams[via].bootstrap_via)
+            cerr(x, n, "upstream '%s' is itself bootstrapped through another: give it by IP "
+                       "or with 'bootstrap' addresses", u->bootstrap_via);
+        else if (strncmp(x->c->upstreams[via].url, "tls://", 6) &&
+                 strncmp(x->c->upstreams[via].url, "https://", 8) &&
+                 strncmp(x->c->upstreams[via].url, "quic://", 7))
+            cerr(x, n, "upstream '%s' is not encrypted (tls://, https:// or quic://): it "
+                       "would show every upstream name on the wire", u->bootstrap_via);
+    }
+}
+
 /* [querylog]: one line per query, to a file or syslog */
 static void parse_querylog(struct ctx *x, const struct toml_node *t)
 {
@@ -628,7 +662,8 @@ static const char *const url_schemes[] = {"udp://", "tcp://", "tls://", "https:/
 static void parse_upstream(struct ctx *x, const struct toml_node *t)
 {
     static const char *const keys[] = {"url", "bootstrap", "tls_name", "tls_ca", "pins",
-                                       "method", "connections", "idle_timeout_ms", NULL};
+                                       "method", "connections", "idle_timeout_ms",
+                                       "bootstrap_upstream", NULL};
     const char *name = toml_node_key(t, NULL);
     char section[300];
     struct strlist pins = {0}, boot = {0};
@@ -680,6 +715,7 @@ static void parse_upstream(struct ctx *x, const struct toml_node *t)
     get_uint(x, t, "idle_timeout_ms", 1000, 3600000, &u->idle_timeout_ms);
     set_str(x, t, "tls_name", &u->tls_name);
     set_str(x, t, "tls_ca", &u->ca_file);
+    set_str(x, t, "bootstrap_upstream", &u->bootstrap_via);
     each_string(x, t, "pins", push_str, &pins);
     each_string(x, t, "bootstrap", push_str, &boot);
     u->pins = pins.v;
@@ -1209,9 +1245,11 @@ static void parse_root(struct ctx *x, const struct toml_node *root)
         parse_metrics(x, t);
     if ((t = want_table(x, root, "querylog", "[querylog]")))
         parse_querylog(x, t);
-    if ((t = want_table(x, root, "upstreams", "[upstreams]")))
+    if ((t = want_table(x, root, "upstreams", "[upstreams]"))) {
         for (size_t i = 0; i < toml_table_len(t); i++)
             parse_upstream(x, toml_table_at(t, i));
+        check_bootstrap_upstreams(x, t);
+    }
     if ((t = want_table(x, root, "groups", "[groups]"))) {
         /* "default" first, so groups[0] is always the catch-all */
         const struct toml_node *d = toml_table_get(t, "default");

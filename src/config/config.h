@@ -33,6 +33,7 @@ struct cfg_upstream {
     bool doh_get;      /* DoH: GET ?dns= instead of POST */
     unsigned max_conns;       /* DoT/DoH connections kept to this upstream */
     unsigned idle_timeout_ms; /* an unused connection closes after this */
+    char *bootstrap_via; /* bootstrap_upstream: resolve the host through it */
 };
 
 /* Names are part of the configuration contract (DESIGN.md). */

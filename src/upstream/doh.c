@@ -186,8 +186,9 @@ struct doh_up {
     struct conn_scope scope; /* callback depth, finished requests, deferred free */
     struct conn_policy pol;
     ev_timer kick;      /* runs leave() soon after send() */
-    struct net_addr addrs[HAPPY_MAX_ADDRS]; /* several: raced (upstream/happy.h) */
-    size_t n_addrs;
+    /* its addresses, read at each connect (a bootstrap upstream may change
+     * them); only conn_open reads it, which never runs after close() */
+    const struct upstream *u;
     int last_status;    /* last bad HTTP status logged, to log each change once */
     ev_tstamp last_status_log;
 };
@@ -631,9 +632,14 @@ static void conn_happy_cb(void *arg, int fd, int err)
 
 static struct doh_conn *conn_open(struct doh_up *d)
 {
-    struct doh_conn *c = calloc(1, sizeof(*c));
+    struct doh_conn *c;
 
-    if (!c)
+    if (d->u->n_addrs == 0) {
+        /* the bootstrap upstream has not answered yet: no backoff for that */
+        log_debug("upstream %s: no address yet", d->name);
+        return NULL;
+    }
+    if (!(c = calloc(1, sizeof(*c))))
         return NULL;
     c->d = d;
     c->fd = -1;
@@ -641,13 +647,13 @@ static struct doh_conn *conn_open(struct doh_up *d)
     ev_init(&c->timer, conn_timer_cb);
     c->timer.data = c;
     c->opened = ev_now(d->loop);
-    if (d->n_addrs > 1) {
-        c->happy = happy_start(d->loop, d->addrs, d->n_addrs, SOCK_STREAM, HAPPY_STAGGER_MS,
-                               d->name, conn_happy_cb, c);
+    if (d->u->n_addrs > 1) {
+        c->happy = happy_start(d->loop, d->u->addrs, d->u->n_addrs, SOCK_STREAM,
+                               HAPPY_STAGGER_MS, d->name, conn_happy_cb, c);
         if (!c->happy)
             goto fail;
     } else {
-        c->fd = conn_connect(&d->addr, SOCK_STREAM, d->name);
+        c->fd = conn_connect(&d->u->addrs[0], SOCK_STREAM, d->name);
         if (c->fd < 0) {
             c->fd = -1;
             goto fail;
@@ -1105,7 +1111,7 @@ static int doh_open(struct upstream *u)
                 "is understood)", u->name, u->path ? u->path : "");
         return DV_EINVAL;
     }
-    if (doh_authority(u->cfg.tls_name ? u->cfg.tls_name : u->host, net_addr_port(&u->addr),
+    if (doh_authority(u->cfg.tls_name ? u->cfg.tls_name : u->host, u->port,
                       auth, sizeof(auth)))
         return DV_EINVAL;
     d = calloc(1, sizeof(*d));
@@ -1114,8 +1120,7 @@ static int doh_open(struct upstream *u)
     up_init(d, u->loop);
     conn_policy_init(&d->pol, &u->cfg);
     d->addr = u->addr;
-    d->n_addrs = u->n_addrs < HAPPY_MAX_ADDRS ? u->n_addrs : HAPPY_MAX_ADDRS;
-    memcpy(d->addrs, u->addrs, d->n_addrs * sizeof(*d->addrs));
+    d->u = u;
     d->get = u->cfg.doh_get;
     d->name = strdup(u->name);
     d->path = strdup(path);

@@ -554,7 +554,12 @@ static int conn_new(struct doq *up, struct doq_conn **pc)
         return DV_ENOMEM;
     c->up = up;
     ngtcp2_ccerr_default(&c->ccerr);
-    const struct net_addr *addr = u->n_addrs ? &u->addrs[up->addr_idx % u->n_addrs] : &u->addr;
+    if (!u->n_addrs) {
+        log_debug("upstream %s: no address yet", u->name);
+        free(c);
+        return DV_ECONN;
+    }
+    const struct net_addr *addr = &u->addrs[up->addr_idx % u->n_addrs];
     if (!up->in_race)
         up->race_left = u->n_addrs ? u->n_addrs - 1 : 0;
     up->in_race = false;

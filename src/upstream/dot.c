@@ -114,8 +114,9 @@ struct dot_up {
     struct qlist wait;      /* accepted, no connection yet */
     struct conn_policy pol;
     struct conn_scope scope; /* callback depth, answers to deliver, deferred free */
-    struct net_addr addrs[HAPPY_MAX_ADDRS]; /* several: raced (upstream/happy.h) */
-    size_t n_addrs;
+    /* its addresses, read at each connect (a bootstrap upstream may change
+     * them); only dc_open reads it, which never runs after close() */
+    const struct upstream *u;
 };
 
 static uint8_t rxbuf[16384];
@@ -292,22 +293,27 @@ static void dc_happy_cb(void *arg, int fd, int err);
 
 static struct dot_conn *dc_open(struct dot_up *up)
 {
-    struct dot_conn *c = calloc(1, sizeof(*c));
+    struct dot_conn *c;
 
-    if (!c)
+    if (up->u->n_addrs == 0) {
+        /* the bootstrap upstream has not answered yet: no backoff for that */
+        log_debug("upstream %s: no address yet", up->name);
+        return NULL;
+    }
+    if (!(c = calloc(1, sizeof(*c))))
         return NULL;
     c->up = up;
     c->idle_ms = up->pol.idle_ms;
     frame_init(&c->fr);
     buf_init(&c->out);
     c->fd = -1;
-    if (up->n_addrs > 1) {
-        c->happy = happy_start(up->loop, up->addrs, up->n_addrs, SOCK_STREAM, HAPPY_STAGGER_MS,
-                               up->name, dc_happy_cb, c);
+    if (up->u->n_addrs > 1) {
+        c->happy = happy_start(up->loop, up->u->addrs, up->u->n_addrs, SOCK_STREAM,
+                               HAPPY_STAGGER_MS, up->name, dc_happy_cb, c);
         if (!c->happy)
             goto fail;
     } else {
-        c->fd = conn_connect(&up->addr, SOCK_STREAM, up->name);
+        c->fd = conn_connect(&up->u->addrs[0], SOCK_STREAM, up->name);
         if (c->fd < 0)
             goto fail;
         if (!up->plain && tls_conn_new(up->tls, c->fd, &c->tls))
@@ -813,8 +819,7 @@ static int dot_open(struct upstream *u)
         return DV_ENOMEM;
     up->loop = u->loop;
     up->addr = u->addr;
-    up->n_addrs = u->n_addrs < HAPPY_MAX_ADDRS ? u->n_addrs : HAPPY_MAX_ADDRS;
-    memcpy(up->addrs, u->addrs, up->n_addrs * sizeof(*up->addrs));
+    up->u = u;
     conn_policy_init(&up->pol, &u->cfg);
     conn_scope_init(&up->scope, up_settle, q_delivered, up_free, up);
     up->name = strdup(u->name);

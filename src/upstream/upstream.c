@@ -64,7 +64,9 @@ static int copy_cfg(struct cfg_upstream *dst, const struct cfg_upstream *src,
     dst->doh_get = src->doh_get;
     dst->max_conns = src->max_conns ? src->max_conns : 2;
     dst->idle_timeout_ms = src->idle_timeout_ms ? src->idle_timeout_ms : 30000;
-    if (!dst->name || !dst->url || !dst->pins || !dst->bootstrap ||
+    dst->bootstrap_via = dup_or_null(src->bootstrap_via);
+    if ((src->bootstrap_via && !dst->bootstrap_via) ||
+        !dst->name || !dst->url || !dst->pins || !dst->bootstrap ||
         (src->tls_name && !dst->tls_name) || (ca && !dst->ca_file)) {
         config_upstream_clear(dst);
         return DV_ENOMEM;
@@ -154,8 +156,15 @@ static int parse_authority(struct upstream *u, const char *rest, uint16_t port,
     if (!u->host || (slash && !u->path))
         return DV_ENOMEM;
 
+    u->port = port;
     if (net_addr_parse(hostbuf, port, &u->addr) == 0)
         return set_addrs(u, port, err, errlen);
+    if (u->cfg.n_bootstrap == 0 && u->cfg.bootstrap_via) {
+        /* no address until the bootstrap upstream answers (bootres.c) */
+        memset(&u->addr, 0, sizeof(u->addr));
+        u->addr.ss.ss_family = AF_UNSPEC;
+        return 0;
+    }
     if (u->cfg.n_bootstrap == 0) {
         snprintf(err, errlen,
                  "upstream '%s': host '%s' is a name; give its IP addresses in 'bootstrap' "
@@ -224,6 +233,20 @@ struct upstream *upstream_new(struct ev_loop *loop, const struct cfg_upstream *c
 fail:
     upstream_free(u);
     return NULL;
+}
+
+int upstream_set_addrs(struct upstream *u, const struct net_addr *addrs, size_t n)
+{
+    struct net_addr *v = calloc(n ? n : 1, sizeof(*v));
+
+    if (!v)
+        return DV_ENOMEM;
+    u->n_addrs = happy_order(addrs, n, v);
+    free(u->addrs);
+    u->addrs = v;
+    if (u->n_addrs)
+        u->addr = v[0];
+    return 0;
 }
 
 void upstream_ref(struct upstream *u)
