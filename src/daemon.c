@@ -18,7 +18,9 @@
 #include "frontend/metrics.h"
 #include "resolve/cache.h"
 #include "resolve/policy.h"
+#include "resolve/qlog.h"
 #include "resolve/query.h"
+#include "upstream/bootres.h"
 #include "upstream/pool.h"
 #include "upstream/upstream.h"
 
@@ -29,6 +31,7 @@ struct runtime {
     struct upstream **ups; /* one per cfg->upstreams */
     struct pool **pools;   /* one per cfg->groups */
     struct policy *policy;
+    struct bootres **boot; /* one per upstream with a bootstrap_upstream, else NULL */
 };
 
 struct daemon {
@@ -43,6 +46,7 @@ struct daemon {
     struct fe_tcp **tcp;
     struct net_addr *laddr; /* the address each udp[i]/tcp[i] pair is bound to */
     size_t nlisten;
+    struct qlog *qlog; /* NULL: the query log is off */
 };
 
 static bool str_same(const char *a, const char *b)
@@ -96,6 +100,9 @@ static void runtime_free(struct runtime *rt)
     if (!rt->cfg)
         return;
     policy_unref(rt->policy);
+    for (size_t i = 0; rt->boot && i < rt->cfg->n_upstreams; i++)
+        bootres_del(rt->boot[i]);
+    free(rt->boot);
     for (size_t i = 0; rt->pools && i < rt->cfg->n_groups; i++)
         pool_unref(rt->pools[i]);
     for (size_t i = 0; rt->ups && i < rt->cfg->n_upstreams; i++)
@@ -104,6 +111,25 @@ static void runtime_free(struct runtime *rt)
     free(rt->ups);
     config_free(rt->cfg);
     memset(rt, 0, sizeof(*rt));
+}
+
+/* Upstream host names resolved through another upstream (bootres.c). */
+static int start_bootres(struct daemon *d, struct runtime *rt)
+{
+    const struct config *cfg = rt->cfg;
+
+    for (size_t i = 0; i < cfg->n_upstreams; i++) {
+        const char *via = cfg->upstreams[i].bootstrap_via;
+        if (!via)
+            continue;
+        if (!rt->boot && !(rt->boot = calloc(cfg->n_upstreams, sizeof(*rt->boot))))
+            return DV_ENOMEM;
+        for (size_t j = 0; j < cfg->n_upstreams; j++)
+            if (cfg->upstreams[j].name && strcmp(cfg->upstreams[j].name, via) == 0 &&
+                !(rt->boot[i] = bootres_new(d->loop, rt->ups[i], rt->ups[j])))
+                return DV_ENOMEM;
+    }
+    return 0;
 }
 
 /* Builds upstreams, pools and policy for cfg (taking ownership of it). An
@@ -148,6 +174,8 @@ static int runtime_build(struct daemon *d, struct runtime *rt, struct config *cf
         if (!rt->pools[g])
             goto fail;
     }
+    if (start_bootres(d, rt))
+        goto fail;
     rt->policy = policy_new(cfg, rt->pools, err, sizeof(err));
     if (!rt->policy) {
         log_err("%s", err);
@@ -416,10 +444,46 @@ static void apply_metrics(struct daemon *d, const struct config *cfg, const stru
     log_info("metrics on http://%s/metrics", a);
 }
 
+/* ---- the query log ------------------------------------------------------- */
+
+static bool qlog_same(const struct config *a, const struct config *b)
+{
+    return str_same(a->qlog_file, b->qlog_file) && a->qlog_syslog == b->qlog_syslog &&
+           a->qlog_text == b->qlog_text;
+}
+
+/* Starts, stops or replaces the query log as cfg asks. A file that cannot
+ * be opened leaves the running log as it was. */
+static int apply_qlog(struct daemon *d, const struct config *cfg, const struct config *old)
+{
+    struct qlog_opts o = {.file = cfg->qlog_file, .text = cfg->qlog_text};
+    struct qlog *l = NULL;
+
+    if (old && qlog_same(cfg, old))
+        return 0;
+    if (cfg->qlog_file || cfg->qlog_syslog) {
+        if (!(l = qlog_new(d->loop, &o))) {
+            log_err("query log %s: %s", cfg->qlog_file ? cfg->qlog_file : "syslog",
+                    strerror(errno));
+            return DV_EIO;
+        }
+        log_info("query log: %s (%s)", cfg->qlog_file ? cfg->qlog_file : "syslog",
+                 cfg->qlog_text ? "text" : "json");
+    }
+    query_engine_set_qlog(d->qe, l);
+    qlog_del(d->qlog);
+    d->qlog = l;
+    return 0;
+}
+
 void daemon_reload(struct daemon *d)
 {
     struct config *cfg;
     struct runtime rt;
+
+    /* for logrotate, even when the new configuration turns out bad */
+    if (d->qlog)
+        qlog_reopen(d->qlog);
 
     log_info("SIGHUP: reloading %s", d->cli->config_file ? d->cli->config_file : "(no file)");
     if (!(cfg = daemon_load_config(d->cli, false))) {
@@ -441,6 +505,7 @@ void daemon_reload(struct daemon *d)
     }
     apply_cache(d, rt.cfg, &rt);
     apply_metrics(d, rt.cfg, d->rt.cfg);
+    apply_qlog(d, rt.cfg, d->rt.cfg);
     log_init(rt.cfg->log_level, rt.cfg->log_syslog || d->rt.cfg->log_syslog);
     runtime_free(&d->rt);
     d->rt = rt;
@@ -505,6 +570,8 @@ struct daemon *daemon_new(struct ev_loop *loop, const struct daemon_cli *cli, st
     apply_metrics(d, d->rt.cfg, NULL);
     if (d->rt.cfg->metrics_enabled && !d->metrics)
         goto fail;
+    if (apply_qlog(d, d->rt.cfg, NULL))
+        goto fail;
     if (d->rt.cfg->control &&
         !(d->control = control_new(loop, d->rt.cfg->control, control_cb, d))) {
         log_err("cannot create control socket %s: %s", d->rt.cfg->control, strerror(errno));
@@ -544,6 +611,7 @@ void daemon_free(struct daemon *d)
     control_del(d->control);
     stop_listeners(d);
     query_engine_del(d->qe);
+    qlog_del(d->qlog); /* after the engine: its last answers are logged */
     cache_del(d->cache);
     runtime_free(&d->rt);
     free(d->udp);

@@ -9,9 +9,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/capability.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <ev.h>
@@ -214,9 +216,35 @@ static void reload_cb(struct ev_loop *loop, ev_signal *w, int revents)
         app_notify(a, "READY=1");
 }
 
+/* Rules naming applications find the process that holds a client's socket
+ * in /proc/PID/fd, which only the process's own user may read: keep the two
+ * capabilities that allow it (and nothing else) when a rule needs them. */
+static bool needs_proc_access(const struct config *c)
+{
+    for (size_t i = 0; i < c->n_rules; i++)
+        if (c->rules[i].n_applications)
+            return true;
+    return false;
+}
+
+static int keep_proc_caps(void)
+{
+    struct __user_cap_header_struct h = {.version = _LINUX_CAPABILITY_VERSION_3};
+    struct __user_cap_data_struct d[2] = {{0}};
+
+    d[0].effective = d[0].permitted =
+        (1u << CAP_SYS_PTRACE) | (1u << CAP_DAC_READ_SEARCH);
+    if (syscall(SYS_capset, &h, d) < 0) {
+        log_err("cannot keep CAP_SYS_PTRACE for 'applications' rules: %s", strerror(errno));
+        return DV_EIO;
+    }
+    prctl(PR_SET_KEEPCAPS, 0, 0, 0, 0);
+    return 0;
+}
+
 /* Keeps no way back to root: supplementary groups, gid, uid, and no new
  * privileges through exec. */
-static int drop_privileges(const char *user)
+static int drop_privileges(const char *user, bool proc_access)
 {
     struct passwd *pw;
 
@@ -227,10 +255,14 @@ static int drop_privileges(const char *user)
         log_err("user '%s' does not exist", user);
         return DV_EINVAL;
     }
+    if (proc_access && pw->pw_uid != 0)
+        prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0);
     if (setgroups(0, NULL) < 0 || setgid(pw->pw_gid) < 0 || setuid(pw->pw_uid) < 0) {
         log_err("cannot drop privileges to '%s': %s", user, strerror(errno));
         return DV_EIO;
     }
+    if (proc_access && pw->pw_uid != 0 && keep_proc_caps())
+        return DV_EIO;
     if (pw->pw_uid != 0 && setuid(0) == 0) {
         log_err("privileges could be regained after dropping them");
         return DV_EIO;
@@ -401,7 +433,7 @@ int main(int argc, char **argv)
     log_init(run->log_level, daemon_mode || run->log_syslog);
     if (pf && pidfile_write(pf))
         goto out;
-    if (drop_privileges(run->user) || no_new_privs())
+    if (drop_privileges(run->user, needs_proc_access(run)) || no_new_privs())
         goto out;
 
     ev_signal_init(&app.sig_int, shutdown_cb, SIGINT);

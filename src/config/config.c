@@ -6,6 +6,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <pwd.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +19,8 @@
 #include "core/err.h"
 #include "core/log.h"
 #include "dns/dns.h"
+#include "resolve/domainset.h"
+#include "resolve/hosts.h"
 
 enum { CONFIG_MAX_FILE = 1 << 20 };
 
@@ -86,6 +89,15 @@ static void rule_clear(struct cfg_rule *r)
     for (size_t i = 0; i < r->n_applications; i++)
         free(r->applications[i]);
     free(r->applications);
+    free(r->users);
+    free(r->domains_file);
+    domainset_del(r->domainset);
+    free(r->answer_cname);
+    free(r->hosts_file);
+    hosts_del(r->hosts);
+    for (size_t i = 0; i < r->n_cgroups; i++)
+        free(r->cgroups[i]);
+    free(r->cgroups);
     free(r->answers);
 }
 
@@ -110,6 +122,7 @@ void config_free(struct config *c)
     free(c->user);
     free(c->ca_file);
     free(c->control);
+    free(c->qlog_file);
     free(c->file);
     free(c);
 }
@@ -157,6 +170,7 @@ void config_upstream_clear(struct cfg_upstream *u)
     for (size_t i = 0; i < u->n_bootstrap; i++)
         free(u->bootstrap[i]);
     free(u->bootstrap);
+    free(u->bootstrap_via);
     memset(u, 0, sizeof(*u));
 }
 
@@ -182,7 +196,8 @@ bool config_upstream_same(const struct cfg_upstream *a, const struct cfg_upstrea
            list_eq(a->pins, a->n_pins, b->pins, b->n_pins) &&
            list_eq(a->bootstrap, a->n_bootstrap, b->bootstrap, b->n_bootstrap) &&
            a->doh_get == b->doh_get && a->max_conns == b->max_conns &&
-           a->idle_timeout_ms == b->idle_timeout_ms;
+           a->idle_timeout_ms == b->idle_timeout_ms &&
+           str_eq(a->bootstrap_via, b->bootstrap_via);
 }
 
 int config_add_listener(struct config *c, const char *addr, bool udp, bool tcp)
@@ -702,13 +717,73 @@ static void parse_metrics(struct ctx *x, const struct toml_node *t)
         x->c->metrics_enabled = true;
 }
 
+/* bootstrap_upstream = "NAME": an upstream given by IP (or by static
+ * bootstrap addresses) and encrypted, since it learns every upstream name */
+static ssize_t find_upstream(const struct config *c, const char *name);
+
+static void check_bootstrap_upstreams(struct ctx *x, const struct toml_node *ups)
+{
+    for (size_t i = 0; i < x->c->n_upstreams; i++) {
+        const struct cfg_upstream *u = &x->c->upstreams[i];
+        const struct toml_node *t = toml_table_get(ups, u->name ? u->name : "");
+        const struct toml_node *n = t ? toml_table_get(t, "bootstrap_upstream") : NULL;
+        ssize_t via = u->bootstrap_via ? find_upstream(x->c, u->bootstrap_via) : -1;
+
+        if (!u->bootstrap_via || !n)
+            continue;
+        if (strncmp(u->url, "tls://", 6) && strncmp(u->url, "https://", 8) &&
+            strncmp(u->url, "quic://", 7))
+            cerr(x, n, "'bootstrap_upstream' is for tls://, https:// and quic:// upstreams");
+        else if (via < 0)
+            cerr(x, n, "no upstream named '%s'", u->bootstrap_via);
+        else if ((size_t)via == i)
+            cerr(x, n, "upstream '%s' cannot bootstrap itself", u->name);
+        else if (x->c->upstreams[via].bootstrap_via)
+            cerr(x, n, "upstream '%s' is itself bootstrapped through another: give it by IP "
+                       "or with 'bootstrap' addresses", u->bootstrap_via);
+        else if (strncmp(x->c->upstreams[via].url, "tls://", 6) &&
+                 strncmp(x->c->upstreams[via].url, "https://", 8) &&
+                 strncmp(x->c->upstreams[via].url, "quic://", 7))
+            cerr(x, n, "upstream '%s' is not encrypted (tls://, https:// or quic://): it "
+                       "would show every upstream name on the wire", u->bootstrap_via);
+    }
+}
+
+/* [querylog]: one line per query, to a file or syslog */
+static void parse_querylog(struct ctx *x, const struct toml_node *t)
+{
+    static const char *const keys[] = {"file", "syslog", "format", NULL};
+    const char *fmt;
+
+    check_keys(x, t, "[querylog]", keys);
+    set_str(x, t, "file", &x->c->qlog_file);
+    get_bool(x, t, "syslog", &x->c->qlog_syslog);
+    if (x->c->qlog_file && !x->c->qlog_file[0]) {
+        free(x->c->qlog_file);
+        x->c->qlog_file = NULL;
+    }
+    if (x->c->qlog_file && x->c->qlog_file[0] != '/')
+        cerr(x, toml_table_get(t, "file"), "'file' must be an absolute path");
+    if (x->c->qlog_file && x->c->qlog_syslog)
+        cerr(x, toml_table_get(t, "syslog"), "the query log goes to a 'file' or to 'syslog', "
+                                             "not both");
+    if ((fmt = get_cstr(x, t, "format"))) {
+        if (strcmp(fmt, "text") == 0)
+            x->c->qlog_text = true;
+        else if (strcmp(fmt, "json") != 0)
+            cerr(x, toml_table_get(t, "format"), "'format' = \"%s\": expected \"json\" or \"text\"",
+                 fmt);
+    }
+}
+
 static const char *const url_schemes[] = {"udp://", "tcp://", "tls://", "https://",
                                           "quic://", "odoh://", "sdns://", NULL};
 
 static void parse_upstream(struct ctx *x, const struct toml_node *t)
 {
     static const char *const keys[] = {"url", "bootstrap", "tls_name", "tls_ca", "pins",
-                                       "method", "connections", "idle_timeout_ms", NULL};
+                                       "method", "connections", "idle_timeout_ms",
+                                       "bootstrap_upstream", NULL};
     const char *name = toml_node_key(t, NULL);
     char section[300];
     struct strlist pins = {0}, boot = {0};
@@ -760,6 +835,7 @@ static void parse_upstream(struct ctx *x, const struct toml_node *t)
     get_uint(x, t, "idle_timeout_ms", 1000, 3600000, &u->idle_timeout_ms);
     set_str(x, t, "tls_name", &u->tls_name);
     set_str(x, t, "tls_ca", &u->ca_file);
+    set_str(x, t, "bootstrap_upstream", &u->bootstrap_via);
     each_string(x, t, "pins", push_str, &pins);
     each_string(x, t, "bootstrap", push_str, &boot);
     u->pins = pins.v;
@@ -1049,6 +1125,57 @@ static void add_rule_listener(struct ctx *x, const struct toml_node *n, const ch
     v[r->n_listeners++] = a;
 }
 
+/* ---- local answers: a CNAME, a hosts file (resolve/hosts.c) ------------- */
+
+/* answer = ["target.example."]: a CNAME, which stands alone (RFC 1034 3.6.2) */
+static void add_answer_cname(struct ctx *x, const struct toml_node *n, const char *s,
+                             struct cfg_rule *r)
+{
+    uint8_t wire[DNS_NAME_MAX];
+    int len = strchr(s, '.') ? dns_name_from_str(s, wire) : -1;
+
+    if (len <= 1) {
+        cerr(x, n, "answer \"%s\" is neither an IP address nor a domain name", s);
+        return;
+    }
+    if (r->answer_cname || r->n_answers) {
+        cerr(x, n, "answer \"%s\": a CNAME must be the only answer", s);
+        return;
+    }
+    if (!(r->answer_cname = malloc((size_t)len))) {
+        x->oom = true;
+        return;
+    }
+    memcpy(r->answer_cname, wire, (size_t)len);
+    r->answer_cname_len = (size_t)len;
+}
+
+static void parse_rule_hosts_file(struct ctx *x, const struct toml_node *t, struct cfg_rule *r)
+{
+    const char *path = get_cstr(x, t, "hosts_file");
+    const struct toml_node *n = toml_table_get(t, "hosts_file");
+    struct hosts_info info;
+    char full[4096];
+    int rc;
+
+    if (!path)
+        return;
+    const char *slash = strrchr(x->file, '/');
+    if (path[0] != '/' && slash)
+        snprintf(full, sizeof(full), "%.*s/%s", (int)(slash - x->file), x->file, path);
+    else
+        snprintf(full, sizeof(full), "%s", path);
+    r->hosts_file = xstrdup(x, full);
+    rc = hosts_load(full, &r->hosts, &info);
+    if (rc == DV_ENOMEM)
+        x->oom = true;
+    else if (rc)
+        cerr(x, n, "hosts_file \"%s\": %s", full, strerror(errno));
+    else if (info.skipped)
+        log_warn("%s: %zu lines are not ADDRESS NAME... and were skipped (the first: line %d)",
+                 full, info.skipped, info.first_bad);
+}
+
 static void add_answer(struct ctx *x, const struct toml_node *n, const char *s, void *arg)
 {
     struct cfg_rule *r = arg;
@@ -1057,7 +1184,11 @@ static void add_answer(struct ctx *x, const struct toml_node *n, const char *s, 
 
     snprintf(br, sizeof(br), strchr(s, ':') ? "[%s]" : "%s", s);
     if (net_addr_parse(br, 1, &a)) {
-        cerr(x, n, "answer \"%s\" is not an IP address", s);
+        add_answer_cname(x, n, s, r);
+        return;
+    }
+    if (r->answer_cname) {
+        cerr(x, n, "answer \"%s\": a CNAME must be the only answer", s);
         return;
     }
     struct net_addr *v = realloc(r->answers, (r->n_answers + 1) * sizeof(*v));
@@ -1069,12 +1200,123 @@ static void add_answer(struct ctx *x, const struct toml_node *n, const char *s, 
     v[r->n_answers++] = a;
 }
 
+/* ---- rule keys naming the program that sent a query (resolve/appid.c) ---- */
+
+static void add_user(struct ctx *x, const struct toml_node *n, uint32_t **v, size_t *nv)
+{
+    int64_t id;
+    const char *name = toml_node_cstr(n);
+    uint32_t uid;
+
+    if (toml_node_int(n, &id) == 0) {
+        if (id < 0 || id > 0xfffffffe) {
+            cerr(x, n, "user id %lld is out of range", (long long)id);
+            return;
+        }
+        uid = (uint32_t)id;
+    } else if (name) {
+        struct passwd *pw = getpwnam(name);
+        if (!pw) {
+            cerr(x, n, "no user named '%s'", name);
+            return;
+        }
+        uid = (uint32_t)pw->pw_uid;
+    } else {
+        cerr(x, n, "'users' expects user names or ids, not %s",
+             toml_kind_name(toml_node_kind(n)));
+        return;
+    }
+    uint32_t *nvv = realloc(*v, (*nv + 1) * sizeof(*nvv));
+    if (!nvv) {
+        x->oom = true;
+        return;
+    }
+    *v = nvv;
+    nvv[(*nv)++] = uid;
+}
+
+static void check_glob(struct ctx *x, const struct toml_node *n, const char *s, void *arg)
+{
+    if (!*s || strstr(s, "//"))
+        cerr(x, n, "cgroup pattern \"%s\": expected path components such as "
+                   "\"app-firefox-*.scope\" or \"user.slice/user-1000.slice\"", s);
+    else
+        push_str(x, n, s, arg);
+}
+
+static void check_app(struct ctx *x, const struct toml_node *n, const char *s, void *arg)
+{
+    if (!*s || (strchr(s, '/') && s[0] != '/'))
+        cerr(x, n, "application \"%s\": expected a process name or an absolute path", s);
+    else
+        push_str(x, n, s, arg);
+}
+
+static void parse_rule_app(struct ctx *x, const struct toml_node *t, struct cfg_rule *r)
+{
+    const struct toml_node *n = toml_table_get(t, "users");
+    struct strlist apps = {0}, cgs = {0};
+
+    if (n && toml_node_kind(n) == TOML_ARRAY) {
+        for (size_t i = 0; i < toml_array_len(n); i++)
+            add_user(x, toml_array_at(n, i), &r->users, &r->n_users);
+        if (!toml_array_len(n))
+            cerr(x, n, "'users' is empty: the rule could never match");
+    } else if (n) {
+        add_user(x, n, &r->users, &r->n_users);
+    }
+    each_string(x, t, "cgroups", check_glob, &cgs);
+    r->cgroups = cgs.v;
+    r->n_cgroups = cgs.n;
+    each_string(x, t, "applications", check_app, &apps);
+    r->applications = apps.v;
+    r->n_applications = apps.n;
+    /* an empty list would silently make the rule match every program */
+    static const char *const lists[] = {"cgroups", "applications"};
+    for (size_t i = 0; i < 2; i++) {
+        const struct toml_node *l = toml_table_get(t, lists[i]);
+        if (l && toml_node_kind(l) == TOML_ARRAY && toml_array_len(l) == 0)
+            cerr(x, l, "'%s' is empty: the rule could never match", lists[i]);
+    }
+}
+
+/* ---- domains_file: a rule's names from a list (resolve/domainset.c) ------ */
+
+static void parse_rule_domains_file(struct ctx *x, const struct toml_node *t, struct cfg_rule *r)
+{
+    const char *path = get_cstr(x, t, "domains_file");
+    const struct toml_node *n = toml_table_get(t, "domains_file");
+    struct domainset_info info;
+    char full[4096];
+    int rc;
+
+    if (!path)
+        return;
+    /* a relative path is taken from the configuration file's directory */
+    const char *slash = strrchr(x->file, '/');
+    if (path[0] != '/' && slash)
+        snprintf(full, sizeof(full), "%.*s/%s", (int)(slash - x->file), x->file, path);
+    else
+        snprintf(full, sizeof(full), "%s", path);
+    r->domains_file = xstrdup(x, full);
+    rc = domainset_load(full, &r->domainset, &info);
+    if (rc == DV_ENOMEM) {
+        x->oom = true;
+    } else if (rc) {
+        cerr(x, n, "domains_file \"%s\": %s", full, strerror(errno));
+    } else {
+        if (info.skipped)
+            log_warn("%s: %zu lines are not names and were skipped (the first: line %d)", full,
+                     info.skipped, info.first_bad);
+        log_debug("%s: %zu names, %zu KiB", full, info.entries, info.bytes / 1024);
+    }
+}
+
 static void parse_rule(struct ctx *x, const struct toml_node *t)
 {
     static const char *const keys[] = {"domains", "qtypes", "clients", "listeners",
                                        "applications", "group", "action", "answer",
-                                       "answer_ttl", NULL};
-    struct strlist apps = {0};
+                                       "answer_ttl", "users", "cgroups", "domains_file", "hosts_file", NULL};
     const char *group, *action;
 
     if (toml_node_kind(t) != TOML_TABLE) {
@@ -1096,20 +1338,17 @@ static void parse_rule(struct ctx *x, const struct toml_node *t)
     each_string(x, t, "qtypes", add_qtype, r);
     each_string(x, t, "clients", add_client, r);
     each_string(x, t, "listeners", add_rule_listener, r);
-    each_string(x, t, "applications", push_str, &apps);
-    r->applications = apps.v;
-    r->n_applications = apps.n;
-    if (apps.n)
-        /* needs the socket-diag process lookup: refuse rather than ignore */
-        cerr(x, toml_table_get(t, "applications"),
-             "'applications' matching is not available in this build");
+    parse_rule_app(x, t, r);
+    parse_rule_domains_file(x, t, r);
+    parse_rule_hosts_file(x, t, r);
     each_string(x, t, "answer", add_answer, r);
     get_u32(x, t, "answer_ttl", 604800, &r->answer_ttl);
     group = get_cstr(x, t, "group");
     action = get_cstr(x, t, "action");
 
     if (!action)
-        action = group ? "forward" : toml_table_get(t, "answer") ? "answer" : NULL;
+        action = group ? "forward" : toml_table_get(t, "answer") ? "answer"
+                 : toml_table_get(t, "hosts_file") ? "hosts" : NULL;
     if (!action) {
         if (!toml_table_get(t, "action") && !toml_table_get(t, "group"))
             cerr(x, t, "rule needs a 'group' to forward to or an 'action'");
@@ -1130,12 +1369,18 @@ static void parse_rule(struct ctx *x, const struct toml_node *t)
         r->action = CFG_ACTION_NXDOMAIN;
     } else if (strcmp(action, "answer") == 0) {
         r->action = CFG_ACTION_ANSWER;
-        if (r->n_answers == 0)
+        if (r->n_answers == 0 && !r->answer_cname)
             cerr(x, toml_table_get(t, "action") ? toml_table_get(t, "action") : t,
                  "action \"answer\" needs 'answer' addresses");
+    } else if (strcmp(action, "hosts") == 0) {
+        r->action = CFG_ACTION_HOSTS;
+        if (!toml_table_get(t, "hosts_file"))
+            cerr(x, toml_table_get(t, "action") ? toml_table_get(t, "action") : t,
+                 "action \"hosts\" needs a 'hosts_file'");
     } else {
         cerr(x, toml_table_get(t, "action"),
-             "'action' = \"%s\": expected \"forward\", \"refuse\", \"nxdomain\" or \"answer\"",
+             "'action' = \"%s\": expected \"forward\", \"refuse\", \"nxdomain\", \"answer\" "
+             "or \"hosts\"",
              action);
     }
 }
@@ -1143,7 +1388,7 @@ static void parse_rule(struct ctx *x, const struct toml_node *t)
 static void parse_root(struct ctx *x, const struct toml_node *root)
 {
     static const char *const keys[] = {"server", "log", "cache", "metrics",
-                                       "upstreams", "groups", "rules", NULL};
+                                       "upstreams", "groups", "rules", "querylog", NULL};
     const struct toml_node *t;
 
     check_keys(x, root, "the top level", keys);
@@ -1155,9 +1400,13 @@ static void parse_root(struct ctx *x, const struct toml_node *root)
         parse_cache(x, t);
     if ((t = want_table(x, root, "metrics", "[metrics]")))
         parse_metrics(x, t);
-    if ((t = want_table(x, root, "upstreams", "[upstreams]")))
+    if ((t = want_table(x, root, "querylog", "[querylog]")))
+        parse_querylog(x, t);
+    if ((t = want_table(x, root, "upstreams", "[upstreams]"))) {
         for (size_t i = 0; i < toml_table_len(t); i++)
             parse_upstream(x, toml_table_at(t, i));
+        check_bootstrap_upstreams(x, t);
+    }
     if ((t = want_table(x, root, "groups", "[groups]"))) {
         /* "default" first, so groups[0] is always the catch-all */
         const struct toml_node *d = toml_table_get(t, "default");

@@ -13,6 +13,9 @@
 #include "core/net.h"
 #include "resolve/cache.h"
 
+struct domainset;
+struct hosts;
+
 struct cfg_listener {
     struct net_addr addr;
     bool udp, tcp;
@@ -30,6 +33,7 @@ struct cfg_upstream {
     bool doh_get;      /* DoH: GET ?dns= instead of POST */
     unsigned max_conns;       /* DoT/DoH connections kept to this upstream */
     unsigned idle_timeout_ms; /* an unused connection closes after this */
+    char *bootstrap_via; /* bootstrap_upstream: resolve the host through it */
 };
 
 /* Names are part of the configuration contract (DESIGN.md). */
@@ -55,7 +59,8 @@ enum cfg_action {
     CFG_ACTION_GROUP,    /* forward to a group */
     CFG_ACTION_REFUSE,   /* REFUSED */
     CFG_ACTION_NXDOMAIN, /* NXDOMAIN */
-    CFG_ACTION_ANSWER,   /* a fixed A/AAAA answer */
+    CFG_ACTION_ANSWER,   /* a fixed A/AAAA answer, or a CNAME */
+    CFG_ACTION_HOSTS,    /* A/AAAA/PTR from a hosts file */
 };
 
 struct cfg_subnet {
@@ -86,8 +91,19 @@ struct cfg_rule {
     size_t n_clients;
     struct net_addr *listeners; /* local addresses queries arrived on */
     size_t n_listeners;
-    char **applications;    /* process names */
+    /* the local program that sent the query (Linux, resolve/appid.c) */
+    uint32_t *users;        /* uids of the client socket's owner */
+    size_t n_users;
+    char **cgroups;         /* globs on the cgroup v2 path's components */
+    size_t n_cgroups;
+    char **applications;    /* comm, or an executable path when it has a '/' */
     size_t n_applications;
+    char *domains_file;     /* a list of names (resolve/domainset.h), as given */
+    struct domainset *domainset; /* loaded from it; matched like domains */
+    uint8_t *answer_cname;  /* CFG_ACTION_ANSWER with a name: a CNAME to it */
+    size_t answer_cname_len;
+    char *hosts_file;       /* CFG_ACTION_HOSTS: the file, as read */
+    struct hosts *hosts;    /* loaded from it; the rule matches its names */
     enum cfg_action action;
     size_t group;           /* index into config.groups, for CFG_ACTION_GROUP */
     struct net_addr *answers; /* CFG_ACTION_ANSWER: addresses, port unused */
@@ -125,6 +141,11 @@ struct config {
 
     bool metrics_enabled;
     struct net_addr metrics_addr;
+
+    /* [querylog] (resolve/qlog.c): off unless file or syslog is set */
+    char *qlog_file;
+    bool qlog_syslog;
+    bool qlog_text;           /* format = "text"; default JSON lines */
 };
 
 /* A config holding every default and no listener or upstream. NULL on ENOMEM. */

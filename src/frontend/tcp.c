@@ -44,6 +44,8 @@ struct tcp_conn {
     bool eof;         /* client sent FIN: answer what is pending, then close */
     ev_tstamp active; /* accepted, or last frame or reply: who is evicted first */
     struct net_addr peer;
+    struct net_addr dst; /* on a wildcard listener: the address connected to */
+    bool has_dst;
     struct buf in, out;
 };
 
@@ -217,7 +219,8 @@ static const struct query_sink_ops tcp_sink = {
 static void conn_parse(struct tcp_conn *c)
 {
     struct query_client qc = {
-        .peer = c->peer, .local = c->t->local, .tcp = true, .ops = &tcp_sink, .ctx = c};
+        .peer = c->peer, .local = c->t->local, .tcp = true, .ops = &tcp_sink, .ctx = c,
+        .dst = c->dst, .has_dst = c->has_dst};
     bool parsed = false;
 
     c->refs++; /* a reply sent from inside submit may close c */
@@ -410,6 +413,11 @@ static void tcp_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
         c->peer = peer;
         c->refs = 1;
         c->active = ev_now(loop);
+        if (t->local && net_addr_is_any(t->local)) {
+            /* rules naming the sending program look its socket up by both ends */
+            c->dst.len = sizeof(c->dst.ss);
+            c->has_dst = getsockname(fd, (struct sockaddr *)&c->dst.ss, &c->dst.len) == 0;
+        }
         buf_init(&c->in);
         buf_init(&c->out);
         ev_io_init(&c->io, conn_io_cb, fd, EV_READ);

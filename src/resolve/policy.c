@@ -1,11 +1,15 @@
 #include "resolve/policy.h"
 
+#include <fnmatch.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/err.h"
+#include "resolve/appid.h"
+#include "resolve/domainset.h"
+#include "resolve/hosts.h"
 #include "upstream/pool.h"
 
 enum { SPECIAL_ZONES = 32 };
@@ -20,6 +24,7 @@ struct policy {
     struct cfg_rule undelegated; /* NXDOMAIN */
     uint8_t special[SPECIAL_ZONES][DNS_NAME_MAX]; /* undelegated_zones in wire form */
     size_t special_len[SPECIAL_ZONES];
+    struct appid *appid; /* only when a rule names the sending program */
 };
 
 /* Names that have no business leaving this host (RFC 6761, RFC 6762,
@@ -106,6 +111,14 @@ struct policy *policy_new(const struct config *cfg, struct pool **pools, char *e
         pool_ref(pools[i]);
     }
     p->refs = 1;
+    for (size_t i = 0; i < cfg->n_rules && !p->appid; i++) {
+        const struct cfg_rule *r = &cfg->rules[i];
+        if ((r->n_users || r->n_cgroups || r->n_applications) && !(p->appid = appid_new())) {
+            policy_unref(p);
+            snprintf(err, errlen, "out of memory");
+            return NULL;
+        }
+    }
     return p;
 }
 
@@ -121,6 +134,7 @@ void policy_unref(struct policy *p)
     for (size_t i = 0; i < p->npools; i++)
         pool_unref(p->pools[i]);
     free(p->pools);
+    appid_del(p->appid);
     free(p);
 }
 
@@ -148,15 +162,123 @@ static bool subnet_match(const struct cfg_subnet *s, const struct net_addr *a)
     return true;
 }
 
-static bool rule_match(const struct cfg_rule *r, const struct dns_question *q,
-                       const struct net_addr *client, const struct net_addr *local)
+/* ---- the sending program (users, cgroups, applications) ------------------ */
+
+/* One pattern's components ("a/b*") against a window of the path's
+ * components; a pattern starting with '/' is anchored at the root. */
+static bool cgroup_glob(const char *pat, const char *path)
+{
+    char pbuf[512], cbuf[4096];
+    char *pcomp[32], *ccomp[128], *save;
+    size_t np = 0, nc = 0;
+    bool anchored = pat[0] == '/';
+
+    if (strlen(pat) >= sizeof(pbuf) || strlen(path) >= sizeof(cbuf))
+        return false;
+    strcpy(pbuf, pat);
+    strcpy(cbuf, path);
+    for (char *t = strtok_r(pbuf, "/", &save); t && np < 32; t = strtok_r(NULL, "/", &save))
+        pcomp[np++] = t;
+    for (char *t = strtok_r(cbuf, "/", &save); t && nc < 128; t = strtok_r(NULL, "/", &save))
+        ccomp[nc++] = t;
+    if (np == 0 || np > nc)
+        return false;
+    for (size_t start = 0; start + np <= nc; start++) {
+        size_t k = 0;
+        while (k < np && fnmatch(pcomp[k], ccomp[start + k], 0) == 0)
+            k++;
+        if (k == np)
+            return true;
+        if (anchored)
+            break;
+    }
+    return false;
+}
+
+/* The socket lookup, once per query, and only for a rule that needs it. */
+static bool find_sender(const struct policy *p, struct policy_client *pc)
+{
+    struct appid_info info;
+    const struct net_addr *server = pc->dst ? pc->dst : pc->local;
+
+    if (!pc->app_tried) {
+        pc->app_tried = true;
+        pc->cgroup_tried = pc->proc_tried = false;
+        pc->cgroup = pc->comm = pc->exe = NULL;
+        if (!pc->now_ms)
+            pc->now_ms = net_now_ms();
+        if (server && pc->peer && appid_lookup(p->appid, pc->tcp, pc->peer, server, &info) == 0) {
+            pc->app_ok = true;
+            pc->uid = info.uid;
+            pc->cgroup_id = info.cgroup_id;
+            pc->inode = info.inode;
+        }
+    }
+    return pc->app_ok;
+}
+
+static bool sender_match(const struct policy *p, const struct cfg_rule *r,
+                         struct policy_client *pc)
 {
     bool ok;
 
-    if (r->n_domains) {
+    if (!find_sender(p, pc))
+        return false;
+    if (r->n_users) {
+        ok = false;
+        for (size_t i = 0; i < r->n_users && !ok; i++)
+            ok = r->users[i] == pc->uid;
+        if (!ok)
+            return false;
+    }
+    if (r->n_cgroups) {
+        if (!pc->cgroup_tried) {
+            pc->cgroup_tried = true;
+            pc->cgroup = appid_cgroup_path(p->appid, pc->cgroup_id, pc->now_ms);
+        }
+        ok = false;
+        for (size_t i = 0; i < r->n_cgroups && pc->cgroup && !ok; i++)
+            ok = cgroup_glob(r->cgroups[i], pc->cgroup);
+        if (!ok)
+            return false;
+    }
+    if (r->n_applications) {
+        if (!pc->proc_tried) {
+            struct appid_info info = {.uid = pc->uid, .cgroup_id = pc->cgroup_id,
+                                      .inode = pc->inode};
+            pc->proc_tried = true;
+            if (appid_process(p->appid, &info, pc->now_ms, &pc->comm, &pc->exe))
+                pc->comm = pc->exe = NULL;
+        }
+        ok = false;
+        for (size_t i = 0; i < r->n_applications && !ok; i++) {
+            const char *a = r->applications[i];
+            if (a[0] == '/')
+                ok = pc->exe && strcmp(a, pc->exe) == 0;
+            else
+                /* the kernel keeps 15 bytes of a name */
+                ok = (pc->comm && strncmp(a, pc->comm, 15) == 0 && strlen(pc->comm) ==
+                      (strlen(a) < 15 ? strlen(a) : 15)) ||
+                     (pc->exe && strrchr(pc->exe, '/') && strcmp(strrchr(pc->exe, '/') + 1, a) == 0);
+        }
+        if (!ok)
+            return false;
+    }
+    return true;
+}
+
+static bool rule_match(const struct policy *p, const struct cfg_rule *r,
+                       const struct dns_question *q, struct policy_client *pc)
+{
+    const struct net_addr *client = pc->peer, *local = pc->local;
+    bool ok;
+
+    if (r->n_domains || r->domainset) {
         ok = false;
         for (size_t i = 0; i < r->n_domains && !ok; i++)
             ok = dns_name_is_sub(q->name, q->name_len, r->domains[i], r->domain_lens[i]);
+        if (!ok && r->domainset)
+            ok = domainset_match(r->domainset, q->name, q->name_len);
         if (!ok)
             return false;
     }
@@ -181,16 +303,21 @@ static bool rule_match(const struct cfg_rule *r, const struct dns_question *q,
         if (!ok)
             return false;
     }
+    /* a hosts rule speaks only for the names its file lists */
+    if (r->action == CFG_ACTION_HOSTS && !(r->hosts && hosts_knows(r->hosts, q->name, q->name_len)))
+        return false;
+    /* last: the cheap keys above rule most queries out before a lookup */
+    if (r->n_users || r->n_cgroups || r->n_applications)
+        return sender_match(p, r, pc);
     return true;
 }
 
 void policy_decide(const struct policy *p, const struct dns_question *q,
-                   const struct net_addr *client, const struct net_addr *local,
-                   struct policy_decision *out)
+                   struct policy_client *pc, struct policy_decision *out)
 {
     for (size_t i = 0; i < p->cfg->n_rules; i++) {
         const struct cfg_rule *r = &p->cfg->rules[i];
-        if (rule_match(r, q, client, local)) {
+        if (rule_match(p, r, q, pc)) {
             out->action = r->action;
             out->rule = r;
             out->pool = r->action == CFG_ACTION_GROUP ? p->pools[r->group] : NULL;
@@ -212,6 +339,35 @@ void policy_decide(const struct policy *p, const struct dns_question *q,
     out->group = 0;
 }
 
+/* A fixed CNAME, whatever the type asked: the client's resolver follows it. */
+static int cname_answer(const struct cfg_rule *r, const struct dns_query_info *qi, uint8_t *out,
+                        size_t cap)
+{
+    struct dns_cur c;
+    struct dns_hdr h = {
+        .id = qi->hdr.id,
+        .flags = DNS_FLAG_QR | DNS_FLAG_AA | DNS_FLAG_RA | (qi->hdr.flags & DNS_FLAG_RD),
+        .qdcount = 1,
+        .ancount = 1,
+        .arcount = qi->edns.present ? 1 : 0,
+    };
+
+    dns_cur_init_w(&c, out, cap);
+    dns_hdr_write(&c, &h);
+    dns_cur_put(&c, qi->q.name, qi->q.name_len);
+    dns_cur_put_u16(&c, qi->q.qtype);
+    dns_cur_put_u16(&c, qi->q.qclass);
+    dns_cur_put_u16(&c, 0xc000 | DNS_HDR_LEN);
+    dns_cur_put_u16(&c, DNS_TYPE_CNAME);
+    dns_cur_put_u16(&c, DNS_CLASS_IN);
+    dns_cur_put_u32(&c, r->answer_ttl);
+    dns_cur_put_u16(&c, (uint16_t)r->answer_cname_len);
+    dns_cur_put(&c, r->answer_cname, r->answer_cname_len);
+    if (qi->edns.present)
+        dns_edns_write(&c, DNS_EDNS_DEFAULT, qi->edns.do_bit, 0);
+    return c.err ? DV_ESPACE : (int)c.pos;
+}
+
 int policy_local_answer(const struct cfg_rule *r, const struct dns_query_info *qi,
                         uint8_t *out, size_t cap)
 {
@@ -228,6 +384,10 @@ int policy_local_answer(const struct cfg_rule *r, const struct dns_query_info *q
         return dns_reply_error(qi, true, DNS_RCODE_REFUSED, out, cap);
     if (r->action == CFG_ACTION_NXDOMAIN)
         return dns_reply_error(qi, true, DNS_RCODE_NXDOMAIN, out, cap);
+    if (r->action == CFG_ACTION_HOSTS)
+        return hosts_answer(r->hosts, qi, r->answer_ttl, out, cap);
+    if (r->answer_cname)
+        return cname_answer(r, qi, out, cap);
     for (size_t i = 0; i < r->n_answers; i++)
         h.ancount += r->answers[i].ss.ss_family == family;
     dns_cur_init_w(&c, out, cap);

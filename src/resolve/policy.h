@@ -13,6 +13,27 @@
 struct pool;
 struct policy;
 
+/* Where a query came from. The caller sets peer, local, dst, tcp, and
+ * now_ms (0: read the clock when needed), app_tried and app_ok (false);
+ * policy_decide fills the rest, and only when a rule names users, cgroups
+ * or applications (resolve/appid.c); they are valid when app_ok. */
+struct policy_client {
+    const struct net_addr *peer;
+    const struct net_addr *local;  /* the listener's address */
+    const struct net_addr *dst;    /* the address it was sent to, when the
+                                      listener is a wildcard; else NULL */
+    bool tcp;
+    uint64_t now_ms;
+    bool app_tried;        /* a socket lookup ran */
+    bool app_ok;           /* ... and found the sender */
+    uint32_t uid;
+    uint64_t cgroup_id;
+    uint64_t inode;
+    const char *cgroup;    /* valid until the next query */
+    bool cgroup_tried, proc_tried;
+    const char *comm, *exe;
+};
+
 struct policy_decision {
     enum cfg_action action;
     struct pool *pool;           /* CFG_ACTION_GROUP */
@@ -31,10 +52,10 @@ const char *policy_group_name(const struct policy *p, size_t i);
 void policy_ref(struct policy *p);
 void policy_unref(struct policy *p);
 
-/* q must be lower-cased. local is the listener address the query came in on. */
+/* q must be lower-cased. A rule that names the sending program and whose
+ * lookup fails does not match: the next rule decides. */
 void policy_decide(const struct policy *p, const struct dns_question *q,
-                   const struct net_addr *client, const struct net_addr *local,
-                   struct policy_decision *out);
+                   struct policy_client *pc, struct policy_decision *out);
 
 /* Builds the local answer for a rule's action (REFUSED, NXDOMAIN or the
  * fixed A/AAAA records; NODATA for other types) for a parsed query. Returns

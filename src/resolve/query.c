@@ -12,6 +12,7 @@
 #include "resolve/cache.h"
 #include "resolve/limits.h"
 #include "resolve/policy.h"
+#include "resolve/qlog.h"
 #include "upstream/pool.h"
 
 /* One client waiting for an in-flight question. It keeps its own parsed
@@ -21,6 +22,18 @@ struct waiter {
     struct query_client c;
     struct dns_query_info qi;
     int ticket; /* its count against the in-flight caps, or -1 */
+    struct waiter_log *log; /* only while the query log is on */
+};
+
+/* What the query log needs to know about a waiting query when it ends. */
+struct waiter_log {
+    uint64_t start_us;
+    int rule;
+    bool app_known;
+    uint32_t uid;
+    char comm[16];
+    char group[64];
+    char cgroup[]; /* "" when unknown */
 };
 
 enum { QMSG_MAX = DNS_HDR_LEN + DNS_NAME_MAX + 4 + 11 };
@@ -59,6 +72,7 @@ struct inflight {
 
     uint8_t *fallback; /* a SERVFAIL/REFUSED answer kept in case nobody does better */
     size_t fallback_len;
+    const struct upstream *answered_by; /* for the query log */
     struct waiter *waiters;
 };
 
@@ -76,6 +90,7 @@ struct query_engine {
     struct query_stats st;
     uint64_t bad_warn_at;    /* ms: no "bad answer" warning before this */
     uint64_t bad_unreported; /* bad answers since the last warning */
+    struct qlog *qlog; /* NULL: off */
 };
 
 enum { BAD_WARN_INTERVAL_MS = 10000 };
@@ -225,7 +240,86 @@ static void waiter_release(struct query_engine *qe, struct waiter *w)
 {
     limits_inflight_put(qe->limits, w->ticket);
     w->c.ops->release(w->c.ctx);
+    free(w->log);
     free(w);
+}
+
+/* ---- the query log ---------------------------------------------------------- */
+
+static int reply_rcode(const uint8_t *msg, size_t len)
+{
+    return len >= DNS_HDR_LEN ? DNS_RCODE(dns_get16(msg + 2)) : -1;
+}
+
+/* One line for a query answered at once (local, cache, error). */
+static void log_now(struct query_engine *qe, const struct query_client *c,
+                    const struct dns_query_info *qi, const struct policy_client *pc,
+                    const struct policy_decision *pd, int rcode, uint64_t start_us,
+                    const char *source)
+{
+    struct qlog_entry e = {
+        .client = &c->peer, .tcp = c->tcp, .name = qi->q.name, .name_len = qi->q.name_len,
+        .qtype = qi->q.qtype, .rcode = rcode, .latency_us = qlog_now_us() - start_us,
+        .source = source,
+    };
+
+    if (pc && pc->app_ok) {
+        e.app_known = true;
+        e.uid = pc->uid;
+        e.cgroup = pc->cgroup;
+        e.comm = pc->comm;
+    }
+    if (pd) {
+        e.rule = pd->rule ? pd->rule->line : 0;
+        e.group = pd->action == CFG_ACTION_GROUP ? pool_name(pd->pool) : NULL;
+    }
+    qlog_write(qe->qlog, &e);
+}
+
+/* What a waiting query keeps for its line: copies, since the policy and
+ * its strings may be replaced before the answer comes. NULL on ENOMEM (the
+ * line is then not written). */
+static struct waiter_log *waiter_log_new(const struct policy_client *pc,
+                                         const struct policy_decision *pd, uint64_t start_us)
+{
+    const char *cg = pc->app_ok && pc->cgroup ? pc->cgroup : "";
+    struct waiter_log *l = calloc(1, sizeof(*l) + strlen(cg) + 1);
+
+    if (!l)
+        return NULL;
+    l->start_us = start_us;
+    l->rule = pd->rule ? pd->rule->line : 0;
+    snprintf(l->group, sizeof(l->group), "%s", pool_name(pd->pool));
+    if (pc->app_ok) {
+        l->app_known = true;
+        l->uid = pc->uid;
+        snprintf(l->comm, sizeof(l->comm), "%s", pc->comm ? pc->comm : "");
+    }
+    strcpy(l->cgroup, cg);
+    return l;
+}
+
+static void log_waiter(struct query_engine *qe, const struct waiter *w,
+                       const struct upstream *u, int rcode, const char *source)
+{
+    const struct waiter_log *l = w->log;
+
+    if (!qe->qlog || !l)
+        return;
+    struct qlog_entry e = {
+        .client = &w->c.peer, .tcp = w->c.tcp, .name = w->qi.q.name,
+        .name_len = w->qi.q.name_len, .qtype = w->qi.q.qtype, .app_known = l->app_known,
+        .uid = l->uid, .cgroup = l->cgroup[0] ? l->cgroup : NULL,
+        .comm = l->comm[0] ? l->comm : NULL, .rule = l->rule, .group = l->group,
+        .upstream = u ? u->name : NULL, .transport = u ? u->ops->name : NULL, .rcode = rcode,
+        .latency_us = qlog_now_us() - l->start_us, .source = source,
+    };
+    qlog_write(qe->qlog, &e);
+}
+
+void query_engine_set_qlog(struct query_engine *qe, struct qlog *ql)
+{
+    qe->qlog = ql;
 }
 
 static void inflight_free(struct inflight *f)
@@ -295,14 +389,18 @@ static void inflight_finish(struct inflight *f, const uint8_t *ans, size_t len)
     else if (!ans && f->cache && qe->cache == f->cache && !f->waiters)
         cache_refresh_failed(f->cache, &f->key, f->cflags);
     for (struct waiter *w = f->waiters; w; w = w->next) {
-        if (ans)
+        if (ans) {
             send_answer(qe, &w->c, &w->qi, ans, len);
-        else if (send_stale(f, w))
-            continue;
-        else if (f->fallback)
+            log_waiter(qe, w, f->answered_by, reply_rcode(ans, len), "upstream");
+        } else if (send_stale(f, w)) {
+            log_waiter(qe, w, NULL, reply_rcode(reply_buf, DNS_HDR_LEN), "stale");
+        } else if (f->fallback) {
             send_answer(qe, &w->c, &w->qi, f->fallback, f->fallback_len);
-        else
+            log_waiter(qe, w, NULL, reply_rcode(f->fallback, f->fallback_len), "upstream");
+        } else {
             send_error(qe, &w->c, &w->qi, true, DNS_RCODE_SERVFAIL);
+            log_waiter(qe, w, NULL, DNS_RCODE_SERVFAIL, "error");
+        }
     }
     inflight_free(f);
 }
@@ -317,6 +415,7 @@ static void inflight_stale_cb(struct ev_loop *loop, ev_timer *w, int revents)
     while (*pp) {
         struct waiter *wt = *pp;
         if (send_stale(f, wt)) {
+            log_waiter(f->qe, wt, NULL, reply_rcode(reply_buf, DNS_HDR_LEN), "stale");
             *pp = wt->next;
             waiter_release(f->qe, wt);
         } else {
@@ -476,6 +575,7 @@ static void xfer_done(struct xfer *x, int rc, const uint8_t *ans, size_t len)
     a->active = false;
     f->active--;
     pool_report(a->u, 0, now - a->start, now);
+    f->answered_by = a->u;
     inflight_finish(f, ans, len);
 }
 
@@ -650,19 +750,37 @@ void query_submit(struct query_engine *qe, const uint8_t *msg, size_t len,
         return;
     }
     qe->st.queries++;
+    uint64_t start_us = qe->qlog ? qlog_now_us() : 0;
     key = qi.q;
     dns_name_lower(key.name, key.name_len);
     if (key.qtype == DNS_TYPE_AXFR || key.qtype == DNS_TYPE_IXFR) {
         send_error(qe, c, &qi, true, DNS_RCODE_NOTIMP);
+        if (qe->qlog)
+            log_now(qe, c, &qi, NULL, NULL, DNS_RCODE_NOTIMP, start_us, "error");
         return;
     }
 
-    policy_decide(qe->policy, &key, &c->peer, c->local, &pd);
+    /* only what is read before a lookup: zeroing the whole struct is
+     * measurable on the cache-hit path */
+    struct policy_client pc;
+    pc.peer = &c->peer;
+    pc.local = c->local;
+    pc.dst = c->has_dst ? &c->dst : NULL;
+    pc.tcp = c->tcp;
+    pc.now_ms = 0;
+    pc.app_tried = pc.app_ok = false;
+    policy_decide(qe->policy, &key, &pc, &pd);
+    if (pc.app_tried) {
+        qe->st.app_lookups++;
+        qe->st.app_failed += !pc.app_ok;
+    }
     if (pd.action != CFG_ACTION_GROUP) {
         int n = policy_local_answer(pd.rule, &qi, reply_buf, sizeof(reply_buf));
         qe->st.local++;
         if (n > 0)
             c->ops->send(c->ctx, c, reply_buf, (size_t)n);
+        if (qe->qlog && n > 0)
+            log_now(qe, c, &qi, &pc, &pd, reply_rcode(reply_buf, (size_t)n), start_us, "local");
         return;
     }
 
@@ -678,6 +796,8 @@ void query_submit(struct query_engine *qe, const uint8_t *msg, size_t len,
         if (rc == CACHE_HIT || rc == CACHE_HIT_REFRESH) {
             qe->st.cache_hits++;
             send_answer(qe, c, &qi, hit, hlen);
+            if (qe->qlog)
+                log_now(qe, c, &qi, &pc, &pd, reply_rcode(hit, hlen), start_us, "cache");
             if (rc == CACHE_HIT)
                 return;
             refresh = true; /* answered; refresh in the background */
@@ -718,6 +838,7 @@ void query_submit(struct query_engine *qe, const uint8_t *msg, size_t len,
         w->c = *c;
         w->qi = qi;
         w->ticket = ticket;
+        w->log = qe->qlog ? waiter_log_new(&pc, &pd, start_us) : NULL;
         w->next = f->waiters;
         f->waiters = w;
         c->ops->hold(c->ctx);
@@ -848,6 +969,8 @@ const struct query_stat_desc query_stat_descs[] = {
     STAT(tcp_per_client, "tcp_per_client_closed",
          "TCP connections closed at once: their client had too many."),
     STAT(tcp_evicted, "tcp_evicted", "Idle TCP connections closed to make room at the cap."),
+    STAT(app_lookups, "app_lookups", "Lookups of the program that sent a query."),
+    STAT(app_failed, "app_failed", "Sender lookups that found no socket (the next rule decided)."),
 };
 #undef STAT
 const size_t query_stat_ndescs = sizeof(query_stat_descs) / sizeof(query_stat_descs[0]);

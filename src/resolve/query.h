@@ -17,6 +17,7 @@
 struct cache;
 struct cfg_limits;
 struct policy;
+struct qlog;
 struct query_engine;
 
 struct query_client;
@@ -59,6 +60,7 @@ struct query_stats {
     uint64_t upstream_ignored, bad_answers; /* spoof defence, log throttle */
     uint64_t refused, ratelimited, overloaded; /* client bounds */
     uint64_t tcp_per_client, tcp_evicted;
+    uint64_t app_lookups, app_failed; /* resolve/appid.c */
 };
 
 /* Each counter's name and meaning, for every place that shows them (the
@@ -88,6 +90,10 @@ void query_engine_del(struct query_engine *qe);
  * policy. */
 void query_engine_configure(struct query_engine *qe, const struct query_opts *o,
                             struct policy *policy, struct cache *cache);
+
+/* Logs every query to ql from now on (NULL: stop). Borrowed: the caller
+ * keeps it alive while it is set, and replaces it before freeing it. */
+void query_engine_set_qlog(struct query_engine *qe, struct qlog *ql);
 
 /* Handles one client message. msg is only read during the call. */
 void query_submit(struct query_engine *qe, const uint8_t *msg, size_t len,

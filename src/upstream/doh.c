@@ -103,6 +103,7 @@ int doh_authority(const char *host, uint16_t port, char *out, size_t cap)
 #include "core/log.h"
 #include "dns/dns.h"
 #include "upstream/conn.h"
+#include "upstream/happy.h"
 #include "upstream/tls.h"
 #include "upstream/upstream.h"
 
@@ -160,6 +161,7 @@ struct doh_conn {
     int events;
     ev_io io;
     ev_timer timer;
+    struct happy *happy; /* racing the addresses; fd is -1 meanwhile */
     struct tls_conn *tls;
     nghttp2_session *h2;
     struct buf out;         /* serialized frames not yet taken by TLS */
@@ -184,6 +186,9 @@ struct doh_up {
     struct conn_scope scope; /* callback depth, finished requests, deferred free */
     struct conn_policy pol;
     ev_timer kick;      /* runs leave() soon after send() */
+    /* its addresses, read at each connect (a bootstrap upstream may change
+     * them); only conn_open reads it, which never runs after close() */
+    const struct upstream *u;
     int last_status;    /* last bad HTTP status logged, to log each change once */
     ev_tstamp last_status_log;
 };
@@ -319,6 +324,8 @@ static void conn_fail(struct doh_conn *c, int rc)
     if (c->dead)
         return;
     c->dead = true;
+    happy_cancel(c->happy);
+    c->happy = NULL;
     if (c->fd >= 0) {
         ev_io_stop(c->d->loop, &c->io);
         if (c->tls)
@@ -336,6 +343,7 @@ static void conn_fail(struct doh_conn *c, int rc)
 
 static void conn_free(struct doh_conn *c)
 {
+    happy_cancel(c->happy);
     if (c->h2)
         nghttp2_session_del(c->h2);
     if (c->tls)
@@ -597,11 +605,41 @@ static void conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
     leave(d);
 }
 
+/* The address race is over: carry on as a connect that just completed. */
+static void conn_happy_cb(void *arg, int fd, int err)
+{
+    struct doh_conn *c = arg;
+    struct doh_up *d = c->d;
+
+    enter(d);
+    c->happy = NULL;
+    if (fd < 0) {
+        log_debug("upstream %s: no address answered: %s", d->name, strerror(err));
+        up_conn_failed(d, strerror(err));
+        conn_fail(c, DV_ECONN);
+    } else {
+        c->fd = fd;
+        if (tls_conn_new(d->tls, c->fd, &c->tls)) {
+            up_conn_failed(d, "tls");
+            conn_fail(c, DV_ETLS);
+        } else {
+            c->events = 0;
+            conn_watch(c, EV_WRITE);
+        }
+    }
+    leave(d);
+}
+
 static struct doh_conn *conn_open(struct doh_up *d)
 {
-    struct doh_conn *c = calloc(1, sizeof(*c));
+    struct doh_conn *c;
 
-    if (!c)
+    if (d->u->n_addrs == 0) {
+        /* the bootstrap upstream has not answered yet: no backoff for that */
+        log_debug("upstream %s: no address yet", d->name);
+        return NULL;
+    }
+    if (!(c = calloc(1, sizeof(*c))))
         return NULL;
     c->d = d;
     c->fd = -1;
@@ -609,17 +647,25 @@ static struct doh_conn *conn_open(struct doh_up *d)
     ev_init(&c->timer, conn_timer_cb);
     c->timer.data = c;
     c->opened = ev_now(d->loop);
-    c->fd = conn_connect(&d->addr, SOCK_STREAM, d->name);
-    if (c->fd < 0) {
-        c->fd = -1;
-        goto fail;
+    if (d->u->n_addrs > 1) {
+        c->happy = happy_start(d->loop, d->u->addrs, d->u->n_addrs, SOCK_STREAM,
+                               HAPPY_STAGGER_MS, d->name, conn_happy_cb, c);
+        if (!c->happy)
+            goto fail;
+    } else {
+        c->fd = conn_connect(&d->u->addrs[0], SOCK_STREAM, d->name);
+        if (c->fd < 0) {
+            c->fd = -1;
+            goto fail;
+        }
+        if (tls_conn_new(d->tls, c->fd, &c->tls))
+            goto fail;
     }
-    if (tls_conn_new(d->tls, c->fd, &c->tls))
-        goto fail;
     ev_io_init(&c->io, conn_io_cb, c->fd, EV_WRITE);
     c->io.data = c;
     c->events = EV_WRITE;
-    ev_io_start(d->loop, &c->io);
+    if (c->fd >= 0)
+        ev_io_start(d->loop, &c->io);
     conn_arm_timer(c);
     c->next = d->conns;
     d->conns = c;
@@ -1065,7 +1111,7 @@ static int doh_open(struct upstream *u)
                 "is understood)", u->name, u->path ? u->path : "");
         return DV_EINVAL;
     }
-    if (doh_authority(u->cfg.tls_name ? u->cfg.tls_name : u->host, net_addr_port(&u->addr),
+    if (doh_authority(u->cfg.tls_name ? u->cfg.tls_name : u->host, u->port,
                       auth, sizeof(auth)))
         return DV_EINVAL;
     d = calloc(1, sizeof(*d));
@@ -1074,6 +1120,7 @@ static int doh_open(struct upstream *u)
     up_init(d, u->loop);
     conn_policy_init(&d->pol, &u->cfg);
     d->addr = u->addr;
+    d->u = u;
     d->get = u->cfg.doh_get;
     d->name = strdup(u->name);
     d->path = strdup(path);

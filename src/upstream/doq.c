@@ -111,6 +111,7 @@ int doq_error_to_rc(uint64_t code)
 #include "core/log.h"
 #include "core/rand.h"
 #include "upstream/conn.h"
+#include "upstream/happy.h"
 #include "upstream/tls.h"
 
 enum {
@@ -167,6 +168,8 @@ struct doq_conn {
     bool early;            /* 0-RTT offered */
     bool early_rejected;
     bool handshake_done;
+    bool heard;            /* a datagram came back: the address answers */
+    ev_timer eyeball;      /* gives up on a silent address (happy eyeballs) */
     uint8_t pending[1500]; /* one datagram the socket would not take yet */
     size_t pending_len;
 };
@@ -184,6 +187,12 @@ struct doq {
     uint8_t token[DOQ_TOKEN_MAX]; /* proves our address next time: no Retry */
     size_t tokenlen;
     unsigned conns;           /* connections made, for log lines */
+    /* happy eyeballs over several bootstrap addresses (u->addrs, in
+     * upstream/happy.h order): one address at a time, the next after 250 ms
+     * of silence or at once after a failure, each tried once per round */
+    size_t addr_idx;          /* the address the next connection uses */
+    size_t race_left;         /* addresses still to try in this round */
+    bool in_race;             /* the next connection continues a round */
 };
 
 static uint8_t rxbuf[DOQ_RX_BATCH][DOQ_MAX_UDP];
@@ -320,6 +329,7 @@ static void doq_destroy(void *arg)
 static void conn_rio_cb(struct ev_loop *loop, ev_io *w, int revents);
 static void conn_wio_cb(struct ev_loop *loop, ev_io *w, int revents);
 static void conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents);
+static void conn_eyeball_cb(struct ev_loop *loop, ev_timer *w, int revents);
 static void doq_schedule(struct doq *up);
 
 static ngtcp2_conn *get_conn(ngtcp2_crypto_conn_ref *ref)
@@ -480,6 +490,7 @@ static int handshake_completed_cb(ngtcp2_conn *conn, void *user_data)
         return NGTCP2_ERR_CALLBACK_FAILURE;
     }
     c->handshake_done = true;
+    ev_timer_stop(up->u->loop, &c->eyeball);
     if (c->early && !tls_conn_early_accepted(c->tls)) {
         /* wolfSSL only tells once the handshake is over */
         int rv = ngtcp2_conn_tls_early_data_rejected(conn);
@@ -549,7 +560,16 @@ static int conn_new(struct doq *up, struct doq_conn **pc)
         return DV_ENOMEM;
     c->up = up;
     ngtcp2_ccerr_default(&c->ccerr);
-    c->fd = conn_connect(&u->addr, SOCK_DGRAM, u->name);
+    if (!u->n_addrs) {
+        log_debug("upstream %s: no address yet", u->name);
+        free(c);
+        return DV_ECONN;
+    }
+    const struct net_addr *addr = &u->addrs[up->addr_idx % u->n_addrs];
+    if (!up->in_race)
+        up->race_left = u->n_addrs ? u->n_addrs - 1 : 0;
+    up->in_race = false;
+    c->fd = conn_connect(addr, SOCK_DGRAM, u->name);
     if (c->fd < 0) {
         rc = c->fd;
         c->fd = -1;
@@ -561,7 +581,7 @@ static int conn_new(struct doq *up, struct doq_conn **pc)
         goto fail;
     }
     ngtcp2_path_storage_init(&c->ps, (const struct sockaddr *)&local, locallen,
-                             (const struct sockaddr *)&u->addr.ss, u->addr.len, NULL);
+                             (const struct sockaddr *)&addr->ss, addr->len, NULL);
 
     rc = tls_conn_new_quic(up->tls, &c->early, &c->tls);
     if (rc)
@@ -613,8 +633,18 @@ static int conn_new(struct doq *up, struct doq_conn **pc)
     ev_init(&c->timer, conn_timer_cb);
     c->rio.data = c->wio.data = c->timer.data = c;
     ev_io_start(u->loop, &c->rio);
+    ev_init(&c->eyeball, conn_eyeball_cb);
+    c->eyeball.data = c;
+    if (up->race_left) {
+        ev_timer_set(&c->eyeball, HAPPY_STAGGER_MS / 1000.0, 0.);
+        ev_timer_start(u->loop, &c->eyeball);
+    }
     up->conns++;
-    log_debug("upstream %s: doq: connection %u to %s%s", u->name, up->conns, u->host,
+    char as[NET_ADDRSTRLEN + 3] = "";
+    if (u->n_addrs > 1) /* which of the host's addresses */
+        snprintf(as, sizeof(as), " (%s)", net_addr_str(addr, (char[NET_ADDRSTRLEN]){0},
+                                                       NET_ADDRSTRLEN));
+    log_debug("upstream %s: doq: connection %u to %s%s%s", u->name, up->conns, u->host, as,
               c->early ? " with 0-RTT" : "");
     *pc = c;
     return 0;
@@ -770,6 +800,22 @@ static int conn_open_streams(struct doq_conn *c)
  * its queries. retry moves each unanswered query to the next connection
  * once; otherwise they fail with rc. When the connection never got ready,
  * the queued queries fail too: there is no point in trying again at once. */
+/* A connection died before its handshake: the next one goes to the next
+ * address. True while this round has addresses left to try. */
+static bool race_next(struct doq *up)
+{
+    size_t n = up->u->n_addrs;
+
+    if (n < 2)
+        return false;
+    up->addr_idx = (up->addr_idx + 1) % n;
+    if (!up->race_left)
+        return false;
+    up->race_left--;
+    up->in_race = true;
+    return true;
+}
+
 static void conn_drop(struct doq_conn *c, int rc, bool retry, bool send_close)
 {
     struct doq *up = c->up;
@@ -786,6 +832,10 @@ static void conn_drop(struct doq_conn *c, int rc, bool retry, bool send_close)
     }
     if (up->conn == c)
         up->conn = NULL;
+    /* not even set up: the next address gets the queries (once per round) */
+    if (!c->handshake_done && race_next(up))
+        retry = true;
+    ev_timer_stop(loop, &c->eyeball);
     while (c->streams.head) {
         struct doq_query *q = c->streams.head;
         ql_remove(&c->streams, q);
@@ -895,6 +945,25 @@ static bool conn_flush(struct doq_conn *c)
     return true;
 }
 
+/* 250 ms without a word from this address: leave it for the next one
+ * (RFC 8305's stagger; one handshake at a time keeps a single connection) */
+static void conn_eyeball_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct doq_conn *c = w->data;
+    struct doq *up = c->up;
+    char as[NET_ADDRSTRLEN];
+
+    if (c->heard || c->handshake_done)
+        return;
+    conn_scope_enter(&up->scope);
+    log_debug("upstream %s: doq: no answer from %s in %d ms, trying the next address",
+              up->u->name,
+              net_addr_str(&up->u->addrs[up->addr_idx % up->u->n_addrs], as, sizeof(as)),
+              HAPPY_STAGGER_MS);
+    conn_drop(c, DV_ETIMEOUT, true, false);
+    conn_scope_leave(&up->scope);
+}
+
 static void conn_rio_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     struct doq_conn *c = w->data;
@@ -912,6 +981,10 @@ static void conn_rio_cb(struct ev_loop *loop, ev_io *w, int revents)
             mm[i].msg_hdr.msg_iovlen = 1;
         }
         int n = recvmmsg(c->fd, mm, DOQ_RX_BATCH, 0, NULL);
+        if (n > 0 && !c->heard) {
+            c->heard = true;
+            ev_timer_stop(loop, &c->eyeball);
+        }
         if (n < 0) {
             if (errno == EAGAIN || errno == EWOULDBLOCK)
                 break;
@@ -991,6 +1064,8 @@ static void doq_kick_cb(struct ev_loop *loop, ev_prepare *w, int revents)
     ev_prepare_stop(loop, &up->kick);
     if (!up->conn && up->queue.head) {
         int rc = conn_new(up, &up->conn);
+        while (rc && race_next(up)) /* refused at once: the next address */
+            rc = conn_new(up, &up->conn);
         if (rc) {
             log_debug("upstream %s: doq: cannot connect: %s", up->u->name, dv_strerror(rc));
             while (up->queue.head) {

@@ -41,6 +41,7 @@
 #include "core/rand.h"
 #include "dns/dns.h"
 #include "upstream/conn.h"
+#include "upstream/happy.h"
 #include "upstream/frame.h"
 #include "upstream/tls.h"
 #include "upstream/upstream.h"
@@ -89,6 +90,7 @@ struct dot_conn {
     int events;
     ev_timer timer;         /* setup deadline, then idle check */
     struct tls_conn *tls;   /* NULL in plaintext mode */
+    struct happy *happy;    /* racing the addresses; fd is -1 meanwhile */
     struct frame_rd fr;
     struct buf out;         /* framed queries the TLS layer has not taken yet */
     size_t out_retry;       /* length TLS asked us to offer again after EAGAIN */
@@ -112,6 +114,9 @@ struct dot_up {
     struct qlist wait;      /* accepted, no connection yet */
     struct conn_policy pol;
     struct conn_scope scope; /* callback depth, answers to deliver, deferred free */
+    /* its addresses, read at each connect (a bootstrap upstream may change
+     * them); only dc_open reads it, which never runs after close() */
+    const struct upstream *u;
 };
 
 static uint8_t rxbuf[16384];
@@ -261,7 +266,7 @@ static void dc_set_events(struct dot_conn *c)
 {
     int ev;
 
-    if (c->st == DC_DEAD)
+    if (c->st == DC_DEAD || c->fd < 0)
         return;
     if (c->st == DC_CONNECTING)
         ev = EV_WRITE;
@@ -284,26 +289,42 @@ static void dc_arm_timer(struct dot_conn *c, uint64_t ms)
     ev_timer_start(c->up->loop, &c->timer);
 }
 
+static void dc_happy_cb(void *arg, int fd, int err);
+
 static struct dot_conn *dc_open(struct dot_up *up)
 {
-    struct dot_conn *c = calloc(1, sizeof(*c));
+    struct dot_conn *c;
 
-    if (!c)
+    if (up->u->n_addrs == 0) {
+        /* the bootstrap upstream has not answered yet: no backoff for that */
+        log_debug("upstream %s: no address yet", up->name);
+        return NULL;
+    }
+    if (!(c = calloc(1, sizeof(*c))))
         return NULL;
     c->up = up;
     c->idle_ms = up->pol.idle_ms;
     frame_init(&c->fr);
     buf_init(&c->out);
-    c->fd = conn_connect(&up->addr, SOCK_STREAM, up->name);
-    if (c->fd < 0)
-        goto fail;
-    if (!up->plain && tls_conn_new(up->tls, c->fd, &c->tls))
-        goto fail;
+    c->fd = -1;
+    if (up->u->n_addrs > 1) {
+        c->happy = happy_start(up->loop, up->u->addrs, up->u->n_addrs, SOCK_STREAM,
+                               HAPPY_STAGGER_MS, up->name, dc_happy_cb, c);
+        if (!c->happy)
+            goto fail;
+    } else {
+        c->fd = conn_connect(&up->u->addrs[0], SOCK_STREAM, up->name);
+        if (c->fd < 0)
+            goto fail;
+        if (!up->plain && tls_conn_new(up->tls, c->fd, &c->tls))
+            goto fail;
+    }
     c->st = DC_CONNECTING;
     ev_io_init(&c->io, dc_io_cb, c->fd, EV_WRITE);
     c->io.data = c;
     c->events = EV_WRITE;
-    ev_io_start(up->loop, &c->io);
+    if (c->fd >= 0)
+        ev_io_start(up->loop, &c->io);
     ev_init(&c->timer, dc_timer_cb);
     c->timer.data = c;
     dc_arm_timer(c, DOT_SETUP_MS);
@@ -349,13 +370,16 @@ static void dc_teardown(struct dot_conn *c, bool polite)
     }
     ev_io_stop(up->loop, &c->io);
     ev_timer_stop(up->loop, &c->timer);
+    happy_cancel(c->happy);
+    c->happy = NULL;
     if (c->tls) {
         if (polite && c->st == DC_READY)
             tls_conn_shutdown(c->tls);
         tls_conn_free(c->tls);
         c->tls = NULL;
     }
-    close(c->fd);
+    if (c->fd >= 0)
+        close(c->fd);
     c->fd = -1;
     c->st = DC_DEAD;
     c->next = up->graveyard;
@@ -611,6 +635,29 @@ static void dc_io(struct dot_conn *c, int revents)
         up_dispatch(up, true);
 }
 
+/* The address race is over: carry on as a connect that just completed. */
+static void dc_happy_cb(void *arg, int fd, int err)
+{
+    struct dot_conn *c = arg;
+    struct dot_up *up = c->up;
+
+    conn_scope_enter(&up->scope);
+    c->happy = NULL;
+    if (fd < 0) {
+        log_debug("upstream %s: no address answered: %s", up->name, strerror(err));
+        dc_fail(c, DV_ECONN);
+    } else {
+        c->fd = fd;
+        if (!up->plain && tls_conn_new(up->tls, c->fd, &c->tls)) {
+            dc_fail(c, DV_ETLS);
+        } else {
+            ev_io_set(&c->io, fd, EV_WRITE);
+            ev_io_start(up->loop, &c->io);
+        }
+    }
+    conn_scope_leave(&up->scope);
+}
+
 static void dc_io_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     struct dot_conn *c = w->data;
@@ -772,6 +819,7 @@ static int dot_open(struct upstream *u)
         return DV_ENOMEM;
     up->loop = u->loop;
     up->addr = u->addr;
+    up->u = u;
     conn_policy_init(&up->pol, &u->cfg);
     conn_scope_init(&up->scope, up_settle, q_delivered, up_free, up);
     up->name = strdup(u->name);

@@ -1,4 +1,5 @@
 #include "upstream/upstream.h"
+#include "upstream/happy.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -63,11 +64,42 @@ static int copy_cfg(struct cfg_upstream *dst, const struct cfg_upstream *src,
     dst->doh_get = src->doh_get;
     dst->max_conns = src->max_conns ? src->max_conns : 2;
     dst->idle_timeout_ms = src->idle_timeout_ms ? src->idle_timeout_ms : 30000;
-    if (!dst->name || !dst->url || !dst->pins || !dst->bootstrap ||
+    dst->bootstrap_via = dup_or_null(src->bootstrap_via);
+    if ((src->bootstrap_via && !dst->bootstrap_via) ||
+        !dst->name || !dst->url || !dst->pins || !dst->bootstrap ||
         (src->tls_name && !dst->tls_name) || (ca && !dst->ca_file)) {
         config_upstream_clear(dst);
         return DV_ENOMEM;
     }
+    return 0;
+}
+
+/* Every address to race for u (u->addr alone for an IP literal): all the
+ * bootstrap addresses in Happy Eyeballs order. */
+static int set_addrs(struct upstream *u, uint16_t port, char *err, size_t errlen)
+{
+    struct net_addr all[HAPPY_MAX_ADDRS];
+    size_t n = 0;
+    bool literal = net_addr_parse(u->host, port, &all[0]) == 0;
+
+    if (literal || u->cfg.n_bootstrap <= 1) {
+        all[0] = u->addr;
+        n = 1;
+    } else {
+        for (size_t i = 0; i < u->cfg.n_bootstrap && n < HAPPY_MAX_ADDRS; i++) {
+            if (net_addr_parse(u->cfg.bootstrap[i], port, &all[n])) {
+                snprintf(err, errlen, "upstream '%s': bad bootstrap address '%s'", u->url,
+                         u->cfg.bootstrap[i]);
+                return DV_EINVAL;
+            }
+            n++;
+        }
+    }
+    if (!(u->addrs = calloc(n, sizeof(*u->addrs))))
+        return DV_ENOMEM;
+    u->n_addrs = n > 1 ? happy_order(all, n, u->addrs) : 1;
+    if (n == 1)
+        u->addrs[0] = all[0];
     return 0;
 }
 
@@ -124,8 +156,15 @@ static int parse_authority(struct upstream *u, const char *rest, uint16_t port,
     if (!u->host || (slash && !u->path))
         return DV_ENOMEM;
 
+    u->port = port;
     if (net_addr_parse(hostbuf, port, &u->addr) == 0)
+        return set_addrs(u, port, err, errlen);
+    if (u->cfg.n_bootstrap == 0 && u->cfg.bootstrap_via) {
+        /* no address until the bootstrap upstream answers (bootres.c) */
+        memset(&u->addr, 0, sizeof(u->addr));
+        u->addr.ss.ss_family = AF_UNSPEC;
         return 0;
+    }
     if (u->cfg.n_bootstrap == 0) {
         snprintf(err, errlen,
                  "upstream '%s': host '%s' is a name; give its IP addresses in 'bootstrap' "
@@ -138,7 +177,7 @@ static int parse_authority(struct upstream *u, const char *rest, uint16_t port,
                  u->cfg.bootstrap[0]);
         return DV_EINVAL;
     }
-    return 0;
+    return set_addrs(u, port, err, errlen);
 }
 
 static void upstream_free(struct upstream *u)
@@ -146,6 +185,7 @@ static void upstream_free(struct upstream *u)
     config_upstream_clear(&u->cfg);
     free(u->host);
     free(u->path);
+    free(u->addrs);
     free(u->name);
     free(u->url);
     free(u);
@@ -193,6 +233,20 @@ struct upstream *upstream_new(struct ev_loop *loop, const struct cfg_upstream *c
 fail:
     upstream_free(u);
     return NULL;
+}
+
+int upstream_set_addrs(struct upstream *u, const struct net_addr *addrs, size_t n)
+{
+    struct net_addr *v = calloc(n ? n : 1, sizeof(*v));
+
+    if (!v)
+        return DV_ENOMEM;
+    u->n_addrs = happy_order(addrs, n, v);
+    free(u->addrs);
+    u->addrs = v;
+    if (u->n_addrs)
+        u->addr = v[0];
+    return 0;
 }
 
 void upstream_ref(struct upstream *u)

@@ -64,6 +64,12 @@ struct upstream {
     uint64_t down_until;  /* monotonic ms; skipped before this unless all are down */
     double rtt_ewma;      /* ms */
     unsigned refs;
+
+    /* every bootstrap address of a host that is a name, in the order
+     * connections race them (upstream/happy.h); n_addrs is 1 for an IP */
+    struct net_addr *addrs;
+    size_t n_addrs;          /* 0 until a bootstrap upstream answered */
+    uint16_t port;           /* the URL's port, for addresses learnt later */
 };
 
 /* Creates an upstream from its settings; the URL scheme picks the transport
@@ -71,6 +77,9 @@ struct upstream {
  * copied. On failure returns NULL and writes the reason to err. */
 struct upstream *upstream_new(struct ev_loop *loop, const struct cfg_upstream *cfg,
                               const struct config *global, char *err, size_t errlen);
+/* Replaces u's addresses (learnt through a bootstrap upstream; the ports
+ * must be set): connections opened from now on race them. 0 or DV_ENOMEM. */
+int upstream_set_addrs(struct upstream *u, const struct net_addr *addrs, size_t n);
 void upstream_ref(struct upstream *u);
 /* Drops a reference; the last one closes the transport and frees u. */
 void upstream_unref(struct upstream *u);
