@@ -30,6 +30,10 @@ struct cfg_upstream {
     bool doh_get;      /* DoH: GET ?dns= instead of POST */
     unsigned max_conns;       /* DoT/DoH connections kept to this upstream */
     unsigned idle_timeout_ms; /* an unused connection closes after this */
+    /* ODoH (odoh:// targets) */
+    char **relays;            /* "https://HOST[:PORT]/PATH[#IP,...]"; none: straight to the target */
+    size_t n_relays;
+    bool allow_same_operator; /* a relay may share the target's registrable domain */
 };
 
 /* Names are part of the configuration contract (DESIGN.md). */
