@@ -281,15 +281,15 @@ static void test_odoh_round_trip(void **state)
         assert_int_equal(odoh_response_open(&cq, rmsg, rlen, &ans, &alen), 0);
         assert_int_equal(alen, sizeof(a));
         assert_memory_equal(ans, a, sizeof(a));
-        /* a key_id that is not the config's is a mismatch (the target says 401) */
-        msg[3] ^= 1;
-        assert_int_equal(odoh_query_open(sk, &cfg, msg, mlen, &tq, &dns, &dlen), DV_EMISMATCH);
-        free(msg);
         free(rmsg);
         free(ans);
         free(dns);
         odoh_query_free(&cq);
         odoh_query_free(&tq);
+        /* a key_id that is not the config's is a mismatch (the target says 401) */
+        msg[3] ^= 1;
+        assert_int_equal(odoh_query_open(sk, &cfg, msg, mlen, &tq, &dns, &dlen), DV_EMISMATCH);
+        free(msg);
     }
 }
 
