@@ -113,6 +113,7 @@ int doh_answer_rc(const struct h2_req *r)
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "core/list.h"
 #include "core/log.h"
 #include "upstream/conn.h"
 #include "upstream/tls.h"
@@ -139,7 +140,7 @@ struct doh_conn;
 struct doh_up;
 
 struct doh_req {
-    struct doh_req *prev, *next; /* the upstream's queue */
+    struct list_link link; /* the upstream's queue */
     enum req_where where;
     struct doh_up *d;
     struct doh_conn *c;    /* while R_CONN */
@@ -149,11 +150,6 @@ struct doh_req {
     char *path;            /* an owned :path (GET, ODoH), else NULL */
     struct doh_http *http; /* an ODoH exchange, else NULL */
     unsigned tries;
-};
-
-struct req_list {
-    struct doh_req *head, *tail;
-    size_t n;
 };
 
 enum conn_state { C_CONNECTING, C_HANDSHAKE, C_READY };
@@ -185,7 +181,7 @@ struct doh_up {
     struct net_addr addr;
     struct tls_ctx *tls;
     struct doh_conn *conns;
-    struct req_list queue;
+    struct list queue;
     struct conn_scope scope; /* callback depth, finished requests, deferred free */
     struct conn_policy pol;
     ev_timer kick;      /* runs leave() soon after send() */
@@ -193,33 +189,7 @@ struct doh_up {
     ev_tstamp last_status_log;
 };
 
-/* ------------------------------------------------------------ request lists */
-
-static void list_push(struct req_list *l, struct doh_req *r)
-{
-    r->next = NULL;
-    r->prev = l->tail;
-    if (l->tail)
-        l->tail->next = r;
-    else
-        l->head = r;
-    l->tail = r;
-    l->n++;
-}
-
-static void list_unlink(struct req_list *l, struct doh_req *r)
-{
-    if (r->prev)
-        r->prev->next = r->next;
-    else
-        l->head = r->next;
-    if (r->next)
-        r->next->prev = r->prev;
-    else
-        l->tail = r->prev;
-    r->prev = r->next = NULL;
-    l->n--;
-}
+/* ------------------------------------------------------------ requests */
 
 static void req_free(struct doh_req *r)
 {
@@ -236,7 +206,12 @@ static struct doh_req *req_of(struct conn_done *f)
 
 static struct doh_req *req_of_h2(struct h2_req *h)
 {
-    return (struct doh_req *)(void *)((char *)h - offsetof(struct doh_req, h));
+    return list_elem(h, struct doh_req, h);
+}
+
+static struct doh_req *queue_head(const struct doh_up *d)
+{
+    return list_elem(d->queue.head, struct doh_req, link);
 }
 
 /* An unused connection closes after the upstream's idle_timeout_ms (s). */
@@ -257,7 +232,7 @@ static void req_detach(struct doh_req *r)
 {
     switch (r->where) {
     case R_QUEUE:
-        list_unlink(&r->d->queue, r);
+        list_unlink(&r->d->queue, &r->link);
         break;
     case R_CONN:
         h2_cancel(r->c->h2, &r->h);
@@ -291,7 +266,7 @@ static void req_retry(struct doh_req *r, int rc)
     }
     req_detach(r);
     r->where = R_QUEUE;
-    list_push(&r->d->queue, r);
+    list_push(&r->d->queue, &r->link);
 }
 
 /* ------------------------------------------------------------ connections */
@@ -708,8 +683,8 @@ static void up_dispatch(struct doh_up *d)
                 best = c; /* fill the fullest: keeps the others idle to close */
         }
         if (best) {
-            struct doh_req *r = d->queue.head;
-            list_unlink(&d->queue, r);
+            struct doh_req *r = queue_head(d);
+            list_unlink(&d->queue, &r->link);
             r->where = R_NONE;
             int rc = conn_submit(best, r);
             /* each request whole (HEADERS, then its DATA) before the next
@@ -719,7 +694,7 @@ static void up_dispatch(struct doh_up *d)
                 conn_serialize(best, SIZE_MAX);
             if (rc && h2_draining(best->h2)) {
                 r->where = R_QUEUE; /* out of stream IDs: another connection */
-                list_push(&d->queue, r);
+                list_push(&d->queue, &r->link);
             } else if (rc) {
                 req_finish(r, rc);
             }
@@ -733,7 +708,7 @@ static void up_dispatch(struct doh_up *d)
         }
         if (live == 0) {
             while (d->queue.head)
-                req_finish(d->queue.head, DV_ECONN);
+                req_finish(queue_head(d), DV_ECONN);
         }
         return; /* the rest waits for a stream on a live connection */
     }
@@ -749,7 +724,7 @@ static void up_free(struct doh_up *d)
         conn_free(c);
     }
     while (d->queue.head) { /* ... freed here */
-        struct doh_req *r = d->queue.head;
+        struct doh_req *r = queue_head(d);
         req_detach(r);
         req_free(r);
     }
@@ -874,7 +849,7 @@ static int up_queue(struct doh_up *d, struct xfer *x, struct doh_req *r)
     r->done.x = x;
     r->h.sid = -1;
     r->where = R_QUEUE;
-    list_push(&d->queue, r);
+    list_push(&d->queue, &r->link);
     x->tpriv = r;
     if (!d->scope.depth)
         ev_timer_start(d->loop, &d->kick); /* 0 s: dispatched on the next turn */

@@ -25,8 +25,7 @@ struct h2 {
     void *arg;
     char *authority;
     char *name;
-    struct h2_req *head, *tail; /* requests in the session */
-    size_t live;
+    struct list reqs;           /* requests in the session */
     size_t streams;             /* submitted and not yet closed, cancelled ones too */
     bool draining;
 };
@@ -36,38 +35,12 @@ static nghttp2_option *option;
 
 /* ------------------------------------------------------------ requests */
 
-static void req_link(struct h2 *s, struct h2_req *r)
-{
-    r->next = NULL;
-    r->prev = s->tail;
-    if (s->tail)
-        s->tail->next = r;
-    else
-        s->head = r;
-    s->tail = r;
-    s->live++;
-}
-
-static void req_unlink(struct h2 *s, struct h2_req *r)
-{
-    if (r->prev)
-        r->prev->next = r->next;
-    else
-        s->head = r->next;
-    if (r->next)
-        r->next->prev = r->prev;
-    else
-        s->tail = r->prev;
-    r->prev = r->next = NULL;
-    s->live--;
-}
-
 /* r leaves the session; the stream, if open, is no longer tied to it. */
 static void req_leave(struct h2 *s, struct h2_req *r)
 {
     if (r->sid > 0)
         nghttp2_session_set_stream_user_data(s->ng, r->sid, NULL);
-    req_unlink(s, r);
+    list_unlink(&s->reqs, &r->link);
 }
 
 static void req_done(struct h2 *s, struct h2_req *r, int rc)
@@ -237,7 +210,8 @@ static int on_frame_not_send_cb(nghttp2_session *ng, const nghttp2_frame *frame,
         return 0;
     if (s->streams)
         s->streams--;
-    for (struct h2_req *r = s->head; r; r = r->next) {
+    for (struct list_link *e = s->reqs.head; e; e = e->next) {
+        struct h2_req *r = list_elem(e, struct h2_req, link);
         if (r->sid == frame->hd.stream_id) {
             req_refused(s, r);
             break;
@@ -368,7 +342,7 @@ int h2_submit(struct h2 *s, struct h2_req *r)
         return sid == NGHTTP2_ERR_NOMEM ? DV_ENOMEM : DV_EPROTO;
     }
     r->sid = sid;
-    req_link(s, r);
+    list_push(&s->reqs, &r->link);
     s->streams++;
     /* a fresh connection would be better long before IDs run out */
     if (nghttp2_session_get_next_stream_id(s->ng) > (1u << 31) - 1000)
@@ -411,8 +385,8 @@ long h2_send(struct h2 *s, const uint8_t **pout)
 void h2_abort(struct h2 *s, int rc)
 {
     s->draining = true;
-    while (s->head) {
-        struct h2_req *r = s->head;
+    while (s->reqs.head) {
+        struct h2_req *r = list_elem(s->reqs.head, struct h2_req, link);
         /* a stream the server never saw goes elsewhere; nghttp2 has not
          * opened one for a request still waiting for its turn */
         nghttp2_stream *st = nghttp2_session_find_stream(s->ng, r->sid);
@@ -436,7 +410,7 @@ int h2_ping(struct h2 *s)
 
 size_t h2_live(const struct h2 *s)
 {
-    return s->live;
+    return s->reqs.n;
 }
 
 bool h2_has_room(const struct h2 *s, uint32_t cap)

@@ -16,6 +16,7 @@
 #include <stdint.h>
 
 #include "core/buf.h"
+#include "core/list.h"
 
 enum {
     H2_BODY_MAX = 65535, /* neither a DNS nor an ODoH message can be longer */
@@ -37,7 +38,7 @@ struct h2_req {
     struct buf resp;       /* the body; the caller frees it (buf_free) */
 
     /* the session's */
-    struct h2_req *prev, *next;
+    struct list_link link;
     int32_t sid;
     size_t off;
 };

@@ -53,6 +53,7 @@ void odoh_stats_get(struct odoh_stats *out)
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/list.h"
 #include "core/log.h"
 #include "core/net.h"
 #include "dns/dns.h"
@@ -87,7 +88,7 @@ enum oreq_where { W_NONE, W_WAIT, W_FLIGHT, W_DONE };
 struct odoh_up;
 
 struct oreq {
-    struct oreq *prev, *next;
+    struct list_link link;
     enum oreq_where where;
     struct odoh_up *o;
     struct conn_done done;
@@ -102,11 +103,6 @@ struct oreq {
     bool resealed;            /* the one retry after a 401 is spent */
     uint8_t *ans;             /* the opened answer, delivered */
     size_t ans_len;
-};
-
-struct oreq_list {
-    struct oreq *head, *tail;
-    size_t n;
 };
 
 struct odoh_up {
@@ -124,37 +120,16 @@ struct odoh_up {
     bool fetching;
     uint64_t fetch_retry_at;
     struct doh_http fetch;
-    struct oreq_list waiting, flight;
+    struct list waiting, flight;
     struct conn_scope scope;
     ev_timer kick;
 };
 
-/* ------------------------------------------------------------ lists */
+/* ------------------------------------------------------------ requests */
 
-static void list_push(struct oreq_list *l, struct oreq *r)
+static struct oreq *first(const struct list *l)
 {
-    r->next = NULL;
-    r->prev = l->tail;
-    if (l->tail)
-        l->tail->next = r;
-    else
-        l->head = r;
-    l->tail = r;
-    l->n++;
-}
-
-static void list_unlink(struct oreq_list *l, struct oreq *r)
-{
-    if (r->prev)
-        r->prev->next = r->next;
-    else
-        l->head = r->next;
-    if (r->next)
-        r->next->prev = r->prev;
-    else
-        l->tail = r->prev;
-    r->prev = r->next = NULL;
-    l->n--;
+    return list_elem(l->head, struct oreq, link);
 }
 
 static void req_unseal(struct oreq *r)
@@ -174,7 +149,7 @@ static void req_free(struct oreq *r)
 
 static struct oreq *req_of(struct conn_done *f)
 {
-    return (struct oreq *)(void *)((char *)f - offsetof(struct oreq, done));
+    return list_elem(f, struct oreq, done);
 }
 
 /* Takes r out of wherever it is; an exchange in flight is cancelled. */
@@ -182,10 +157,10 @@ static void req_detach(struct oreq *r)
 {
     switch (r->where) {
     case W_WAIT:
-        list_unlink(&r->o->waiting, r);
+        list_unlink(&r->o->waiting, &r->link);
         break;
     case W_FLIGHT:
-        list_unlink(&r->o->flight, r);
+        list_unlink(&r->o->flight, &r->link);
         r->via->ops->cancel(r->via, &r->http.x);
         break;
     case W_DONE:
@@ -208,7 +183,7 @@ static void req_wait(struct oreq *r)
 {
     req_detach(r);
     r->where = W_WAIT;
-    list_push(&r->o->waiting, r);
+    list_push(&r->o->waiting, &r->link);
 }
 
 /* ------------------------------------------------------------ relays */
@@ -302,7 +277,7 @@ static int req_send(struct oreq *r)
     if (rc == 0) {
         stats.queries++;
         r->where = W_FLIGHT;
-        list_push(&o->flight, r);
+        list_push(&o->flight, &r->link);
     }
     return rc;
 }
@@ -353,7 +328,7 @@ static void http_done(struct xfer *hx, int rc, const uint8_t *body, size_t len)
     int st = r->http.status;
 
     enter(o);
-    list_unlink(&o->flight, r);
+    list_unlink(&o->flight, &r->link);
     r->where = W_NONE;
     if (rc || st >= 500) {
         /* unreachable, or it could not reach the target: the next relay */
@@ -483,8 +458,8 @@ static void settle(void *arg)
         return;
     if (cfg_usable(o)) {
         while (o->waiting.head) {
-            struct oreq *r = o->waiting.head;
-            list_unlink(&o->waiting, r);
+            struct oreq *r = first(&o->waiting);
+            list_unlink(&o->waiting, &r->link);
             r->where = W_NONE;
             req_start(r);
         }
@@ -495,7 +470,7 @@ static void settle(void *arg)
     if (net_now_ms() >= o->fetch_retry_at && fetch_start(o) == 0)
         return;
     while (o->waiting.head)
-        req_finish(o->waiting.head, DV_ECONN);
+        req_finish(first(&o->waiting), DV_ECONN);
 }
 
 static void release(struct conn_done *f)
@@ -506,12 +481,12 @@ static void release(struct conn_done *f)
 static void up_free(struct odoh_up *o)
 {
     while (o->waiting.head) {
-        struct oreq *r = o->waiting.head;
+        struct oreq *r = first(&o->waiting);
         req_detach(r);
         req_free(r);
     }
     while (o->flight.head) {
-        struct oreq *r = o->flight.head;
+        struct oreq *r = first(&o->flight);
         req_detach(r);
         req_free(r);
     }
@@ -690,7 +665,7 @@ static int odoh_send(struct upstream *u, struct xfer *x)
     r->o = o;
     r->done.x = x;
     r->where = W_WAIT;
-    list_push(&o->waiting, r);
+    list_push(&o->waiting, &r->link);
     x->tpriv = r;
     if (!o->scope.depth)
         ev_timer_start(o->loop, &o->kick); /* sealed and sent on the next turn */

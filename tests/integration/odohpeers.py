@@ -8,30 +8,17 @@ dnsveil (circl's HPKE, Go's TLS and HTTP/2 against wolfSSL and nghttp2).
 
 import re
 import shutil
-import subprocess
-import time
 import urllib.request
 from pathlib import Path
 
 import helpers
 
 PEER_BIN = helpers.REPO / "build" / "peers" / "odoh"
-BUILD_SCRIPT = helpers.REPO / "tests" / "peers" / "build.sh"
 
 
 def peer_binary():
-    """The built peer, building it (offline) when missing or older than its
-    source. None when Go is missing."""
-    src = helpers.REPO / "tests" / "peers" / "odoh" / "main.go"
-    if PEER_BIN.exists() and PEER_BIN.stat().st_mtime >= src.stat().st_mtime:
-        return PEER_BIN
-    if shutil.which("go") is None:
-        return None
-    r = subprocess.run(["bash", str(BUILD_SCRIPT)], capture_output=True, text=True,
-                       timeout=600)
-    if r.returncode != 0 or not PEER_BIN.exists():
-        raise RuntimeError("building the ODoH peer failed:\n" + r.stdout + r.stderr)
-    return PEER_BIN
+    """The built peer (helpers.go_peer); None when Go is missing."""
+    return helpers.go_peer("odoh")
 
 
 def have_go():
@@ -57,20 +44,8 @@ class OdohPeer(helpers.Peer):
                "-key", str(self.key), "-stats", str(self.stats_file)] + args
         if self.stats_file.exists():
             self.stats_file.unlink()
-        self.log.write_text("")
-        logf = open(self.log, "ab")
-        self.proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, cwd=self.workdir)
-        logf.close()
-        end = time.monotonic() + 30
-        while time.monotonic() < end:
-            if self.proc.poll() is not None:
-                break
-            if "serving https" in self.log.read_text(errors="replace"):
-                return self
-            time.sleep(0.05)
-        raise RuntimeError("ODoH peer %s did not start (exit=%s):\n%s" % (
-            self.name, self.proc.poll(), self.log.read_text(errors="replace")[-3000:]))
+        self.log.write_text("")  # a restart waits for its own line
+        return self.spawn_until(cmd, "serving https")
 
     def start_target(self, upstream_port, max_age=3600, seed=None, port=None):
         args = ["-mode", "target", "-upstream", "127.0.0.1:%d" % upstream_port,

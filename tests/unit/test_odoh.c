@@ -348,14 +348,45 @@ static void test_odoh_configs_skip_unknown(void **state)
     assert_memory_equal(cfg.pk, b + 20, 32);
 }
 
+/* A table row: bytes, and what the parser under test must say of them. */
+struct bytes_case {
+    const char *what;
+    uint8_t b[12];
+    size_t n;
+    int rc;
+};
+
+static void run_cases(const struct bytes_case *c, size_t n,
+                      int (*parse)(const uint8_t *, size_t))
+{
+    for (size_t i = 0; i < n; i++) {
+        int rc = parse(c[i].b, c[i].n);
+        if (rc != c[i].rc)
+            fail_msg("%s: got %d, want %d", c[i].what, rc, c[i].rc);
+    }
+}
+
+static int plain_parse(const uint8_t *b, size_t n)
+{
+    const uint8_t *dns;
+    size_t dlen;
+    int rc = odoh_plain_parse(b, n, &dns, &dlen);
+
+    if (rc == 0 && !(dlen == 1 && dns[0] == 0xaa))
+        fail_msg("the message is not the one byte 0xaa");
+    return rc;
+}
+
+static int msg_parse(const uint8_t *b, size_t n)
+{
+    struct odoh_msg m;
+
+    return odoh_msg_parse(b, n, &m);
+}
+
 static void test_odoh_plain_table(void **state)
 {
-    static const struct {
-        const char *what;
-        uint8_t b[12];
-        size_t n;
-        int rc;
-    } cases[] = {
+    static const struct bytes_case cases[] = {
         {"ok, no padding", {0, 1, 0xaa, 0, 0}, 5, 0},
         {"ok, padded", {0, 1, 0xaa, 0, 3, 0, 0, 0}, 8, 0},
         {"nonzero padding", {0, 1, 0xaa, 0, 3, 0, 1, 0}, 8, DV_EMALFORMED},
@@ -365,26 +396,13 @@ static void test_odoh_plain_table(void **state)
         {"trailing byte", {0, 1, 0xaa, 0, 0, 0}, 6, DV_EMALFORMED},
         {"message past end", {0, 9, 0xaa}, 3, DV_EMALFORMED},
     };
-    const uint8_t *dns;
-    size_t dlen;
 
-    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        int rc = odoh_plain_parse(cases[i].b, cases[i].n, &dns, &dlen);
-        if (rc != cases[i].rc)
-            fail_msg("%s: got %d, want %d", cases[i].what, rc, cases[i].rc);
-        if (rc == 0)
-            assert_true(dlen == 1 && dns[0] == 0xaa);
-    }
+    run_cases(cases, sizeof(cases) / sizeof(cases[0]), plain_parse);
 }
 
 static void test_odoh_msg_table(void **state)
 {
-    static const struct {
-        const char *what;
-        uint8_t b[12];
-        size_t n;
-        int rc;
-    } cases[] = {
+    static const struct bytes_case cases[] = {
         {"query", {1, 0, 1, 0xaa, 0, 1, 0xbb}, 7, 0},
         {"response", {2, 0, 0, 0, 2, 0xbb, 0xcc}, 7, 0},
         {"unknown type", {3, 0, 0, 0, 1, 0xbb}, 6, DV_EMALFORMED},
@@ -394,13 +412,8 @@ static void test_odoh_msg_table(void **state)
         {"trailing byte", {1, 0, 0, 0, 1, 0xbb, 0}, 7, DV_EMALFORMED},
         {"truncated header", {1, 0}, 2, DV_EMALFORMED},
     };
-    struct odoh_msg m;
 
-    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        int rc = odoh_msg_parse(cases[i].b, cases[i].n, &m);
-        if (rc != cases[i].rc)
-            fail_msg("%s: got %d, want %d", cases[i].what, rc, cases[i].rc);
-    }
+    run_cases(cases, sizeof(cases) / sizeof(cases[0]), msg_parse);
 }
 
 int main(void)
