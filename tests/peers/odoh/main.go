@@ -5,7 +5,8 @@
 // (Cache-Control max-age from -max-age) and opens sealed queries POSTed to
 // -path, answering each by forwarding it to a real DNS server (knotd; UDP,
 // then TCP when truncated). A fresh key each start unless -seed is given; a
-// query sealed to another key gets 401.
+// query sealed to another key gets 401. Plain DoH POSTs (application/
+// dns-message) on -path are answered too, for side-by-side benchmarks.
 //
 // -mode relay: forwards each POST /proxy?targethost=H&targetpath=P to
 // https://H/P (RFC 9230 4.1; -resolve maps H to an address, -ca trusts the
@@ -172,8 +173,27 @@ func (t *target) serveConfigs(w http.ResponseWriter, r *http.Request) {
 	w.Write(t.configs)
 }
 
+// serveDoH answers a plain DoH POST (RFC 8484) on the same path, so a
+// benchmark can compare DoH and ODoH to one server.
+func (t *target) serveDoH(w http.ResponseWriter, body []byte) {
+	a, err := t.forward(body)
+	if err != nil {
+		count("upstream_failed")
+		http.Error(w, err.Error(), http.StatusBadGateway)
+		return
+	}
+	count("doh_answered")
+	w.Header().Set("Content-Type", "application/dns-message")
+	w.Write(a)
+}
+
 func (t *target) serveQuery(w http.ResponseWriter, r *http.Request) {
 	body, err := io.ReadAll(io.LimitReader(r.Body, 65536))
+	if r.Method == http.MethodPost && err == nil &&
+		r.Header.Get("Content-Type") == "application/dns-message" {
+		t.serveDoH(w, body)
+		return
+	}
 	if r.Method != http.MethodPost || r.Header.Get("Content-Type") != ctype || err != nil {
 		count("bad_request")
 		http.Error(w, "POST "+ctype, http.StatusBadRequest)

@@ -1,0 +1,165 @@
+#!/usr/bin/env bash
+# ODoH benchmark (not a test): cache-miss queries from dnsperf to dnsveil,
+# which forwards them to one Go ODoH target (tests/peers/odoh, in front of
+# knotd serving the test zone) in three ways, in the same run:
+#   - DoH    (https:// upstream: POST application/dns-message to the target),
+#   - ODoH   straight to the target (odoh:// without relays),
+#   - ODoH   through the Go relay (odoh:// with relays = [...]),
+# first at full speed (QPS), then at a fixed rate (latency). The target
+# answers DoH and ODoH on the same path from the same process, so the
+# difference is the sealing, the relay hop and their HTTP/2 exchanges.
+# Every query name is new (NXDOMAIN from knotd), so no cache ever answers.
+# Everything listens on 127.0.0.1 only; a private CA is made for the run.
+#
+# Usage: bench/odoh.sh                   (DNSVEIL_BIN=build/release/dnsveil)
+#        SECONDS_PER_RUN=20 RATE=2000 OUTSTANDING=100 bench/odoh.sh
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+DNSVEIL_BIN=${DNSVEIL_BIN:-$root/build/release/dnsveil}
+PEER=${PEER:-$root/build/peers/odoh}
+SECONDS_PER_RUN=${SECONDS_PER_RUN:-10}
+RATE=${RATE:-1000}
+OUTSTANDING=${OUTSTANDING:-100}
+
+die() { echo "bench/odoh.sh: $*" >&2; exit 1; }
+for b in knotd dnsperf openssl dig; do
+  command -v "$b" >/dev/null || die "$b is not installed"
+done
+[ -x "$DNSVEIL_BIN" ] || die "no dnsveil at $DNSVEIL_BIN (cmake --preset release, or set DNSVEIL_BIN)"
+if [ ! -x "$PEER" ]; then
+  bash "$root/tests/peers/build.sh" >/dev/null || die "building the Go ODoH peer failed"
+fi
+
+work=$(mktemp -d /tmp/dnsveil-bench-odoh.XXXXXX)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+port() {  # a free loopback TCP+UDP port
+  python3 -c 'import socket
+s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+wait_udp() {  # wait_udp PORT NAME
+  for _ in $(seq 100); do
+    if dig +time=1 +tries=1 @127.0.0.1 -p "$1" www.test A >/dev/null 2>&1; then return 0; fi
+    sleep 0.1
+  done
+  tail -n 20 "$work/$2.log" >&2 || true
+  die "$2 did not answer on port $1"
+}
+
+wait_log() {  # wait_log FILE TEXT
+  for _ in $(seq 100); do
+    if grep -q "$2" "$1" 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  tail -n 20 "$1" >&2 || true
+  die "no '$2' in $1"
+}
+
+# ---- private CA, certificates for the target and the relay
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+  -keyout "$work/ca.key" -out "$work/ca.pem" -subj "/CN=dnsveil bench CA" \
+  -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign \
+  >/dev/null 2>&1
+cert() {  # cert NAME HOST
+  openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+    -keyout "$work/$1.key" -out "$work/$1.csr" -subj "/CN=$2" >/dev/null 2>&1
+  printf 'subjectAltName=DNS:%s,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' "$2" > "$work/$1.ext"
+  openssl x509 -req -in "$work/$1.csr" -CA "$work/ca.pem" -CAkey "$work/ca.key" \
+    -CAcreateserial -days 2 -extfile "$work/$1.ext" -out "$work/$1.pem" >/dev/null 2>&1
+}
+cert target target.odoh-a.test
+cert relay relay.odoh-b.test
+
+# ---- knotd with the test zone
+KNOT=$(port)
+cp "$root/tests/integration/zones/test.zone" "$work/test.zone"
+cat > "$work/knot.conf" <<EOF
+server:
+    rundir: "$work"
+    listen: 127.0.0.1@$KNOT
+database:
+    storage: "$work"
+template:
+  - id: default
+    storage: "$work"
+    zonefile-sync: -1
+    journal-content: none
+zone:
+  - domain: test.
+    file: "$work/test.zone"
+EOF
+knotd -c "$work/knot.conf" >"$work/knotd.log" 2>&1 & pids+=($!)
+wait_udp "$KNOT" knotd
+
+# ---- the ODoH target (DoH too) and a relay in front of it
+TGT=$(port); REL=$(port)
+"$PEER" -mode target -listen "127.0.0.1:$TGT" -cert "$work/target.pem" -key "$work/target.key" \
+  -upstream "127.0.0.1:$KNOT" >"$work/target.log" 2>&1 & pids+=($!)
+"$PEER" -mode relay -listen "127.0.0.1:$REL" -cert "$work/relay.pem" -key "$work/relay.key" \
+  -ca "$work/ca.pem" -resolve "target.odoh-a.test:$TGT=127.0.0.1:$TGT" \
+  >"$work/relay.log" 2>&1 & pids+=($!)
+wait_log "$work/target.log" "serving https"
+wait_log "$work/relay.log" "serving https"
+
+# ---- one dnsveil per way out, cache off so every query goes upstream
+daemon() {  # daemon NAME URL [RELAY]: starts dnsveil, prints its port
+  local p; p=$(port)
+  {
+    printf '[cache]\nenabled = false\n[upstreams.t]\nurl = "%s"\n' "$2"
+    printf 'bootstrap = ["127.0.0.1"]\ntls_ca = "%s"\n' "$work/ca.pem"
+    if [ -n "${3:-}" ]; then printf 'relays = ["%s"]\n' "$3"; fi
+  } > "$work/$1.toml"
+  "$DNSVEIL_BIN" -c "$work/$1.toml" -l "127.0.0.1:$p" >"$work/$1.log" 2>&1 & pids+=($!)
+  wait_udp "$p" "$1"
+  echo "$p"
+}
+DOH=$(daemon doh "https://target.odoh-a.test:$TGT/dns-query")
+ODIRECT=$(daemon odoh-direct "odoh://target.odoh-a.test:$TGT/dns-query")
+ORELAY=$(daemon odoh-relay "odoh://target.odoh-a.test:$TGT/dns-query" \
+  "https://relay.odoh-b.test:$REL/proxy#127.0.0.1")
+
+run=0
+names() {  # a fresh set of never-asked names for one run
+  run=$((run + 1))
+  python3 -c "
+import random
+tag = '%06x' % random.getrandbits(24)
+for i in range(400000):
+    print('o%d-$run-%s.test A' % (i, tag))" > "$work/names"
+}
+
+# dnsperf output -> "QPS avg_ms min_ms max_ms sd_ms lost"
+summ() {
+  awk '/Queries per second/ {qps=$4}
+       /Queries lost/ {lost=$3}
+       /Average Latency/ {avg=$4*1000; gsub(/,/,"",$6); gsub(/\)/,"",$8); mn=$6*1000; mx=$8*1000}
+       /Latency StdDev/ {sd=$4*1000}
+       END {printf "%10.0f %9.2f %9.2f %9.2f %9.2f %8s\n", qps, avg, mn, mx, sd, lost}'
+}
+
+bench() {  # bench LABEL dnsperf-args...
+  local label=$1; shift
+  names
+  printf '%-32s ' "$label"
+  dnsperf -d "$work/names" -l "$SECONDS_PER_RUN" -t 3 "$@" 2>&1 | tee "$work/last.out" | summ
+}
+
+echo
+echo "dnsveil to one Go ODoH/DoH target (tests/peers/odoh) via 127.0.0.1, ${SECONDS_PER_RUN}s per run, $(nproc) cores"
+printf '%-32s %10s %9s %9s %9s %9s %8s\n' "" "QPS" "avg ms" "min ms" "max ms" "sd ms" "lost"
+echo "-- full speed, $OUTSTANDING outstanding"
+bench "DoH  (https://)" -s 127.0.0.1 -p "$DOH" -q "$OUTSTANDING"
+bench "ODoH straight to the target" -s 127.0.0.1 -p "$ODIRECT" -q "$OUTSTANDING"
+bench "ODoH through the relay" -s 127.0.0.1 -p "$ORELAY" -q "$OUTSTANDING"
+echo "-- fixed rate, $RATE queries/s"
+bench "DoH  (https://)" -s 127.0.0.1 -p "$DOH" -q "$OUTSTANDING" -Q "$RATE"
+bench "ODoH straight to the target" -s 127.0.0.1 -p "$ODIRECT" -q "$OUTSTANDING" -Q "$RATE"
+bench "ODoH through the relay" -s 127.0.0.1 -p "$ORELAY" -q "$OUTSTANDING" -Q "$RATE"
