@@ -7,7 +7,11 @@ answers), a relay that flips a ciphertext bit (that attempt fails, counted,
 no crash), no relay at all (warned), and relays under the target's operator
 refused by --check with a position."""
 
+import base64
+import os
 import random
+import shutil
+import signal
 import subprocess
 import time
 
@@ -62,14 +66,28 @@ def make_peers(peers, knot, pki, n_relays=1, flip=(), max_age=3600):
     return target, relays
 
 
+def relay_urls(relays):
+    return ["https://%s:%d/proxy#127.0.0.1" % (RELAYS[i], r.port) for i, r in enumerate(relays)]
+
+
+def write_conf(tmp_path, pki, target, relays, mport=None, ca=None):
+    return odohpeers.odoh_config(tmp_path / "odoh.toml", TARGET, target.port, relays=relays,
+                                 ca=ca or pki[0].cert, metrics_port=mport,
+                                 extra="\n[cache]\nenabled = false\n")
+
+
 def start(dnsveil, tmp_path, pki, target, relays, mport=None, timeout=2500):
-    ca, _ = pki
-    conf = odohpeers.odoh_config(
-        tmp_path / "odoh.toml", TARGET, target.port,
-        relays=["https://%s:%d/proxy#127.0.0.1" % (RELAYS[i], r.port)
-                for i, r in enumerate(relays)],
-        ca=ca.cert, metrics_port=mport, extra="\n[cache]\nenabled = false\n")
+    conf = write_conf(tmp_path, pki, target, relay_urls(relays), mport)
     return dnsveil(timeout=timeout, extra=["-c", str(conf)])
+
+
+def relay_stamp(addr, host, path="/proxy"):
+    """An ODoH relay stamp (sdns://, protocol 0x85) with no certificate hashes."""
+    def lp(b):
+        return bytes([len(b)]) + b
+    raw = (bytes([0x85]) + bytes(8) + lp(addr.encode()) + b"\x00" + lp(host.encode()) +
+           lp(path.encode()))
+    return "sdns://" + base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
 
 def ask(d, name, rdtype="A", timeout=5.0):
@@ -197,6 +215,11 @@ def test_relay_same_operator_is_a_config_error(tmp_path):
         relays=["https://odoh-relay.example.net/proxy#192.0.2.2"], allow_same_operator=True)
     r = check(conf)
     assert r.returncode == 0, r.stderr + r.stdout
+    # a relay stamp is held to the same rule
+    conf = odohpeers.odoh_config(tmp_path / "stamp.toml", "target.example.net", 443,
+                                 relays=[relay_stamp("192.0.2.9", "r.example.net")])
+    r = check(conf)
+    assert r.returncode == 1 and "%s:4:" % conf in r.stderr + r.stdout, r.stderr + r.stdout
     # a country-code second level counts as part of the suffix
     conf = odohpeers.odoh_config(tmp_path / "cc.toml", "t.example.co.uk", 443,
                                  relays=["https://r.other.co.uk/proxy#192.0.2.3"])
@@ -213,3 +236,36 @@ def test_relay_config_errors(tmp_path):
         r = check(conf)
         assert r.returncode == 1 and why in r.stderr + r.stdout, (relay, r.stderr + r.stdout)
         assert "%s:4:" % conf in r.stderr + r.stdout
+
+
+def test_relay_stamp(peers, dnsveil, tmp_path, pki, knot):
+    """A relay given as an ODoH relay stamp: its address (with the port)
+    bootstraps its host name."""
+    target, relays = make_peers(peers, knot, pki)
+    conf = write_conf(tmp_path, pki, target,
+                      [relay_stamp("127.0.0.1:%d" % relays[0].port, RELAYS[0])])
+    d = dnsveil(extra=["-c", str(conf)])
+    assert same(ask(d, "www.test."), knot_answer(knot, "www.test.", "A"))
+    assert relays[0].stats().get("forwarded", 0) >= 1
+
+
+def test_reload_adds_a_relay(peers, dnsveil, cfgdir, pki, knot):
+    """SIGHUP with a second relay: the new upstream takes both in turn (the
+    file and CA sit where the daemon can read them after dropping root)."""
+    target, relays = make_peers(peers, knot, pki, n_relays=2)
+    ca = cfgdir / "ca.pem"
+    shutil.copy(pki[0].cert, ca)
+    os.chmod(ca, 0o644)
+    conf = write_conf(cfgdir, pki, target, relay_urls(relays[:1]), ca=ca)
+    os.chmod(conf, 0o644)
+    d = dnsveil(extra=["-c", str(conf)])
+    assert ask(d, uniq("r1")).rcode() == dns.rcode.NXDOMAIN
+    write_conf(cfgdir, pki, target, relay_urls(relays), ca=ca)
+    d.send_signal(signal.SIGHUP)
+    end = time.monotonic() + 10
+    while "reloaded:" not in d.log_text() and time.monotonic() < end:
+        time.sleep(0.05)
+    assert "reloaded:" in d.log_text(), d.log_text()[-2000:]
+    for i in range(4):
+        assert ask(d, uniq("r2-%d" % i)).rcode() == dns.rcode.NXDOMAIN
+    assert relays[1].stats().get("forwarded", 0) >= 1, relays[1].stats()
