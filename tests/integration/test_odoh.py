@@ -269,3 +269,36 @@ def test_reload_adds_a_relay(peers, dnsveil, cfgdir, pki, knot):
     for i in range(4):
         assert ask(d, uniq("r2-%d" % i)).rcode() == dns.rcode.NXDOMAIN
     assert relays[1].stats().get("forwarded", 0) >= 1, relays[1].stats()
+
+
+def test_configs_refetched_on_expiry(peers, dnsveil, tmp_path, pki, knot):
+    """The target says max-age=1; dnsveil keeps configs at least 10 s, then
+    fetches them again before the next query is sealed."""
+    ca, _ = pki
+    target = peers(TARGET).start_target(knot.port, max_age=1)
+    relay = peers(RELAYS[0]).start_relay(ca.cert, {"%s:%d" % (TARGET, target.port): target.port})
+    d = start(dnsveil, tmp_path, pki, target, [relay])
+    assert "kept for 10s" in d.log_text()
+    assert ask(d, uniq("exp1")).rcode() == dns.rcode.NXDOMAIN
+    assert target.stats().get("configs") == 1
+    time.sleep(10.5)
+    assert ask(d, uniq("exp2")).rcode() == dns.rcode.NXDOMAIN
+    assert target.stats().get("configs") == 2, target.stats()
+
+
+def test_target_stamp_with_relays(tmp_path):
+    """An ODoH target stamp (protocol 0x05: host and path only) is an
+    odoh:// upstream; its relays are checked as any others."""
+    def lp(b):
+        return bytes([len(b)]) + b
+    raw = bytes([0x05]) + bytes(8) + lp(b"odoh.target.example") + lp(b"/dns-query")
+    stamp = "sdns://" + base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+    p = tmp_path / "tstamp.toml"
+    p.write_text('[upstreams.t]\nurl = "%s"\nbootstrap = ["192.0.2.1"]\n'
+                 'relays = ["https://relay.other.example/proxy#192.0.2.2"]\n' % stamp)
+    r = check(p)
+    assert r.returncode == 0, r.stderr + r.stdout
+    p.write_text('[upstreams.t]\nurl = "%s"\nbootstrap = ["192.0.2.1"]\n'
+                 'relays = ["https://relay.target.example/proxy#192.0.2.2"]\n' % stamp)
+    r = check(p)
+    assert r.returncode == 1 and "%s:4:" % p in r.stderr + r.stdout, r.stderr + r.stdout
