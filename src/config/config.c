@@ -591,7 +591,8 @@ static void parse_metrics(struct ctx *x, const struct toml_node *t)
 /* ---- ODoH relays ---------------------------------------------------------- */
 
 /* The host of "scheme://HOST[:PORT]..." (a "[v6]" without brackets), lower
- * case, into out. false when there is none or it does not fit. */
+ * case and without a trailing dot, into out. false when there is none or it
+ * does not fit. */
 static bool url_host(const char *url, char *out, size_t cap)
 {
     const char *p = strstr(url, "://"), *end;
@@ -608,6 +609,8 @@ static bool url_host(const char *url, char *out, size_t cap)
         end = p + strcspn(p, ":/#?");
     }
     n = (size_t)(end - p);
+    if (n > 1 && p[n - 1] == '.')
+        n--; /* "example.net." is example.net */
     if (n == 0 || n >= cap)
         return false;
     for (size_t i = 0; i < n; i++)
@@ -629,8 +632,6 @@ static const char *registrable(const char *host)
 
     if (net_addr_parse(host, 53, &a) == 0)
         return host;
-    if (n && host[n - 1] == '.')
-        n--;
     for (size_t i = n; i-- > 0 && nd < 3;)
         if (host[i] == '.')
             dots[nd++] = host + i;
