@@ -13,8 +13,6 @@
 #include "core/err.h"
 #include "upstream/doh.h"
 
-#include "../fuzz/doh_harness.h"
-
 /* ---- base64url ---------------------------------------------------------- */
 
 static void test_b64url_vectors(void **state)
@@ -185,6 +183,8 @@ static void test_authority(void **state)
 /* ---- the response path ---------------------------------------------------- */
 
 #if defined(DV_HAVE_TLS) && defined(DV_HAVE_NGHTTP2)
+#include "../fuzz/doh_harness.h"
+
 #define FRAME(len, type, flags, sid) \
     0, 0, (len), (type), (flags), 0, 0, 0, (sid)
 

@@ -418,6 +418,10 @@ static void test_odoh_msg_table(void **state)
 
 int main(void)
 {
+#ifndef DV_HAVE_TLS
+    /* HPKE needs wolfCrypt: without it there is nothing to test */
+    return 0;
+#endif
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_hpke_rfc9180_a11),
         cmocka_unit_test(test_hpke_small_order_key),
