@@ -68,6 +68,7 @@ enum {
     ODOH_CFG_TTL_MIN = 10,
     ODOH_CFG_TTL_MAX = 86400,
     ODOH_FETCH_BACKOFF_MS = 2000, /* after a failed fetch, queries fail fast this long */
+    ODOH_FETCH_TIMEOUT_S = 5,     /* a fetch without an answer by then has failed */
     ODOH_RELAY_BACKOFF_MS = 1000, /* doubling per failure ... */
     ODOH_RELAY_BACKOFF_MAX_MS = 30000,
     ODOH_WAIT_MAX = 16384,
@@ -120,6 +121,7 @@ struct odoh_up {
     bool fetching;
     uint64_t fetch_retry_at;
     struct doh_http fetch;
+    ev_timer fetch_timer;
     struct list waiting, flight;
     struct conn_scope scope;
     ev_timer kick;
@@ -399,6 +401,7 @@ static void fetch_done(struct xfer *hx, int rc, const uint8_t *body, size_t len)
 
     enter(o);
     o->fetching = false;
+    ev_timer_stop(o->loop, &o->fetch_timer);
     if (rc == 0 && o->fetch.status != 200) {
         log_warn("upstream %s: HTTP status %d for %s", o->name, o->fetch.status, configs_path);
         rc = DV_EPROTO;
@@ -432,6 +435,20 @@ static void fetch_done(struct xfer *hx, int rc, const uint8_t *body, size_t len)
     leave(o);
 }
 
+/* A server that keeps its connection alive but never answers the fetch
+ * must not hold every query back: the fetch fails like any other. */
+static void fetch_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct odoh_up *o = w->data;
+
+    enter(o);
+    if (o->fetching) {
+        o->target->ops->cancel(o->target, &o->fetch.x);
+        fetch_done(&o->fetch.x, DV_ETIMEOUT, NULL, 0);
+    }
+    leave(o);
+}
+
 static int fetch_start(struct odoh_up *o)
 {
     int rc;
@@ -444,6 +461,8 @@ static int fetch_start(struct odoh_up *o)
         return rc;
     }
     o->fetching = true;
+    ev_timer_set(&o->fetch_timer, ODOH_FETCH_TIMEOUT_S, 0.);
+    ev_timer_start(o->loop, &o->fetch_timer);
     return 0;
 }
 
@@ -493,6 +512,7 @@ static void up_free(struct odoh_up *o)
     for (struct conn_done *f; (f = conn_scope_pop(&o->scope));)
         req_free(req_of(f));
     ev_timer_stop(o->loop, &o->kick);
+    ev_timer_stop(o->loop, &o->fetch_timer);
     if (o->fetching)
         o->target->ops->cancel(o->target, &o->fetch.x);
     for (size_t i = 0; i < o->n_relays; i++) {
@@ -606,6 +626,8 @@ static int odoh_open(struct upstream *u)
     conn_scope_init(&o->scope, settle, release, destroy, o);
     ev_timer_init(&o->kick, kick_cb, 0., 0.);
     o->kick.data = o;
+    ev_timer_init(&o->fetch_timer, fetch_timer_cb, 0., 0.);
+    o->fetch_timer.data = o;
     o->name = strdup(u->name);
     o->target_path = strdup(path);
     o->relays = calloc(u->cfg.n_relays + 1, sizeof(*o->relays));

@@ -47,9 +47,11 @@ class OdohPeer(helpers.Peer):
         self.log.write_text("")  # a restart waits for its own line
         return self.spawn_until(cmd, "serving https")
 
-    def start_target(self, upstream_port, max_age=3600, seed=None, port=None):
+    def start_target(self, upstream_port, max_age=3600, seed=None, port=None, stall=False):
         args = ["-mode", "target", "-upstream", "127.0.0.1:%d" % upstream_port,
                 "-max-age", str(max_age)]
+        if stall:
+            args.append("-stall-configs")
         if seed:
             args += ["-seed", seed]
         return self._run(args, port)

@@ -302,3 +302,20 @@ def test_target_stamp_with_relays(tmp_path):
                  'relays = ["https://relay.target.example/proxy#192.0.2.2"]\n' % stamp)
     r = check(p)
     assert r.returncode == 1 and "%s:4:" % p in r.stderr + r.stdout, r.stderr + r.stdout
+
+
+def test_configs_fetch_that_never_answers(peers, dnsveil, tmp_path, pki, knot):
+    """A target that keeps the connection up but never answers the configs
+    fetch: the fetch fails after its own timeout (5 s) and is counted, so
+    queries stop waiting for it."""
+    mport = helpers.free_port()
+    ca, _ = pki
+    target = peers(TARGET).start_target(knot.port, stall=True)
+    relay = peers(RELAYS[0]).start_relay(ca.cert, {"%s:%d" % (TARGET, target.port): target.port})
+    d = start(dnsveil, tmp_path, pki, target, [relay], mport=mport, timeout=1000)
+    end = time.monotonic() + 15
+    while time.monotonic() < end and "configs failed" not in d.log_text():
+        time.sleep(0.1)
+    assert "fetching /.well-known/odohconfigs failed" in d.log_text(), d.log_text()[-2000:]
+    assert odohpeers.metrics(mport)["config_failures"] >= 1
+    assert ask(d, "www.test.").rcode() == dns.rcode.SERVFAIL

@@ -86,6 +86,7 @@ type target struct {
 	keyID    []byte
 	upstream string
 	maxAge   int
+	stall    bool // never answer a configs fetch
 }
 
 func newTarget(seed []byte, upstream string, maxAge int) (*target, error) {
@@ -168,6 +169,11 @@ func (t *target) forward(q []byte) ([]byte, error) {
 }
 
 func (t *target) serveConfigs(w http.ResponseWriter, r *http.Request) {
+	if t.stall {
+		count("configs_stalled")
+		<-r.Context().Done() // never answer; the connection stays up
+		return
+	}
 	count("configs")
 	w.Header().Set("Cache-Control", fmt.Sprintf("max-age=%d", t.maxAge))
 	w.Write(t.configs)
@@ -345,6 +351,7 @@ func main() {
 	path := flag.String("path", "/dns-query", "target: path that takes sealed queries")
 	maxAge := flag.Int("max-age", 3600, "target: Cache-Control max-age of the configs")
 	seedHex := flag.String("seed", "", "target: derive the key from this hex seed instead of a random one")
+	stall := flag.Bool("stall-configs", false, "target: never answer a configs fetch")
 	caFile := flag.String("ca", "", "relay: PEM CA bundle the target's certificate chains to")
 	resolveList := flag.String("resolve", "", "relay: HOST:PORT=IP:PORT[,...] to reach targets at")
 	flip := flag.Bool("flip", false, "relay: flip one bit of every answer's ciphertext")
@@ -365,6 +372,7 @@ func main() {
 		if err != nil {
 			log.Fatal(err)
 		}
+		t.stall = *stall
 		mux.HandleFunc("/.well-known/odohconfigs", t.serveConfigs)
 		mux.HandleFunc(*path, t.serveQuery)
 		log.Printf("odoh target key_id %x", t.keyID)
