@@ -103,28 +103,33 @@ wait_udp "$KNOT" knotd
 TGT=$(port); REL=$(port)
 "$PEER" -mode target -listen "127.0.0.1:$TGT" -cert "$work/target.pem" -key "$work/target.key" \
   -upstream "127.0.0.1:$KNOT" >"$work/target.log" 2>&1 & pids+=($!)
+TGT_PID=$!
 "$PEER" -mode relay -listen "127.0.0.1:$REL" -cert "$work/relay.pem" -key "$work/relay.key" \
   -ca "$work/ca.pem" -resolve "target.odoh-a.test:$TGT=127.0.0.1:$TGT" \
   >"$work/relay.log" 2>&1 & pids+=($!)
+REL_PID=$!
 wait_log "$work/target.log" "serving https"
 wait_log "$work/relay.log" "serving https"
 
 # ---- one dnsveil per way out, cache off so every query goes upstream
-daemon() {  # daemon NAME URL [RELAY]: starts dnsveil, prints its port
-  local p; p=$(port)
+# (not in a $(...) subshell: the pids must reach cleanup)
+daemon() {  # daemon NAME PORT URL [RELAY]
   {
-    printf '[cache]\nenabled = false\n[upstreams.t]\nurl = "%s"\n' "$2"
+    printf '[cache]\nenabled = false\n[upstreams.t]\nurl = "%s"\n' "$3"
     printf 'bootstrap = ["127.0.0.1"]\ntls_ca = "%s"\n' "$work/ca.pem"
-    if [ -n "${3:-}" ]; then printf 'relays = ["%s"]\n' "$3"; fi
+    if [ -n "${4:-}" ]; then printf 'relays = ["%s"]\n' "$4"; fi
   } > "$work/$1.toml"
-  "$DNSVEIL_BIN" -c "$work/$1.toml" -l "127.0.0.1:$p" >"$work/$1.log" 2>&1 & pids+=($!)
-  wait_udp "$p" "$1"
-  echo "$p"
+  "$DNSVEIL_BIN" -c "$work/$1.toml" -l "127.0.0.1:$2" >"$work/$1.log" 2>&1 & pids+=($!)
+  wait_udp "$2" "$1"
 }
-DOH=$(daemon doh "https://target.odoh-a.test:$TGT/dns-query")
-ODIRECT=$(daemon odoh-direct "odoh://target.odoh-a.test:$TGT/dns-query")
-ORELAY=$(daemon odoh-relay "odoh://target.odoh-a.test:$TGT/dns-query" \
-  "https://relay.odoh-b.test:$REL/proxy#127.0.0.1")
+DOH=$(port); ODIRECT=$(port); ORELAY=$(port)
+daemon doh "$DOH" "https://target.odoh-a.test:$TGT/dns-query"
+DOH_PID=$!
+daemon odoh-direct "$ODIRECT" "odoh://target.odoh-a.test:$TGT/dns-query"
+ODIRECT_PID=$!
+daemon odoh-relay "$ORELAY" "odoh://target.odoh-a.test:$TGT/dns-query" \
+  "https://relay.odoh-b.test:$REL/proxy#127.0.0.1"
+ORELAY_PID=$!
 
 run=0
 names() {  # a fresh set of never-asked names for one run
@@ -145,21 +150,34 @@ summ() {
        END {printf "%10.0f %9.2f %9.2f %9.2f %9.2f %8s\n", qps, avg, mn, mx, sd, lost}'
 }
 
-bench() {  # bench LABEL dnsperf-args...
-  local label=$1; shift
+cpu() {  # cpu PID: CPU seconds used so far (user + system)
+  awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / hz}' "/proc/$1/stat"
+}
+
+bench() {  # bench LABEL DNSVEIL-PID dnsperf-args...: also the CPU seconds
+  local label=$1 pid=$2 c0 t0 r0; shift 2
   names
+  c0=$(cpu "$pid"); t0=$(cpu "$TGT_PID"); r0=$(cpu "$REL_PID")
   printf '%-32s ' "$label"
-  dnsperf -d "$work/names" -l "$SECONDS_PER_RUN" -t 3 "$@" 2>&1 | tee "$work/last.out" | summ
+  dnsperf -d "$work/names" -l "$SECONDS_PER_RUN" -t 3 "$@" 2>&1 | tee "$work/last.out" | summ \
+    | tr -d '\n'
+  awk -v a="$c0" -v b="$(cpu "$pid")" -v c="$t0" -v d="$(cpu "$TGT_PID")" \
+      -v e="$r0" -v f="$(cpu "$REL_PID")" \
+      'BEGIN {printf " %8.1f %8.1f %8.1f\n", b - a, d - c, f - e}'
 }
 
 echo
 echo "dnsveil to one Go ODoH/DoH target (tests/peers/odoh) via 127.0.0.1, ${SECONDS_PER_RUN}s per run, $(nproc) cores"
-printf '%-32s %10s %9s %9s %9s %9s %8s\n' "" "QPS" "avg ms" "min ms" "max ms" "sd ms" "lost"
+echo "(CPU s: seconds of CPU the run cost dnsveil, the Go target and the Go relay)"
+printf '%-32s %10s %9s %9s %9s %9s %8s %8s %8s %8s\n' "" "QPS" "avg ms" "min ms" "max ms" \
+  "sd ms" "lost" "dnsveil" "target" "relay"
 echo "-- full speed, $OUTSTANDING outstanding"
-bench "DoH  (https://)" -s 127.0.0.1 -p "$DOH" -q "$OUTSTANDING"
-bench "ODoH straight to the target" -s 127.0.0.1 -p "$ODIRECT" -q "$OUTSTANDING"
-bench "ODoH through the relay" -s 127.0.0.1 -p "$ORELAY" -q "$OUTSTANDING"
+bench "DoH  (https://)" "$DOH_PID" -s 127.0.0.1 -p "$DOH" -q "$OUTSTANDING"
+bench "ODoH straight to the target" "$ODIRECT_PID" -s 127.0.0.1 -p "$ODIRECT" -q "$OUTSTANDING"
+bench "ODoH through the relay" "$ORELAY_PID" -s 127.0.0.1 -p "$ORELAY" -q "$OUTSTANDING"
 echo "-- fixed rate, $RATE queries/s"
-bench "DoH  (https://)" -s 127.0.0.1 -p "$DOH" -q "$OUTSTANDING" -Q "$RATE"
-bench "ODoH straight to the target" -s 127.0.0.1 -p "$ODIRECT" -q "$OUTSTANDING" -Q "$RATE"
-bench "ODoH through the relay" -s 127.0.0.1 -p "$ORELAY" -q "$OUTSTANDING" -Q "$RATE"
+bench "DoH  (https://)" "$DOH_PID" -s 127.0.0.1 -p "$DOH" -q "$OUTSTANDING" -Q "$RATE"
+bench "ODoH straight to the target" "$ODIRECT_PID" -s 127.0.0.1 -p "$ODIRECT" \
+  -q "$OUTSTANDING" -Q "$RATE"
+bench "ODoH through the relay" "$ORELAY_PID" -s 127.0.0.1 -p "$ORELAY" -q "$OUTSTANDING" \
+  -Q "$RATE"
