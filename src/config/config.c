@@ -782,6 +782,8 @@ static void parse_odoh(struct ctx *x, const struct toml_node *t, struct cfg_upst
     each_string(x, t, "relays", add_relay, &ra);
     u->relays = ra.list.v;
     u->n_relays = ra.list.n;
+    if (u->n_relays > 32) /* odoh.c tracks which relays a query tried in a bit mask */
+        cerr(x, n, "upstream '%s': at most 32 relays, not %zu", u->name, u->n_relays);
 }
 
 static const char *const url_schemes[] = {"udp://", "tcp://", "tls://", "https://",
