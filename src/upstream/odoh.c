@@ -333,16 +333,22 @@ static void http_done(struct xfer *hx, int rc, const uint8_t *body, size_t len)
     list_unlink(&o->flight, &r->link);
     r->where = W_NONE;
     if (rc || st >= 500) {
-        /* unreachable, or it could not reach the target: the next relay */
+        /* unreachable or failing: the next relay. A 502 or 504 says the
+         * relay could not reach the target, which is no fault of the relay
+         * (backing it off would empty the rotation while the target is
+         * down); anything else counts against it. */
         char why[64];
         if (rc)
             snprintf(why, sizeof(why), "%s", dv_strerror(rc));
         else
             snprintf(why, sizeof(why), "HTTP status %d", st);
-        if (rl)
+        if (!rc)
+            stats.http_errors++;
+        if (rl && st != 502 && st != 504)
             relay_failed(o, rl, why);
         else
-            log_info("upstream %s: target failed (%s)", o->name, why);
+            log_info("upstream %s: %s failed (%s)", o->name, rl ? "the target behind a relay"
+                                                             : "the target", why);
         if (!rl || req_send(r))
             req_finish(r, rc ? rc : DV_ESERVFAIL);
     } else if (st == 401) {

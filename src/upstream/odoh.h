@@ -14,8 +14,8 @@ struct odoh_stats {
     uint64_t config_failures; /* fetches that failed or brought nothing usable */
     uint64_t key_rejected;    /* 401 from the target: our config was stale */
     uint64_t open_failures;   /* answers that failed to open (altered, wrong key) */
-    uint64_t http_errors;     /* other non-200 answers */
-    uint64_t relay_failures;  /* a relay unreachable, or 5xx from it */
+    uint64_t http_errors;     /* answers with a status other than 200 and 401 */
+    uint64_t relay_failures;  /* a relay unreachable, or a 5xx of its own */
 };
 
 struct odoh_stat_desc {

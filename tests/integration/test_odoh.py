@@ -319,3 +319,22 @@ def test_configs_fetch_that_never_answers(peers, dnsveil, tmp_path, pki, knot):
     assert "fetching /.well-known/odohconfigs failed" in d.log_text(), d.log_text()[-2000:]
     assert odohpeers.metrics(mport)["config_failures"] >= 1
     assert ask(d, "www.test.").rcode() == dns.rcode.SERVFAIL
+
+
+def test_target_down_relays_not_blamed(peers, dnsveil, tmp_path, pki, knot):
+    """The target is down: both relays answer 502, the query fails, and the
+    relays are not backed off for it; once the target is back (with a new
+    key) the next query is answered at once."""
+    mport = helpers.free_port()
+    target, relays = make_peers(peers, knot, pki, n_relays=2)
+    d = start(dnsveil, tmp_path, pki, target, relays, mport=mport)
+    assert ask(d, uniq("up")).rcode() == dns.rcode.NXDOMAIN
+    target.stop()
+    t0 = time.monotonic()
+    assert ask(d, uniq("down")).rcode() == dns.rcode.SERVFAIL
+    assert time.monotonic() - t0 < 2.4
+    m = odohpeers.metrics(mport)
+    assert m["relay_failures"] == 0 and m["http_errors"] >= 2, m
+    target.restart()
+    assert ask(d, uniq("back")).rcode() == dns.rcode.NXDOMAIN
+    assert odohpeers.metrics(mport)["relay_failures"] == 0
