@@ -22,82 +22,19 @@ SECONDS_PER_RUN=${SECONDS_PER_RUN:-10}
 RATE=${RATE:-1000}
 OUTSTANDING=${OUTSTANDING:-100}
 
-die() { echo "bench/odoh.sh: $*" >&2; exit 1; }
-for b in knotd dnsperf openssl dig; do
-  command -v "$b" >/dev/null || die "$b is not installed"
-done
-[ -x "$DNSVEIL_BIN" ] || die "no dnsveil at $DNSVEIL_BIN (cmake --preset release, or set DNSVEIL_BIN)"
+BENCH=odoh
+# shellcheck source=bench/lib.sh
+. "$root/bench/lib.sh"
+bench_need knotd dnsperf openssl dig
+[ -x "$DNSVEIL_BIN" ] || bench_die "no dnsveil at $DNSVEIL_BIN (cmake --preset release, or set DNSVEIL_BIN)"
 if [ ! -x "$PEER" ]; then
-  bash "$root/tests/peers/build.sh" >/dev/null || die "building the Go ODoH peer failed"
+  bash "$root/tests/peers/build.sh" >/dev/null || bench_die "building the Go ODoH peer failed"
 fi
 
-work=$(mktemp -d /tmp/dnsveil-bench-odoh.XXXXXX)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-port() {  # a free loopback TCP+UDP port
-  python3 -c 'import socket
-s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-wait_udp() {  # wait_udp PORT NAME
-  for _ in $(seq 100); do
-    if dig +time=1 +tries=1 @127.0.0.1 -p "$1" www.test A >/dev/null 2>&1; then return 0; fi
-    sleep 0.1
-  done
-  tail -n 20 "$work/$2.log" >&2 || true
-  die "$2 did not answer on port $1"
-}
-
-wait_log() {  # wait_log FILE TEXT
-  for _ in $(seq 100); do
-    if grep -q "$2" "$1" 2>/dev/null; then return 0; fi
-    sleep 0.1
-  done
-  tail -n 20 "$1" >&2 || true
-  die "no '$2' in $1"
-}
-
-# ---- private CA, certificates for the target and the relay
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
-  -keyout "$work/ca.key" -out "$work/ca.pem" -subj "/CN=dnsveil bench CA" \
-  -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign \
-  >/dev/null 2>&1
-cert() {  # cert NAME HOST
-  openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
-    -keyout "$work/$1.key" -out "$work/$1.csr" -subj "/CN=$2" >/dev/null 2>&1
-  printf 'subjectAltName=DNS:%s,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' "$2" > "$work/$1.ext"
-  openssl x509 -req -in "$work/$1.csr" -CA "$work/ca.pem" -CAkey "$work/ca.key" \
-    -CAcreateserial -days 2 -extfile "$work/$1.ext" -out "$work/$1.pem" >/dev/null 2>&1
-}
-cert target target.odoh-a.test
-cert relay relay.odoh-b.test
-
-# ---- knotd with the test zone
-KNOT=$(port)
-cp "$root/tests/integration/zones/test.zone" "$work/test.zone"
-cat > "$work/knot.conf" <<EOF
-server:
-    rundir: "$work"
-    listen: 127.0.0.1@$KNOT
-database:
-    storage: "$work"
-template:
-  - id: default
-    storage: "$work"
-    zonefile-sync: -1
-    journal-content: none
-zone:
-  - domain: test.
-    file: "$work/test.zone"
-EOF
-knotd -c "$work/knot.conf" >"$work/knotd.log" 2>&1 & pids+=($!)
-wait_udp "$KNOT" knotd
+bench_ca
+bench_cert target target.odoh-a.test
+bench_cert relay relay.odoh-b.test
+bench_knotd
 
 # ---- the ODoH target (DoH too) and a relay in front of it
 TGT=$(port); REL=$(port)
@@ -131,25 +68,6 @@ daemon odoh-relay "$ORELAY" "odoh://target.odoh-a.test:$TGT/dns-query" \
   "https://relay.odoh-b.test:$REL/proxy#127.0.0.1"
 ORELAY_PID=$!
 
-run=0
-names() {  # a fresh set of never-asked names for one run
-  run=$((run + 1))
-  python3 -c "
-import random
-tag = '%06x' % random.getrandbits(24)
-for i in range(400000):
-    print('o%d-$run-%s.test A' % (i, tag))" > "$work/names"
-}
-
-# dnsperf output -> "QPS avg_ms min_ms max_ms sd_ms lost"
-summ() {
-  awk '/Queries per second/ {qps=$4}
-       /Queries lost/ {lost=$3}
-       /Average Latency/ {avg=$4*1000; gsub(/,/,"",$6); gsub(/\)/,"",$8); mn=$6*1000; mx=$8*1000}
-       /Latency StdDev/ {sd=$4*1000}
-       END {printf "%10.0f %9.2f %9.2f %9.2f %9.2f %8s\n", qps, avg, mn, mx, sd, lost}'
-}
-
 cpu() {  # cpu PID: CPU seconds used so far (user + system)
   awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / hz}' "/proc/$1/stat"
 }
@@ -159,8 +77,7 @@ bench() {  # bench LABEL DNSVEIL-PID dnsperf-args...: also the CPU seconds
   names
   c0=$(cpu "$pid"); t0=$(cpu "$TGT_PID"); r0=$(cpu "$REL_PID")
   printf '%-32s ' "$label"
-  dnsperf -d "$work/names" -l "$SECONDS_PER_RUN" -t 3 "$@" 2>&1 | tee "$work/last.out" | summ \
-    | tr -d '\n'
+  dnsperf -d "$work/names" -l "$SECONDS_PER_RUN" -t 3 "$@" 2>&1 | tee "$work/last.out" | summ
   awk -v a="$c0" -v b="$(cpu "$pid")" -v c="$t0" -v d="$(cpu "$TGT_PID")" \
       -v e="$r0" -v f="$(cpu "$REL_PID")" \
       'BEGIN {printf " %8.1f %8.1f %8.1f\n", b - a, d - c, f - e}'
