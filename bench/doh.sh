@@ -18,66 +18,18 @@ SECONDS_PER_RUN=${SECONDS_PER_RUN:-10}
 RATE=${RATE:-2000}
 OUTSTANDING=${OUTSTANDING:-100}
 
-die() { echo "bench/doh.sh: $*" >&2; exit 1; }
-for b in knotd unbound dnsperf openssl; do
-  command -v "$b" >/dev/null || die "$b is not installed"
-done
-[ -x "$DNSVEIL_BIN" ] || die "no dnsveil at $DNSVEIL_BIN (cmake --preset release, or set DNSVEIL_BIN)"
-
-work=$(mktemp -d /tmp/dnsveil-bench-doh.XXXXXX)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-port() {  # a free loopback TCP+UDP port
-  python3 -c 'import socket
-s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-wait_udp() {  # wait_udp PORT NAME
-  for _ in $(seq 100); do
-    if dig +time=1 +tries=1 @127.0.0.1 -p "$1" www.test A >/dev/null 2>&1; then return 0; fi
-    sleep 0.1
-  done
-  tail -n 20 "$work/$2.log" >&2 || true
-  die "$2 did not answer on port $1"
-}
+BENCH=doh
+# shellcheck source=bench/lib.sh
+. "$root/bench/lib.sh"
+bench_need knotd unbound dnsperf openssl dig
+[ -x "$DNSVEIL_BIN" ] || bench_die "no dnsveil at $DNSVEIL_BIN (cmake --preset release, or set DNSVEIL_BIN)"
 
 # ---- private CA and a server certificate for doh.test / 127.0.0.1
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
-  -keyout "$work/ca.key" -out "$work/ca.pem" -subj "/CN=dnsveil bench CA" \
-  -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign \
-  >/dev/null 2>&1
-openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
-  -keyout "$work/srv.key" -out "$work/srv.csr" -subj "/CN=doh.test" >/dev/null 2>&1
-printf 'subjectAltName=DNS:doh.test,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' > "$work/ext"
-openssl x509 -req -in "$work/srv.csr" -CA "$work/ca.pem" -CAkey "$work/ca.key" \
-  -CAcreateserial -days 2 -extfile "$work/ext" -out "$work/srv.pem" >/dev/null 2>&1
+bench_ca
+bench_cert srv doh.test
 
 # ---- knotd with the test zone
-KNOT=$(port)
-cp "$root/tests/integration/zones/test.zone" "$work/test.zone"
-cat > "$work/knot.conf" <<EOF
-server:
-    rundir: "$work"
-    listen: 127.0.0.1@$KNOT
-database:
-    storage: "$work"
-template:
-  - id: default
-    storage: "$work"
-    zonefile-sync: -1
-    journal-content: none
-zone:
-  - domain: test.
-    file: "$work/test.zone"
-EOF
-knotd -c "$work/knot.conf" >"$work/knotd.log" 2>&1 & pids+=($!)
-wait_udp "$KNOT" knotd
+bench_knotd
 
 # ---- unbound: DoH on UB_DOH, forwards everything to knotd
 UB=$(port); UB_DOH=$(port)
@@ -151,30 +103,12 @@ EOF
   fi
 fi
 
-run=0
-names() {  # a fresh set of never-asked names for one run
-  run=$((run + 1))
-  python3 -c "
-import random
-tag = '%06x' % random.getrandbits(24)
-for i in range(400000):
-    print('b%d-$run-%s.test A' % (i, tag))" > "$work/names"
-}
-
-# dnsperf output -> "QPS avg_ms min_ms max_ms sd_ms lost"
-summ() {
-  awk '/Queries per second/ {qps=$4}
-       /Queries lost/ {lost=$3}
-       /Average Latency/ {avg=$4*1000; gsub(/,/,"",$6); gsub(/\)/,"",$8); mn=$6*1000; mx=$8*1000}
-       /Latency StdDev/ {sd=$4*1000}
-       END {printf "%10.0f %9.2f %9.2f %9.2f %9.2f %8s\n", qps, avg, mn, mx, sd, lost}'
-}
-
 bench() {  # bench LABEL dnsperf-args...
   local label=$1; shift
   names
   printf '%-28s ' "$label"
   dnsperf -d "$work/names" -l "$SECONDS_PER_RUN" -t 3 "$@" 2>&1 | tee "$work/last.out" | summ
+  echo
 }
 
 echo

@@ -76,6 +76,7 @@ PEER_PKGS=(
     golang-go golang-github-lucas-clemente-quic-go-dev golang-github-miekg-dns-dev  # Go DoQ peer
     systemd man-db shellcheck                          # unit verify/security, resolved helper
     debhelper dpkg-dev lintian                         # the Debian package test
+    golang-github-cloudflare-circl-dev golang-golang-x-crypto-dev  # Go ODoH target and relay (HPKE)
 )
 
 missing_pkgs() {

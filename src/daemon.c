@@ -21,6 +21,7 @@
 #include "resolve/qlog.h"
 #include "resolve/query.h"
 #include "upstream/bootres.h"
+#include "upstream/odoh.h"
 #include "upstream/pool.h"
 #include "upstream/upstream.h"
 
@@ -385,6 +386,19 @@ static void gauge(struct buf *b, const char *name, const char *help, double v)
                    help, name, name, v);
 }
 
+/* ODoH's own counters (upstream/odoh.h). */
+static void metrics_odoh(struct buf *b)
+{
+    struct odoh_stats os;
+
+    odoh_stats_get(&os);
+    for (size_t i = 0; i < odoh_stat_ndescs; i++) {
+        char name[64];
+        snprintf(name, sizeof(name), "odoh_%s_total", odoh_stat_descs[i].name);
+        counter(b, name, odoh_stat_descs[i].help, odoh_stat_value(&os, &odoh_stat_descs[i]));
+    }
+}
+
 static void metrics_render(void *arg, struct buf *b)
 {
     struct daemon *d = arg;
@@ -407,6 +421,7 @@ static void metrics_render(void *arg, struct buf *b)
         counter(b, "cache_evictions_total", "Entries evicted to stay in the bound.",
                 cs.evictions);
     }
+    metrics_odoh(b);
     metrics_printf(b, "# HELP dnsveil_upstream_up 1 unless the upstream is backing off.\n"
                       "# TYPE dnsveil_upstream_up gauge\n");
     for (size_t i = 0; i < d->rt.cfg->n_upstreams; i++)

@@ -5,6 +5,7 @@
 #include "config/config.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <pwd.h>
 #include <stdarg.h>
@@ -171,6 +172,9 @@ void config_upstream_clear(struct cfg_upstream *u)
         free(u->bootstrap[i]);
     free(u->bootstrap);
     free(u->bootstrap_via);
+    for (size_t i = 0; i < u->n_relays; i++)
+        free(u->relays[i]);
+    free(u->relays);
     memset(u, 0, sizeof(*u));
 }
 
@@ -197,7 +201,9 @@ bool config_upstream_same(const struct cfg_upstream *a, const struct cfg_upstrea
            list_eq(a->bootstrap, a->n_bootstrap, b->bootstrap, b->n_bootstrap) &&
            a->doh_get == b->doh_get && a->max_conns == b->max_conns &&
            a->idle_timeout_ms == b->idle_timeout_ms &&
-           str_eq(a->bootstrap_via, b->bootstrap_via);
+           str_eq(a->bootstrap_via, b->bootstrap_via) &&
+           list_eq(a->relays, a->n_relays, b->relays, b->n_relays) &&
+           a->allow_same_operator == b->allow_same_operator;
 }
 
 int config_add_listener(struct config *c, const char *addr, bool udp, bool tcp)
@@ -776,6 +782,204 @@ static void parse_querylog(struct ctx *x, const struct toml_node *t)
     }
 }
 
+/* ---- ODoH relays ---------------------------------------------------------- */
+
+/* The host of "scheme://HOST[:PORT]..." (a "[v6]" without brackets), lower
+ * case and without a trailing dot, into out. false when there is none or it
+ * does not fit. */
+static bool url_host(const char *url, char *out, size_t cap)
+{
+    const char *p = strstr(url, "://"), *end;
+    size_t n;
+
+    if (!p)
+        return false;
+    p += 3;
+    if (*p == '[') {
+        end = strchr(++p, ']');
+        if (!end)
+            return false;
+    } else {
+        end = p + strcspn(p, ":/#?");
+    }
+    n = (size_t)(end - p);
+    if (n > 1 && p[n - 1] == '.')
+        n--; /* "example.net." is example.net */
+    if (n == 0 || n >= cap)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        out[i] = (char)tolower((unsigned char)p[i]);
+    out[n] = 0;
+    return true;
+}
+
+/* The registrable domain of host, approximated without the Public Suffix
+ * List: the last two labels, or three under a two-letter country code whose
+ * second level is a short generic label (example.co.uk, example.com.au). An
+ * IP literal stands for itself. */
+static const char *registrable(const char *host)
+{
+    struct net_addr a;
+    size_t n = strlen(host);
+    const char *dots[3] = {NULL};
+    int nd = 0;
+
+    if (net_addr_parse(host, 53, &a) == 0)
+        return host;
+    for (size_t i = n; i-- > 0 && nd < 3;)
+        if (host[i] == '.')
+            dots[nd++] = host + i;
+    if (nd < 2)
+        return host;
+    /* dots[0] before the TLD, dots[1] before the second level */
+    if ((size_t)(host + n - dots[0]) == 3 && dots[0] - dots[1] - 1 <= 3)
+        return nd >= 3 ? dots[2] + 1 : host;
+    return dots[1] + 1;
+}
+
+/* A relay as "https://HOST[:PORT]/PATH[#IP,...]" from an ODoH relay stamp.
+ * 0, or DV_EINVAL with the reason in why. */
+static int relay_from_stamp(const char *s, char *out, size_t cap, char *why, size_t whylen)
+{
+    struct stamp st;
+    char ip[64];
+    const char *port = "";
+    int n;
+
+    if (stamp_decode(s, &st, why, whylen))
+        return DV_EINVAL;
+    if (st.proto != STAMP_ODOH_RELAY) {
+        snprintf(why, whylen, "the stamp is not an ODoH relay stamp");
+        return DV_EINVAL;
+    }
+    if (!st.host[0] || st.path[0] != '/') {
+        snprintf(why, whylen, "the relay stamp has no host name or path");
+        return DV_EINVAL;
+    }
+    /* the stamp's address is IP[:PORT]: the IP bootstraps the host name */
+    snprintf(ip, sizeof(ip), "%s", st.addr);
+    if (ip[0] == '[') {
+        char *e = strchr(ip, ']');
+        if (e && e[1] == ':')
+            port = st.addr + (e - ip) + 1;
+        if (e)
+            *e = 0;
+        memmove(ip, ip + 1, strlen(ip));
+    } else if (strchr(ip, ':') && strchr(ip, ':') == strrchr(ip, ':')) {
+        port = st.addr + (strchr(ip, ':') - ip);
+        *strchr(ip, ':') = 0;
+    }
+    if (strchr(st.host, ':'))
+        port = "";
+    n = snprintf(out, cap, "https://%s%s%s%s%s", st.host, port, st.path, ip[0] ? "#" : "", ip);
+    if (n < 0 || (size_t)n >= cap) {
+        snprintf(why, whylen, "the relay stamp's URL is too long");
+        return DV_EINVAL;
+    }
+    return 0;
+}
+
+/* Why relay (the normalized form) cannot be used, or NULL: an https:// URL
+ * with a host and a path, its host an IP literal or given addresses after
+ * '#', each an IP address. */
+static const char *relay_invalid(const char *relay)
+{
+    const char *hash = strchr(relay, '#'), *path;
+    char host[256];
+    struct net_addr a;
+
+    if (strncmp(relay, "https://", 8) != 0)
+        return "a relay is an https:// URL or an ODoH relay stamp (sdns://)";
+    if (!url_host(relay, host, sizeof(host)))
+        return "the relay URL has no host";
+    path = strchr(relay + 8, '/');
+    if (!path || (hash && path > hash))
+        return "the relay URL needs its path (e.g. https://relay.example/proxy)";
+    if (!hash) {
+        if (net_addr_parse(host, 443, &a))
+            return "the relay's host is a name: give its IP addresses after '#' "
+                   "(https://relay.example/proxy#192.0.2.1)";
+        return NULL;
+    }
+    for (const char *p = hash + 1;;) {
+        char ip[64];
+        size_t n = strcspn(p, ",");
+        if (n == 0 || n >= sizeof(ip))
+            return "a relay's addresses after '#' must be IP addresses";
+        memcpy(ip, p, n);
+        ip[n] = 0;
+        if (net_addr_parse(ip, 443, &a))
+            return "a relay's addresses after '#' must be IP addresses";
+        if (!p[n])
+            return NULL;
+        p += n + 1;
+    }
+}
+
+struct relay_arg {
+    struct cfg_upstream *u;
+    struct strlist list;
+    char target_host[256];
+};
+
+static void add_relay(struct ctx *x, const struct toml_node *n, const char *s, void *arg)
+{
+    struct relay_arg *ra = arg;
+    char norm[700], why[200], host[256];
+    const char *bad;
+
+    if (strncmp(s, "sdns://", 7) == 0) {
+        if (relay_from_stamp(s, norm, sizeof(norm), why, sizeof(why))) {
+            cerr(x, n, "upstream '%s': relay: %s", ra->u->name, why);
+            return;
+        }
+        s = norm;
+    }
+    if ((bad = relay_invalid(s))) {
+        cerr(x, n, "upstream '%s': relay \"%s\": %s", ra->u->name, s, bad);
+        return;
+    }
+    url_host(s, host, sizeof(host));
+    if (!ra->u->allow_same_operator &&
+        (strcmp(host, ra->target_host) == 0 ||
+         strcmp(registrable(host), registrable(ra->target_host)) == 0)) {
+        cerr(x, n,
+             "upstream '%s': relay \"%s\" and target '%s' are under one operator (%s): it would "
+             "see both who asks and what; pick another relay, or set allow_same_operator = true "
+             "if you run both",
+             ra->u->name, s, ra->target_host, registrable(host));
+        return;
+    }
+    push_str(x, n, s, &ra->list);
+}
+
+/* relays and allow_same_operator: ODoH targets only. */
+static void parse_odoh(struct ctx *x, const struct toml_node *t, struct cfg_upstream *u)
+{
+    struct relay_arg ra = {.u = u};
+    const struct toml_node *n = toml_table_get(t, "relays");
+
+    get_bool(x, t, "allow_same_operator", &u->allow_same_operator);
+    if (strncmp(u->url, "odoh://", 7) != 0) {
+        if (n)
+            cerr(x, n, "upstream '%s': 'relays' is for odoh:// upstreams", u->name);
+        if (toml_table_get(t, "allow_same_operator"))
+            cerr(x, toml_table_get(t, "allow_same_operator"),
+                 "upstream '%s': 'allow_same_operator' is for odoh:// upstreams", u->name);
+        return;
+    }
+    if (!url_host(u->url, ra.target_host, sizeof(ra.target_host))) {
+        cerr(x, toml_table_get(t, "url"), "upstream '%s': the ODoH target URL has no host",
+             u->name);
+        return;
+    }
+    each_string(x, t, "relays", add_relay, &ra);
+    u->relays = ra.list.v;
+    u->n_relays = ra.list.n;
+    if (u->n_relays > 32) /* odoh.c tracks which relays a query tried in a bit mask */
+        cerr(x, n, "upstream '%s': at most 32 relays, not %zu", u->name, u->n_relays);
+}
+
 static const char *const url_schemes[] = {"udp://", "tcp://", "tls://", "https://",
                                           "quic://", "odoh://", "sdns://", NULL};
 
@@ -783,7 +987,8 @@ static void parse_upstream(struct ctx *x, const struct toml_node *t)
 {
     static const char *const keys[] = {"url", "bootstrap", "tls_name", "tls_ca", "pins",
                                        "method", "connections", "idle_timeout_ms",
-                                       "bootstrap_upstream", NULL};
+                                       "bootstrap_upstream", "relays", "allow_same_operator",
+                                       NULL};
     const char *name = toml_node_key(t, NULL);
     char section[300];
     struct strlist pins = {0}, boot = {0};
@@ -858,6 +1063,7 @@ static void parse_upstream(struct ctx *x, const struct toml_node *t)
             cerr(x, toml_table_get(t, "method"), "'method' = \"%s\": expected \"post\" or \"get\"",
                  method);
     }
+    parse_odoh(x, t, u);
 }
 
 static ssize_t find_upstream(const struct config *c, const char *name)

@@ -34,6 +34,10 @@ struct cfg_upstream {
     unsigned max_conns;       /* DoT/DoH connections kept to this upstream */
     unsigned idle_timeout_ms; /* an unused connection closes after this */
     char *bootstrap_via; /* bootstrap_upstream: resolve the host through it */
+    /* ODoH (odoh:// targets) */
+    char **relays;            /* "https://HOST[:PORT]/PATH[#IP,...]"; none: straight to the target */
+    size_t n_relays;
+    bool allow_same_operator; /* a relay may share the target's registrable domain */
 };
 
 /* Names are part of the configuration contract (DESIGN.md). */

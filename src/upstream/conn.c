@@ -152,8 +152,8 @@ static bool deliver_one(struct conn_scope *s)
     x = d->x;
     d->x = NULL;
     x->tpriv = NULL;
-    if (d->rc) {
-        x->done(x, d->rc, NULL, 0);
+    if (d->rc || d->raw) {
+        x->done(x, d->rc, d->ans, d->len);
     } else {
         /* the wire carried another ID (remapped, or 0): the caller's goes back */
         dns_put16(d->ans, dns_get16(x->msg));

@@ -89,6 +89,7 @@ struct conn_done {
     uint8_t *ans;        /* the answer; its ID is set to the caller's on delivery */
     size_t len;
     bool queued;
+    bool raw;            /* ans is not a DNS message (an ODoH body): no ID to set */
 };
 
 struct conn_scope {

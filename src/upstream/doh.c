@@ -1,16 +1,20 @@
-/* doh — DNS over HTTPS (RFC 8484) on HTTP/2 (nghttp2) over the TLS layer.
+/* doh — DNS over HTTPS (RFC 8484) on HTTP/2 over the TLS layer; the HTTP/2
+ * exchange itself is h2.c's, which takes bytes and returns responses.
  *
  * Per upstream: a small pool of connections (up to the upstream's
  * max_conns; another one is opened only when every live one has as many
  * streams open as the server allows), a queue of requests waiting for a
  * stream, and the conn_scope's list of finished requests waiting to be
- * reported. Every outcome is reported from a loop callback, after nghttp2
- * has returned, through leave(): a done() that frees the upstream or
+ * reported. Every outcome is reported from a loop callback, after the
+ * session has returned, through leave(): a done() that frees the upstream or
  * cancels another request can then never pull the ground from under a
  * running nghttp2 call.
  *
  * A request is in exactly one place at a time: the upstream's queue, one
- * connection's stream list, or the finished list. */
+ * connection's session, or the finished list.
+ *
+ * The same pool carries ODoH's exchanges (doh_send_http): other paths and
+ * media types, bodies passed through untouched. */
 #include "upstream/doh.h"
 
 #include <stdbool.h>
@@ -18,7 +22,9 @@
 #include <string.h>
 #include <strings.h>
 
+#include "core/buf.h"
 #include "core/err.h"
+#include "dns/dns.h"
 
 static const char b64url_alphabet[] =
     "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
@@ -91,17 +97,24 @@ int doh_authority(const char *host, uint16_t port, char *out, size_t cap)
     return n < 0 || (size_t)n >= cap ? DV_ESPACE : 0;
 }
 
+
+int doh_answer_rc(const struct h2_req *r)
+{
+    if (r->status != 200)
+        return r->status >= 500 ? DV_ESERVFAIL : DV_EPROTO;
+    if (!r->ctype_ok || buf_used(&r->resp) < DNS_HDR_LEN)
+        return DV_EPROTO;
+    return 0;
+}
+
 #if defined(DV_HAVE_TLS) && defined(DV_HAVE_NGHTTP2)
 
 #include <stdlib.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <nghttp2/nghttp2.h>
-
-#include "core/buf.h"
+#include "core/list.h"
 #include "core/log.h"
-#include "dns/dns.h"
 #include "upstream/conn.h"
 #include "upstream/happy.h"
 #include "upstream/tls.h"
@@ -109,11 +122,7 @@ int doh_authority(const char *host, uint16_t port, char *out, size_t cap)
 
 enum {
     DOH_STREAMS_CAP = 1000,  /* our own bound on streams per connection */
-    DOH_STREAMS_ASSUMED = 100, /* until the server's SETTINGS arrive (RFC 9113 6.5.2) */
-    DOH_BODY_MAX = 65535,    /* a DNS message cannot be longer */
     DOH_RETRIES = 2,         /* refused streams are retried on another connection */
-    DOH_STREAM_WINDOW = 1 << 20,
-    DOH_CONN_WINDOW = 16 << 20,
     DOH_OUT_HIGH = 256 * 1024, /* stop serializing frames while this much is unsent */
     DOH_WAIT_MAX = 16384,    /* queries waiting for a stream */
 };
@@ -124,29 +133,24 @@ enum {
 #define DOH_PING_IDLE 20.0      /* no stream open: PING this often */
 #define DOH_PING_TIMEOUT 3.0    /* no PING ACK within this: the connection is dead */
 
+static const char dns_ctype[] = "application/dns-message";
+
 enum req_where { R_NONE, R_QUEUE, R_CONN, R_DONE };
 
 struct doh_conn;
 struct doh_up;
 
 struct doh_req {
-    struct doh_req *prev, *next;
+    struct list_link link; /* the upstream's queue */
     enum req_where where;
     struct doh_up *d;
-    struct doh_conn *c; /* while R_CONN */
-    struct conn_done done; /* done.x: NULL once cancelled while its stream is open */
-    int32_t sid;
-    uint8_t *q;         /* padded query, ID 0 */
-    size_t qlen, qoff;  /* qoff: POST body bytes handed to nghttp2 */
-    struct buf body;
-    int status;
-    bool ctype_ok;
+    struct doh_conn *c;    /* while R_CONN */
+    struct conn_done done;
+    struct h2_req h;       /* the exchange; h.resp is the answer */
+    uint8_t *q;            /* the body: padded query with ID 0, or the caller's */
+    char *path;            /* an owned :path (GET, ODoH), else NULL */
+    struct doh_http *http; /* an ODoH exchange, else NULL */
     unsigned tries;
-};
-
-struct req_list {
-    struct doh_req *head, *tail;
-    size_t n;
 };
 
 enum conn_state { C_CONNECTING, C_HANDSHAKE, C_READY };
@@ -155,7 +159,6 @@ struct doh_conn {
     struct doh_conn *next;
     struct doh_up *d;
     enum conn_state state;
-    bool draining; /* GOAWAY seen, or stream IDs used up: no new streams */
     bool dead;     /* failed; freed by leave() */
     int fd;
     int events;
@@ -163,10 +166,8 @@ struct doh_conn {
     ev_timer timer;
     struct happy *happy; /* racing the addresses; fd is -1 meanwhile */
     struct tls_conn *tls;
-    nghttp2_session *h2;
+    struct h2 *h2;          /* the HTTP/2 session, once the handshake is done */
     struct buf out;         /* serialized frames not yet taken by TLS */
-    struct req_list reqs;   /* streams in flight (and cancelled ones not yet closed) */
-    size_t nlive;           /* reqs whose xfer still waits */
     ev_tstamp opened, last_rx, idle_since, ping_sent;
     ev_tstamp waiting_since; /* first request sent since the server last spoke */
     bool waiting;
@@ -182,7 +183,7 @@ struct doh_up {
     struct net_addr addr;
     struct tls_ctx *tls;
     struct doh_conn *conns;
-    struct req_list queue;
+    struct list queue;
     struct conn_scope scope; /* callback depth, finished requests, deferred free */
     struct conn_policy pol;
     ev_timer kick;      /* runs leave() soon after send() */
@@ -193,41 +194,13 @@ struct doh_up {
     ev_tstamp last_status_log;
 };
 
-static nghttp2_session_callbacks *h2_callbacks;
-static nghttp2_option *h2_option;
-
-/* ------------------------------------------------------------ request lists */
-
-static void list_push(struct req_list *l, struct doh_req *r)
-{
-    r->next = NULL;
-    r->prev = l->tail;
-    if (l->tail)
-        l->tail->next = r;
-    else
-        l->head = r;
-    l->tail = r;
-    l->n++;
-}
-
-static void list_unlink(struct req_list *l, struct doh_req *r)
-{
-    if (r->prev)
-        r->prev->next = r->next;
-    else
-        l->head = r->next;
-    if (r->next)
-        r->next->prev = r->prev;
-    else
-        l->tail = r->prev;
-    r->prev = r->next = NULL;
-    l->n--;
-}
+/* ------------------------------------------------------------ requests */
 
 static void req_free(struct doh_req *r)
 {
-    buf_free(&r->body);
+    buf_free(&r->h.resp);
     free(r->q);
+    free(r->path);
     free(r);
 }
 
@@ -236,15 +209,26 @@ static struct doh_req *req_of(struct conn_done *f)
     return (struct doh_req *)(void *)((char *)f - offsetof(struct doh_req, done));
 }
 
+static struct doh_req *req_of_h2(struct h2_req *h)
+{
+    return list_elem(h, struct doh_req, h);
+}
+
+static struct doh_req *queue_head(const struct doh_up *d)
+{
+    return list_elem(d->queue.head, struct doh_req, link);
+}
+
 /* An unused connection closes after the upstream's idle_timeout_ms (s). */
 static ev_tstamp idle_close(const struct doh_up *d)
 {
     return (ev_tstamp)d->pol.idle_ms / 1000.0;
 }
 
+/* A request left c's session: c may have become idle. */
 static void conn_unlive(struct doh_conn *c)
 {
-    if (--c->nlive == 0)
+    if (h2_live(c->h2) == 0)
         c->idle_since = ev_now(c->d->loop);
 }
 
@@ -253,12 +237,11 @@ static void req_detach(struct doh_req *r)
 {
     switch (r->where) {
     case R_QUEUE:
-        list_unlink(&r->d->queue, r);
+        list_unlink(&r->d->queue, &r->link);
         break;
     case R_CONN:
-        list_unlink(&r->c->reqs, r);
-        if (r->done.x)
-            conn_unlive(r->c);
+        h2_cancel(r->c->h2, &r->h);
+        conn_unlive(r->c);
         r->c = NULL;
         break;
     case R_DONE:
@@ -270,33 +253,25 @@ static void req_detach(struct doh_req *r)
     r->where = R_NONE;
 }
 
-/* Queues r's outcome for leave(); a cancelled request is just freed. */
+/* Queues r's outcome for leave(); r has left its connection. */
 static void req_finish(struct doh_req *r, int rc)
 {
     req_detach(r);
-    if (!r->done.x) {
-        req_free(r);
-        return;
-    }
     r->where = R_DONE;
-    conn_scope_complete(&r->d->scope, &r->done, rc, buf_head(&r->body), buf_used(&r->body));
+    r->done.raw = r->http != NULL;
+    conn_scope_complete(&r->d->scope, &r->done, rc, buf_head(&r->h.resp), buf_used(&r->h.resp));
 }
 
 /* Back to the upstream's queue for another connection, while tries last. */
 static void req_retry(struct doh_req *r, int rc)
 {
-    if (!r->done.x || ++r->tries > DOH_RETRIES) {
+    if (++r->tries > DOH_RETRIES) {
         req_finish(r, rc);
         return;
     }
     req_detach(r);
-    r->sid = -1;
-    r->qoff = 0;
-    r->status = 0;
-    r->ctype_ok = false;
-    r->body.off = r->body.len = 0;
     r->where = R_QUEUE;
-    list_push(&r->d->queue, r);
+    list_push(&r->d->queue, &r->link);
 }
 
 /* ------------------------------------------------------------ connections */
@@ -305,6 +280,7 @@ static void conn_io_cb(struct ev_loop *loop, ev_io *w, int revents);
 static void conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents);
 static void enter(struct doh_up *d);
 static void leave(struct doh_up *d);
+static void req_response(struct doh_req *r);
 
 static void conn_watch(struct doh_conn *c, int events)
 {
@@ -332,20 +308,14 @@ static void conn_fail(struct doh_conn *c, int rc)
             tls_conn_shutdown(c->tls);
     }
     ev_timer_stop(c->d->loop, &c->timer);
-    while (c->reqs.head) {
-        struct doh_req *r = c->reqs.head;
-        if (r->sid < 0)
-            req_retry(r, rc);
-        else
-            req_finish(r, rc);
-    }
+    if (c->h2)
+        h2_abort(c->h2, rc);
 }
 
 static void conn_free(struct doh_conn *c)
 {
     happy_cancel(c->happy);
-    if (c->h2)
-        nghttp2_session_del(c->h2);
+    h2_del(c->h2);
     if (c->tls)
         tls_conn_free(c->tls);
     if (c->fd >= 0)
@@ -363,17 +333,43 @@ static void up_conn_failed(struct doh_up *d, const char *why)
              (double)wait / 1000.0);
 }
 
-/* Moves nghttp2's pending frames into c->out and as much of it as TLS takes
- * to the socket. Without TLS (the fuzz target) the bytes are dropped. */
-/* Serializes nghttp2's pending frames into c->out until it holds high
+/* The session's events: a response, or a stream the server never saw. They
+ * run inside h2 calls; the outcome waits in the scope for leave(). */
+static void h2_done_ev(void *arg, struct h2_req *h, int rc)
+{
+    struct doh_conn *c = arg;
+    struct doh_req *r = req_of_h2(h);
+
+    r->where = R_NONE;
+    r->c = NULL;
+    conn_unlive(c);
+    if (rc)
+        req_finish(r, rc);
+    else
+        req_response(r);
+}
+
+static void h2_refused_ev(void *arg, struct h2_req *h)
+{
+    struct doh_conn *c = arg;
+    struct doh_req *r = req_of_h2(h);
+
+    r->where = R_NONE;
+    r->c = NULL;
+    conn_unlive(c);
+    req_retry(r, DV_ECONN);
+}
+
+static const struct h2_events doh_h2_events = {.done = h2_done_ev, .refused = h2_refused_ev};
+
+/* Serializes the session's pending frames into c->out until it holds high
  * bytes. 0, or DV_E* after failing c. */
 static int conn_serialize(struct doh_conn *c, size_t high)
 {
     while (buf_used(&c->out) < high) {
         const uint8_t *p;
-        ssize_t n = nghttp2_session_mem_send(c->h2, &p);
+        long n = h2_send(c->h2, &p);
         if (n < 0) {
-            log_debug("upstream %s: doh: %s", c->d->name, nghttp2_strerror((int)n));
             conn_fail(c, DV_EPROTO);
             return DV_EPROTO;
         }
@@ -387,6 +383,8 @@ static int conn_serialize(struct doh_conn *c, size_t high)
     return 0;
 }
 
+/* Moves the session's pending frames into c->out and as much of it as TLS
+ * takes to the socket. */
 static void conn_flush(struct doh_conn *c)
 {
     if (c->dead || c->state != C_READY)
@@ -396,10 +394,6 @@ static void conn_flush(struct doh_conn *c)
             return;
         if (buf_used(&c->out) == 0)
             break;
-        if (!c->tls) {
-            c->out.off = c->out.len = 0;
-            continue;
-        }
         long w = tls_conn_write(c->tls, buf_head(&c->out), buf_used(&c->out));
         if (w == DV_EAGAIN) {
             conn_watch(c, tls_conn_wants_write(c->tls) ? EV_READ | EV_WRITE : EV_READ);
@@ -413,7 +407,7 @@ static void conn_flush(struct doh_conn *c)
         if (buf_used(&c->out) == 0)
             c->out.off = c->out.len = 0;
     }
-    if (!nghttp2_session_want_read(c->h2) && !nghttp2_session_want_write(c->h2)) {
+    if (h2_finished(c->h2)) {
         /* GOAWAY exchanged and every stream closed */
         log_debug("upstream %s: doh connection finished", c->d->name);
         conn_fail(c, DV_ECONN);
@@ -424,33 +418,15 @@ static void conn_flush(struct doh_conn *c)
 
 static bool conn_has_room(const struct doh_conn *c)
 {
-    uint32_t max;
+    return !c->dead && c->state == C_READY && h2_has_room(c->h2, DOH_STREAMS_CAP);
+}
 
-    if (c->dead || c->draining || c->state != C_READY)
-        return false;
-    max = nghttp2_session_get_remote_settings(c->h2, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS);
-    if (max > DOH_STREAMS_CAP)
-        max = DOH_STREAMS_CAP;
-    return c->reqs.n < max;
+static bool conn_draining(const struct doh_conn *c)
+{
+    return c->state == C_READY && h2_draining(c->h2);
 }
 
 static void conn_arm_timer(struct doh_conn *c);
-
-static int conn_session_new(struct doh_conn *c)
-{
-    nghttp2_settings_entry iv[] = {
-        {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
-        {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, DOH_STREAM_WINDOW},
-    };
-
-    if (nghttp2_session_client_new2(&c->h2, h2_callbacks, c, h2_option))
-        return DV_ENOMEM;
-    /* a 16 KB answer must never wait for a WINDOW_UPDATE round trip */
-    if (nghttp2_submit_settings(c->h2, NGHTTP2_FLAG_NONE, iv, sizeof(iv) / sizeof(iv[0])) ||
-        nghttp2_session_set_local_window_size(c->h2, NGHTTP2_FLAG_NONE, 0, DOH_CONN_WINDOW))
-        return DV_ENOMEM;
-    return 0;
-}
 
 static void conn_ready(struct doh_conn *c)
 {
@@ -459,12 +435,13 @@ static void conn_ready(struct doh_conn *c)
     c->state = C_READY;
     c->last_rx = c->idle_since = ev_now(d->loop);
     conn_policy_ok(&d->pol);
-    if (conn_session_new(c)) {
+    if (h2_new(&doh_h2_events, c, d->authority, d->name, &c->h2)) {
+        c->h2 = NULL;
         conn_fail(c, DV_ENOMEM);
         return;
     }
     log_debug("upstream %s: doh connection ready (%s)", d->name,
-              c->tls && tls_conn_resumed(c->tls) ? "resumed" : "full handshake");
+              tls_conn_resumed(c->tls) ? "resumed" : "full handshake");
     conn_arm_timer(c);
     conn_flush(c);
 }
@@ -506,10 +483,7 @@ static void conn_read(struct doh_conn *c)
         c->last_rx = ev_now(c->d->loop);
         c->ping_out = false; /* any bytes prove the server alive */
         c->waiting = false;
-        ssize_t m = nghttp2_session_mem_recv(c->h2, in, (size_t)n);
-        if (m < 0) {
-            log_warn("upstream %s: doh: HTTP/2 error from server: %s", c->d->name,
-                     nghttp2_strerror((int)m));
+        if (h2_recv(c->h2, in, (size_t)n)) {
             conn_fail(c, DV_EPROTO);
             return;
         }
@@ -585,16 +559,15 @@ static void conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
         log_info("upstream %s: doh connection: no PING ACK in %.0fs, closing", d->name,
                  DOH_PING_TIMEOUT);
         conn_fail(c, DV_ETIMEOUT);
-    } else if (!c->nlive && now >= c->idle_since + idle_close(d)) {
+    } else if (!h2_live(c->h2) && now >= c->idle_since + idle_close(d)) {
         log_debug("upstream %s: doh connection idle, closing", d->name);
-        c->draining = true;
-        nghttp2_session_terminate_session(c->h2, NGHTTP2_NO_ERROR);
+        h2_terminate(c->h2);
         conn_flush(c);
         if (!c->dead)
             conn_fail(c, DV_ECONN);
     } else if (!c->ping_out && (c->waiting ? now >= c->waiting_since + DOH_PING_BUSY
                                            : now >= c->last_rx + DOH_PING_IDLE)) {
-        if (nghttp2_submit_ping(c->h2, NGHTTP2_FLAG_NONE, NULL) == 0) {
+        if (h2_ping(c->h2) == 0) {
             c->ping_out = true;
             c->ping_sent = now;
             conn_flush(c);
@@ -678,89 +651,20 @@ fail:
 
 /* ------------------------------------------------------------ requests */
 
-#define NV(n, v, vlen) \
-    {(uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, (vlen), NGHTTP2_NV_FLAG_NONE}
-
-static ssize_t body_read_cb(nghttp2_session *s, int32_t sid, uint8_t *buf, size_t length,
-                            uint32_t *flags, nghttp2_data_source *src, void *ud)
-{
-    struct doh_req *r = nghttp2_session_get_stream_user_data(s, sid);
-    size_t n;
-
-    if (!r)
-        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
-    n = r->qlen - r->qoff;
-    if (n > length)
-        n = length;
-    memcpy(buf, r->q + r->qoff, n);
-    r->qoff += n;
-    if (r->qoff == r->qlen)
-        *flags |= NGHTTP2_DATA_FLAG_EOF;
-    return (ssize_t)n;
-}
-
 /* Opens r's stream on c. 0 or DV_E* (r untouched). */
 static int conn_submit(struct doh_conn *c, struct doh_req *r)
 {
-    struct doh_up *d = c->d;
-    static const char ctype[] = "application/dns-message";
-    char clen[8], *path = d->path;
-    size_t plen = strlen(d->path);
-    nghttp2_data_provider prd = {.source = {.ptr = r}, .read_callback = body_read_cb};
-    int32_t sid;
+    int rc = h2_submit(c->h2, &r->h);
 
-    if (d->get) {
-        size_t cap = plen + 5 + r->qlen / 3 * 4 + 4 + 1;
-        if (!(path = malloc(cap)))
-            return DV_ENOMEM;
-        memcpy(path, d->path, plen);
-        /* a path that already carries a query gets dns= appended to it */
-        path[plen++] = strchr(d->path, '?') ? '&' : '?';
-        memcpy(path + plen, "dns=", 4);
-        plen += 4;
-        plen += (size_t)doh_b64url(r->q, r->qlen, path + plen, cap - plen);
-        nghttp2_nv nva[] = {
-            NV(":method", "GET", 3),
-            NV(":scheme", "https", 5),
-            NV(":authority", d->authority, strlen(d->authority)),
-            NV(":path", path, plen),
-            NV("accept", ctype, sizeof(ctype) - 1),
-        };
-        /* nghttp2 copies the header block */
-        sid = nghttp2_submit_request(c->h2, NULL, nva, sizeof(nva) / sizeof(nva[0]), NULL, r);
-        free(path);
-    } else {
-        int cl = snprintf(clen, sizeof(clen), "%zu", r->qlen);
-        nghttp2_nv nva[] = {
-            NV(":method", "POST", 4),
-            NV(":scheme", "https", 5),
-            NV(":authority", d->authority, strlen(d->authority)),
-            NV(":path", path, plen),
-            NV("accept", ctype, sizeof(ctype) - 1),
-            NV("content-type", ctype, sizeof(ctype) - 1),
-            NV("content-length", clen, (size_t)cl),
-        };
-        sid = nghttp2_submit_request(c->h2, NULL, nva, sizeof(nva) / sizeof(nva[0]), &prd, r);
-    }
-    if (sid < 0) {
-        if (sid == NGHTTP2_ERR_STREAM_ID_NOT_AVAILABLE)
-            c->draining = true;
-        log_debug("upstream %s: doh submit: %s", d->name, nghttp2_strerror(sid));
-        return DV_EPROTO;
-    }
-    r->sid = sid;
+    if (rc)
+        return rc;
     r->c = c;
     r->where = R_CONN;
-    list_push(&c->reqs, r);
-    c->nlive++;
     if (!c->waiting) {
         c->waiting = true;
-        c->waiting_since = ev_now(d->loop);
+        c->waiting_since = ev_now(c->d->loop);
         conn_arm_timer(c);
     }
-    /* a fresh connection would be better long before IDs run out */
-    if (nghttp2_session_get_next_stream_id(c->h2) > (1u << 31) - 1000)
-        c->draining = true;
     return 0;
 }
 
@@ -778,178 +682,28 @@ static void log_status(struct doh_up *d, int status)
     }
 }
 
-/* The server ended its response: judge it. */
+/* The server ended its response: judge it. An ODoH exchange takes any
+ * complete response; its caller judges the status. */
 static void req_response(struct doh_req *r)
 {
     struct doh_up *d = r->d;
     int rc = 0;
 
-    if (r->status != 200) {
-        log_status(d, r->status);
-        rc = r->status >= 500 ? DV_ESERVFAIL : DV_EPROTO;
-    } else if (!r->ctype_ok) {
-        log_warn("upstream %s: doh answer without content-type application/dns-message",
-                 d->name);
-        rc = DV_EPROTO;
-    } else if (buf_used(&r->body) < DNS_HDR_LEN) {
-        log_debug("upstream %s: doh answer of %zu bytes", d->name, buf_used(&r->body));
-        rc = DV_EPROTO;
+    if (r->http) {
+        r->http->status = r->h.status;
+        r->http->ctype_ok = r->h.ctype_ok;
+        r->http->max_age = r->h.max_age;
+    } else if ((rc = doh_answer_rc(&r->h))) {
+        if (r->h.status != 200)
+            log_status(d, r->h.status);
+        else if (!r->h.ctype_ok)
+            log_warn("upstream %s: doh answer without content-type application/dns-message",
+                     d->name);
+        else
+            log_debug("upstream %s: doh answer of %zu bytes", d->name, buf_used(&r->h.resp));
     }
     /* ID 0 went on the wire (RFC 8484 4.1): delivery puts the caller's back */
     req_finish(r, rc);
-}
-
-/* Media type, parameters ignored, case-insensitive (RFC 9110 8.3.1). */
-static bool ctype_is_dns(const uint8_t *v, size_t len)
-{
-    static const char want[] = "application/dns-message";
-    size_t n = 0;
-
-    while (n < len && v[n] != ';' && v[n] != ' ' && v[n] != '\t')
-        n++;
-    return n == sizeof(want) - 1 && strncasecmp((const char *)v, want, n) == 0;
-}
-
-static int on_header_cb(nghttp2_session *s, const nghttp2_frame *frame, const uint8_t *name,
-                        size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
-                        void *ud)
-{
-    struct doh_req *r;
-
-    if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_RESPONSE)
-        return 0;
-    r = nghttp2_session_get_stream_user_data(s, frame->hd.stream_id);
-    if (!r)
-        return 0;
-    if (namelen == 7 && memcmp(name, ":status", 7) == 0) {
-        /* nghttp2 checked it is 3 digits */
-        r->status = (value[0] - '0') * 100 + (value[1] - '0') * 10 + (value[2] - '0');
-    } else if (namelen == 12 && memcmp(name, "content-type", 12) == 0) {
-        r->ctype_ok = ctype_is_dns(value, valuelen);
-    }
-    return 0;
-}
-
-static int on_data_cb(nghttp2_session *s, uint8_t flags, int32_t sid, const uint8_t *data,
-                      size_t len, void *ud)
-{
-    struct doh_conn *c = ud;
-    struct doh_req *r = nghttp2_session_get_stream_user_data(s, sid);
-
-    if (!r)
-        return 0;
-    if (buf_used(&r->body) + len > DOH_BODY_MAX) {
-        log_warn("upstream %s: doh answer longer than %d bytes", c->d->name, DOH_BODY_MAX);
-        nghttp2_session_set_stream_user_data(s, sid, NULL);
-        nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, sid, NGHTTP2_CANCEL);
-        req_finish(r, DV_EPROTO);
-        return 0;
-    }
-    if (buf_append(&r->body, data, len)) {
-        nghttp2_session_set_stream_user_data(s, sid, NULL);
-        nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, sid, NGHTTP2_INTERNAL_ERROR);
-        req_finish(r, DV_ENOMEM);
-    }
-    return 0;
-}
-
-static int on_frame_recv_cb(nghttp2_session *s, const nghttp2_frame *frame, void *ud)
-{
-    struct doh_conn *c = ud;
-    struct doh_req *r;
-
-    switch (frame->hd.type) {
-    case NGHTTP2_HEADERS:
-    case NGHTTP2_DATA:
-        if (!(frame->hd.flags & NGHTTP2_FLAG_END_STREAM))
-            break;
-        r = nghttp2_session_get_stream_user_data(s, frame->hd.stream_id);
-        if (!r)
-            break;
-        nghttp2_session_set_stream_user_data(s, frame->hd.stream_id, NULL);
-        req_response(r);
-        break;
-    case NGHTTP2_GOAWAY:
-        /* nghttp2 closes our streams above last_stream_id as refused,
-         * which retries them; the others may still complete here */
-        c->draining = true;
-        log_debug("upstream %s: doh GOAWAY (last stream %d, error %u)", c->d->name,
-                  frame->goaway.last_stream_id, frame->goaway.error_code);
-        break;
-    case NGHTTP2_SETTINGS:
-        if (!(frame->hd.flags & NGHTTP2_FLAG_ACK))
-            log_debug("upstream %s: doh server allows %u streams", c->d->name,
-                      nghttp2_session_get_remote_settings(
-                          s, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS));
-        break;
-    case NGHTTP2_PING:
-        if (frame->hd.flags & NGHTTP2_FLAG_ACK)
-            c->ping_out = false;
-        break;
-    default:
-        break;
-    }
-    return 0;
-}
-
-static int on_stream_close_cb(nghttp2_session *s, int32_t sid, uint32_t error_code, void *ud)
-{
-    struct doh_conn *c = ud;
-    struct doh_req *r = nghttp2_session_get_stream_user_data(s, sid);
-
-    if (!r)
-        return 0;
-    if (error_code == NGHTTP2_REFUSED_STREAM) {
-        /* not processed by the server (RFC 9113 8.7): safe on another connection */
-        r->sid = -1;
-        req_retry(r, DV_ECONN);
-        return 0;
-    }
-    if (r->done.x)
-        log_debug("upstream %s: doh stream %d reset (error %u)", c->d->name, sid, error_code);
-    req_finish(r, DV_EPROTO);
-    return 0;
-}
-
-/* A request the session could not start (GOAWAY arrived, or the server
- * lowered its stream limit) never reached the server: send it elsewhere. */
-static int on_frame_not_send_cb(nghttp2_session *s, const nghttp2_frame *frame, int err,
-                                void *ud)
-{
-    struct doh_conn *c = ud;
-
-    if (frame->hd.type != NGHTTP2_HEADERS)
-        return 0;
-    for (struct doh_req *r = c->reqs.head; r; r = r->next) {
-        if (r->sid == frame->hd.stream_id) {
-            nghttp2_session_set_stream_user_data(s, r->sid, NULL);
-            r->sid = -1;
-            req_retry(r, DV_ECONN);
-            break;
-        }
-    }
-    return 0;
-}
-
-static int h2_global_init(void)
-{
-    if (h2_callbacks)
-        return 0;
-    if (nghttp2_session_callbacks_new(&h2_callbacks))
-        return DV_ENOMEM;
-    if (nghttp2_option_new(&h2_option)) {
-        nghttp2_session_callbacks_del(h2_callbacks);
-        h2_callbacks = NULL;
-        return DV_ENOMEM;
-    }
-    nghttp2_session_callbacks_set_on_header_callback(h2_callbacks, on_header_cb);
-    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(h2_callbacks, on_data_cb);
-    nghttp2_session_callbacks_set_on_frame_recv_callback(h2_callbacks, on_frame_recv_cb);
-    nghttp2_session_callbacks_set_on_stream_close_callback(h2_callbacks, on_stream_close_cb);
-    nghttp2_session_callbacks_set_on_frame_not_send_callback(h2_callbacks,
-                                                             on_frame_not_send_cb);
-    nghttp2_option_set_peer_max_concurrent_streams(h2_option, DOH_STREAMS_ASSUMED);
-    return 0;
 }
 
 /* ------------------------------------------------------------ the pool */
@@ -966,17 +720,17 @@ static void up_dispatch(struct doh_up *d)
         bool pending = false;
 
         for (struct doh_conn *c = d->conns; c; c = c->next) {
-            if (c->dead || c->draining)
+            if (c->dead || conn_draining(c))
                 continue;
             live++;
             if (c->state != C_READY)
                 pending = true;
-            else if (conn_has_room(c) && (!best || c->reqs.n > best->reqs.n))
+            else if (conn_has_room(c) && (!best || h2_live(c->h2) > h2_live(best->h2)))
                 best = c; /* fill the fullest: keeps the others idle to close */
         }
         if (best) {
-            struct doh_req *r = d->queue.head;
-            list_unlink(&d->queue, r);
+            struct doh_req *r = queue_head(d);
+            list_unlink(&d->queue, &r->link);
             r->where = R_NONE;
             int rc = conn_submit(best, r);
             /* each request whole (HEADERS, then its DATA) before the next
@@ -984,9 +738,9 @@ static void up_dispatch(struct doh_up *d)
              * refuse a stream that starts while another is incomplete */
             if (rc == 0)
                 conn_serialize(best, SIZE_MAX);
-            if (rc && best->draining) {
+            if (rc && h2_draining(best->h2)) {
                 r->where = R_QUEUE; /* out of stream IDs: another connection */
-                list_push(&d->queue, r);
+                list_push(&d->queue, &r->link);
             } else if (rc) {
                 req_finish(r, rc);
             }
@@ -1000,7 +754,7 @@ static void up_dispatch(struct doh_up *d)
         }
         if (live == 0) {
             while (d->queue.head)
-                req_finish(d->queue.head, DV_ECONN);
+                req_finish(queue_head(d), DV_ECONN);
         }
         return; /* the rest waits for a stream on a live connection */
     }
@@ -1011,15 +765,12 @@ static void up_free(struct doh_up *d)
     while (d->conns) {
         struct doh_conn *c = d->conns;
         d->conns = c->next;
-        while (c->reqs.head) {
-            struct doh_req *r = c->reqs.head;
-            req_detach(r);
-            req_free(r);
-        }
+        if (c->h2)
+            h2_abort(c->h2, DV_ECANCEL); /* its requests to the queue or the scope ... */
         conn_free(c);
     }
-    while (d->queue.head) {
-        struct doh_req *r = d->queue.head;
+    while (d->queue.head) { /* ... freed here */
+        struct doh_req *r = queue_head(d);
         req_detach(r);
         req_free(r);
     }
@@ -1055,8 +806,7 @@ static void up_settle(void *arg)
     up_dispatch(d);
     for (struct doh_conn **pc = &d->conns; *pc;) {
         struct doh_conn *c = *pc;
-        if (!c->dead && c->state == C_READY &&
-            (buf_used(&c->out) || nghttp2_session_want_write(c->h2)))
+        if (!c->dead && c->state == C_READY && (buf_used(&c->out) || h2_want_write(c->h2)))
             conn_flush(c);
         if (c->dead) {
             *pc = c->next;
@@ -1078,16 +828,6 @@ static void up_destroy(void *arg)
     up_free(arg);
 }
 
-static void kick_cb(struct ev_loop *loop, ev_timer *w, int revents);
-
-static void up_init(struct doh_up *d, struct ev_loop *loop)
-{
-    d->loop = loop;
-    conn_scope_init(&d->scope, up_settle, req_release, up_destroy, d);
-    ev_timer_init(&d->kick, kick_cb, 0., 0.);
-    d->kick.data = d;
-}
-
 static void kick_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     struct doh_up *d = w->data;
@@ -1102,10 +842,8 @@ static int doh_open(struct upstream *u)
 {
     struct doh_up *d;
     char path[2048], auth[300];
-    int rc = h2_global_init();
+    int rc;
 
-    if (rc)
-        return rc;
     if (doh_path(u->path, path, sizeof(path))) {
         log_err("upstream %s: DoH path '%s' is not a request path (only the {?dns} template "
                 "is understood)", u->name, u->path ? u->path : "");
@@ -1117,7 +855,10 @@ static int doh_open(struct upstream *u)
     d = calloc(1, sizeof(*d));
     if (!d)
         return DV_ENOMEM;
-    up_init(d, u->loop);
+    d->loop = u->loop;
+    conn_scope_init(&d->scope, up_settle, req_release, up_destroy, d);
+    ev_timer_init(&d->kick, kick_cb, 0., 0.);
+    d->kick.data = d;
     conn_policy_init(&d->pol, &u->cfg);
     d->addr = u->addr;
     d->u = u;
@@ -1139,22 +880,55 @@ static int doh_open(struct upstream *u)
     return 0;
 }
 
-static int doh_send(struct upstream *u, struct xfer *x)
+/* A new request for x, queued; fails fast while the pool backs off. */
+static int up_queue(struct doh_up *d, struct xfer *x, struct doh_req *r)
 {
-    struct doh_up *d = u->priv;
-    struct doh_req *r;
     bool live = false;
-    size_t cap;
-    int rc;
 
-    if (x->len < DNS_HDR_LEN || x->len > DNS_MSG_MAX)
-        return DV_EINVAL;
     for (struct doh_conn *c = d->conns; c; c = c->next)
-        live |= !c->dead && !c->draining;
+        live |= !c->dead && !conn_draining(c);
     if (!live && conn_policy_backoff(&d->pol, net_now_ms()))
         return DV_ECONN; /* backing off: let the query try elsewhere now */
     if (d->queue.n >= DOH_WAIT_MAX)
         return DV_ECONN; /* the server cannot keep up: do not hoard queries */
+    buf_init(&r->h.resp);
+    r->d = d;
+    r->done.x = x;
+    r->h.sid = -1;
+    r->where = R_QUEUE;
+    list_push(&d->queue, &r->link);
+    x->tpriv = r;
+    if (!d->scope.depth)
+        ev_timer_start(d->loop, &d->kick); /* 0 s: dispatched on the next turn */
+    return 0;
+}
+
+/* The GET form's :path: the URL path with dns= and the query in base64url. */
+static char *get_path(const struct doh_up *d, const uint8_t *q, size_t len)
+{
+    size_t plen = strlen(d->path), cap = plen + 5 + len / 3 * 4 + 4 + 1;
+    char *path = malloc(cap);
+
+    if (!path)
+        return NULL;
+    memcpy(path, d->path, plen);
+    /* a path that already carries a query gets dns= appended to it */
+    path[plen++] = strchr(d->path, '?') ? '&' : '?';
+    memcpy(path + plen, "dns=", 4);
+    plen += 4;
+    doh_b64url(q, len, path + plen, cap - plen);
+    return path;
+}
+
+static int doh_send(struct upstream *u, struct xfer *x)
+{
+    struct doh_up *d = u->priv;
+    struct doh_req *r;
+    size_t cap, qlen;
+    int rc;
+
+    if (x->len < DNS_HDR_LEN || x->len > DNS_MSG_MAX)
+        return DV_EINVAL;
     r = calloc(1, sizeof(*r));
     if (!r)
         return DV_ENOMEM;
@@ -1165,23 +939,58 @@ static int doh_send(struct upstream *u, struct xfer *x)
         return DV_ENOMEM;
     }
     memcpy(r->q, x->msg, x->len);
-    r->qlen = x->len;
-    rc = conn_pad_query(r->q, &r->qlen, cap);
+    qlen = x->len;
+    rc = conn_pad_query(r->q, &qlen, cap);
     if (rc) {
         req_free(r);
         return rc;
     }
     dns_put16(r->q, 0);
-    buf_init(&r->body);
-    r->d = d;
-    r->done.x = x;
-    r->sid = -1;
-    r->where = R_QUEUE;
-    list_push(&d->queue, r);
-    x->tpriv = r;
-    if (!d->scope.depth)
-        ev_timer_start(d->loop, &d->kick); /* 0 s: dispatched on the next turn */
-    return 0;
+    r->h.ctype = dns_ctype;
+    if (d->get) {
+        if (!(r->path = get_path(d, r->q, qlen))) {
+            req_free(r);
+            return DV_ENOMEM;
+        }
+        r->h.path = r->path;
+    } else {
+        r->h.path = d->path;
+        r->h.body = r->q;
+        r->h.len = qlen;
+    }
+    rc = up_queue(d, x, r);
+    if (rc)
+        req_free(r);
+    return rc;
+}
+
+int doh_send_http(struct upstream *u, struct doh_http *h)
+{
+    struct doh_up *d = u->priv;
+    struct doh_req *r;
+    int rc;
+
+    if (u->ops != &doh_ops || !h->path || h->x.len > H2_BODY_MAX)
+        return DV_EINVAL;
+    r = calloc(1, sizeof(*r));
+    if (!r)
+        return DV_ENOMEM;
+    r->http = h;
+    r->path = strdup(h->path);
+    if (h->x.len && (r->q = malloc(h->x.len)))
+        memcpy(r->q, h->x.msg, h->x.len);
+    if (!r->path || (h->x.len && !r->q)) {
+        req_free(r);
+        return DV_ENOMEM;
+    }
+    r->h.path = r->path;
+    r->h.ctype = h->ctype;
+    r->h.body = r->q;
+    r->h.len = h->x.len;
+    rc = up_queue(d, &h->x, r);
+    if (rc)
+        req_free(r);
+    return rc;
 }
 
 static void doh_cancel(struct upstream *u, struct xfer *x)
@@ -1191,17 +1000,9 @@ static void doh_cancel(struct upstream *u, struct xfer *x)
     if (!r)
         return;
     x->tpriv = NULL;
-    if (r->where == R_CONN) {
-        /* the stream stays ours until nghttp2 closes it: the request is
-         * kept, without its xfer, so no callback sees freed memory */
-        struct doh_conn *c = r->c;
-        conn_unlive(c);
-        r->done.x = NULL;
-        nghttp2_submit_rst_stream(c->h2, NGHTTP2_FLAG_NONE, r->sid, NGHTTP2_CANCEL);
-        if (!r->d->scope.depth)
-            ev_timer_start(r->d->loop, &r->d->kick);
-        return;
-    }
+    /* the stream, if open, is reset and no longer names r */
+    if (r->where == R_CONN && !r->d->scope.depth)
+        ev_timer_start(r->d->loop, &r->d->kick); /* flush the RST_STREAM */
     req_detach(r);
     req_free(r);
 }
@@ -1217,7 +1018,7 @@ static void doh_close(struct upstream *u)
         if (c->dead)
             continue;
         if (c->state == C_READY) {
-            nghttp2_session_terminate_session(c->h2, NGHTTP2_NO_ERROR);
+            h2_terminate(c->h2);
             conn_flush(c); /* best effort: a GOAWAY if the socket takes it */
         }
         ev_io_stop(d->loop, &c->io);
@@ -1234,96 +1035,10 @@ const struct transport_ops doh_ops = {
     .close = doh_close,
 };
 
-/* ------------------------------------------------------------ fuzzing */
-
-struct fuzz_xfer {
-    struct xfer x;
-    unsigned calls;
-    bool answered;
-};
-
-static void fuzz_done(struct xfer *x, int rc, const uint8_t *ans, size_t len)
-{
-    struct fuzz_xfer *f = (struct fuzz_xfer *)x;
-
-    f->calls++;
-    f->answered = rc == 0;
-    if ((rc == 0) != (ans != NULL) || len > DOH_BODY_MAX || (rc == 0 && len < DNS_HDR_LEN) ||
-        (rc == 0 && dns_get16(ans) != dns_get16(x->msg)))
-        abort();
-}
-
-int doh_fuzz_response(const uint8_t *in, size_t len)
-{
-    static struct ev_loop *loop;
-    static const uint8_t query[] = {0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0,
-                                    3, 'w', 'w', 'w', 4, 't', 'e', 's', 't', 0, 0, 1, 0, 1};
-    struct fuzz_xfer fx[3];
-    struct upstream u = {.name = "fuzz"};
-    struct doh_up *d;
-    struct doh_conn *c;
-    int rc = DV_ENOMEM;
-
-    if (!loop && !(loop = ev_loop_new(EVFLAG_AUTO)))
-        return DV_ENOMEM;
-    if (h2_global_init())
-        return DV_ENOMEM;
-    d = calloc(1, sizeof(*d));
-    c = calloc(1, sizeof(*c));
-    if (!d || !c) {
-        free(d);
-        free(c);
-        return DV_ENOMEM;
-    }
-    up_init(d, loop);
-    u.cfg.max_conns = 2;
-    u.cfg.idle_timeout_ms = 30000;
-    conn_policy_init(&d->pol, &u.cfg);
-    d->pol.retry_at = UINT64_MAX; /* never a real connection */
-    d->name = strdup(u.name);
-    d->path = strdup("/dns-query");
-    d->authority = strdup("fuzz.test");
-    c->d = d;
-    c->fd = -1;
-    buf_init(&c->out);
-    ev_init(&c->timer, conn_timer_cb);
-    c->timer.data = c;
-    d->conns = c;
-    d->get = len % 2; /* both request forms, chosen by the input */
-    u.priv = d;
-    if (!d->name || !d->path || !d->authority || conn_session_new(c))
-        goto out;
-    c->state = C_READY;
-    enter(d);
-    for (size_t i = 0; i < 3; i++) {
-        fx[i] = (struct fuzz_xfer){.x = {.msg = query, .len = sizeof(query),
-                                         .done = fuzz_done}};
-        if (doh_send(&u, &fx[i].x))
-            abort();
-    }
-    leave(d); /* submits the three streams */
-    enter(d);
-    if (nghttp2_session_mem_recv(c->h2, in, len) >= 0)
-        conn_flush(c);
-    conn_fail(c, DV_ECONN);
-    leave(d); /* reports every request */
-    rc = 0;
-    for (size_t i = 0; i < 3; i++) {
-        if (fx[i].calls != 1)
-            abort();
-        rc += fx[i].answered;
-    }
-out:
-    up_free(d);
-    return rc;
-}
-
 #else /* no TLS or no nghttp2 */
 
-int doh_fuzz_response(const uint8_t *in, size_t len)
+int doh_send_http(struct upstream *u, struct doh_http *h)
 {
-    (void)in;
-    (void)len;
     return DV_EINVAL;
 }
 

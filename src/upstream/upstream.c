@@ -24,6 +24,8 @@ static const struct scheme schemes[] = {
 #endif
 #if defined(DV_HAVE_TLS) && defined(DV_HAVE_NGHTTP2)
     {"https://", &doh_ops, UPSTREAM_HTTPS, 443},
+    /* sealed queries through relays, on DoH upstreams of its own */
+    {"odoh://", &odoh_ops, UPSTREAM_ODOH, 443},
 #endif
 };
 
@@ -65,7 +67,10 @@ static int copy_cfg(struct cfg_upstream *dst, const struct cfg_upstream *src,
     dst->max_conns = src->max_conns ? src->max_conns : 2;
     dst->idle_timeout_ms = src->idle_timeout_ms ? src->idle_timeout_ms : 30000;
     dst->bootstrap_via = dup_or_null(src->bootstrap_via);
-    if ((src->bootstrap_via && !dst->bootstrap_via) ||
+    dst->relays = dup_list(src->relays, src->n_relays);
+    dst->n_relays = src->n_relays;
+    dst->allow_same_operator = src->allow_same_operator;
+    if ((src->bootstrap_via && !dst->bootstrap_via) || !dst->relays ||
         !dst->name || !dst->url || !dst->pins || !dst->bootstrap ||
         (src->tls_name && !dst->tls_name) || (ca && !dst->ca_file)) {
         config_upstream_clear(dst);

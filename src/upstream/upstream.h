@@ -45,7 +45,9 @@ struct transport_ops {
     void (*close)(struct upstream *u);
 };
 
-enum upstream_proto { UPSTREAM_UDP, UPSTREAM_TCP, UPSTREAM_TLS, UPSTREAM_HTTPS, UPSTREAM_QUIC };
+enum upstream_proto {
+    UPSTREAM_UDP, UPSTREAM_TCP, UPSTREAM_TLS, UPSTREAM_HTTPS, UPSTREAM_QUIC, UPSTREAM_ODOH
+};
 
 struct upstream {
     char *name;
@@ -89,5 +91,6 @@ extern const struct transport_ops dot_ops;
 extern const struct transport_ops tcp_ops; /* dot.c in plaintext mode */
 extern const struct transport_ops doq_ops;
 extern const struct transport_ops doh_ops;
+extern const struct transport_ops odoh_ops;
 
 #endif

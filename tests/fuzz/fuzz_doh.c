@@ -1,8 +1,8 @@
-/* libFuzzer target for the DoH response path: a client HTTP/2 session with
- * requests in flight takes the input as the server's bytes (doh.c's own
- * nghttp2 callbacks: headers, status, content-type, body limit, RST_STREAM,
- * GOAWAY, refused streams), then the connection dies; every request must
- * complete exactly once (doh_fuzz_response aborts otherwise).
+/* libFuzzer target for the DoH response path: a client HTTP/2 session (h2.c)
+ * with requests in flight takes the input as the server's bytes (headers,
+ * status, content-type, body limit, RST_STREAM, GOAWAY, refused streams),
+ * then the connection dies; every request must end exactly once
+ * (doh_harness.h aborts otherwise).
  *
  * An odd first byte puts a valid server preface (an empty SETTINGS frame)
  * in front of the rest, so the fuzzer spends its time past the preface. */
@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "upstream/doh.h"
+#include "doh_harness.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -21,7 +21,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     uint8_t *buf;
 
     if (size == 0 || !(data[0] & 1)) {
-        doh_fuzz_response(data, size);
+        doh_harness_response(data, size);
         return 0;
     }
     buf = malloc(sizeof(settings) + size - 1);
@@ -29,7 +29,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     memcpy(buf, settings, sizeof(settings));
     memcpy(buf + sizeof(settings), data + 1, size - 1);
-    doh_fuzz_response(buf, sizeof(settings) + size - 1);
+    doh_harness_response(buf, sizeof(settings) + size - 1);
     free(buf);
     return 0;
 }

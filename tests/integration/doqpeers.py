@@ -13,7 +13,6 @@ import re
 import select
 import shutil
 import socket
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -21,22 +20,11 @@ from pathlib import Path
 import helpers
 
 PEER_BIN = helpers.REPO / "build" / "peers" / "doq"
-BUILD_SCRIPT = helpers.REPO / "tests" / "peers" / "build.sh"
 
 
 def peer_binary():
-    """Path of the built peer, building it (offline) when it is missing or
-    older than its source. None when Go or the Go packages are missing."""
-    src = helpers.REPO / "tests" / "peers" / "doq" / "main.go"
-    if PEER_BIN.exists() and PEER_BIN.stat().st_mtime >= src.stat().st_mtime:
-        return PEER_BIN
-    if shutil.which("go") is None:
-        return None
-    r = subprocess.run(["bash", str(BUILD_SCRIPT)], capture_output=True, text=True,
-                       timeout=600)
-    if r.returncode != 0 or not PEER_BIN.exists():
-        raise RuntimeError("building the DoQ peer failed:\n" + r.stdout + r.stderr)
-    return PEER_BIN
+    """The built peer (helpers.go_peer); None when Go is missing."""
+    return helpers.go_peer("doq")
 
 
 class DoqPeer(helpers.Peer):
@@ -78,19 +66,7 @@ class DoqPeer(helpers.Peer):
             cmd.append("-draft29-only")
         if self.stats_file.exists():
             self.stats_file.unlink()
-        logf = open(self.log, "ab")
-        self.proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, cwd=self.workdir)
-        logf.close()
-        end = time.monotonic() + 30
-        while time.monotonic() < end:
-            if self.proc.poll() is not None:
-                break
-            if "ready " in self.log.read_text(errors="replace"):
-                return self
-            time.sleep(0.05)
-        raise RuntimeError("DoQ peer did not start (exit=%s):\n%s" % (
-            self.proc.poll(), self.log.read_text(errors="replace")[-3000:]))
+        return self.spawn_until(cmd, "ready ")
 
     def restart(self, **kw):
         """Stops and starts again on the same port with new options."""

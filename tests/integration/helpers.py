@@ -7,6 +7,7 @@ Everything here binds to 127.0.0.0/8 or ::1 only.
 
 import os
 import re
+import shutil
 import signal
 import socket
 import struct
@@ -259,6 +260,18 @@ def from_message(msg):
                   msg.to_text())
 
 
+def knot_answer(knot, name, rdtype):
+    """knotd's own answer over TCP, to compare a proxied one with."""
+    q = make_query(name, rdtype, edns=0, payload=1232)
+    return dns.query.tcp(q, "127.0.0.1", port=knot.port, timeout=5)
+
+
+def same_answer(a, b):
+    """Same rcode, answer and authority records (TTLs aside)."""
+    ra, rb = from_message(a), from_message(b)
+    return ra.rcode == rb.rcode and ra.answer == rb.answer and ra.authority == rb.authority
+
+
 def run_dig(host, port, name, rdtype, tcp=False, opts=()):
     cmd = ["dig", "@" + host, "-p", str(port), name, rdtype, "+time=3", "+tries=1",
            "+tcp" if tcp else "+notcp", "+ignore"] + list(opts)
@@ -291,6 +304,22 @@ CLIENTS = {"dig": run_dig, "kdig": run_kdig, "dnspython": run_dnspython}
 # --------------------------------------------------------------------------
 # third-party peers
 
+def go_peer(name):
+    """build/peers/NAME, built (offline, tests/peers/build.sh) when missing
+    or older than its source; None when Go is not installed."""
+    binary = REPO / "build" / "peers" / name
+    src = REPO / "tests" / "peers" / name / "main.go"
+    if binary.exists() and binary.stat().st_mtime >= src.stat().st_mtime:
+        return binary
+    if shutil.which("go") is None:
+        return None
+    r = subprocess.run(["bash", str(REPO / "tests" / "peers" / "build.sh")],
+                       capture_output=True, text=True, timeout=600)
+    if r.returncode != 0 or not binary.exists():
+        raise RuntimeError("building the %s peer failed:\n%s%s" % (name, r.stdout, r.stderr))
+    return binary
+
+
 class Peer:
     """A real server process started from a private config in a temp dir."""
 
@@ -308,6 +337,22 @@ class Peer:
             self.proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL, cwd=self.workdir)
         wait_for_dns(self.host, self.port, self.proc, log=self.log)
+
+    def spawn_until(self, cmd, marker, deadline=30.0):
+        """Starts cmd with its output appended to the log; returns self once
+        the log shows marker, raises when the process exits or time runs out."""
+        with open(self.log, "ab") as logf:
+            self.proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL, cwd=self.workdir)
+        end = time.monotonic() + deadline
+        while time.monotonic() < end:
+            if self.proc.poll() is not None:
+                break
+            if marker in self.log.read_text(errors="replace"):
+                return self
+            time.sleep(0.05)
+        raise RuntimeError("%s did not start (exit=%s):\n%s" % (
+            self.name, self.proc.poll(), self.log.read_text(errors="replace")[-3000:]))
 
     def stop(self):
         if self.proc and self.proc.poll() is None:

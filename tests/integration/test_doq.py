@@ -72,14 +72,8 @@ def ask(d, name, rdtype="A", tcp=False, timeout=5.0):
     return dns.query.udp(q, d.host, port=d.port, timeout=timeout)
 
 
-def knot_answer(knot, name, rdtype):
-    q = helpers.make_query(name, rdtype, edns=0, payload=1232)
-    return dns.query.tcp(q, "127.0.0.1", port=knot.port, timeout=5)
-
-
-def same(a, b):
-    ra, rb = helpers.from_message(a), helpers.from_message(b)
-    return ra.rcode == rb.rcode and ra.answer == rb.answer and ra.authority == rb.authority
+knot_answer = helpers.knot_answer
+same = helpers.same_answer
 
 
 def uniq(prefix):

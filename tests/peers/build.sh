@@ -4,7 +4,8 @@
 # /usr/share/gocode (no module proxy, no network).
 #
 # Needs: golang-go golang-github-lucas-clemente-quic-go-dev
-#        golang-github-miekg-dns-dev
+#        golang-github-miekg-dns-dev golang-github-cloudflare-circl-dev
+#        golang-golang-x-crypto-dev
 # A peer is rebuilt only when one of its sources is newer than its binary.
 set -euo pipefail
 
@@ -15,7 +16,8 @@ mkdir -p "$OUT"
 
 if ! command -v go >/dev/null; then
     echo "peers: go not found (apt-get install golang-go" \
-         "golang-github-lucas-clemente-quic-go-dev golang-github-miekg-dns-dev)" >&2
+         "golang-github-lucas-clemente-quic-go-dev golang-github-miekg-dns-dev" \
+         "golang-github-cloudflare-circl-dev golang-golang-x-crypto-dev)" >&2
     exit 1
 fi
 

@@ -183,11 +183,13 @@ static void test_authority(void **state)
 /* ---- the response path ---------------------------------------------------- */
 
 #if defined(DV_HAVE_TLS) && defined(DV_HAVE_NGHTTP2)
+#include "../fuzz/doh_harness.h"
+
 #define FRAME(len, type, flags, sid) \
     0, 0, (len), (type), (flags), 0, 0, 0, (sid)
 
 /* Server byte streams that end every request one way or another; the
- * function under test aborts when a request completes twice or never. */
+ * harness aborts when a request ends twice or never. */
 static void test_response_path(void **state)
 {
     static const uint8_t settings[] = {FRAME(0, 4, 0, 0)};
@@ -213,7 +215,7 @@ static void test_response_path(void **state)
 
     (void)state;
     for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++)
-        assert_int_equal(doh_fuzz_response(rows[i].p, rows[i].len), 0);
+        assert_int_equal(doh_harness_response(rows[i].p, rows[i].len), 0);
 }
 
 #define CTYPE 'a', 'p', 'p', 'l', 'i', 'c', 'a', 't', 'i', 'o', 'n', '/', 'd', 'n', 's', \
@@ -238,9 +240,9 @@ static void test_response_answered(void **state)
                                      0, 0, 0, 0, OK_HEADERS(1), BODY12(1, 0)};
 
     (void)state;
-    assert_int_equal(doh_fuzz_response(two, sizeof(two)), 2);
-    assert_int_equal(doh_fuzz_response(bad, sizeof(bad)), 0);
-    assert_int_equal(doh_fuzz_response(goaway, sizeof(goaway)), 1);
+    assert_int_equal(doh_harness_response(two, sizeof(two)), 2);
+    assert_int_equal(doh_harness_response(bad, sizeof(bad)), 0);
+    assert_int_equal(doh_harness_response(goaway, sizeof(goaway)), 1);
 }
 #endif
 
