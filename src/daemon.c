@@ -12,6 +12,7 @@
 
 #include "core/err.h"
 #include "core/log.h"
+#include "core/netmon.h"
 #include "dns/dns.h"
 #include "frontend/control.h"
 #include "frontend/frontend.h"
@@ -43,6 +44,7 @@ struct daemon {
     struct fe_tcp **tcp;
     struct net_addr *laddr; /* the address each udp[i]/tcp[i] pair is bound to */
     size_t nlisten;
+    struct netmon *netmon;  /* NULL without netlink */
 };
 
 static bool str_same(const char *a, const char *b)
@@ -461,6 +463,43 @@ void daemon_reload(struct daemon *d)
              rt.cfg->n_listeners, rt.cfg->n_upstreams, rt.cfg->n_groups, rt.cfg->n_rules);
 }
 
+/* ---- network changes ---------------------------------------------------- */
+
+/* The network changed (or the machine slept): every upstream checks its
+ * connections and warms a new one, before the next query needs it. */
+static void netchange_cb(void *arg, unsigned why)
+{
+    struct daemon *d = arg;
+    char reasons[64];
+
+    log_info("network changed (%s): checking %zu upstreams",
+             netmon_why_str(why, reasons, sizeof(reasons)), d->rt.cfg->n_upstreams);
+    for (size_t i = 0; i < d->rt.cfg->n_upstreams; i++)
+        upstream_netchange(d->rt.ups[i]);
+}
+
+static void start_netmon(struct daemon *d)
+{
+    d->netmon = netmon_new(d->loop, netchange_cb, d);
+    if (!d->netmon)
+        log_warn("cannot watch the network (netlink: %s); after a network change, "
+                 "run dnsveil --control SOCK netchange", strerror(errno));
+}
+
+/* "netchange": a hotplug or dispatcher script says the network changed. */
+static bool control_netchange(struct daemon *d, const char *cmd, char *out, size_t cap)
+{
+    if (strcmp(cmd, "netchange") != 0)
+        return false;
+    if (d->netmon)
+        netmon_trigger(d->netmon, NETMON_MANUAL);
+    else
+        netchange_cb(d, NETMON_MANUAL);
+    snprintf(out, cap, "ok checking %zu upstreams", d->rt.cfg->n_upstreams);
+    log_info("control: netchange");
+    return true;
+}
+
 static void control_cb(void *arg, const char *cmd, char *out, size_t cap)
 {
     struct daemon *d = arg;
@@ -492,7 +531,9 @@ static void control_cb(void *arg, const char *cmd, char *out, size_t cap)
         format_stats(d, out + n, cap - (size_t)n);
         return;
     }
-    snprintf(out, cap, "error: unknown command '%.64s' (flush [NAME], stats)", cmd);
+    if (control_netchange(d, cmd, out, cap))
+        return;
+    snprintf(out, cap, "error: unknown command '%.64s' (flush [NAME], stats, netchange)", cmd);
 }
 
 
@@ -523,6 +564,7 @@ struct daemon *daemon_new(struct ev_loop *loop, const struct daemon_cli *cli, st
         log_err("cannot create control socket %s: %s", d->rt.cfg->control, strerror(errno));
         goto fail;
     }
+    start_netmon(d);
     return d;
 fail:
     daemon_free(d);
@@ -553,6 +595,7 @@ void daemon_free(struct daemon *d)
 {
     if (!d)
         return;
+    netmon_del(d->netmon);
     metrics_del(d->metrics);
     control_del(d->control);
     stop_listeners(d);

@@ -97,6 +97,32 @@ int conn_connect_error(int fd)
     return soerr;
 }
 
+/* ---- network changes and dead paths ------------------------------------- */
+
+bool conn_local_gone(int fd)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    bool gone = false;
+    int probe;
+
+    if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0 ||
+        (ss.ss_family != AF_INET && ss.ss_family != AF_INET6))
+        return false;
+    /* binding a fresh socket to it fails with EADDRNOTAVAIL once it is gone */
+    if (ss.ss_family == AF_INET)
+        ((struct sockaddr_in *)&ss)->sin_port = 0;
+    else
+        ((struct sockaddr_in6 *)&ss)->sin6_port = 0;
+    probe = socket(ss.ss_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (probe < 0)
+        return false;
+    if (bind(probe, (struct sockaddr *)&ss, len) < 0 && errno == EADDRNOTAVAIL)
+        gone = true;
+    close(probe);
+    return gone;
+}
+
 /* ---- queries ------------------------------------------------------------- */
 
 int conn_pad_query(uint8_t *msg, size_t *len, size_t cap)

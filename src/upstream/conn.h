@@ -71,6 +71,12 @@ void conn_quickack(int fd);
  * errno it failed with. */
 int conn_connect_error(int fd);
 
+/* ---- network changes and dead paths ------------------------------------- */
+
+/* True when the local address fd is bound to no longer exists on this host
+ * (a connection from there can never be answered again). */
+bool conn_local_gone(int fd);
+
 /* ---- queries ------------------------------------------------------------- */
 
 /* Pads msg[0..*len) in place to CONN_PAD_BLOCK (cap bytes available; dropping

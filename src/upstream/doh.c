@@ -156,6 +156,7 @@ struct doh_conn {
     enum conn_state state;
     bool draining; /* GOAWAY seen, or stream IDs used up: no new streams */
     bool dead;     /* failed; freed by leave() */
+    bool suspect;  /* the network changed under it: no new streams */
     int fd;
     int events;
     ev_io io;
@@ -418,7 +419,7 @@ static bool conn_has_room(const struct doh_conn *c)
 {
     uint32_t max;
 
-    if (c->dead || c->draining || c->state != C_READY)
+    if (c->dead || c->draining || c->suspect || c->state != C_READY)
         return false;
     max = nghttp2_session_get_remote_settings(c->h2, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS);
     if (max > DOH_STREAMS_CAP)
@@ -444,11 +445,14 @@ static int conn_session_new(struct doh_conn *c)
     return 0;
 }
 
+static void up_retire_suspects(struct doh_up *d);
+
 static void conn_ready(struct doh_conn *c)
 {
     struct doh_up *d = c->d;
 
     c->state = C_READY;
+    up_retire_suspects(d);
     c->last_rx = c->idle_since = ev_now(d->loop);
     conn_policy_ok(&d->pol);
     if (conn_session_new(c)) {
@@ -920,7 +924,7 @@ static void up_dispatch(struct doh_up *d)
         bool pending = false;
 
         for (struct doh_conn *c = d->conns; c; c = c->next) {
-            if (c->dead || c->draining)
+            if (c->dead || c->draining || c->suspect)
                 continue;
             live++;
             if (c->state != C_READY)
@@ -1103,7 +1107,7 @@ static int doh_send(struct upstream *u, struct xfer *x)
     if (x->len < DNS_HDR_LEN || x->len > DNS_MSG_MAX)
         return DV_EINVAL;
     for (struct doh_conn *c = d->conns; c; c = c->next)
-        live |= !c->dead && !c->draining;
+        live |= !c->dead && !c->draining && !c->suspect;
     if (!live && conn_policy_backoff(&d->pol, net_now_ms()))
         return DV_ECONN; /* backing off: let the query try elsewhere now */
     if (d->queue.n >= DOH_WAIT_MAX)
@@ -1179,12 +1183,77 @@ static void doh_close(struct upstream *u)
     conn_scope_close(&d->scope); /* now, or once the stack unwinds */
 }
 
+/* ------------------------------------------------------------ network changes */
+
+/* Ends c without failing anything: the requests still awaited go back to the
+ * queue for another connection (the path failed, not the queries). */
+static void conn_requeue(struct doh_conn *c)
+{
+    if (c->dead)
+        return;
+    c->dead = true;
+    if (c->fd >= 0)
+        ev_io_stop(c->d->loop, &c->io);
+    ev_timer_stop(c->d->loop, &c->timer);
+    while (c->reqs.head) {
+        struct doh_req *r = c->reqs.head;
+        if (c->h2 && r->sid >= 0)
+            nghttp2_session_set_stream_user_data(c->h2, r->sid, NULL);
+        r->sid = -1;
+        req_retry(r, DV_ECONN);
+    }
+}
+
+/* A connection made after the change is up: the suspect ones go, and what
+ * they still owe is asked again (settle hands it out). */
+static void up_retire_suspects(struct doh_up *d)
+{
+    for (struct doh_conn *c = d->conns; c; c = c->next) {
+        if (c->suspect && !c->dead) {
+            if (c->nlive)
+                log_debug("upstream %s: %zu requests moved off a connection from before the "
+                          "network change", d->name, c->nlive);
+            conn_requeue(c);
+        }
+    }
+}
+
+static void doh_netchange(struct upstream *u)
+{
+    struct doh_up *d = u->priv;
+    unsigned gone = 0, suspect = 0;
+    bool active = d->queue.head != NULL;
+
+    enter(d);
+    conn_policy_ok(&d->pol); /* a backoff from the old network means nothing now */
+    for (struct doh_conn *c = d->conns; c; c = c->next) {
+        if (c->dead)
+            continue;
+        active = true;
+        if (c->state != C_READY || conn_local_gone(c->fd)) {
+            /* its address is gone, or it was still being set up on the old path */
+            conn_requeue(c);
+            gone++;
+        } else if (!c->suspect) {
+            c->suspect = true;
+            suspect++;
+        }
+    }
+    if (active) {
+        log_info("upstream %s: network changed: %u connections closed, %u suspect; "
+                 "connecting afresh", d->name, gone, suspect);
+        conn_open(d); /* warm before the next query, not after it */
+    }
+    leave(d);
+}
+
 const struct transport_ops doh_ops = {
     .name = "doh",
     .open = doh_open,
     .send = doh_send,
     .cancel = doh_cancel,
     .close = doh_close,
+    .netchange = doh_netchange,
 };
 
 /* ------------------------------------------------------------ fuzzing */

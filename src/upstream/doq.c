@@ -1112,12 +1112,43 @@ static void doq_close(struct upstream *u)
     conn_scope_close(&up->scope);
 }
 
+/* ---- network changes ---------------------------------------------------- */
+
+/* The path under the connection may be gone: a new connection (0-RTT with
+ * the last session's ticket) takes over at once, and the queries still
+ * unanswered on the old one go to it. */
+static void doq_netchange(struct upstream *u)
+{
+    struct doq *up = u->priv;
+    struct doq_conn *c = up->conn;
+    int rc;
+
+    if (!c && !up->queue.head)
+        return; /* not in use: the next query connects on the new network anyway */
+    conn_scope_enter(&up->scope);
+    log_info("upstream %s: network changed: doq connection %sreplaced", u->name,
+             c ? "" : "(none open) ");
+    if (c) {
+        ngtcp2_ccerr_set_application_error(&c->ccerr, DOQ_NO_ERROR, NULL, 0);
+        conn_drop(c, DV_ECONN, true, true);
+    }
+    if (!up->conn) {
+        rc = conn_new(up, &up->conn);
+        if (rc)
+            log_debug("upstream %s: doq: cannot connect: %s", u->name, dv_strerror(rc));
+        else
+            conn_flush(up->conn);
+    }
+    conn_scope_leave(&up->scope);
+}
+
 const struct transport_ops doq_ops = {
     .name = "doq",
     .open = doq_open,
     .send = doq_send,
     .cancel = doq_cancel,
     .close = doq_close,
+    .netchange = doq_netchange,
 };
 
 #endif /* DV_HAVE_TLS */

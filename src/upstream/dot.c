@@ -97,6 +97,7 @@ struct dot_conn {
     unsigned live;          /* in flight with a caller still waiting */
     uint64_t idle_ms;
     bool server_idle;       /* idle_ms came from the server's keepalive */
+    bool suspect;           /* the network changed under it: no new queries */
     uint64_t last_active;
 };
 
@@ -108,6 +109,7 @@ struct dot_up {
     bool plain;
     struct dot_conn *conns;
     unsigned n_conns;
+    unsigned n_suspect;     /* of n_conns */
     struct dot_conn *graveyard;
     struct qlist wait;      /* accepted, no connection yet */
     struct conn_policy pol;
@@ -344,6 +346,7 @@ static void dc_teardown(struct dot_conn *c, bool polite)
         if (*pp == c) {
             *pp = c->next;
             up->n_conns--;
+            up->n_suspect -= c->suspect;
             break;
         }
     }
@@ -436,7 +439,7 @@ static int dc_assign(struct dot_conn *c, struct dot_q *q)
 
 static bool dc_has_room(const struct dot_conn *c)
 {
-    return c->st != DC_DEAD && c->qs.n < DOT_CONN_MAX_IDS && buf_used(&c->out) < DOT_OUT_HIGH;
+    return c->st != DC_DEAD && !c->suspect && c->qs.n < DOT_CONN_MAX_IDS && buf_used(&c->out) < DOT_OUT_HIGH;
 }
 
 /* Gives the stream as much of c->out as it takes. 0, or the error that
@@ -558,11 +561,14 @@ static int dc_read(struct dot_conn *c)
     }
 }
 
+static void up_retire_suspects(struct dot_up *up);
+
 static void dc_ready(struct dot_conn *c)
 {
     struct dot_up *up = c->up;
 
     c->st = DC_READY;
+    up_retire_suspects(up);
     conn_policy_ok(&up->pol);
     c->last_active = net_now_ms();
     dc_arm_timer(c, c->idle_ms);
@@ -698,7 +704,7 @@ static struct dot_conn *up_pick(struct dot_up *up)
     }
     if (best)
         return best;
-    if (!conn_policy_may_open(&up->pol, up->n_conns, net_now_ms()))
+    if (!conn_policy_may_open(&up->pol, up->n_conns - up->n_suspect, net_now_ms()))
         return NULL;
     return dc_open(up);
 }
@@ -726,7 +732,7 @@ static void up_dispatch(struct dot_up *up, bool may_complete)
             ev_io_start(up->loop, &c->io);
         }
     }
-    if (!may_complete || up->n_conns)
+    if (!may_complete || up->n_conns > up->n_suspect)
         return;
     complete_all(up, &up->wait, DV_ECONN);
 }
@@ -806,7 +812,7 @@ static int dot_send(struct upstream *u, struct xfer *x)
         return DV_ECONN;
     }
     /* fail fast while backing off, so the caller tries another upstream */
-    if (!up->n_conns && conn_policy_backoff(&up->pol, net_now_ms()))
+    if (up->n_conns == up->n_suspect && conn_policy_backoff(&up->pol, net_now_ms()))
         return DV_ECONN;
     q = q_new(up, x, &rc);
     if (!q)
@@ -815,7 +821,7 @@ static int dot_send(struct upstream *u, struct xfer *x)
     x->tpriv = q;
     ql_push(&up->wait, q, false);
     up_dispatch(up, false);
-    if (q->list == &up->wait && !up->n_conns) {
+    if (q->list == &up->wait && up->n_conns == up->n_suspect) {
         ql_unlink(q);
         q_free(q);
         x->tpriv = NULL;
@@ -863,12 +869,82 @@ static void dot_close(struct upstream *u)
     conn_scope_close(&up->scope);
 }
 
+/* ---- network changes ---------------------------------------------------- */
+
+/* Takes c down and puts the queries still awaited on it back at the front of
+ * the wait queue, in their order, for another connection: the path failed,
+ * not the queries. */
+static void dc_requeue(struct dot_conn *c)
+{
+    struct dot_up *up = c->up;
+    struct dot_q *q;
+
+    dc_teardown(c, false);
+    while ((q = c->qs.tail)) {
+        ql_unlink(q);
+        id_remove(c, q);
+        if (q->done.x)
+            ql_push(&up->wait, q, true);
+        else
+            q_free(q);
+    }
+    c->live = 0;
+}
+
+/* A connection made after the change is up: the suspect ones go, and what
+ * they still owe is asked again on it (up_dispatch runs next in dc_io). */
+static void up_retire_suspects(struct dot_up *up)
+{
+    unsigned moved = 0;
+
+    for (struct dot_conn *c = up->conns, *next; c; c = next) {
+        next = c->next;
+        if (!c->suspect)
+            continue;
+        moved += c->live;
+        dc_requeue(c);
+    }
+    if (moved)
+        log_debug("upstream %s: %u queries moved off connections from before the network "
+                  "change", up->name, moved);
+}
+
+static void dot_netchange(struct upstream *u)
+{
+    struct dot_up *up = u->priv;
+    bool active = up->n_conns > 0 || up->wait.n;
+    unsigned gone = 0, suspect = 0;
+
+    conn_scope_enter(&up->scope);
+    conn_policy_ok(&up->pol); /* a backoff from the old network means nothing now */
+    for (struct dot_conn *c = up->conns, *next; c; c = next) {
+        next = c->next;
+        if (c->st != DC_READY || conn_local_gone(c->fd)) {
+            /* its address is gone, or it was still being set up on the old path */
+            dc_requeue(c);
+            gone++;
+        } else if (!c->suspect) {
+            c->suspect = true;
+            up->n_suspect++;
+            suspect++;
+        }
+    }
+    if (active) {
+        log_info("upstream %s: network changed: %u connections closed, %u suspect; "
+                 "connecting afresh", up->name, gone, suspect);
+        dc_open(up); /* warm before the next query, not after it */
+    }
+    up_dispatch(up, true);
+    conn_scope_leave(&up->scope);
+}
+
 const struct transport_ops dot_ops = {
     .name = "dot",
     .open = dot_open,
     .send = dot_send,
     .cancel = dot_cancel,
     .close = dot_close,
+    .netchange = dot_netchange,
 };
 
 /* tcp://: the same connections without TLS and without padding. */
@@ -878,5 +954,6 @@ const struct transport_ops tcp_ops = {
     .send = dot_send,
     .cancel = dot_cancel,
     .close = dot_close,
+    .netchange = dot_netchange,
 };
 

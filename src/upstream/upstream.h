@@ -42,6 +42,12 @@ struct transport_ops {
     void (*cancel)(struct upstream *u, struct xfer *x);
     /* Frees u->priv and every connection. No xfer is pending when called. */
     void (*close)(struct upstream *u);
+    /* The network changed (an address, a default route, a link, a sleep):
+     * connections from local addresses that are gone close now, their
+     * queries moved to a new connection; the others take no new queries
+     * and a new connection is warmed up at once when the upstream was in
+     * use. May be NULL (nothing long-lived to check). */
+    void (*netchange)(struct upstream *u);
 };
 
 enum upstream_proto { UPSTREAM_UDP, UPSTREAM_TCP, UPSTREAM_TLS, UPSTREAM_HTTPS, UPSTREAM_QUIC };
@@ -71,6 +77,9 @@ struct upstream {
 struct upstream *upstream_new(struct ev_loop *loop, const struct cfg_upstream *cfg,
                               const struct config *global, char *err, size_t errlen);
 void upstream_ref(struct upstream *u);
+/* The network changed: the transport checks its connections (see
+ * transport_ops.netchange) and the backoff learnt on the old network ends. */
+void upstream_netchange(struct upstream *u);
 /* Drops a reference; the last one closes the transport and frees u. */
 void upstream_unref(struct upstream *u);
 
