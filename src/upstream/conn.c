@@ -123,6 +123,29 @@ bool conn_local_gone(int fd)
     return gone;
 }
 
+void conn_stream_liveness(int fd)
+{
+    int on = 1, idle = 15, intvl = 5, cnt = 3;
+    unsigned timeout = CONN_USER_TIMEOUT_MS;
+
+    (void)setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on));
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl));
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &timeout, sizeof(timeout));
+}
+
+bool conn_stream_stalled(int fd, unsigned stall_ms)
+{
+    struct tcp_info ti;
+    socklen_t len = sizeof(ti);
+
+    memset(&ti, 0, sizeof(ti));
+    if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) < 0)
+        return false;
+    return ti.tcpi_unacked > 0 && ti.tcpi_retransmits > 0 && ti.tcpi_last_ack_recv >= stall_ms;
+}
+
 /* ---- queries ------------------------------------------------------------- */
 
 int conn_pad_query(uint8_t *msg, size_t *len, size_t cap)

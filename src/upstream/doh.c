@@ -161,6 +161,7 @@ struct doh_conn {
     int events;
     ev_io io;
     ev_timer timer;
+    ev_timer stall; /* while requests are out: has the path died? */
     struct tls_conn *tls;
     nghttp2_session *h2;
     struct buf out;         /* serialized frames not yet taken by TLS */
@@ -299,6 +300,7 @@ static void req_retry(struct doh_req *r, int rc)
 
 static void conn_io_cb(struct ev_loop *loop, ev_io *w, int revents);
 static void conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents);
+static void conn_stall_init(struct doh_conn *c);
 static void enter(struct doh_up *d);
 static void leave(struct doh_up *d);
 
@@ -326,6 +328,7 @@ static void conn_fail(struct doh_conn *c, int rc)
             tls_conn_shutdown(c->tls);
     }
     ev_timer_stop(c->d->loop, &c->timer);
+    ev_timer_stop(c->d->loop, &c->stall);
     while (c->reqs.head) {
         struct doh_req *r = c->reqs.head;
         if (r->sid < 0)
@@ -337,6 +340,7 @@ static void conn_fail(struct doh_conn *c, int rc)
 
 static void conn_free(struct doh_conn *c)
 {
+    ev_timer_stop(c->d->loop, &c->stall);
     if (c->h2)
         nghttp2_session_del(c->h2);
     if (c->tls)
@@ -618,6 +622,8 @@ static struct doh_conn *conn_open(struct doh_up *d)
         c->fd = -1;
         goto fail;
     }
+    conn_stream_liveness(c->fd);
+    conn_stall_init(c);
     if (tls_conn_new(d->tls, c->fd, &c->tls))
         goto fail;
     ev_io_init(&c->io, conn_io_cb, c->fd, EV_WRITE);
@@ -937,6 +943,8 @@ static void up_dispatch(struct doh_up *d)
             list_unlink(&d->queue, r);
             r->where = R_NONE;
             int rc = conn_submit(best, r);
+            if (rc == 0 && !ev_is_active(&best->stall))
+                ev_timer_again(d->loop, &best->stall);
             /* each request whole (HEADERS, then its DATA) before the next
              * HEADERS: some servers (kresd) read one request at a time and
              * refuse a stream that starts while another is incomplete */
@@ -1195,6 +1203,7 @@ static void conn_requeue(struct doh_conn *c)
     if (c->fd >= 0)
         ev_io_stop(c->d->loop, &c->io);
     ev_timer_stop(c->d->loop, &c->timer);
+    ev_timer_stop(c->d->loop, &c->stall);
     while (c->reqs.head) {
         struct doh_req *r = c->reqs.head;
         if (c->h2 && r->sid >= 0)
@@ -1216,6 +1225,37 @@ static void up_retire_suspects(struct doh_up *d)
             conn_requeue(c);
         }
     }
+}
+
+/* Every CONN_STALL_CHECK_MS while requests are out: data unacknowledged
+ * through a retransmission means the path died (a NAT that forgot us, a
+ * route gone), which the PING would learn only seconds later: the
+ * connection turns suspect and a new one takes its requests once it is up. */
+static void conn_stall_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct doh_conn *c = w->data;
+    struct doh_up *d = c->d;
+
+    if (c->dead || c->suspect || !c->nlive) {
+        ev_timer_stop(loop, w);
+        return;
+    }
+    if (c->state != C_READY || !conn_stream_stalled(c->fd, CONN_STALL_MS))
+        return;
+    enter(d);
+    log_info("upstream %s: doh connection stalled with %zu requests out; connecting afresh",
+             d->name, c->nlive);
+    ev_timer_stop(loop, w);
+    c->suspect = true;
+    conn_open(d);
+    leave(d);
+}
+
+static void conn_stall_init(struct doh_conn *c)
+{
+    ev_init(&c->stall, conn_stall_cb);
+    c->stall.repeat = CONN_STALL_CHECK_MS / 1000.0;
+    c->stall.data = c;
 }
 
 static void doh_netchange(struct upstream *u)

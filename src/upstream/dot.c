@@ -88,6 +88,7 @@ struct dot_conn {
     ev_io io;
     int events;
     ev_timer timer;         /* setup deadline, then idle check */
+    ev_timer stall;         /* while queries are out: has the path died? */
     struct tls_conn *tls;   /* NULL in plaintext mode */
     struct frame_rd fr;
     struct buf out;         /* framed queries the TLS layer has not taken yet */
@@ -215,6 +216,7 @@ static void q_free(struct dot_q *q)
 
 static void dc_io_cb(struct ev_loop *loop, ev_io *w, int revents);
 static void dc_timer_cb(struct ev_loop *loop, ev_timer *w, int revents);
+static void dc_stall_init(struct dot_conn *c);
 static void up_dispatch(struct dot_up *up, bool may_complete);
 
 /* The stream under the framing: TLS, or the bare socket for tcp://. Both
@@ -299,6 +301,7 @@ static struct dot_conn *dc_open(struct dot_up *up)
     c->fd = conn_connect(&up->addr, SOCK_STREAM, up->name);
     if (c->fd < 0)
         goto fail;
+    conn_stream_liveness(c->fd);
     if (!up->plain && tls_conn_new(up->tls, c->fd, &c->tls))
         goto fail;
     c->st = DC_CONNECTING;
@@ -308,6 +311,7 @@ static struct dot_conn *dc_open(struct dot_up *up)
     ev_io_start(up->loop, &c->io);
     ev_init(&c->timer, dc_timer_cb);
     c->timer.data = c;
+    dc_stall_init(c);
     dc_arm_timer(c, DOT_SETUP_MS);
     c->next = up->conns;
     up->conns = c;
@@ -352,6 +356,7 @@ static void dc_teardown(struct dot_conn *c, bool polite)
     }
     ev_io_stop(up->loop, &c->io);
     ev_timer_stop(up->loop, &c->timer);
+    ev_timer_stop(up->loop, &c->stall);
     if (c->tls) {
         if (polite && c->st == DC_READY)
             tls_conn_shutdown(c->tls);
@@ -434,6 +439,8 @@ static int dc_assign(struct dot_conn *c, struct dot_q *q)
     ql_push(&c->qs, q, false);
     c->live++;
     c->last_active = net_now_ms();
+    if (!ev_is_active(&c->stall))
+        ev_timer_again(c->up->loop, &c->stall);
     return 0;
 }
 
@@ -907,6 +914,39 @@ static void up_retire_suspects(struct dot_up *up)
     if (moved)
         log_debug("upstream %s: %u queries moved off connections from before the network "
                   "change", up->name, moved);
+}
+
+/* Every CONN_STALL_CHECK_MS while queries are out: data unacknowledged
+ * through a retransmission means the path died (a NAT that forgot us, a
+ * route gone): the connection turns suspect and a new one takes its queries
+ * once it is up, well before the kernel's own timeout. */
+static void dc_stall_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct dot_conn *c = w->data;
+    struct dot_up *up = c->up;
+
+    if (!c->live || c->suspect) {
+        ev_timer_stop(loop, w);
+        return;
+    }
+    if (c->st != DC_READY || !conn_stream_stalled(c->fd, CONN_STALL_MS))
+        return;
+    conn_scope_enter(&up->scope);
+    log_info("upstream %s: connection stalled with %u queries out; connecting afresh",
+             up->name, c->live);
+    ev_timer_stop(loop, w);
+    c->suspect = true;
+    up->n_suspect++;
+    dc_open(up);
+    up_dispatch(up, true);
+    conn_scope_leave(&up->scope);
+}
+
+static void dc_stall_init(struct dot_conn *c)
+{
+    ev_init(&c->stall, dc_stall_cb);
+    c->stall.repeat = CONN_STALL_CHECK_MS / 1000.0;
+    c->stall.data = c;
 }
 
 static void dot_netchange(struct upstream *u)

@@ -130,3 +130,50 @@ def test_first_query_after_change(world, scheme, change):
     for i in range(3):
         rc, took = w.ask("after%d.test." % i)
         assert rc == dns.rcode.NOERROR and took < FIRST_ANSWER_MAX
+
+
+def client_ports(w, scheme):
+    """Local ports of dnsveil's connections to the server, from `ss` in the
+    client namespace (TCP established, or QUIC's connected UDP socket)."""
+    proto = "-u" if scheme == "quic" else "-t"
+    out = netns.run("ip", "netns", "exec", w.pair.client.name, "ss", "-Hn", proto,
+                    "state", "established", "dst", netns.SERVER)
+    return {int(line.split()[-2].rsplit(":", 1)[1]) for line in out.splitlines() if line.strip()}
+
+
+def kill_flow(w, scheme, port):
+    """Everything the server sends to the client's port goes into a black
+    hole from now on: the connection's path is dead, silently (no reset, no
+    ICMP), as when a NAT forgets the mapping; new connections still work."""
+    srv = w.pair.server
+    srv.ip("route", "add", "blackhole", "default", "table", "99")
+    srv.ip("rule", "add", "ipproto", "udp" if scheme == "quic" else "tcp", "dport", str(port),
+           "lookup", "99")
+
+
+@pytest.mark.parametrize("scheme", sorted(URLS))
+def test_dead_path_replaced_within_deadline(world, scheme):
+    """The path under the warm connection dies silently; the next query goes
+    onto it (nothing has told dnsveil yet). It must still be answered
+    within its deadline: the dead connection is noticed (no ACK through a
+    retransmission for TCP, a silent QUIC path despite keep-alive PINGs)
+    and replaced by a new one that takes the query."""
+    w = world(scheme)
+    rc, _ = w.ask("warm.test.")
+    assert rc == dns.rcode.NOERROR
+    ports = client_ports(w, scheme)
+    assert len(ports) == 1, ports
+    old = ports.pop()
+    kill_flow(w, scheme, old)
+    rc, took = w.ask("in-flight.test.", timeout=DEADLINE_MS / 1000 + 2)
+    print("\nquery on a dead %s:// path: %s in %.0f ms" % (
+        scheme, dns.rcode.to_text(rc) if rc is not None else "no answer", took * 1000))
+    assert rc == dns.rcode.NOERROR, w.dnsveil.text()[-3000:]
+    assert took < DEADLINE_MS / 1000, w.dnsveil.text()[-3000:]
+    # the dead connection is gone, a new one from another port serves
+    end = time.monotonic() + 12
+    while old in client_ports(w, scheme) and time.monotonic() < end:
+        time.sleep(0.2)
+    assert old not in client_ports(w, scheme)
+    rc, took = w.ask("after.test.")
+    assert rc == dns.rcode.NOERROR and took < FIRST_ANSWER_MAX
