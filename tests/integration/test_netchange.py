@@ -177,3 +177,28 @@ def test_dead_path_replaced_within_deadline(world, scheme):
     assert old not in client_ports(w, scheme)
     rc, took = w.ask("after.test.")
     assert rc == dns.rcode.NOERROR and took < FIRST_ANSWER_MAX
+
+
+@pytest.mark.parametrize("scheme", sorted(URLS))
+def test_control_netchange(world, tmp_path, scheme):
+    """A hotplug or dispatcher script says the network changed (here the old
+    path has died where netlink cannot see it): the warm connection is
+    replaced before the next query needs it."""
+    sock = tmp_path / "ctl.sock"
+    w = world(scheme, extra=["--control", sock])
+    rc, _ = w.ask("warm.test.")
+    assert rc == dns.rcode.NOERROR
+    (old,) = client_ports(w, scheme)
+    kill_flow(w, scheme, old)
+    r = netns.run("ip", "netns", "exec", w.pair.client.name, helpers.dnsveil_bin(),
+                  "--control", sock, "netchange")
+    assert r.startswith("ok"), r
+    end = time.monotonic() + 5
+    while old in client_ports(w, scheme) and time.monotonic() < end:
+        time.sleep(0.05)
+    rc, took = w.ask("after-control.test.")
+    print("\nfirst query after 'netchange' over %s://: %s in %.0f ms" % (
+        scheme, dns.rcode.to_text(rc) if rc is not None else "no answer", took * 1000))
+    assert rc == dns.rcode.NOERROR and took < FIRST_ANSWER_MAX, w.dnsveil.text()[-3000:]
+    assert "network changed (control)" in w.dnsveil.text()
+    assert old not in client_ports(w, scheme)
