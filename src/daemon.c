@@ -19,6 +19,7 @@
 #include "frontend/metrics.h"
 #include "resolve/cache.h"
 #include "resolve/policy.h"
+#include "resolve/portal.h"
 #include "resolve/query.h"
 #include "upstream/pool.h"
 #include "upstream/upstream.h"
@@ -30,6 +31,7 @@ struct runtime {
     struct upstream **ups; /* one per cfg->upstreams */
     struct pool **pools;   /* one per cfg->groups */
     struct policy *policy;
+    struct portal *portal; /* NULL without [portal] */
 };
 
 struct daemon {
@@ -97,6 +99,7 @@ static void runtime_free(struct runtime *rt)
 {
     if (!rt->cfg)
         return;
+    portal_del(rt->portal);
     policy_unref(rt->policy);
     for (size_t i = 0; rt->pools && i < rt->cfg->n_groups; i++)
         pool_unref(rt->pools[i]);
@@ -106,6 +109,17 @@ static void runtime_free(struct runtime *rt)
     free(rt->ups);
     config_free(rt->cfg);
     memset(rt, 0, sizeof(*rt));
+}
+
+/* The captive-portal route of rt's config, if it has one. 0 or DV_ENOMEM. */
+static int build_portal(struct daemon *d, struct runtime *rt)
+{
+    int rc;
+
+    rt->portal = portal_new(d->loop, rt->cfg, &rc);
+    if (rc)
+        log_err("portal: %s", dv_strerror(rc));
+    return rc;
 }
 
 /* Builds upstreams, pools and policy for cfg (taking ownership of it). An
@@ -155,6 +169,8 @@ static int runtime_build(struct daemon *d, struct runtime *rt, struct config *cf
         log_err("%s", err);
         goto fail;
     }
+    if (build_portal(d, rt))
+        goto fail;
     return 0;
 fail:
     runtime_free(rt);
@@ -455,6 +471,8 @@ void daemon_reload(struct daemon *d)
         return;
     }
     apply_cache(d, rt.cfg, &rt);
+    portal_inherit(rt.portal, d->rt.portal);
+    query_engine_set_portal(d->qe, rt.portal);
     apply_metrics(d, rt.cfg, d->rt.cfg);
     log_init(rt.cfg->log_level, rt.cfg->log_syslog || d->rt.cfg->log_syslog);
     runtime_free(&d->rt);
@@ -500,6 +518,41 @@ static bool control_netchange(struct daemon *d, const char *cmd, char *out, size
     return true;
 }
 
+/* "portal [SECONDS|off]": every name through the network's resolver for a
+ * while, so the user can log in to a captive portal. */
+static bool control_portal(struct daemon *d, const char *cmd, char *out, size_t cap)
+{
+    struct portal *p = d->rt.portal;
+    const char *arg = cmd + 6;
+    unsigned long secs;
+    char *end;
+
+    if (strcmp(cmd, "portal") != 0 && strncmp(cmd, "portal ", 7) != 0)
+        return false;
+    if (!p) {
+        snprintf(out, cap, "error: portal mode is not configured ([portal] resolv_conf)");
+        return true;
+    }
+    if (!*arg) {
+        secs = portal_default_seconds(p);
+    } else if (strcmp(arg + 1, "off") == 0) {
+        secs = 0;
+    } else {
+        errno = 0;
+        secs = strtoul(arg + 1, &end, 10);
+        if (errno || *end || end == arg + 1 || secs > 3600) {
+            snprintf(out, cap, "error: portal [SECONDS (0-3600)|off]");
+            return true;
+        }
+    }
+    secs = portal_open(p, (unsigned)secs, net_now_ms());
+    if (secs)
+        snprintf(out, cap, "ok portal open for %lu s", secs);
+    else
+        snprintf(out, cap, "ok portal closed");
+    return true;
+}
+
 static void control_cb(void *arg, const char *cmd, char *out, size_t cap)
 {
     struct daemon *d = arg;
@@ -531,9 +584,11 @@ static void control_cb(void *arg, const char *cmd, char *out, size_t cap)
         format_stats(d, out + n, cap - (size_t)n);
         return;
     }
-    if (control_netchange(d, cmd, out, cap))
+    if (control_netchange(d, cmd, out, cap) || control_portal(d, cmd, out, cap))
         return;
-    snprintf(out, cap, "error: unknown command '%.64s' (flush [NAME], stats, netchange)", cmd);
+    snprintf(out, cap,
+             "error: unknown command '%.64s' (flush [NAME], stats, netchange, portal [SECONDS])",
+             cmd);
 }
 
 
@@ -553,6 +608,7 @@ struct daemon *daemon_new(struct ev_loop *loop, const struct daemon_cli *cli, st
     d->qe = query_engine_new(loop, &qo, d->rt.policy, NULL);
     if (!d->qe)
         goto fail;
+    query_engine_set_portal(d->qe, d->rt.portal);
     apply_cache(d, d->rt.cfg, &d->rt);
     if (apply_listeners(d, d->rt.cfg))
         goto fail;

@@ -40,11 +40,12 @@ def pki(tmp_path_factory):
 class World:
     """The namespaces, the servers in one and dnsveil in the other."""
 
-    def __init__(self, tmp_path, pki, scheme, extra=()):
+    def __init__(self, made, tmp_path, pki, scheme, extra=()):
         self.tmp = tmp_path
-        self.pair = netns.Pair()
         self.procs = []
         self.dnsveil = None
+        self.pair = netns.Pair()
+        made.append(self)  # torn down even when the rest fails
         ca, (cert, key) = pki
         srv = self.pair.server
         conf = tmp_path / "unbound.conf"
@@ -96,9 +97,7 @@ def world(tmp_path, pki):
     made = []
 
     def make(scheme, extra=()):
-        w = World(tmp_path, pki, scheme, extra)
-        made.append(w)
-        return w
+        return World(made, tmp_path, pki, scheme, extra)
 
     yield make
     problems = []
