@@ -610,7 +610,7 @@ static void parse_portal(struct ctx *x, const struct toml_node *t)
     const char *s;
 
     check_keys(x, t, "[portal]", keys);
-    if ((s = get_cstr(x, t, "resolv_conf"))) {
+    if ((s = get_cstr(x, t, "resolv_conf")) && *s) {
         if (s[0] != '/')
             cerr(x, toml_table_get(t, "resolv_conf"),
                  "'resolv_conf' must be an absolute path (\"%s\")", s);
