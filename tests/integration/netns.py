@@ -56,6 +56,11 @@ class Namespace:
     def __init__(self, name):
         self.name = name
         run("ip", "netns", "add", name)
+        # IPv4 only: IPv6 link-local addresses finishing duplicate address
+        # detection a second after the links come up would be network
+        # changes of their own, at a moment no test chose
+        self.sysctl("net.ipv6.conf.all.disable_ipv6", 1)
+        self.sysctl("net.ipv6.conf.default.disable_ipv6", 1)
         self.ip("link", "set", "lo", "up")
 
     def ip(self, *args, check=True):
