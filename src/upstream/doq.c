@@ -1185,8 +1185,18 @@ static void doq_netchange(struct upstream *u)
     if (!up->conn && !up->queue.head)
         return; /* not in use: the next query connects on the new network anyway */
     conn_scope_enter(&up->scope);
-    log_info("upstream %s: network changed: doq connection %sreplaced", u->name,
-             up->conn ? "" : "(none open) ");
+    /* QUIC could move the connection to the new path (client migration),
+     * but only where the server allows it; a new connection with 0-RTT
+     * costs no round trip more and works with every server */
+    const ngtcp2_transport_params *tp =
+        up->conn && up->conn->handshake_done
+            ? ngtcp2_conn_get_remote_transport_params(up->conn->conn)
+            : NULL;
+    log_info("upstream %s: network changed: doq connection %s; a new one with 0-RTT takes over",
+             u->name, !up->conn ? "none open"
+                      : !tp ? "still in its handshake"
+                      : tp->disable_active_migration ? "not migratable (the server forbids it)"
+                                                     : "dropped");
     doq_replace(up);
     conn_scope_leave(&up->scope);
 }

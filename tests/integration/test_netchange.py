@@ -6,6 +6,7 @@ route moves to another uplink while the old path goes silent. The first
 query after the change must be answered NOERROR within one handshake, never
 SERVFAIL after the deadline on the dead connection."""
 
+import re
 import time
 
 import dns.rcode
@@ -129,6 +130,26 @@ def test_first_query_after_change(world, scheme, change):
     for i in range(3):
         rc, took = w.ask("after%d.test." % i)
         assert rc == dns.rcode.NOERROR and took < FIRST_ANSWER_MAX
+    if scheme == "quic":
+        # the Go peer forbids active migration: a new connection, with 0-RTT
+        stats = doq_stats(w, answers=5)
+        assert stats.get("connections") == 2, stats
+        assert stats.get("zero_rtt_conns", 0) >= 1, stats
+
+
+def doq_stats(w, answers, deadline=3.0):
+    """The DoQ peer's counters once it has sent `answers` answers (its file
+    trails the counters by up to 10 ms)."""
+    end = time.monotonic() + deadline
+    while True:
+        try:
+            text = (w.tmp / "doq.stats").read_text()
+        except FileNotFoundError:
+            text = ""
+        stats = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", text)}
+        if stats.get("answers", 0) >= answers or time.monotonic() > end:
+            return stats
+        time.sleep(0.02)
 
 
 def client_ports(w, scheme):
