@@ -136,6 +136,11 @@ static void attr_copy(uint8_t *dst, const struct nlattr *a)
         memcpy(dst, mnl_attr_get_payload(a), n);
 }
 
+static uint32_t attr_u32(const struct nlattr *a, uint32_t dflt)
+{
+    return a && mnl_attr_get_payload_len(a) >= sizeof(uint32_t) ? mnl_attr_get_u32(a) : dflt;
+}
+
 static void on_link(struct netmon *m, const struct nlmsghdr *nlh)
 {
     const struct ifinfomsg *ifi = mnl_nlmsg_get_payload(nlh);
@@ -173,9 +178,7 @@ static void on_addr(struct netmon *m, const struct nlmsghdr *nlh)
     if (nlh->nlmsg_len < mnl_nlmsg_size(sizeof(*ifa)) || ifa->ifa_scope == RT_SCOPE_HOST)
         return;
     mnl_attr_parse(nlh, sizeof(*ifa), attr_cb, &t);
-    flags = t.a[IFA_FLAGS] && mnl_attr_get_payload_len(t.a[IFA_FLAGS]) >= 4
-                ? mnl_attr_get_u32(t.a[IFA_FLAGS])
-                : ifa->ifa_flags;
+    flags = attr_u32(t.a[IFA_FLAGS], ifa->ifa_flags);
     k.family = ifa->ifa_family;
     k.ifindex = (int32_t)ifa->ifa_index;
     /* IFA_LOCAL is ours on a point-to-point link, where IFA_ADDRESS is the peer */
@@ -197,12 +200,12 @@ static void on_route(struct netmon *m, const struct nlmsghdr *nlh)
         rtm->rtm_type != RTN_UNICAST)
         return;
     mnl_attr_parse(nlh, sizeof(*rtm), attr_cb, &t);
-    table = t.a[RTA_TABLE] ? mnl_attr_get_u32(t.a[RTA_TABLE]) : rtm->rtm_table;
+    table = attr_u32(t.a[RTA_TABLE], rtm->rtm_table);
     if (table != RT_TABLE_MAIN)
         return;
     k.family = rtm->rtm_family;
-    k.ifindex = t.a[RTA_OIF] ? (int32_t)mnl_attr_get_u32(t.a[RTA_OIF]) : 0;
-    k.metric = t.a[RTA_PRIORITY] ? mnl_attr_get_u32(t.a[RTA_PRIORITY]) : 0;
+    k.ifindex = (int32_t)attr_u32(t.a[RTA_OIF], 0);
+    k.metric = attr_u32(t.a[RTA_PRIORITY], 0);
     attr_copy(k.addr, t.a[RTA_GATEWAY]);
     attr_copy(k.src, t.a[RTA_PREFSRC]);
     if (seen_set(m, &k, nlh->nlmsg_type == RTM_NEWROUTE))
