@@ -1220,8 +1220,8 @@ static void up_retire_suspects(struct doh_up *d)
     for (struct doh_conn *c = d->conns; c; c = c->next) {
         if (c->suspect && !c->dead) {
             if (c->nlive)
-                log_debug("upstream %s: %zu requests moved off a connection from before the "
-                          "network change", d->name, c->nlive);
+                log_debug("upstream %s: %zu requests moved off a suspect connection", d->name,
+                          c->nlive);
             conn_requeue(c);
         }
     }

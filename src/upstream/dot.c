@@ -912,8 +912,7 @@ static void up_retire_suspects(struct dot_up *up)
         dc_requeue(c);
     }
     if (moved)
-        log_debug("upstream %s: %u queries moved off connections from before the network "
-                  "change", up->name, moved);
+        log_debug("upstream %s: %u queries moved off suspect connections", up->name, moved);
 }
 
 /* Every CONN_STALL_CHECK_MS while queries are out: data unacknowledged

@@ -190,6 +190,10 @@ def test_dead_path_replaced_within_deadline(world, scheme):
         scheme, dns.rcode.to_text(rc) if rc is not None else "no answer", took * 1000))
     assert rc == dns.rcode.NOERROR, w.dnsveil.text()[-3000:]
     assert took < DEADLINE_MS / 1000, w.dnsveil.text()[-3000:]
+    # found by its silence, not told by a network change
+    text = w.dnsveil.text()
+    assert "network changed" not in text
+    assert "connection stalled" in text or "silent for" in text, text[-3000:]
     # the dead connection is gone, a new one from another port serves
     end = time.monotonic() + 12
     while old in client_ports(w, scheme) and time.monotonic() < end:
