@@ -446,7 +446,8 @@ static int dc_assign(struct dot_conn *c, struct dot_q *q)
 
 static bool dc_has_room(const struct dot_conn *c)
 {
-    return c->st != DC_DEAD && !c->suspect && c->qs.n < DOT_CONN_MAX_IDS && buf_used(&c->out) < DOT_OUT_HIGH;
+    return c->st != DC_DEAD && !c->suspect && c->qs.n < DOT_CONN_MAX_IDS &&
+           buf_used(&c->out) < DOT_OUT_HIGH;
 }
 
 /* Gives the stream as much of c->out as it takes. 0, or the error that
