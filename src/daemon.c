@@ -12,6 +12,7 @@
 
 #include "core/err.h"
 #include "core/log.h"
+#include "core/netmon.h"
 #include "dns/dns.h"
 #include "frontend/control.h"
 #include "frontend/frontend.h"
@@ -19,6 +20,7 @@
 #include "resolve/cache.h"
 #include "resolve/policy.h"
 #include "resolve/qlog.h"
+#include "resolve/portal.h"
 #include "resolve/query.h"
 #include "upstream/bootres.h"
 #include "upstream/odoh.h"
@@ -33,6 +35,7 @@ struct runtime {
     struct pool **pools;   /* one per cfg->groups */
     struct policy *policy;
     struct bootres **boot; /* one per upstream with a bootstrap_upstream, else NULL */
+    struct portal *portal; /* NULL without [portal] */
 };
 
 struct daemon {
@@ -48,6 +51,7 @@ struct daemon {
     struct net_addr *laddr; /* the address each udp[i]/tcp[i] pair is bound to */
     size_t nlisten;
     struct qlog *qlog; /* NULL: the query log is off */
+    struct netmon *netmon;  /* NULL without netlink */
 };
 
 static bool str_same(const char *a, const char *b)
@@ -100,6 +104,7 @@ static void runtime_free(struct runtime *rt)
 {
     if (!rt->cfg)
         return;
+    portal_del(rt->portal);
     policy_unref(rt->policy);
     for (size_t i = 0; rt->boot && i < rt->cfg->n_upstreams; i++)
         bootres_del(rt->boot[i]);
@@ -131,6 +136,17 @@ static int start_bootres(struct daemon *d, struct runtime *rt)
                 return DV_ENOMEM;
     }
     return 0;
+}
+
+/* The captive-portal route of rt's config, if it has one. 0 or DV_ENOMEM. */
+static int build_portal(struct daemon *d, struct runtime *rt)
+{
+    int rc;
+
+    rt->portal = portal_new(d->loop, rt->cfg, &rc);
+    if (rc)
+        log_err("portal: %s", dv_strerror(rc));
+    return rc;
 }
 
 /* Builds upstreams, pools and policy for cfg (taking ownership of it). An
@@ -182,6 +198,8 @@ static int runtime_build(struct daemon *d, struct runtime *rt, struct config *cf
         log_err("%s", err);
         goto fail;
     }
+    if (build_portal(d, rt))
+        goto fail;
     return 0;
 fail:
     runtime_free(rt);
@@ -519,6 +537,8 @@ void daemon_reload(struct daemon *d)
         return;
     }
     apply_cache(d, rt.cfg, &rt);
+    portal_inherit(rt.portal, d->rt.portal);
+    query_engine_set_portal(d->qe, rt.portal);
     apply_metrics(d, rt.cfg, d->rt.cfg);
     apply_qlog(d, rt.cfg, d->rt.cfg);
     log_init(rt.cfg->log_level, rt.cfg->log_syslog || d->rt.cfg->log_syslog);
@@ -526,6 +546,78 @@ void daemon_reload(struct daemon *d)
     d->rt = rt;
     log_info("reloaded: %zu listeners, %zu upstreams, %zu groups, %zu rules",
              rt.cfg->n_listeners, rt.cfg->n_upstreams, rt.cfg->n_groups, rt.cfg->n_rules);
+}
+
+/* ---- network changes ---------------------------------------------------- */
+
+/* The network changed (or the machine slept): every upstream checks its
+ * connections and warms a new one, before the next query needs it. */
+static void netchange_cb(void *arg, unsigned why)
+{
+    struct daemon *d = arg;
+    char reasons[64];
+
+    log_info("network changed (%s): checking %zu upstreams",
+             netmon_why_str(why, reasons, sizeof(reasons)), d->rt.cfg->n_upstreams);
+    for (size_t i = 0; i < d->rt.cfg->n_upstreams; i++)
+        upstream_netchange(d->rt.ups[i]);
+}
+
+static void start_netmon(struct daemon *d)
+{
+    d->netmon = netmon_new(d->loop, netchange_cb, d);
+    if (!d->netmon)
+        log_warn("cannot watch the network (netlink: %s); after a network change, "
+                 "run dnsveil --control SOCK netchange", strerror(errno));
+}
+
+/* "netchange": a hotplug or dispatcher script says the network changed. */
+static bool control_netchange(struct daemon *d, const char *cmd, char *out, size_t cap)
+{
+    if (strcmp(cmd, "netchange") != 0)
+        return false;
+    if (d->netmon)
+        netmon_trigger(d->netmon, NETMON_MANUAL);
+    else
+        netchange_cb(d, NETMON_MANUAL);
+    snprintf(out, cap, "ok checking %zu upstreams", d->rt.cfg->n_upstreams);
+    log_info("control: netchange");
+    return true;
+}
+
+/* "portal [SECONDS|off]": every name through the network's resolver for a
+ * while, so the user can log in to a captive portal. */
+static bool control_portal(struct daemon *d, const char *cmd, char *out, size_t cap)
+{
+    struct portal *p = d->rt.portal;
+    const char *arg = cmd + 6;
+    unsigned long secs;
+    char *end;
+
+    if (strcmp(cmd, "portal") != 0 && strncmp(cmd, "portal ", 7) != 0)
+        return false;
+    if (!p) {
+        snprintf(out, cap, "error: portal mode is not configured ([portal] resolv_conf)");
+        return true;
+    }
+    if (!*arg) {
+        secs = portal_default_seconds(p);
+    } else if (strcmp(arg + 1, "off") == 0) {
+        secs = 0;
+    } else {
+        errno = 0;
+        secs = strtoul(arg + 1, &end, 10);
+        if (errno || *end || end == arg + 1 || secs > 3600) {
+            snprintf(out, cap, "error: portal [SECONDS (0-3600)|off]");
+            return true;
+        }
+    }
+    secs = portal_open(p, (unsigned)secs, net_now_ms());
+    if (secs)
+        snprintf(out, cap, "ok portal open for %lu s", secs);
+    else
+        snprintf(out, cap, "ok portal closed");
+    return true;
 }
 
 static void control_cb(void *arg, const char *cmd, char *out, size_t cap)
@@ -559,7 +651,11 @@ static void control_cb(void *arg, const char *cmd, char *out, size_t cap)
         format_stats(d, out + n, cap - (size_t)n);
         return;
     }
-    snprintf(out, cap, "error: unknown command '%.64s' (flush [NAME], stats)", cmd);
+    if (control_netchange(d, cmd, out, cap) || control_portal(d, cmd, out, cap))
+        return;
+    snprintf(out, cap,
+             "error: unknown command '%.64s' (flush [NAME], stats, netchange, portal [SECONDS])",
+             cmd);
 }
 
 
@@ -579,6 +675,7 @@ struct daemon *daemon_new(struct ev_loop *loop, const struct daemon_cli *cli, st
     d->qe = query_engine_new(loop, &qo, d->rt.policy, NULL);
     if (!d->qe)
         goto fail;
+    query_engine_set_portal(d->qe, d->rt.portal);
     apply_cache(d, d->rt.cfg, &d->rt);
     if (apply_listeners(d, d->rt.cfg))
         goto fail;
@@ -592,6 +689,7 @@ struct daemon *daemon_new(struct ev_loop *loop, const struct daemon_cli *cli, st
         log_err("cannot create control socket %s: %s", d->rt.cfg->control, strerror(errno));
         goto fail;
     }
+    start_netmon(d);
     return d;
 fail:
     daemon_free(d);
@@ -622,6 +720,7 @@ void daemon_free(struct daemon *d)
 {
     if (!d)
         return;
+    netmon_del(d->netmon);
     metrics_del(d->metrics);
     control_del(d->control);
     stop_listeners(d);

@@ -86,7 +86,8 @@ static void usage(FILE *f)
             "      --pidfile FILE    write the daemon's PID to FILE\n"
             "      --check           validate the configuration and exit\n"
             "      --control PATH    the control socket; with a COMMAND after the options\n"
-            "                        (flush [NAME], stats) send it to a running daemon\n"
+            "                        (flush [NAME], stats, netchange, portal [SECONDS|off])\n"
+            "                        send it to a running daemon\n"
             "  -h, --help            this help\n"
             "  -V, --version         print the version\n"
             "Signals: SIGTERM/SIGINT drain and exit; SIGUSR1 logs statistics.\n");

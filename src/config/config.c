@@ -69,6 +69,7 @@ struct config *config_new(void)
     cache_opts_default(&c->cache);
     c->stale_client_timeout_ms = 1800;
     c->answer_special_names = true;
+    c->portal_open_s = 300;
     c->user = strdup("nobody");
     if (!c->user) {
         free(c->limits.allow);
@@ -125,6 +126,10 @@ void config_free(struct config *c)
     free(c->control);
     free(c->qlog_file);
     free(c->file);
+    for (size_t i = 0; i < c->n_portal_names; i++)
+        free(c->portal_names[i]);
+    free(c->portal_names);
+    free(c->portal_resolv_conf);
     free(c);
 }
 
@@ -980,6 +985,46 @@ static void parse_odoh(struct ctx *x, const struct toml_node *t, struct cfg_upst
         cerr(x, n, "upstream '%s': at most 32 relays, not %zu", u->name, u->n_relays);
 }
 
+/* ---- [portal] ------------------------------------------------------------ */
+
+static void add_portal_name(struct ctx *x, const struct toml_node *n, const char *s, void *arg)
+{
+    uint8_t wire[DNS_NAME_MAX];
+    struct strlist l = {x->c->portal_names, x->c->n_portal_names};
+
+    if (dns_name_from_str(s, wire) < 0 || !*s || strcmp(s, ".") == 0) {
+        cerr(x, n, "portal name \"%s\" is not a domain name", s);
+        return;
+    }
+    push_str(x, n, s, &l);
+    x->c->portal_names = l.v;
+    x->c->n_portal_names = l.n;
+}
+
+static void parse_portal(struct ctx *x, const struct toml_node *t)
+{
+    static const char *const keys[] = {"resolv_conf", "names", "open_seconds", NULL};
+    const struct toml_node *n;
+    const char *s;
+
+    check_keys(x, t, "[portal]", keys);
+    if ((s = get_cstr(x, t, "resolv_conf")) && *s) {
+        if (s[0] != '/')
+            cerr(x, toml_table_get(t, "resolv_conf"),
+                 "'resolv_conf' must be an absolute path (\"%s\")", s);
+        else
+            set_str(x, t, "resolv_conf", &x->c->portal_resolv_conf);
+    }
+    if ((n = toml_table_get(t, "names"))) {
+        x->c->portal_names_set = true;
+        if (toml_node_kind(n) != TOML_ARRAY)
+            cerr(x, n, "'names' expects an array of domain names");
+        else
+            each_string(x, t, "names", add_portal_name, NULL);
+    }
+    get_uint(x, t, "open_seconds", 1, 3600, &x->c->portal_open_s);
+}
+
 static const char *const url_schemes[] = {"udp://", "tcp://", "tls://", "https://",
                                           "quic://", "odoh://", "sdns://", NULL};
 
@@ -1594,7 +1639,7 @@ static void parse_rule(struct ctx *x, const struct toml_node *t)
 static void parse_root(struct ctx *x, const struct toml_node *root)
 {
     static const char *const keys[] = {"server", "log", "cache", "metrics",
-                                       "upstreams", "groups", "rules", "querylog", NULL};
+                                       "upstreams", "groups", "rules", "querylog", "portal", NULL};
     const struct toml_node *t;
 
     check_keys(x, root, "the top level", keys);
@@ -1608,6 +1653,8 @@ static void parse_root(struct ctx *x, const struct toml_node *root)
         parse_metrics(x, t);
     if ((t = want_table(x, root, "querylog", "[querylog]")))
         parse_querylog(x, t);
+    if ((t = want_table(x, root, "portal", "[portal]")))
+        parse_portal(x, t);
     if ((t = want_table(x, root, "upstreams", "[upstreams]"))) {
         for (size_t i = 0; i < toml_table_len(t); i++)
             parse_upstream(x, toml_table_at(t, i));

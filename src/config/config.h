@@ -150,6 +150,13 @@ struct config {
     char *qlog_file;
     bool qlog_syslog;
     bool qlog_text;           /* format = "text"; default JSON lines */
+
+    /* [portal]: captive portals (resolve/portal.h) */
+    char *portal_resolv_conf; /* the network's resolvers; NULL = portal mode off */
+    char **portal_names;      /* portal-detection names, when the file lists them */
+    size_t n_portal_names;
+    bool portal_names_set;    /* else portal_default_names */
+    unsigned portal_open_s;   /* `portal` without SECONDS opens for this long */
 };
 
 /* A config holding every default and no listener or upstream. NULL on ENOMEM. */

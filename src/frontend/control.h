@@ -4,6 +4,8 @@
  *   "flush"          empty the cache
  *   "flush NAME"     remove NAME and every name below it from the cache
  *   "stats"          the counters, as in the SIGUSR1 log lines
+ *   "netchange"      the network changed: upstream connections are checked
+ *   "portal [S|off]" every name through the network's resolver for S seconds
  * `dnsveil --control PATH COMMAND...` is the client. */
 #ifndef DV_FRONTEND_CONTROL_H
 #define DV_FRONTEND_CONTROL_H

@@ -13,6 +13,7 @@
 #include "resolve/limits.h"
 #include "resolve/policy.h"
 #include "resolve/qlog.h"
+#include "resolve/portal.h"
 #include "upstream/pool.h"
 
 /* One client waiting for an in-flight question. It keeps its own parsed
@@ -91,6 +92,7 @@ struct query_engine {
     uint64_t bad_warn_at;    /* ms: no "bad answer" warning before this */
     uint64_t bad_unreported; /* bad answers since the last warning */
     struct qlog *qlog; /* NULL: off */
+    struct portal *portal; /* NULL without [portal] */
 };
 
 enum { BAD_WARN_INTERVAL_MS = 10000 };
@@ -720,6 +722,41 @@ static bool inflight_admit(struct query_engine *qe, const struct query_client *c
     return false;
 }
 
+/* Captive portal (portal.h): a portal-detection name, or any name while the
+ * user has opened the portal, goes to the network's own resolver instead of
+ * the pool the rules chose, logged, past the cache. False for the usual
+ * way, also when the network names no resolver. */
+static bool portal_route(struct query_engine *qe, const struct dns_question *key,
+                         struct policy_decision *pd)
+{
+    char name[DNS_NAME_MAX * 4 + 1], where[NET_ADDRSTRLEN];
+    enum portal_route r;
+    struct net_addr a;
+    struct pool *pool;
+
+    if (!qe->portal || pd->action != CFG_ACTION_GROUP)
+        return false;
+    r = portal_match(qe->portal, key->name, key->name_len, qe_now(qe));
+    if (r == PORTAL_NO || !(pool = portal_pool(qe->portal, &a)))
+        return false;
+    dns_name_to_str(key->name, key->name_len, name, sizeof(name));
+    if (r == PORTAL_NAME)
+        log_info("portal: %s (a portal-detection name) via the network's resolver %s", name,
+                 net_addr_str(&a, where, sizeof(where)));
+    else
+        log_info("portal: %s via the network's resolver %s (portal open %u s more)", name,
+                 net_addr_str(&a, where, sizeof(where)), portal_left(qe->portal, qe_now(qe)));
+    pd->pool = pool;
+    pd->group = 0;
+    pd->rule = NULL;
+    return true;
+}
+
+void query_engine_set_portal(struct query_engine *qe, struct portal *p)
+{
+    qe->portal = p;
+}
+
 /* Handles a local action, a cache hit, or joins/starts the upstream
  * exchange for the question. */
 void query_submit(struct query_engine *qe, const uint8_t *msg, size_t len,
@@ -774,6 +811,7 @@ void query_submit(struct query_engine *qe, const uint8_t *msg, size_t len,
         qe->st.app_lookups++;
         qe->st.app_failed += !pc.app_ok;
     }
+    bool portal = portal_route(qe, &key, &pd);
     if (pd.action != CFG_ACTION_GROUP) {
         int n = policy_local_answer(pd.rule, &qi, reply_buf, sizeof(reply_buf));
         qe->st.local++;
@@ -787,7 +825,7 @@ void query_submit(struct query_engine *qe, const uint8_t *msg, size_t len,
     bool do_bit = qi.edns.do_bit, cd = (qi.hdr.flags & DNS_FLAG_CD) != 0;
     bool refresh = false, stale = false;
     unsigned cflags = 0;
-    bool cached = qe->cache && query_cflags(qe, &qi, pd.group, &cflags);
+    bool cached = !portal && qe->cache && query_cflags(qe, &qi, pd.group, &cflags);
     if (cached) {
         uint8_t hit[DNS_MSG_MAX];
         size_t hlen = 0;
@@ -824,6 +862,8 @@ void query_submit(struct query_engine *qe, const uint8_t *msg, size_t len,
             send_error(qe, c, &qi, true, DNS_RCODE_SERVFAIL);
         return;
     }
+    if (portal)
+        f->cache = NULL; /* a portal's answers must not outlive it */
     if (!refresh) {
         struct waiter *w = malloc(sizeof(*w));
         if (!w) {

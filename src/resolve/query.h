@@ -95,6 +95,11 @@ void query_engine_configure(struct query_engine *qe, const struct query_opts *o,
  * keeps it alive while it is set, and replaces it before freeing it. */
 void query_engine_set_qlog(struct query_engine *qe, struct qlog *ql);
 
+/* Portal-detection names and an open portal go to p's resolver (see
+ * portal.h); NULL turns that off. p must outlive its use or be replaced. */
+struct portal;
+void query_engine_set_portal(struct query_engine *qe, struct portal *p);
+
 /* Handles one client message. msg is only read during the call. */
 void query_submit(struct query_engine *qe, const uint8_t *msg, size_t len,
                   const struct query_client *c);

@@ -70,8 +70,10 @@ int conn_connect(const struct net_addr *a, int type, const char *name)
         return DV_EIO;
     }
     /* DNS messages are small and latency is what matters */
-    if (type == SOCK_STREAM)
+    if (type == SOCK_STREAM) {
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        conn_stream_liveness(fd);
+    }
     if (connect(fd, (const struct sockaddr *)&a->ss, a->len) < 0 && errno != EINPROGRESS) {
         log_debug("upstream %s: connect: %s", name, strerror(errno));
         close(fd);
@@ -95,6 +97,55 @@ int conn_connect_error(int fd)
     if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) < 0)
         soerr = errno;
     return soerr;
+}
+
+/* ---- network changes and dead paths ------------------------------------- */
+
+bool conn_local_gone(int fd)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    bool gone = false;
+    int probe;
+
+    if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0 ||
+        (ss.ss_family != AF_INET && ss.ss_family != AF_INET6))
+        return false;
+    /* binding a fresh socket to it fails with EADDRNOTAVAIL once it is gone */
+    if (ss.ss_family == AF_INET)
+        ((struct sockaddr_in *)&ss)->sin_port = 0;
+    else
+        ((struct sockaddr_in6 *)&ss)->sin6_port = 0;
+    probe = socket(ss.ss_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (probe < 0)
+        return false;
+    if (bind(probe, (struct sockaddr *)&ss, len) < 0 && errno == EADDRNOTAVAIL)
+        gone = true;
+    close(probe);
+    return gone;
+}
+
+void conn_stream_liveness(int fd)
+{
+    int on = 1, idle = 15, intvl = 5, cnt = 3;
+    unsigned timeout = CONN_USER_TIMEOUT_MS;
+
+    (void)setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on));
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl));
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &timeout, sizeof(timeout));
+}
+
+bool conn_stream_stalled(int fd, unsigned stall_ms)
+{
+    struct tcp_info ti;
+    socklen_t len = sizeof(ti);
+
+    memset(&ti, 0, sizeof(ti));
+    if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) < 0)
+        return false;
+    return ti.tcpi_unacked > 0 && ti.tcpi_retransmits > 0 && ti.tcpi_last_ack_recv >= stall_ms;
 }
 
 /* ---- queries ------------------------------------------------------------- */

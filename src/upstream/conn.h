@@ -71,6 +71,29 @@ void conn_quickack(int fd);
  * errno it failed with. */
 int conn_connect_error(int fd);
 
+/* ---- network changes and dead paths ------------------------------------- */
+
+/* True when the local address fd is bound to no longer exists on this host
+ * (a connection from there can never be answered again). */
+bool conn_local_gone(int fd);
+
+enum {
+    CONN_STALL_CHECK_MS = 250, /* how often a connection with queries out is checked */
+    CONN_STALL_MS = 200,       /* no ACK for this long, through a retransmission: stalled */
+    CONN_USER_TIMEOUT_MS = 10000, /* unacknowledged data this old: the kernel gives up */
+};
+
+/* TCP keepalive (idle connections probed every few seconds after 15 s) and
+ * TCP_USER_TIMEOUT (CONN_USER_TIMEOUT_MS) on a stream socket, so the kernel
+ * ends a connection whose path went silent in seconds, not the ~15 minutes
+ * of its default retransmissions. Best effort. */
+void conn_stream_liveness(int fd);
+/* True when data we sent on fd has waited through at least one
+ * retransmission timeout with no ACK for stall_ms: the path has most likely
+ * died under the connection (an answer that is merely slow was still ACKed
+ * by the server's kernel). */
+bool conn_stream_stalled(int fd, unsigned stall_ms);
+
 /* ---- queries ------------------------------------------------------------- */
 
 /* Pads msg[0..*len) in place to CONN_PAD_BLOCK (cap bytes available; dropping

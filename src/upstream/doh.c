@@ -160,11 +160,13 @@ struct doh_conn {
     struct doh_up *d;
     enum conn_state state;
     bool dead;     /* failed; freed by leave() */
+    bool suspect;  /* the network changed under it: no new streams */
     int fd;
     int events;
     ev_io io;
     ev_timer timer;
     struct happy *happy; /* racing the addresses; fd is -1 meanwhile */
+    ev_timer stall; /* while requests are out: has the path died? */
     struct tls_conn *tls;
     struct h2 *h2;          /* the HTTP/2 session, once the handshake is done */
     struct buf out;         /* serialized frames not yet taken by TLS */
@@ -278,6 +280,7 @@ static void req_retry(struct doh_req *r, int rc)
 
 static void conn_io_cb(struct ev_loop *loop, ev_io *w, int revents);
 static void conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents);
+static void conn_stall_init(struct doh_conn *c);
 static void enter(struct doh_up *d);
 static void leave(struct doh_up *d);
 static void req_response(struct doh_req *r);
@@ -308,6 +311,7 @@ static void conn_fail(struct doh_conn *c, int rc)
             tls_conn_shutdown(c->tls);
     }
     ev_timer_stop(c->d->loop, &c->timer);
+    ev_timer_stop(c->d->loop, &c->stall);
     if (c->h2)
         h2_abort(c->h2, rc);
 }
@@ -315,6 +319,7 @@ static void conn_fail(struct doh_conn *c, int rc)
 static void conn_free(struct doh_conn *c)
 {
     happy_cancel(c->happy);
+    ev_timer_stop(c->d->loop, &c->stall);
     h2_del(c->h2);
     if (c->tls)
         tls_conn_free(c->tls);
@@ -418,7 +423,7 @@ static void conn_flush(struct doh_conn *c)
 
 static bool conn_has_room(const struct doh_conn *c)
 {
-    return !c->dead && c->state == C_READY && h2_has_room(c->h2, DOH_STREAMS_CAP);
+    return !c->dead && !c->suspect && c->state == C_READY && h2_has_room(c->h2, DOH_STREAMS_CAP);
 }
 
 static bool conn_draining(const struct doh_conn *c)
@@ -428,11 +433,19 @@ static bool conn_draining(const struct doh_conn *c)
 
 static void conn_arm_timer(struct doh_conn *c);
 
+static size_t conn_live(const struct doh_conn *c)
+{
+    return c->h2 ? h2_live(c->h2) : 0;
+}
+
+static void up_retire_suspects(struct doh_up *d);
+
 static void conn_ready(struct doh_conn *c)
 {
     struct doh_up *d = c->d;
 
     c->state = C_READY;
+    up_retire_suspects(d);
     c->last_rx = c->idle_since = ev_now(d->loop);
     conn_policy_ok(&d->pol);
     if (h2_new(&doh_h2_events, c, d->authority, d->name, &c->h2)) {
@@ -619,6 +632,7 @@ static struct doh_conn *conn_open(struct doh_up *d)
     buf_init(&c->out);
     ev_init(&c->timer, conn_timer_cb);
     c->timer.data = c;
+    conn_stall_init(c);
     c->opened = ev_now(d->loop);
     if (d->u->n_addrs > 1) {
         c->happy = happy_start(d->loop, d->u->addrs, d->u->n_addrs, SOCK_STREAM,
@@ -720,7 +734,7 @@ static void up_dispatch(struct doh_up *d)
         bool pending = false;
 
         for (struct doh_conn *c = d->conns; c; c = c->next) {
-            if (c->dead || conn_draining(c))
+            if (c->dead || conn_draining(c) || c->suspect)
                 continue;
             live++;
             if (c->state != C_READY)
@@ -733,6 +747,8 @@ static void up_dispatch(struct doh_up *d)
             list_unlink(&d->queue, &r->link);
             r->where = R_NONE;
             int rc = conn_submit(best, r);
+            if (rc == 0 && !ev_is_active(&best->stall))
+                ev_timer_again(d->loop, &best->stall);
             /* each request whole (HEADERS, then its DATA) before the next
              * HEADERS: some servers (kresd) read one request at a time and
              * refuse a stream that starts while another is incomplete */
@@ -886,7 +902,7 @@ static int up_queue(struct doh_up *d, struct xfer *x, struct doh_req *r)
     bool live = false;
 
     for (struct doh_conn *c = d->conns; c; c = c->next)
-        live |= !c->dead && !conn_draining(c);
+        live |= !c->dead && !conn_draining(c) && !c->suspect;
     if (!live && conn_policy_backoff(&d->pol, net_now_ms()))
         return DV_ECONN; /* backing off: let the query try elsewhere now */
     if (d->queue.n >= DOH_WAIT_MAX)
@@ -1027,12 +1043,106 @@ static void doh_close(struct upstream *u)
     conn_scope_close(&d->scope); /* now, or once the stack unwinds */
 }
 
+/* ------------------------------------------------------------ network changes */
+
+/* Ends c without failing anything: the requests still awaited go back to the
+ * queue for another connection (the path failed, not the queries). */
+static void conn_requeue(struct doh_conn *c)
+{
+    if (c->dead)
+        return;
+    c->dead = true;
+    happy_cancel(c->happy);
+    c->happy = NULL;
+    if (c->fd >= 0)
+        ev_io_stop(c->d->loop, &c->io);
+    ev_timer_stop(c->d->loop, &c->timer);
+    ev_timer_stop(c->d->loop, &c->stall);
+    if (c->h2)
+        h2_release(c->h2);
+}
+
+/* A connection made after the change is up: the suspect ones go, and what
+ * they still owe is asked again (settle hands it out). */
+static void up_retire_suspects(struct doh_up *d)
+{
+    for (struct doh_conn *c = d->conns; c; c = c->next) {
+        if (c->suspect && !c->dead) {
+            if (conn_live(c))
+                log_debug("upstream %s: %zu requests moved off a suspect connection", d->name,
+                          conn_live(c));
+            conn_requeue(c);
+        }
+    }
+}
+
+/* Every CONN_STALL_CHECK_MS while requests are out: data unacknowledged
+ * through a retransmission means the path died (a NAT that forgot us, a
+ * route gone), which the PING would learn only seconds later: the
+ * connection turns suspect and a new one takes its requests once it is up. */
+static void conn_stall_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct doh_conn *c = w->data;
+    struct doh_up *d = c->d;
+
+    if (c->dead || c->suspect || !conn_live(c)) {
+        ev_timer_stop(loop, w);
+        return;
+    }
+    if (c->state != C_READY || !conn_stream_stalled(c->fd, CONN_STALL_MS))
+        return;
+    enter(d);
+    log_info("upstream %s: doh connection stalled with %zu requests out; connecting afresh",
+             d->name, conn_live(c));
+    ev_timer_stop(loop, w);
+    c->suspect = true;
+    conn_open(d);
+    leave(d);
+}
+
+static void conn_stall_init(struct doh_conn *c)
+{
+    ev_init(&c->stall, conn_stall_cb);
+    c->stall.repeat = CONN_STALL_CHECK_MS / 1000.0;
+    c->stall.data = c;
+}
+
+static void doh_netchange(struct upstream *u)
+{
+    struct doh_up *d = u->priv;
+    unsigned gone = 0, suspect = 0;
+    bool active = d->queue.head != NULL;
+
+    enter(d);
+    conn_policy_ok(&d->pol); /* a backoff from the old network means nothing now */
+    for (struct doh_conn *c = d->conns; c; c = c->next) {
+        if (c->dead)
+            continue;
+        active = true;
+        if (c->state != C_READY || conn_local_gone(c->fd)) {
+            /* its address is gone, or it was still being set up on the old path */
+            conn_requeue(c);
+            gone++;
+        } else if (!c->suspect) {
+            c->suspect = true;
+            suspect++;
+        }
+    }
+    if (active) {
+        log_info("upstream %s: network changed: %u connections closed, %u suspect; "
+                 "connecting afresh", d->name, gone, suspect);
+        conn_open(d); /* warm before the next query, not after it */
+    }
+    leave(d);
+}
+
 const struct transport_ops doh_ops = {
     .name = "doh",
     .open = doh_open,
     .send = doh_send,
     .cancel = doh_cancel,
     .close = doh_close,
+    .netchange = doh_netchange,
 };
 
 #else /* no TLS or no nghttp2 */

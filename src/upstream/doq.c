@@ -130,6 +130,9 @@ enum {
  * otherwise silent connection idle out; none when there is nothing to wait
  * for, so an unused connection goes away by the idle timeout */
 #define DOQ_KEEPALIVE (500 * NGTCP2_MILLISECONDS)
+/* nothing from the server for this long while an answer is awaited, though
+ * the keep-alive PINGs above ask for ACKs: the path has died */
+#define DOQ_STALL (1000 * NGTCP2_MILLISECONDS)
 
 struct doq;
 struct doq_conn;
@@ -161,6 +164,9 @@ struct doq_conn {
     int fd;
     ev_io rio, wio;
     ev_timer timer;
+    ev_timer stall;        /* while answers are awaited: has the path died? */
+    ngtcp2_tstamp last_rx, waiting_since;
+    bool waiting;
     ngtcp2_path_storage ps;
     struct qlist streams;  /* queries with an open stream, oldest first */
     ngtcp2_ccerr ccerr;    /* what we close with when we close */
@@ -330,6 +336,8 @@ static void conn_rio_cb(struct ev_loop *loop, ev_io *w, int revents);
 static void conn_wio_cb(struct ev_loop *loop, ev_io *w, int revents);
 static void conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents);
 static void conn_eyeball_cb(struct ev_loop *loop, ev_timer *w, int revents);
+static void conn_stall_cb(struct ev_loop *loop, ev_timer *w, int revents);
+static void conn_watch_stall(struct doq_conn *c, bool waiting);
 static void doq_schedule(struct doq *up);
 
 static ngtcp2_conn *get_conn(ngtcp2_crypto_conn_ref *ref)
@@ -631,7 +639,9 @@ static int conn_new(struct doq *up, struct doq_conn **pc)
     ev_io_init(&c->rio, conn_rio_cb, c->fd, EV_READ);
     ev_io_init(&c->wio, conn_wio_cb, c->fd, EV_WRITE);
     ev_init(&c->timer, conn_timer_cb);
-    c->rio.data = c->wio.data = c->timer.data = c;
+    ev_init(&c->stall, conn_stall_cb);
+    c->stall.repeat = CONN_STALL_CHECK_MS / 1000.0;
+    c->rio.data = c->wio.data = c->timer.data = c->stall.data = c;
     ev_io_start(u->loop, &c->rio);
     ev_init(&c->eyeball, conn_eyeball_cb);
     c->eyeball.data = c;
@@ -768,6 +778,7 @@ static void conn_update_keepalive(struct doq_conn *c)
     for (struct doq_query *q = c->streams.head; q && !waiting; q = q->next)
         waiting = q->done.x && !q->rx.msg;
     ngtcp2_conn_set_keep_alive_timeout(c->conn, waiting ? DOQ_KEEPALIVE : UINT64_MAX);
+    conn_watch_stall(c, waiting);
 }
 
 /* Gives queued queries streams, as many as the server allows: before the
@@ -859,6 +870,7 @@ static void conn_drop(struct doq_conn *c, int rc, bool retry, bool send_close)
     ev_io_stop(loop, &c->rio);
     ev_io_stop(loop, &c->wio);
     ev_timer_stop(loop, &c->timer);
+    ev_timer_stop(loop, &c->stall);
     ngtcp2_conn_del(c->conn);
     tls_conn_free(c->tls);
     close(c->fd);
@@ -996,6 +1008,8 @@ static void conn_rio_cb(struct ev_loop *loop, ev_io *w, int revents)
             conn_scope_leave(&up->scope);
             return;
         }
+        if (n > 0)
+            c->last_rx = now_ts();
         for (int i = 0; i < n; i++) {
             ngtcp2_pkt_info pi = {0};
             /* bigger than we allowed the server to send: not from it */
@@ -1197,12 +1211,88 @@ static void doq_close(struct upstream *u)
     conn_scope_close(&up->scope);
 }
 
+/* ---- network changes ---------------------------------------------------- */
+
+/* The path under the connection may be gone: a new connection (0-RTT with
+ * the last session's ticket) takes over at once, and the queries still
+ * unanswered on the old one go to it. Inside the scope. */
+static void doq_replace(struct doq *up)
+{
+    struct doq_conn *c = up->conn;
+    int rc;
+
+    if (c) {
+        ngtcp2_ccerr_set_application_error(&c->ccerr, DOQ_NO_ERROR, NULL, 0);
+        conn_drop(c, DV_ECONN, true, true);
+    }
+    if (!up->conn) {
+        rc = conn_new(up, &up->conn);
+        if (rc)
+            log_debug("upstream %s: doq: cannot connect: %s", up->u->name, dv_strerror(rc));
+        else
+            conn_flush(up->conn);
+    }
+}
+
+/* The stall check runs while answers are awaited (the keep-alive PINGs run
+ * then too, so a live server sends something at least that often). */
+static void conn_watch_stall(struct doq_conn *c, bool waiting)
+{
+    if (waiting && !c->waiting) {
+        c->waiting_since = now_ts();
+        ev_timer_again(c->up->u->loop, &c->stall);
+    } else if (!waiting) {
+        ev_timer_stop(c->up->u->loop, &c->stall);
+    }
+    c->waiting = waiting;
+}
+
+static void conn_stall_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct doq_conn *c = w->data;
+    struct doq *up = c->up;
+    ngtcp2_tstamp since = c->last_rx > c->waiting_since ? c->last_rx : c->waiting_since;
+
+    if (!c->handshake_done || now_ts() < since + DOQ_STALL)
+        return;
+    conn_scope_enter(&up->scope);
+    log_info("upstream %s: doq connection silent for %llu ms with answers awaited; "
+             "connecting afresh", up->u->name,
+             (unsigned long long)((now_ts() - since) / NGTCP2_MILLISECONDS));
+    doq_replace(up);
+    conn_scope_leave(&up->scope);
+}
+
+static void doq_netchange(struct upstream *u)
+{
+    struct doq *up = u->priv;
+
+    if (!up->conn && !up->queue.head)
+        return; /* not in use: the next query connects on the new network anyway */
+    conn_scope_enter(&up->scope);
+    /* QUIC could move the connection to the new path (client migration),
+     * but only where the server allows it; a new connection with 0-RTT
+     * costs no round trip more and works with every server */
+    const ngtcp2_transport_params *tp =
+        up->conn && up->conn->handshake_done
+            ? ngtcp2_conn_get_remote_transport_params(up->conn->conn)
+            : NULL;
+    log_info("upstream %s: network changed: doq connection %s; a new one with 0-RTT takes over",
+             u->name, !up->conn ? "none open"
+                      : !tp ? "still in its handshake"
+                      : tp->disable_active_migration ? "not migratable (the server forbids it)"
+                                                     : "dropped");
+    doq_replace(up);
+    conn_scope_leave(&up->scope);
+}
+
 const struct transport_ops doq_ops = {
     .name = "doq",
     .open = doq_open,
     .send = doq_send,
     .cancel = doq_cancel,
     .close = doq_close,
+    .netchange = doq_netchange,
 };
 
 #endif /* DV_HAVE_TLS */

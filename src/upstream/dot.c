@@ -89,6 +89,7 @@ struct dot_conn {
     ev_io io;
     int events;
     ev_timer timer;         /* setup deadline, then idle check */
+    ev_timer stall;         /* while queries are out: has the path died? */
     struct tls_conn *tls;   /* NULL in plaintext mode */
     struct happy *happy;    /* racing the addresses; fd is -1 meanwhile */
     struct frame_rd fr;
@@ -99,6 +100,7 @@ struct dot_conn {
     unsigned live;          /* in flight with a caller still waiting */
     uint64_t idle_ms;
     bool server_idle;       /* idle_ms came from the server's keepalive */
+    bool suspect;           /* the network changed under it: no new queries */
     uint64_t last_active;
 };
 
@@ -110,6 +112,7 @@ struct dot_up {
     bool plain;
     struct dot_conn *conns;
     unsigned n_conns;
+    unsigned n_suspect;     /* of n_conns */
     struct dot_conn *graveyard;
     struct qlist wait;      /* accepted, no connection yet */
     struct conn_policy pol;
@@ -218,6 +221,7 @@ static void q_free(struct dot_q *q)
 
 static void dc_io_cb(struct ev_loop *loop, ev_io *w, int revents);
 static void dc_timer_cb(struct ev_loop *loop, ev_timer *w, int revents);
+static void dc_stall_init(struct dot_conn *c);
 static void up_dispatch(struct dot_up *up, bool may_complete);
 
 /* The stream under the framing: TLS, or the bare socket for tcp://. Both
@@ -327,6 +331,7 @@ static struct dot_conn *dc_open(struct dot_up *up)
         ev_io_start(up->loop, &c->io);
     ev_init(&c->timer, dc_timer_cb);
     c->timer.data = c;
+    dc_stall_init(c);
     dc_arm_timer(c, DOT_SETUP_MS);
     c->next = up->conns;
     up->conns = c;
@@ -365,6 +370,7 @@ static void dc_teardown(struct dot_conn *c, bool polite)
         if (*pp == c) {
             *pp = c->next;
             up->n_conns--;
+            up->n_suspect -= c->suspect;
             break;
         }
     }
@@ -372,6 +378,7 @@ static void dc_teardown(struct dot_conn *c, bool polite)
     ev_timer_stop(up->loop, &c->timer);
     happy_cancel(c->happy);
     c->happy = NULL;
+    ev_timer_stop(up->loop, &c->stall);
     if (c->tls) {
         if (polite && c->st == DC_READY)
             tls_conn_shutdown(c->tls);
@@ -455,12 +462,15 @@ static int dc_assign(struct dot_conn *c, struct dot_q *q)
     ql_push(&c->qs, q, false);
     c->live++;
     c->last_active = net_now_ms();
+    if (!ev_is_active(&c->stall))
+        ev_timer_again(c->up->loop, &c->stall);
     return 0;
 }
 
 static bool dc_has_room(const struct dot_conn *c)
 {
-    return c->st != DC_DEAD && c->qs.n < DOT_CONN_MAX_IDS && buf_used(&c->out) < DOT_OUT_HIGH;
+    return c->st != DC_DEAD && !c->suspect && c->qs.n < DOT_CONN_MAX_IDS &&
+           buf_used(&c->out) < DOT_OUT_HIGH;
 }
 
 /* Gives the stream as much of c->out as it takes. 0, or the error that
@@ -582,11 +592,14 @@ static int dc_read(struct dot_conn *c)
     }
 }
 
+static void up_retire_suspects(struct dot_up *up);
+
 static void dc_ready(struct dot_conn *c)
 {
     struct dot_up *up = c->up;
 
     c->st = DC_READY;
+    up_retire_suspects(up);
     conn_policy_ok(&up->pol);
     c->last_active = net_now_ms();
     dc_arm_timer(c, c->idle_ms);
@@ -745,7 +758,7 @@ static struct dot_conn *up_pick(struct dot_up *up)
     }
     if (best)
         return best;
-    if (!conn_policy_may_open(&up->pol, up->n_conns, net_now_ms()))
+    if (!conn_policy_may_open(&up->pol, up->n_conns - up->n_suspect, net_now_ms()))
         return NULL;
     return dc_open(up);
 }
@@ -773,7 +786,7 @@ static void up_dispatch(struct dot_up *up, bool may_complete)
             ev_io_start(up->loop, &c->io);
         }
     }
-    if (!may_complete || up->n_conns)
+    if (!may_complete || up->n_conns > up->n_suspect)
         return;
     complete_all(up, &up->wait, DV_ECONN);
 }
@@ -854,7 +867,7 @@ static int dot_send(struct upstream *u, struct xfer *x)
         return DV_ECONN;
     }
     /* fail fast while backing off, so the caller tries another upstream */
-    if (!up->n_conns && conn_policy_backoff(&up->pol, net_now_ms()))
+    if (up->n_conns == up->n_suspect && conn_policy_backoff(&up->pol, net_now_ms()))
         return DV_ECONN;
     q = q_new(up, x, &rc);
     if (!q)
@@ -863,7 +876,7 @@ static int dot_send(struct upstream *u, struct xfer *x)
     x->tpriv = q;
     ql_push(&up->wait, q, false);
     up_dispatch(up, false);
-    if (q->list == &up->wait && !up->n_conns) {
+    if (q->list == &up->wait && up->n_conns == up->n_suspect) {
         ql_unlink(q);
         q_free(q);
         x->tpriv = NULL;
@@ -911,12 +924,114 @@ static void dot_close(struct upstream *u)
     conn_scope_close(&up->scope);
 }
 
+/* ---- network changes ---------------------------------------------------- */
+
+/* Takes c down and puts the queries still awaited on it back at the front of
+ * the wait queue, in their order, for another connection: the path failed,
+ * not the queries. */
+static void dc_requeue(struct dot_conn *c)
+{
+    struct dot_up *up = c->up;
+    struct dot_q *q;
+
+    dc_teardown(c, false);
+    while ((q = c->qs.tail)) {
+        ql_unlink(q);
+        id_remove(c, q);
+        if (q->done.x)
+            ql_push(&up->wait, q, true);
+        else
+            q_free(q);
+    }
+    c->live = 0;
+}
+
+/* A connection made after the change is up: the suspect ones go, and what
+ * they still owe is asked again on it (up_dispatch runs next in dc_io). */
+static void up_retire_suspects(struct dot_up *up)
+{
+    unsigned moved = 0;
+
+    for (struct dot_conn *c = up->conns, *next; c; c = next) {
+        next = c->next;
+        if (!c->suspect)
+            continue;
+        moved += c->live;
+        dc_requeue(c);
+    }
+    if (moved)
+        log_debug("upstream %s: %u queries moved off suspect connections", up->name, moved);
+}
+
+/* Every CONN_STALL_CHECK_MS while queries are out: data unacknowledged
+ * through a retransmission means the path died (a NAT that forgot us, a
+ * route gone): the connection turns suspect and a new one takes its queries
+ * once it is up, well before the kernel's own timeout. */
+static void dc_stall_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct dot_conn *c = w->data;
+    struct dot_up *up = c->up;
+
+    if (!c->live || c->suspect) {
+        ev_timer_stop(loop, w);
+        return;
+    }
+    if (c->st != DC_READY || !conn_stream_stalled(c->fd, CONN_STALL_MS))
+        return;
+    conn_scope_enter(&up->scope);
+    log_info("upstream %s: connection stalled with %u queries out; connecting afresh",
+             up->name, c->live);
+    ev_timer_stop(loop, w);
+    c->suspect = true;
+    up->n_suspect++;
+    dc_open(up);
+    up_dispatch(up, true);
+    conn_scope_leave(&up->scope);
+}
+
+static void dc_stall_init(struct dot_conn *c)
+{
+    ev_init(&c->stall, dc_stall_cb);
+    c->stall.repeat = CONN_STALL_CHECK_MS / 1000.0;
+    c->stall.data = c;
+}
+
+static void dot_netchange(struct upstream *u)
+{
+    struct dot_up *up = u->priv;
+    bool active = up->n_conns > 0 || up->wait.n;
+    unsigned gone = 0, suspect = 0;
+
+    conn_scope_enter(&up->scope);
+    conn_policy_ok(&up->pol); /* a backoff from the old network means nothing now */
+    for (struct dot_conn *c = up->conns, *next; c; c = next) {
+        next = c->next;
+        if (c->st != DC_READY || conn_local_gone(c->fd)) {
+            /* its address is gone, or it was still being set up on the old path */
+            dc_requeue(c);
+            gone++;
+        } else if (!c->suspect) {
+            c->suspect = true;
+            up->n_suspect++;
+            suspect++;
+        }
+    }
+    if (active) {
+        log_info("upstream %s: network changed: %u connections closed, %u suspect; "
+                 "connecting afresh", up->name, gone, suspect);
+        dc_open(up); /* warm before the next query, not after it */
+    }
+    up_dispatch(up, true);
+    conn_scope_leave(&up->scope);
+}
+
 const struct transport_ops dot_ops = {
     .name = "dot",
     .open = dot_open,
     .send = dot_send,
     .cancel = dot_cancel,
     .close = dot_close,
+    .netchange = dot_netchange,
 };
 
 /* tcp://: the same connections without TLS and without padding. */
@@ -926,5 +1041,6 @@ const struct transport_ops tcp_ops = {
     .send = dot_send,
     .cancel = dot_cancel,
     .close = dot_close,
+    .netchange = dot_netchange,
 };
 

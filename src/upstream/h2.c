@@ -397,6 +397,13 @@ void h2_abort(struct h2 *s, int rc)
     }
 }
 
+void h2_release(struct h2 *s)
+{
+    s->draining = true;
+    while (s->reqs.head)
+        req_refused(s, list_elem(s->reqs.head, struct h2_req, link));
+}
+
 void h2_terminate(struct h2 *s)
 {
     s->draining = true;
@@ -452,6 +459,7 @@ void h2_cancel(struct h2 *s, struct h2_req *r) {}
 int h2_recv(struct h2 *s, const uint8_t *in, size_t len) { return DV_EPROTO; }
 long h2_send(struct h2 *s, const uint8_t **pout) { return DV_EPROTO; }
 void h2_abort(struct h2 *s, int rc) {}
+void h2_release(struct h2 *s) {}
 void h2_terminate(struct h2 *s) {}
 int h2_ping(struct h2 *s) { return DV_ENOMEM; }
 size_t h2_live(const struct h2 *s) { return 0; }

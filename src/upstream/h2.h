@@ -81,6 +81,10 @@ long h2_send(struct h2 *s, const uint8_t **pout);
  * server never saw it, else done with rc. */
 void h2_abort(struct h2 *s, int rc);
 
+/* The path is gone, not the requests: every request in s ends as refused
+ * (to be sent again on another connection) and s takes no new ones. */
+void h2_release(struct h2 *s);
+
 /* Queues a GOAWAY: no new streams; the ones open may finish. */
 void h2_terminate(struct h2 *s);
 /* Queues a PING. 0 or DV_ENOMEM. */

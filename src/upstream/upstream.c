@@ -266,3 +266,12 @@ void upstream_unref(struct upstream *u)
     u->ops->close(u);
     upstream_free(u);
 }
+
+void upstream_netchange(struct upstream *u)
+{
+    /* failures on the old network say nothing about the new one */
+    u->fails = 0;
+    u->down_until = 0;
+    if (u->priv && u->ops->netchange)
+        u->ops->netchange(u);
+}

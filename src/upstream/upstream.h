@@ -43,6 +43,12 @@ struct transport_ops {
     void (*cancel)(struct upstream *u, struct xfer *x);
     /* Frees u->priv and every connection. No xfer is pending when called. */
     void (*close)(struct upstream *u);
+    /* The network changed (an address, a default route, a link, a sleep):
+     * connections from local addresses that are gone close now, their
+     * queries moved to a new connection; the others take no new queries
+     * and a new connection is warmed up at once when the upstream was in
+     * use. May be NULL (nothing long-lived to check). */
+    void (*netchange)(struct upstream *u);
 };
 
 enum upstream_proto {
@@ -83,6 +89,9 @@ struct upstream *upstream_new(struct ev_loop *loop, const struct cfg_upstream *c
  * must be set): connections opened from now on race them. 0 or DV_ENOMEM. */
 int upstream_set_addrs(struct upstream *u, const struct net_addr *addrs, size_t n);
 void upstream_ref(struct upstream *u);
+/* The network changed: the transport checks its connections (see
+ * transport_ops.netchange) and the backoff learnt on the old network ends. */
+void upstream_netchange(struct upstream *u);
 /* Drops a reference; the last one closes the transport and frees u. */
 void upstream_unref(struct upstream *u);
 
