@@ -504,11 +504,27 @@ static void add_listen(struct ctx *x, const struct toml_node *n, const char *s, 
         cerr(x, n, "listen address \"%s\": expected IP[:PORT] or [IPv6]:PORT", s);
 }
 
+/* tls_time_check = "auto" | "strict" */
+static void parse_tls_time_check(struct ctx *x, const struct toml_node *t)
+{
+    const char *s = get_cstr(x, t, "tls_time_check");
+
+    if (!s)
+        return;
+    if (strcmp(s, "auto") == 0)
+        x->c->tls_time_strict = false;
+    else if (strcmp(s, "strict") == 0)
+        x->c->tls_time_strict = true;
+    else
+        cerr(x, toml_table_get(t, "tls_time_check"),
+             "'tls_time_check' = \"%s\": expected \"auto\" or \"strict\"", s);
+}
+
 static void parse_server(struct ctx *x, const struct toml_node *t)
 {
     static const char *const keys[] = {"listen", "user", "timeout_ms", "tcp_idle_timeout_ms",
                                        "tcp_max_connections", "tls_ca", "control",
-                                       "answer_special_names", NULL};
+                                       "answer_special_names", "tls_time_check", NULL};
 
     check_keys(x, t, "[server]", keys);
     each_string(x, t, "listen", add_listen, NULL);
@@ -519,6 +535,7 @@ static void parse_server(struct ctx *x, const struct toml_node *t)
     set_str(x, t, "tls_ca", &x->c->ca_file);
     set_str(x, t, "control", &x->c->control);
     get_bool(x, t, "answer_special_names", &x->c->answer_special_names);
+    parse_tls_time_check(x, t);
     if (x->c->control && !x->c->control[0]) {
         free(x->c->control);
         x->c->control = NULL;

@@ -110,6 +110,11 @@ struct config {
 
     bool metrics_enabled;
     struct net_addr metrics_addr;
+
+    /* [server] tls_time_check: "strict" checks certificate validity dates
+     * even while the clock is earlier than the build ("auto", the default,
+     * does not; see upstream/tls_time.h) */
+    bool tls_time_strict;
 };
 
 /* A config holding every default and no listener or upstream. NULL on ENOMEM. */
