@@ -60,6 +60,13 @@ qemu_of() {
         armhf) echo qemu-arm ;;
     esac
 }
+debarch_of() {
+    case $1 in
+        mips) echo mips ;;
+        aarch64) echo arm64 ;;
+        armhf) echo armhf ;;
+    esac
+}
 cpu_of() {
     case $1 in
         mips) echo mips ;;
@@ -79,6 +86,8 @@ need_pkgs=()
 for a in "${arches[@]}"; do
     t=$(triplet_of "$a")
     command -v "$t-gcc" >/dev/null || need_pkgs+=("gcc-$t")
+    # the C library to link against (only recommended by gcc-$t)
+    [ -e "/usr/$t/lib/crti.o" ] || need_pkgs+=("libc6-dev-$(debarch_of "$a")-cross")
     command -v "$(qemu_of "$a")" >/dev/null || need_pkgs+=(qemu-user)
 done
 if [ ${#need_pkgs[@]} -gt 0 ]; then

@@ -75,6 +75,7 @@ PEER_PKGS=(
     python3-httpx python3-h2 iproute2 dnsperf          # DoH client, ss/ip netns, load for the cache test
     golang-go golang-github-lucas-clemente-quic-go-dev golang-github-miekg-dns-dev  # Go DoQ peer
     faketime                                           # a clock in the past (test_rtc.py)
+    shellcheck busybox                                 # the OpenWrt scripts (test_openwrt.py)
 )
 
 missing_pkgs() {

@@ -17,7 +17,7 @@
 #   DV_DEBIAN_MIRROR   mirror for the deb-src lines (default: the one apt already uses)
 #   DV_WOLFSSL_SUITES  suites to take wolfssl from, in order (default: "trixie")
 #   DV_NGTCP2_SUITES   suites to take ngtcp2 from, in order (default: "trixie sid")
-#   DV_CROSS_SUITES    --host only: suites for libev, nghttp2, cmocka (default: "trixie")
+#   DV_CROSS_SUITES    --host only: suites for libev, nghttp2, cmocka (default: "trixie sid")
 #   DV_JOBS            parallel make jobs (default: nproc)
 #
 # A build lives in $DV_CACHE_DIR/<stamp>/prefix, where <stamp> hashes the
@@ -61,7 +61,7 @@ if [ -n "$host" ]; then
   [[ $host =~ ^[a-z0-9_]+(-[a-z0-9_]+)+$ ]] || die "not a target triplet: '$host'"
   cc=$host-gcc
   command -v "$cc" >/dev/null || die "missing $cc; install Debian's gcc-$host"
-  cross_suites=${DV_CROSS_SUITES:-trixie}
+  cross_suites=${DV_CROSS_SUITES:-trixie sid}
   cross_pkgs=(libev nghttp2 cmocka)
   prefix_link=${DV_PREFIX:-$root/build/cross/$host/prefix}
   cache_root=${DV_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/dnsveil/cross/$host}
@@ -301,6 +301,30 @@ if [ "$force" -eq 1 ] || [ ! -f "$built/.complete" ]; then
       fi
       echo "== $pkg $ver ($suite) not fetchable, trying the next suite" >>"$log"
     done
+    # Cross-only libraries: a mirror that serves a package's upstream
+    # tarball but not its .dsc still gives the source Debian ships (apt
+    # checks it against the signed Sources index), without Debian's patches.
+    # The newest version first, since no Debian fixes come with it.
+    if [[ " ${cross_pkgs[*]} " == *" $pkg "* ]]; then
+      local i orig
+      for ((i = $# ; i >= 1; i--)); do
+        c=${!i}; suite=${c%%=*}; ver=${c#*=}
+        rm -rf "${work:?}/$pkg.dl" && mkdir -p "$work/$pkg.dl"
+        echo "== apt-get source --download-only $pkg=$ver ($suite), for its upstream tarball" >>"$log"
+        (cd "$work/$pkg.dl" && apt-get source -q --download-only "$pkg=$ver") >>"$log" 2>&1 || true
+        orig=$(find "$work/$pkg.dl" -maxdepth 1 -name "${pkg}_*.orig.tar.*" ! -name '*.asc' -print -quit)
+        [ -n "$orig" ] || continue
+        mkdir -p "$work/$pkg.dl/x"
+        tar -xf "$orig" -C "$work/$pkg.dl/x" >>"$log" 2>&1 || continue
+        local dir
+        dir=$(find "$work/$pkg.dl/x" -mindepth 1 -maxdepth 1 -type d -print -quit)
+        [ -n "$dir" ] || continue
+        mv "$dir" "$work/$pkg"
+        echo "third_party: $pkg $ver ($suite): the mirror has only its upstream tarball; built without Debian's patches" >&2
+        echo "${ver} (upstream tarball only)"
+        return 0
+      done
+    fi
     echo "third_party/build.sh: could not fetch $pkg (tried: $*)" >&2
     tail -n 20 "$log" >&2
     return 1

@@ -240,9 +240,12 @@ END {
 
 	# rules: the canary domains first, then the configured ones in order
 	rules = ""
+	# (an empty value, canary_domain '', turns them off)
 	k = main SUBSEP "canary_domain"
-	if (main != "" && (k in cnt) && cnt[k] > 0)
-		rules = rules "\n[[rules]]\ndomains = " toml_list(main, "canary_domain") "\naction = \"nxdomain\"\n"
+	r = ""
+	for (i = 1; main != "" && i <= cnt[k]; i++)
+		if (val[k, i] != "") r = r (r == "" ? "" : ", ") q(val[k, i])
+	if (r != "") rules = rules "\n[[rules]]\ndomains = [" r "]\naction = \"nxdomain\"\n"
 	for (i = 1; i <= nsec; i++) {
 		s = order[i]
 		if (type[s] != "rule") continue
