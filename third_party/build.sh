@@ -219,30 +219,18 @@ if [ -n "$host" ]; then
   cross_conf=(--host="$host" CC="$cc" AR="$host-ar" RANLIB="$host-ranlib")
 fi
 
-# wolfSSL: TLS 1.3 with QUIC, tickets, 0-RTT, PSK; HPKE with X25519 for
-# ODoH; SNI/ALPN; IP SANs so tls://1.1.1.1 style upstreams can be verified;
-# session certs so pins can be checked against the whole chain. The OpenSSL
-# compatibility layer (QUIC turns it on anyway) gives ngtcp2 its EVP calls
-# and us X509_check_host/ip and public-key extraction. ECH stays off.
-wolfssl_flags=(
-  --enable-static --disable-shared --with-pic
-  --enable-tls13 --enable-quic --enable-session-ticket --enable-earlydata
-  --enable-psk --enable-harden --enable-altcertchains --enable-hpke
-  --enable-curve25519 --enable-ecc --enable-sni --enable-alpn
-  --enable-aesgcm --enable-chacha --enable-poly1305 --enable-opensslextra
-  --enable-ip-alt-name --enable-sessioncerts --enable-sys-ca-certs
-  --disable-ech --disable-examples --disable-crypttests --disable-benchmark
-  --disable-dependency-tracking
-)
+# The configure flags live in wolfssl.flags and ngtcp2.flags (why each one
+# is there is said there), shared with packaging/openwrt/Makefile.
+read_flags() {  # FILE: its words, comment lines skipped
+  awk '!/^[[:space:]]*#/ { for (i = 1; i <= NF; i++) print $i }' "$1"
+}
+mapfile -t wolfssl_flags < <(read_flags "$here/wolfssl.flags")
+mapfile -t ngtcp2_flags < <(read_flags "$here/ngtcp2.flags")
+if [ ${#wolfssl_flags[@]} -eq 0 ] || [ ${#ngtcp2_flags[@]} -eq 0 ]; then
+  die "empty flags files in $here"
+fi
 # ngtcp2 uses the AES-ECB EVP ciphers for header protection.
 wolfssl_cppflags="-DHAVE_AES_ECB"
-
-ngtcp2_flags=(
-  --enable-lib-only --enable-static --disable-shared --with-pic
-  --with-wolfssl --without-openssl --without-gnutls --without-boringssl
-  --without-picotls --without-libnghttp3 --without-libev --without-jemalloc
-  --without-libbrotlienc --without-libbrotlidec --disable-dependency-tracking
-)
 
 cc_id=$("$cc" --version | sed -n 1p)
 stamp_text=$(
