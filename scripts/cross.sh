@@ -139,7 +139,7 @@ EOF
         -DDV_STATIC=ON -DDV_WERROR=ON -DDV_THIRD_PARTY_PREFIX="$prefix" >"$dir/cmake.log" 2>&1 ||
         { tail -30 "$dir/cmake.log"; die "cmake failed for $a"; }
     PKG_CONFIG_LIBDIR=$prefix/lib/pkgconfig nice cmake --build "$dir" -j"$JOBS" >"$dir/build.log" 2>&1 ||
-        { grep -E 'error|warning' "$dir/build.log" | head -30; die "build failed for $a"; }
+        { grep -m 30 -E 'error|warning' "$dir/build.log"; die "build failed for $a"; }
     size=$(stat -c %s "$dir/dnsveil.stripped")
     file -b "$dir/dnsveil.stripped" | cut -d, -f1-2
     echo "cross: $a: dnsveil stripped $size bytes"
