@@ -77,6 +77,8 @@ PEER_PKGS=(
     systemd man-db shellcheck                          # unit verify/security, resolved helper
     debhelper dpkg-dev lintian                         # the Debian package test
     golang-github-cloudflare-circl-dev golang-golang-x-crypto-dev  # Go ODoH target and relay (HPKE)
+    faketime                                           # a clock in the past (test_rtc.py)
+    busybox                                            # the OpenWrt scripts (test_openwrt.py)
 )
 
 missing_pkgs() {

@@ -25,6 +25,7 @@
 #include "upstream/bootres.h"
 #include "upstream/odoh.h"
 #include "upstream/pool.h"
+#include "upstream/tls_time.h"
 #include "upstream/upstream.h"
 
 /* The objects built from one config: kept together so a reload can build a
@@ -159,6 +160,8 @@ static int runtime_build(struct daemon *d, struct runtime *rt, struct config *cf
 
     memset(rt, 0, sizeof(*rt));
     rt->cfg = cfg;
+    /* before any upstream loads its CA store (tls_time.h) */
+    tls_time_set_mode(cfg->tls_time_strict ? TLS_TIME_STRICT : TLS_TIME_AUTO);
     rt->ups = calloc(cfg->n_upstreams + 1, sizeof(*rt->ups));
     rt->pools = calloc(cfg->n_groups + 1, sizeof(*rt->pools));
     if (!rt->ups || !rt->pools)
@@ -203,6 +206,8 @@ static int runtime_build(struct daemon *d, struct runtime *rt, struct config *cf
     return 0;
 fail:
     runtime_free(rt);
+    if (old && old->cfg) /* the running configuration's mode stays */
+        tls_time_set_mode(old->cfg->tls_time_strict ? TLS_TIME_STRICT : TLS_TIME_AUTO);
     return DV_EINVAL;
 }
 

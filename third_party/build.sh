@@ -2,7 +2,13 @@
 # Build static wolfSSL and ngtcp2 (with its wolfSSL crypto backend) from
 # Debian source packages into a prefix that CMake finds through pkg-config.
 #
-#   third_party/build.sh [--force]
+#   third_party/build.sh [--force] [--host TRIPLET]
+#
+# --host TRIPLET cross-compiles with Debian's TRIPLET-gcc (gcc-mips-linux-gnu,
+# gcc-aarch64-linux-gnu, ...) and also builds what the host gets from Debian's
+# -dev packages: libev, nghttp2, and cmocka for the unit tests. The cache is
+# then ${XDG_CACHE_HOME:-~/.cache}/dnsveil/cross/TRIPLET, the prefix
+# <repo>/build/cross/TRIPLET/prefix (scripts/cross.sh drives this).
 #
 # Environment:
 #   DV_PREFIX          where the prefix appears (default: <repo>/build/third_party/prefix)
@@ -11,6 +17,7 @@
 #   DV_DEBIAN_MIRROR   mirror for the deb-src lines (default: the one apt already uses)
 #   DV_WOLFSSL_SUITES  suites to take wolfssl from, in order (default: "trixie")
 #   DV_NGTCP2_SUITES   suites to take ngtcp2 from, in order (default: "trixie sid")
+#   DV_CROSS_SUITES    --host only: suites for libev, nghttp2, cmocka (default: "trixie sid")
 #   DV_JOBS            parallel make jobs (default: nproc)
 #
 # A build lives in $DV_CACHE_DIR/<stamp>/prefix, where <stamp> hashes the
@@ -19,29 +26,50 @@
 set -euo pipefail
 
 # Bump when the recipe changes in a way that must invalidate cached builds.
-readonly RECIPE_REV=2
+readonly RECIPE_REV=3
 readonly SRC_LIST=/etc/apt/sources.list.d/dnsveil-src.list
 readonly KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/.." && pwd)
-prefix_link=${DV_PREFIX:-$root/build/third_party/prefix}
-prefix_mode=${DV_PREFIX_MODE:-link}
-cache_root=${DV_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/dnsveil/third_party}
 jobs=${DV_JOBS:-$(nproc)}
 wolfssl_suites=${DV_WOLFSSL_SUITES:-trixie}
 ngtcp2_suites=${DV_NGTCP2_SUITES:-trixie sid}
 force=0
+host=""
 
-for arg in "$@"; do
-  case $arg in
+while [ $# -gt 0 ]; do
+  case $1 in
     --force) force=1 ;;
-    -h|--help) sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) echo "third_party/build.sh: unknown argument: $arg" >&2; exit 2 ;;
+    --host) [ $# -ge 2 ] || { echo "third_party/build.sh: --host needs a triplet" >&2; exit 2; }
+            host=$2; shift ;;
+    --host=*) host=${1#--host=} ;;
+    -h|--help) sed -n '2,26p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "third_party/build.sh: unknown argument: $1" >&2; exit 2 ;;
   esac
+  shift
 done
 
 die() { echo "third_party/build.sh: $*" >&2; exit 1; }
+
+# Cross builds: the target's compiler, and the libraries a native build takes
+# from Debian's -dev packages, built from their Debian sources too.
+cc=cc
+cross_suites=""
+cross_pkgs=()
+if [ -n "$host" ]; then
+  [[ $host =~ ^[a-z0-9_]+(-[a-z0-9_]+)+$ ]] || die "not a target triplet: '$host'"
+  cc=$host-gcc
+  command -v "$cc" >/dev/null || die "missing $cc; install Debian's gcc-$host"
+  cross_suites=${DV_CROSS_SUITES:-trixie sid}
+  cross_pkgs=(libev nghttp2 cmocka)
+  prefix_link=${DV_PREFIX:-$root/build/cross/$host/prefix}
+  cache_root=${DV_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/dnsveil/cross/$host}
+else
+  prefix_link=${DV_PREFIX:-$root/build/third_party/prefix}
+  cache_root=${DV_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/dnsveil/third_party}
+fi
+prefix_mode=${DV_PREFIX_MODE:-link}
 
 case $prefix_mode in link|copy) ;; *) die "DV_PREFIX_MODE must be link or copy, not '$prefix_mode'" ;; esac
 
@@ -63,7 +91,7 @@ run() {
   fi
 }
 
-for tool in apt-get apt-cache dpkg-source pkg-config autoreconf libtoolize make cc flock; do
+for tool in apt-get apt-cache dpkg-source pkg-config autoreconf libtoolize make "$cc" flock; do
   command -v "$tool" >/dev/null ||
     die "missing '$tool'; run scripts/deps.sh (or install dpkg-dev autoconf automake libtool pkg-config build-essential)"
 done
@@ -92,7 +120,7 @@ debian_mirror() {
 
 need_update=0
 # shellcheck disable=SC2086 # the suite lists are space-separated words
-suites=$(printf '%s\n' $wolfssl_suites $ngtcp2_suites | awk '!seen[$0]++')
+suites=$(printf '%s\n' $wolfssl_suites $ngtcp2_suites $cross_suites | awk '!seen[$0]++')
 for s in $suites; do
   [[ $s =~ ^[a-z][a-z0-9-]*$ ]] || die "not a Debian suite name: '$s'"
 done
@@ -125,7 +153,7 @@ fi
 
 # madison prints "pkg | version | URI suite/main Sources", newest first.
 # One call for both packages: each one reads every index.
-load_madison() { madison=$(apt-cache madison wolfssl ngtcp2 2>/dev/null || true); }
+load_madison() { madison=$(apt-cache madison wolfssl ngtcp2 "${cross_pkgs[@]}" 2>/dev/null || true); }
 source_version() {  # PKG SUITE
   printf '%s\n' "$madison" | awk -F'|' -v p="$1" -v s="$2" '
     { gsub(/ /, "", $1) }
@@ -136,6 +164,9 @@ if [ "$need_update" -eq 0 ]; then
   load_madison
   for s in $wolfssl_suites; do [ -n "$(source_version wolfssl "$s")" ] || need_update=1; done
   for s in $ngtcp2_suites; do [ -n "$(source_version ngtcp2 "$s")" ] || need_update=1; done
+  for p in "${cross_pkgs[@]}"; do
+    for s in $cross_suites; do [ -n "$(source_version "$p" "$s")" ] || need_update=1; done
+  done
 fi
 if [ "$need_update" -eq 1 ]; then
   log=$(mktemp)
@@ -168,37 +199,43 @@ for s in $ngtcp2_suites; do
 done
 [ ${#wolfssl_cand[@]} -gt 0 ] || die "no wolfssl >= 5.7 source package in: $wolfssl_suites"
 [ ${#ngtcp2_cand[@]} -gt 0 ] || die "no ngtcp2 >= 1.11 source package in: $ngtcp2_suites"
+# cross only: "pkg=suite=version ..." for libev, nghttp2, cmocka
+declare -A cross_cand=()
+for p in "${cross_pkgs[@]}"; do
+  c=""
+  for s in $cross_suites; do
+    v=$(source_version "$p" "$s")
+    if [ -n "$v" ]; then c="$c $s=$v"; fi
+  done
+  [ -n "$c" ] || die "no $p source package in: $cross_suites"
+  cross_cand[$p]=${c# }
+done
 
-opt_cflags="-O2 -fPIC -g0"
+# Sections per function and datum, so a static link keeps only what is used.
+opt_cflags="-O2 -fPIC -g0 -ffunction-sections -fdata-sections"
+# configure arguments that make a cross build (none for the host)
+cross_conf=()
+if [ -n "$host" ]; then
+  cross_conf=(--host="$host" CC="$cc" AR="$host-ar" RANLIB="$host-ranlib")
+fi
 
-# wolfSSL: TLS 1.3 with QUIC, tickets, 0-RTT, PSK; HPKE with X25519 for
-# ODoH; SNI/ALPN; IP SANs so tls://1.1.1.1 style upstreams can be verified;
-# session certs so pins can be checked against the whole chain. The OpenSSL
-# compatibility layer (QUIC turns it on anyway) gives ngtcp2 its EVP calls
-# and us X509_check_host/ip and public-key extraction. ECH stays off.
-wolfssl_flags=(
-  --enable-static --disable-shared --with-pic
-  --enable-tls13 --enable-quic --enable-session-ticket --enable-earlydata
-  --enable-psk --enable-harden --enable-altcertchains --enable-hpke
-  --enable-curve25519 --enable-ecc --enable-sni --enable-alpn
-  --enable-aesgcm --enable-chacha --enable-poly1305 --enable-opensslextra
-  --enable-ip-alt-name --enable-sessioncerts --enable-sys-ca-certs
-  --disable-ech --disable-examples --disable-crypttests --disable-benchmark
-  --disable-dependency-tracking
-)
+# The configure flags live in wolfssl.flags and ngtcp2.flags (why each one
+# is there is said there), shared with packaging/openwrt/Makefile.
+read_flags() {  # FILE: its words, comment lines skipped
+  awk '!/^[[:space:]]*#/ { for (i = 1; i <= NF; i++) print $i }' "$1"
+}
+mapfile -t wolfssl_flags < <(read_flags "$here/wolfssl.flags")
+mapfile -t ngtcp2_flags < <(read_flags "$here/ngtcp2.flags")
+if [ ${#wolfssl_flags[@]} -eq 0 ] || [ ${#ngtcp2_flags[@]} -eq 0 ]; then
+  die "empty flags files in $here"
+fi
 # ngtcp2 uses the AES-ECB EVP ciphers for header protection.
 wolfssl_cppflags="-DHAVE_AES_ECB"
 
-ngtcp2_flags=(
-  --enable-lib-only --enable-static --disable-shared --with-pic
-  --with-wolfssl --without-openssl --without-gnutls --without-boringssl
-  --without-picotls --without-libnghttp3 --without-libev --without-jemalloc
-  --without-libbrotlienc --without-libbrotlidec --disable-dependency-tracking
-)
-
-cc_id=$(cc --version | sed -n 1p)
+cc_id=$("$cc" --version | sed -n 1p)
 stamp_text=$(
-  printf 'recipe=%s\narch=%s\ncc=%s\ncflags=%s\n' "$RECIPE_REV" "$(uname -m)" "$cc_id" "$opt_cflags"
+  printf 'recipe=%s\narch=%s\ncc=%s\ncflags=%s\n' "$RECIPE_REV" "${host:-$(uname -m)}" "$cc_id" "$opt_cflags"
+  for p in "${cross_pkgs[@]}"; do printf '%s=%s\n' "$p" "${cross_cand[$p]}"; done
   printf 'wolfssl=%s\n' "${wolfssl_cand[@]}"
   printf 'wolfssl_flags=%s\nwolfssl_cppflags=%s\n' "${wolfssl_flags[*]}" "$wolfssl_cppflags"
   printf 'ngtcp2=%s\n' "${ngtcp2_cand[@]}"
@@ -207,6 +244,16 @@ stamp_text=$(
 stamp=$(printf '%s\n' "$stamp_text" | sha256sum | cut -c1-16)
 slot=$cache_root/$stamp
 built=$slot/prefix
+
+# qemu_for TRIPLET: the qemu-user emulator for a Debian cross triplet.
+qemu_for() {
+  local cpu=${1%%-*}
+  case $cpu in
+    arm|mips|mipsel|aarch64|mips64|mips64el|riscv64) ;;
+    *) return 1 ;;
+  esac
+  command -v "qemu-$cpu" || command -v "qemu-$cpu-static"
+}
 
 # --- 3. build (under a lock, so parallel runs share one build) ------------
 
@@ -242,6 +289,30 @@ if [ "$force" -eq 1 ] || [ ! -f "$built/.complete" ]; then
       fi
       echo "== $pkg $ver ($suite) not fetchable, trying the next suite" >>"$log"
     done
+    # Cross-only libraries: a mirror that serves a package's upstream
+    # tarball but not its .dsc still gives the source Debian ships (apt
+    # checks it against the signed Sources index), without Debian's patches.
+    # The newest version first, since no Debian fixes come with it.
+    if [[ " ${cross_pkgs[*]} " == *" $pkg "* ]]; then
+      local i orig
+      for ((i = $# ; i >= 1; i--)); do
+        c=${!i}; suite=${c%%=*}; ver=${c#*=}
+        rm -rf "${work:?}/$pkg.dl" && mkdir -p "$work/$pkg.dl"
+        echo "== apt-get source --download-only $pkg=$ver ($suite), for its upstream tarball" >>"$log"
+        (cd "$work/$pkg.dl" && apt-get source -q --download-only "$pkg=$ver") >>"$log" 2>&1 || true
+        orig=$(find "$work/$pkg.dl" -maxdepth 1 -name "${pkg}_*.orig.tar.*" ! -name '*.asc' -print -quit)
+        [ -n "$orig" ] || continue
+        mkdir -p "$work/$pkg.dl/x"
+        tar -xf "$orig" -C "$work/$pkg.dl/x" >>"$log" 2>&1 || continue
+        local dir
+        dir=$(find "$work/$pkg.dl/x" -mindepth 1 -maxdepth 1 -type d -print -quit)
+        [ -n "$dir" ] || continue
+        mv "$dir" "$work/$pkg"
+        echo "third_party: $pkg $ver ($suite): the mirror has only its upstream tarball; built without Debian's patches" >&2
+        echo "${ver} (upstream tarball only)"
+        return 0
+      done
+    fi
     echo "third_party/build.sh: could not fetch $pkg (tried: $*)" >&2
     tail -n 20 "$log" >&2
     return 1
@@ -249,12 +320,17 @@ if [ "$force" -eq 1 ] || [ ! -f "$built/.complete" ]; then
 
   wolfssl_ver=$(fetch wolfssl "${wolfssl_cand[@]}")
   ngtcp2_ver=$(fetch ngtcp2 "${ngtcp2_cand[@]}")
+  declare -A cross_ver=()
+  for p in "${cross_pkgs[@]}"; do
+    # shellcheck disable=SC2086 # space-separated suite=version words
+    cross_ver[$p]=$(fetch "$p" ${cross_cand[$p]})
+  done
 
   # wolfSSL: the Debian tarball has no configure script.
   (
     cd "$work/wolfssl"
     run "$log" ./autogen.sh
-    run "$log" ./configure --prefix="$built" "${wolfssl_flags[@]}" \
+    run "$log" ./configure --prefix="$built" "${wolfssl_flags[@]}" "${cross_conf[@]}" \
       CFLAGS="$opt_cflags" CPPFLAGS="$wolfssl_cppflags"
     run "$log" make -j"$jobs"
     run "$log" make install
@@ -263,12 +339,44 @@ if [ "$force" -eq 1 ] || [ ! -f "$built/.complete" ]; then
   (
     cd "$work/ngtcp2"
     [ -x configure ] || run "$log" autoreconf -fi
-    run "$log" ./configure --prefix="$built" "${ngtcp2_flags[@]}" \
+    # PKG_CONFIG_LIBDIR: only our prefix, never the build machine's .pc files
+    run "$log" ./configure --prefix="$built" "${ngtcp2_flags[@]}" "${cross_conf[@]}" \
       CFLAGS="$opt_cflags" PKG_CONFIG="pkg-config --static" \
-      PKG_CONFIG_PATH="$built/lib/pkgconfig"
+      PKG_CONFIG_PATH="$built/lib/pkgconfig" PKG_CONFIG_LIBDIR="$built/lib/pkgconfig"
     run "$log" make -j"$jobs"
     run "$log" make install
   )
+
+  # Cross only: what Debian's libev-dev, libnghttp2-dev and libcmocka-dev
+  # give a native build, for the target.
+  if [ -n "$host" ]; then
+    (
+      cd "$work/libev"
+      [ -x configure ] || run "$log" autoreconf -fi
+      run "$log" ./configure --prefix="$built" --enable-static --disable-shared \
+        --disable-dependency-tracking "${cross_conf[@]}" CFLAGS="$opt_cflags"
+      run "$log" make -j"$jobs"
+      run "$log" make install
+    )
+    (
+      cd "$work/nghttp2"
+      [ -x configure ] || run "$log" autoreconf -fi
+      run "$log" ./configure --prefix="$built" --enable-lib-only --enable-static \
+        --disable-shared --disable-dependency-tracking --without-systemd --without-jemalloc \
+        "${cross_conf[@]}" CFLAGS="$opt_cflags" PKG_CONFIG_LIBDIR="$built/lib/pkgconfig"
+      run "$log" make -j"$jobs"
+      run "$log" make install
+    )
+    (
+      cd "$work/cmocka"
+      run "$log" cmake -S . -B build -DCMAKE_INSTALL_PREFIX="$built" \
+        -DCMAKE_SYSTEM_NAME=Linux -DCMAKE_C_COMPILER="$cc" -DCMAKE_BUILD_TYPE=Release \
+        -DBUILD_SHARED_LIBS=OFF -DWITH_EXAMPLES=OFF -DUNIT_TESTING=OFF \
+        -DCMAKE_INSTALL_LIBDIR=lib -DCMAKE_C_FLAGS="$opt_cflags"
+      run "$log" cmake --build build -j"$jobs"
+      run "$log" cmake --install build
+    )
+  fi
 
   # Static libraries only: libtool archives and docs are of no use here.
   find "$built" -name '*.la' -delete
@@ -281,6 +389,7 @@ if [ "$force" -eq 1 ] || [ ! -f "$built/.complete" ]; then
   {
     echo "wolfssl $wolfssl_ver"
     echo "ngtcp2 $ngtcp2_ver"
+    for p in "${cross_pkgs[@]}"; do echo "$p ${cross_ver[$p]}"; done
   } >"$built/VERSIONS"
   cp "$slot/STAMP" "$built/STAMP"
 
@@ -302,11 +411,15 @@ int main(void) {
 }
 EOF
   (
-    export PKG_CONFIG_PATH="$built/lib/pkgconfig"
+    export PKG_CONFIG_PATH="$built/lib/pkgconfig" PKG_CONFIG_LIBDIR="$built/lib/pkgconfig"
     # shellcheck disable=SC2046
-    run "$log" cc -o "$work/check" "$work/check.c" \
+    run "$log" "$cc" -o "$work/check" "$work/check.c" \
       $(pkg-config --static --cflags --libs libngtcp2_crypto_wolfssl libngtcp2 wolfssl)
-    run "$log" "$work/check"
+    if [ -z "$host" ]; then
+      run "$log" "$work/check"
+    elif qemu=$(qemu_for "$host"); then
+      run "$log" "$qemu" -L "/usr/$host" "$work/check"
+    fi
   )
 
   rm -rf "$work"

@@ -646,6 +646,22 @@ static void parse_server_limits(struct ctx *x, const struct toml_node *t)
     get_uint(x, t, "tcp_max_connections_per_client", 0, 65535, &l->tcp_max_conns_per_client);
 }
 
+/* tls_time_check = "auto" | "strict" */
+static void parse_tls_time_check(struct ctx *x, const struct toml_node *t)
+{
+    const char *s = get_cstr(x, t, "tls_time_check");
+
+    if (!s)
+        return;
+    if (strcmp(s, "auto") == 0)
+        x->c->tls_time_strict = false;
+    else if (strcmp(s, "strict") == 0)
+        x->c->tls_time_strict = true;
+    else
+        cerr(x, toml_table_get(t, "tls_time_check"),
+             "'tls_time_check' = \"%s\": expected \"auto\" or \"strict\"", s);
+}
+
 static void parse_server(struct ctx *x, const struct toml_node *t)
 {
     static const char *const keys[] = {"listen", "user", "timeout_ms", "tcp_idle_timeout_ms",
@@ -653,7 +669,8 @@ static void parse_server(struct ctx *x, const struct toml_node *t)
                                        "answer_special_names", "allow", "udp_max_size",
                                        "rate_limit", "rate_limit_burst", "max_inflight",
                                        "max_inflight_per_client",
-                                       "tcp_max_connections_per_client", NULL};
+                                       "tcp_max_connections_per_client", "tls_time_check",
+                                       NULL};
 
     check_keys(x, t, "[server]", keys);
     each_string(x, t, "listen", add_listen, NULL);
@@ -665,6 +682,7 @@ static void parse_server(struct ctx *x, const struct toml_node *t)
     set_str(x, t, "control", &x->c->control);
     get_bool(x, t, "answer_special_names", &x->c->answer_special_names);
     parse_server_limits(x, t);
+    parse_tls_time_check(x, t);
     if (x->c->control && !x->c->control[0]) {
         free(x->c->control);
         x->c->control = NULL;

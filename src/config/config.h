@@ -157,6 +157,11 @@ struct config {
     size_t n_portal_names;
     bool portal_names_set;    /* else portal_default_names */
     unsigned portal_open_s;   /* `portal` without SECONDS opens for this long */
+
+    /* [server] tls_time_check: "strict" checks certificate validity dates
+     * even while the clock is earlier than the build ("auto", the default,
+     * does not; see upstream/tls_time.h) */
+    bool tls_time_strict;
 };
 
 /* A config holding every default and no listener or upstream. NULL on ENOMEM. */

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <wolfssl/options.h>
@@ -19,6 +20,7 @@
 
 #include "core/err.h"
 #include "core/log.h"
+#include "upstream/tls_time.h"
 #include "upstream/upstream.h"
 
 #define TLS_SYSTEM_CA "/etc/ssl/certs/ca-certificates.crt"
@@ -35,6 +37,10 @@ struct tls_ctx {
     uint8_t (*pins)[PIN_LEN];
     size_t n_pins;
     WOLFSSL_SESSION *session; /* the newest verified session, offered on connect */
+    /* boot without a real-time clock (tls_time.h) */
+    char *ca_path;       /* the CA file, to reload once the clock is set */
+    bool ca_relaxed;     /* CAs loaded without checking their dates */
+    bool session_relaxed; /* session came from a handshake whose dates were not checked */
 };
 
 struct tls_conn {
@@ -46,6 +52,7 @@ struct tls_conn {
     bool shut;
     unsigned tickets;     /* new tickets saved from this connection */
     uint32_t ticket_sig;  /* fingerprint of the ticket we hold, to spot new ones */
+    bool time_relaxed;    /* a validity-date error was forgiven (tls_time.h) */
     int verr;             /* first error the verify callback saw */
     int vdepth;
     char vnames[NAMES_MAX]; /* names of the certificate behind verr */
@@ -118,6 +125,76 @@ static int verify_cb(int ok, WOLFSSL_X509_STORE_CTX *st);
     "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"                       \
     "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
 
+/* ---- boot without a real-time clock (tls_time.h) --------------------------
+ * While the clock reads earlier than this build, the trust store is loaded
+ * without date checks (in either mode: a root that "is not valid yet" in 1970
+ * says nothing, and a store left empty could never recover), and in "auto"
+ * mode the verify callback forgives exactly the two validity-date errors;
+ * signatures, chain, name and pins are untouched. Once the clock is set, a
+ * context loaded that way reloads its CAs with date checks and forgets a
+ * session made without them, so every new connection gets the full checks. */
+
+static int64_t wall_now(void)
+{
+    return (int64_t)time(NULL);
+}
+
+static bool clock_unset(int64_t now)
+{
+    return tls_time_relaxed_at(TLS_TIME_AUTO, now, tls_time_build_epoch());
+}
+
+/* Loads the CA file into t (or the system store as a fallback when system
+ * is true). A bundle with one certificate wolfSSL cannot parse must not cost
+ * every other CA in it. 0 or -1. */
+static int load_trust(struct tls_ctx *t, bool system)
+{
+    int64_t now = wall_now();
+    bool early = clock_unset(now);
+    long flags = WOLFSSL_LOAD_FLAG_IGNORE_ERR | (early ? WOLFSSL_LOAD_FLAG_DATE_ERR_OKAY : 0);
+
+    (void)tls_time_relaxed(now); /* says once what an unset clock means */
+    t->ca_relaxed = early;
+    if (wolfSSL_CTX_load_verify_locations_ex(t->ctx, t->ca_path, NULL, (word32)flags) ==
+        WOLFSSL_SUCCESS)
+        return 0;
+    if (system && wolfSSL_CTX_load_system_CA_certs(t->ctx) == WOLFSSL_SUCCESS)
+        return 0;
+    return -1;
+}
+
+/* Called before each new connection. */
+static void time_check_refresh(struct tls_ctx *t)
+{
+    int64_t now = wall_now();
+
+    if ((!t->ca_relaxed && !t->session_relaxed) || tls_time_relaxed(now) || clock_unset(now))
+        return;
+    if (t->session_relaxed && t->session) {
+        wolfSSL_SESSION_free(t->session);
+        t->session = NULL;
+    }
+    t->session_relaxed = false;
+    if (t->ca_relaxed) {
+        bool system = strcmp(t->ca_path, TLS_SYSTEM_CA) == 0;
+        if (wolfSSL_CTX_UnloadCAs(t->ctx) != WOLFSSL_SUCCESS || load_trust(t, system))
+            log_err("upstream %s: cannot reload CA certificates from %s", t->upstream,
+                    t->ca_path); /* an empty store: every handshake fails closed */
+    }
+}
+
+/* True when the verify callback may accept this failure: it is a validity
+ * date, and the clock is not set yet (tls_time_check = "auto"). */
+static bool time_forgives(struct tls_conn *c, int err)
+{
+    if (err != ASN_BEFORE_DATE_E && err != ASN_AFTER_DATE_E)
+        return false;
+    if (!tls_time_relaxed(wall_now()))
+        return false;
+    c->time_relaxed = true;
+    return true;
+}
+
 int tls_ctx_new(const struct tls_opts *o, struct tls_ctx **pctx)
 {
     struct tls_ctx *t;
@@ -153,15 +230,15 @@ int tls_ctx_new(const struct tls_opts *o, struct tls_ctx **pctx)
         log_err("upstream %s: cannot set the TLS cipher list", t->upstream);
         goto fail;
     }
-    /* a bundle with one certificate wolfSSL cannot parse must not cost
-     * every other CA in it */
-    if (wolfSSL_CTX_load_verify_locations_ex(t->ctx, ca, NULL, WOLFSSL_LOAD_FLAG_IGNORE_ERR) !=
-        WOLFSSL_SUCCESS) {
-        if (o->ca_file || wolfSSL_CTX_load_system_CA_certs(t->ctx) != WOLFSSL_SUCCESS) {
-            log_err("upstream %s: cannot load CA certificates from %s", t->upstream, ca);
-            rc = DV_EINVAL;
-            goto fail;
-        }
+    t->ca_path = strdup(ca);
+    if (!t->ca_path) {
+        rc = DV_ENOMEM;
+        goto fail;
+    }
+    if (load_trust(t, !o->ca_file)) {
+        log_err("upstream %s: cannot load CA certificates from %s", t->upstream, ca);
+        rc = DV_EINVAL;
+        goto fail;
     }
     wolfSSL_CTX_set_verify(t->ctx, WOLFSSL_VERIFY_PEER, verify_cb);
     *pctx = t;
@@ -197,6 +274,7 @@ void tls_ctx_del(struct tls_ctx *t)
     if (t->ctx)
         wolfSSL_CTX_free(t->ctx);
     free(t->pins);
+    free(t->ca_path);
     free(t->alpn);
     free(t->name);
     free(t->upstream);
@@ -209,6 +287,8 @@ static int verify_cb(int ok, WOLFSSL_X509_STORE_CTX *st)
 {
     struct tls_conn *c = st->userCtx;
 
+    if (!ok && c && time_forgives(c, st->error))
+        return 1;
     if (ok || !c || c->verr)
         return ok;
     c->verr = st->error;
@@ -263,6 +343,7 @@ int tls_conn_new(struct tls_ctx *t, int fd, struct tls_conn **pconn)
     *pconn = NULL;
     if (!c)
         return DV_ENOMEM;
+    time_check_refresh(t);
     c->t = t;
     c->ssl = wolfSSL_new(t->ctx);
     if (!c->ssl) {
@@ -376,6 +457,7 @@ static void save_session(struct tls_conn *c)
     if (c->t->session)
         wolfSSL_SESSION_free(c->t->session);
     c->t->session = s;
+    c->t->session_relaxed = c->time_relaxed;
 }
 
 /* TLS 1.3 tickets arrive after the handshake, inside later reads; each one
