@@ -76,6 +76,7 @@ PEER_PKGS=(
     golang-go golang-github-lucas-clemente-quic-go-dev golang-github-miekg-dns-dev  # Go DoQ peer
     systemd man-db shellcheck                          # unit verify/security, resolved helper
     debhelper dpkg-dev lintian                         # the Debian package test
+    python3-prometheus-client chromium python3-websocket  # metrics parser, status page in a browser
 )
 
 missing_pkgs() {

@@ -10,6 +10,7 @@
 #include "core/rand.h"
 #include "dns/dns.h"
 #include "resolve/cache.h"
+#include "resolve/obs.h"
 #include "resolve/policy.h"
 #include "upstream/pool.h"
 
@@ -69,6 +70,7 @@ struct query_engine {
     size_t nbuckets, count;
     uint32_t seed;
     struct query_stats st;
+    struct obs *obs; /* per-listener, per-rule and top-k counters; may be NULL */
 };
 
 static uint8_t reply_buf[DNS_MSG_MAX];
@@ -158,6 +160,14 @@ static size_t client_limit(const struct query_client *c, const struct dns_query_
     return qi->edns.udp_size;
 }
 
+/* Every reply to a client leaves through here. */
+static void reply(struct query_engine *qe, const struct query_client *c, const uint8_t *msg,
+                  size_t len)
+{
+    obs_reply(qe->obs, c, msg, len);
+    c->ops->send(c->ctx, c, msg, len);
+}
+
 static void send_error(struct query_engine *qe, const struct query_client *c,
                        const struct dns_query_info *qi, bool have_q, int rcode)
 {
@@ -171,7 +181,7 @@ static void send_error(struct query_engine *qe, const struct query_client *c,
     case DNS_RCODE_NOTIMP: qe->st.notimp++; break;
     default: break;
     }
-    c->ops->send(c->ctx, c, reply_buf, (size_t)n);
+    reply(qe, c, reply_buf, (size_t)n);
 }
 
 /* The answer as this client must see it: its ID, its question's case, its RD
@@ -192,7 +202,7 @@ static void send_answer(struct query_engine *qe, const struct query_client *c,
         qe->st.truncated++;
     }
     qe->st.answered++;
-    c->ops->send(c->ctx, c, reply_buf, len);
+    reply(qe, c, reply_buf, len);
 }
 
 static void waiter_release(struct waiter *w)
@@ -309,10 +319,12 @@ static bool attempt_launch(struct inflight *f, uint64_t now)
             a->active = true;
             f->active++;
             qe->st.upstream_sent++;
+            ustats_sent(&a->u->stats);
             return true;
         }
         log_debug("upstream %s: send failed: %s", a->u->name, dv_strerror(rc));
         qe->st.upstream_failed++;
+        ustats_fail(&a->u->stats, rc);
         pool_report(a->u, rc, 0, now);
     }
     return false;
@@ -385,6 +397,7 @@ static void xfer_done(struct xfer *x, int rc, const uint8_t *ans, size_t len)
 
     if (rc) {
         log_debug("upstream %s: %s", a->u->name, dv_strerror(rc));
+        ustats_fail(&a->u->stats, rc);
         attempt_failed(a, rc);
         return;
     }
@@ -392,10 +405,12 @@ static void xfer_done(struct xfer *x, int rc, const uint8_t *ans, size_t len)
     if (rc) {
         dns_name_to_str(f->key.name, f->key.name_len, name, sizeof(name));
         log_warn("upstream %s: bad answer for %s: %s", a->u->name, name, dv_strerror(rc));
+        ustats_fail(&a->u->stats, DV_EPROTO);
         attempt_failed(a, DV_EPROTO);
         return;
     }
     int rcode = DNS_RCODE(dns_get16(ans + 2));
+    ustats_answer(&a->u->stats, (unsigned)rcode, qe_now(f->qe) - a->start);
     if (rcode == DNS_RCODE_SERVFAIL || rcode == DNS_RCODE_REFUSED) {
         /* another upstream may do better; keep this one in case none does */
         uint8_t *copy = malloc(len);
@@ -438,6 +453,7 @@ static void inflight_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
         a->active = false;
         f->active--;
         f->qe->st.upstream_failed++;
+        ustats_fail(&a->u->stats, DV_ETIMEOUT);
         pool_report(a->u, DV_ETIMEOUT, now - a->start, now);
     }
     inflight_finish(f, NULL, 0);
@@ -527,6 +543,7 @@ void query_submit(struct query_engine *qe, const uint8_t *msg, size_t len,
         break;
     case DV_ENOTQUERY:
         qe->st.dropped++;
+        obs_drop(qe->obs, c);
         return;
     case DV_ENOTIMP:
         send_error(qe, c, &qi, false, DNS_RCODE_NOTIMP);
@@ -542,17 +559,23 @@ void query_submit(struct query_engine *qe, const uint8_t *msg, size_t len,
     qe->st.queries++;
     key = qi.q;
     dns_name_lower(key.name, key.name_len);
+    if (qe->obs) {
+        char name[DNS_NAME_MAX * 4 + 1];
+        size_t nlen = dns_name_to_str(key.name, key.name_len, name, sizeof(name));
+        obs_query(qe->obs, c, name, nlen);
+    }
     if (key.qtype == DNS_TYPE_AXFR || key.qtype == DNS_TYPE_IXFR) {
         send_error(qe, c, &qi, true, DNS_RCODE_NOTIMP);
         return;
     }
 
     policy_decide(qe->policy, &key, &c->peer, c->local, &pd);
+    obs_rule(qe->obs, pd.rule);
     if (pd.action != CFG_ACTION_GROUP) {
         int n = policy_local_answer(pd.rule, &qi, reply_buf, sizeof(reply_buf));
         qe->st.local++;
         if (n > 0)
-            c->ops->send(c->ctx, c, reply_buf, (size_t)n);
+            reply(qe, c, reply_buf, (size_t)n);
         return;
     }
 
@@ -654,6 +677,11 @@ void query_engine_del(struct query_engine *qe)
     free(qe->table);
     policy_unref(qe->policy);
     free(qe);
+}
+
+void query_engine_set_obs(struct query_engine *qe, struct obs *o)
+{
+    qe->obs = o;
 }
 
 size_t query_pending(const struct query_engine *qe)

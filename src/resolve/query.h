@@ -15,6 +15,7 @@
 #include "core/net.h"
 
 struct cache;
+struct obs;
 struct policy;
 struct query_engine;
 
@@ -81,6 +82,10 @@ void query_engine_del(struct query_engine *qe);
  * policy. */
 void query_engine_configure(struct query_engine *qe, const struct query_opts *o,
                             struct policy *policy, struct cache *cache);
+
+/* Counts every client message and reply in o (borrowed, may be NULL); the
+ * owner unsets it before freeing it. */
+void query_engine_set_obs(struct query_engine *qe, struct obs *o);
 
 /* Handles one client message. msg is only read during the call. */
 void query_submit(struct query_engine *qe, const uint8_t *msg, size_t len,

@@ -186,6 +186,7 @@ struct doh_up {
     ev_timer kick;      /* runs leave() soon after send() */
     int last_status;    /* last bad HTTP status logged, to log each change once */
     ev_tstamp last_status_log;
+    struct ustats *st;  /* the upstream's counters, ustats_sink after close */
 };
 
 static nghttp2_session_callbacks *h2_callbacks;
@@ -336,6 +337,7 @@ static void conn_fail(struct doh_conn *c, int rc)
 
 static void conn_free(struct doh_conn *c)
 {
+    ustats_conn_closed(c->d->st);
     if (c->h2)
         nghttp2_session_del(c->h2);
     if (c->tls)
@@ -393,6 +395,8 @@ static void conn_flush(struct doh_conn *c)
             continue;
         }
         long w = tls_conn_write(c->tls, buf_head(&c->out), buf_used(&c->out));
+        if (w > 0)
+            ustats_bytes(c->d->st, 0, (uint64_t)w);
         if (w == DV_EAGAIN) {
             conn_watch(c, tls_conn_wants_write(c->tls) ? EV_READ | EV_WRITE : EV_READ);
             return;
@@ -451,6 +455,7 @@ static void conn_ready(struct doh_conn *c)
     c->state = C_READY;
     c->last_rx = c->idle_since = ev_now(d->loop);
     conn_policy_ok(&d->pol);
+    ustats_handshake(d->st, tls_conn_resumed(c->tls) ? USTATS_HS_RESUMED : USTATS_HS_FULL);
     if (conn_session_new(c)) {
         conn_fail(c, DV_ENOMEM);
         return;
@@ -484,6 +489,8 @@ static void conn_read(struct doh_conn *c)
 
     while (!c->dead) {
         long n = tls_conn_read(c->tls, in, sizeof(in));
+        if (n > 0)
+            ustats_bytes(c->d->st, (uint64_t)n, 0);
         if (n == DV_EAGAIN) {
             /* as in dot.c: ACK at once, so a server that Nagles its answer
              * behind a session ticket is not held for our delayed ACK */
@@ -609,6 +616,7 @@ static struct doh_conn *conn_open(struct doh_up *d)
     ev_init(&c->timer, conn_timer_cb);
     c->timer.data = c;
     c->opened = ev_now(d->loop);
+    ustats_conn_opened(d->st); /* conn_free counts the close, on failure too */
     c->fd = conn_connect(&d->addr, SOCK_STREAM, d->name);
     if (c->fd < 0) {
         c->fd = -1;
@@ -740,7 +748,8 @@ static void req_response(struct doh_req *r)
 
     if (r->status != 200) {
         log_status(d, r->status);
-        rc = r->status >= 500 ? DV_ESERVFAIL : DV_EPROTO;
+        ustats_http_status(d->st, (unsigned)r->status);
+        rc = DV_EHTTP;
     } else if (!r->ctype_ok) {
         log_warn("upstream %s: doh answer without content-type application/dns-message",
                  d->name);
@@ -1088,6 +1097,7 @@ static int doh_open(struct upstream *u)
         up_free(d);
         return rc;
     }
+    d->st = &u->stats;
     u->priv = d;
     return 0;
 }
@@ -1166,6 +1176,7 @@ static void doh_close(struct upstream *u)
     u->priv = NULL;
     if (!d)
         return;
+    d->st = &ustats_sink;
     for (struct doh_conn *c = d->conns; c; c = c->next) {
         if (c->dead)
             continue;

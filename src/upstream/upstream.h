@@ -12,6 +12,7 @@
 
 #include "config/config.h"
 #include "core/net.h"
+#include "upstream/ustats.h"
 
 struct upstream;
 struct xfer;
@@ -63,6 +64,7 @@ struct upstream {
     uint64_t down_until;  /* monotonic ms; skipped before this unless all are down */
     double rtt_ewma;      /* ms */
     unsigned refs;
+    struct ustats stats;  /* counters for metrics; see ustats.h */
 };
 
 /* Creates an upstream from its settings; the URL scheme picks the transport
