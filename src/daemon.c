@@ -405,6 +405,12 @@ static void apply_status(struct daemon *d, const struct config *cfg)
 {
     obs_set_rules(d->obs, cfg->rules, cfg->n_rules);
     obs_set_clients(d->obs, cfg->status.privacy == 0);
+    for (size_t i = 0; i < d->nlisten; i++) {
+        if (d->udp[i])
+            obs_listener_touch(d->obs, &d->laddr[i], false);
+        if (d->tcp[i])
+            obs_listener_touch(d->obs, &d->laddr[i], true);
+    }
     if (!d->metrics)
         return;
     metrics_set_page(d->metrics, cfg->status.page ? status_render : NULL, status_page_html,

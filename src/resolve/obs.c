@@ -62,20 +62,31 @@ void obs_set_clients(struct obs *o, bool on)
 }
 
 /* The listener's slot; addresses beyond the table share one. */
-static struct obs_listener *slot(struct obs *o, const struct query_client *c)
+static struct obs_listener *slot_of(struct obs *o, const struct net_addr *local, bool tcp)
 {
     static const struct net_addr none;
-    const struct net_addr *a = c->local ? c->local : &none;
+    const struct net_addr *a = local ? local : &none;
 
     for (size_t i = 0; i < o->nl; i++)
-        if (o->l[i].tcp == c->tcp && net_addr_eq(&o->l[i].addr, a))
+        if (o->l[i].tcp == tcp && net_addr_eq(&o->l[i].addr, a))
             return &o->l[i];
     if (o->nl == OBS_MAX_LISTENERS)
         return &o->other;
     struct obs_listener *l = &o->l[o->nl++];
     l->addr = *a;
-    l->tcp = c->tcp;
+    l->tcp = tcp;
     return l;
+}
+
+static struct obs_listener *slot(struct obs *o, const struct query_client *c)
+{
+    return slot_of(o, c->local, c->tcp);
+}
+
+void obs_listener_touch(struct obs *o, const struct net_addr *local, bool tcp)
+{
+    if (o)
+        slot_of(o, local, tcp);
 }
 
 void obs_query(struct obs *o, const struct query_client *c, const char *name, size_t len)

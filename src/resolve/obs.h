@@ -39,6 +39,9 @@ void obs_set_rules(struct obs *o, const struct cfg_rule *rules, size_t n);
 /* Whether to keep client addresses (privacy 0); forgets them when turned off. */
 void obs_set_clients(struct obs *o, bool on);
 
+/* Shows a listener's counters before its first query. */
+void obs_listener_touch(struct obs *o, const struct net_addr *local, bool tcp);
+
 /* A parsed question from c; name in presentation form. */
 void obs_query(struct obs *o, const struct query_client *c, const char *name, size_t len);
 /* A reply about to go to c. */
