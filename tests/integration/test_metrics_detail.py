@@ -345,3 +345,44 @@ def test_doq_counts_0rtt_resumption_and_error_codes(knot, dnsveil, cfgdir, pki, 
         p.stop()
     assert a.get("dnsveil_upstream_doq_errors_total", code="0x1", **up) >= 2
     assert delta(b, a, "dnsveil_upstream_failures_total", kind="server_error", **up) >= 2
+
+
+# ---------------------------------------------------------------- config
+
+def test_status_keys_errors_named_with_position(cfgdir):
+    import subprocess
+    conf = cfgdir / "bad.toml"
+    conf.write_text('[metrics]\nlisten = "127.0.0.1:9"\nprivacy = 3\nstatus_page = "yes"\n'
+                    'username = "a:b"\npassword = "p"\n')
+    r = subprocess.run([helpers.dnsveil_bin(), "--check", "-c", str(conf)],
+                       capture_output=True, text=True, timeout=10)
+    assert r.returncode == 1
+    assert "bad.toml:3:11: error: 'privacy' = 3 is out of range (0 to 2)" in r.stderr, r.stderr
+    assert "bad.toml:4:15: error: 'status_page' expects true or false" in r.stderr, r.stderr
+    assert "bad.toml:5:12: error: 'username' cannot contain ':'" in r.stderr, r.stderr
+    conf.write_text('[metrics]\npassword = "p"\n')
+    r = subprocess.run([helpers.dnsveil_bin(), "--check", "-c", str(conf)],
+                       capture_output=True, text=True, timeout=10)
+    assert r.returncode == 1
+    assert "bad.toml:2:12: error: 'username' and 'password' go together" in r.stderr, r.stderr
+
+
+def test_reload_applies_privacy_and_page(knot, dnsveil, cfgdir):
+    import json
+    import signal
+    mport = helpers.free_port()
+    conf = write_conf(cfgdir, "", mport, "privacy = 0\n")
+    d = dnsveil("udp://127.0.0.1:%d" % knot.port, extra=["-c", str(conf)])
+    udp(d, "www.test.")
+    s = json.loads(fetch(mport, "/status.json")[2])
+    assert s["top_clients"][0]["client"] == "127.0.0.1"
+    write_conf(cfgdir, "", mport, "privacy = 2\nstatus_page = false\n")
+    d.send_signal(signal.SIGHUP)
+    end = time.monotonic() + 5
+    while time.monotonic() < end and "reloaded" not in d.log_text():
+        time.sleep(0.05)
+    with pytest.raises(urllib.error.HTTPError) as e:
+        fetch(mport, "/status.json")
+    assert e.value.code == 404
+    status, headers, body = fetch(mport, "/")
+    assert headers["Content-Type"].startswith("text/plain") and "dnsveil_queries_total" in body
