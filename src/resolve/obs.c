@@ -43,8 +43,6 @@ void obs_del(struct obs *o)
 
 void obs_set_rules(struct obs *o, const struct cfg_rule *rules, size_t n)
 {
-    if (o->rules == rules && o->nrules == n)
-        return;
     free(o->matches);
     o->matches = calloc(n ? n : 1, sizeof(*o->matches));
     o->rules = o->matches ? rules : NULL;

@@ -33,8 +33,8 @@ struct obs;
  * NULL on allocation failure. */
 struct obs *obs_new(bool clients);
 void obs_del(struct obs *o);
-/* The rule table queries are now matched against (cfg->rules, borrowed);
- * match counts restart when it changes. */
+/* The rule table queries are now matched against (cfg->rules, borrowed),
+ * at start and on every reload; match counts restart from zero. */
 void obs_set_rules(struct obs *o, const struct cfg_rule *rules, size_t n);
 /* Whether to keep client addresses (privacy 0); forgets them when turned off. */
 void obs_set_clients(struct obs *o, bool on);
