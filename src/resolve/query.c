@@ -32,6 +32,7 @@ struct attempt {
     struct inflight *f;
     struct upstream *u;
     uint64_t start;
+    uint64_t start_us; /* for the latency histogram, finer than start */
     bool active;
     uint8_t msg[QMSG_MAX]; /* the query with this attempt's own ID */
 };
@@ -314,6 +315,7 @@ static bool attempt_launch(struct inflight *f, uint64_t now)
         a->x.owner = f;
         a->x.tpriv = NULL;
         a->start = now;
+        a->start_us = ustats_now_us();
         int rc = a->u->ops->send(a->u, &a->x);
         if (rc == 0) {
             a->active = true;
@@ -410,7 +412,7 @@ static void xfer_done(struct xfer *x, int rc, const uint8_t *ans, size_t len)
         return;
     }
     int rcode = DNS_RCODE(dns_get16(ans + 2));
-    ustats_answer(&a->u->stats, (unsigned)rcode, qe_now(f->qe) - a->start);
+    ustats_answer(&a->u->stats, (unsigned)rcode, ustats_now_us() - a->start_us);
     if (rcode == DNS_RCODE_SERVFAIL || rcode == DNS_RCODE_REFUSED) {
         /* another upstream may do better; keep this one in case none does */
         uint8_t *copy = malloc(len);

@@ -1,6 +1,7 @@
 #include "upstream/ustats.h"
 
 #include <stddef.h>
+#include <time.h>
 
 #include "core/err.h"
 
@@ -21,11 +22,19 @@ void ustats_sent(struct ustats *s)
     s->sent++;
 }
 
-void ustats_answer(struct ustats *s, unsigned rcode, uint64_t ms)
+uint64_t ustats_now_us(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+void ustats_answer(struct ustats *s, unsigned rcode, uint64_t us)
 {
     if (!s)
         return;
-    double sec = (double)ms / 1000.0;
+    double sec = (double)us / 1e6;
     size_t b = 0;
 
     s->rcode[rcode & 15]++;

@@ -62,8 +62,8 @@ extern struct ustats ustats_sink;
 
 /* Each takes s NULL as nothing to count. */
 void ustats_sent(struct ustats *s);
-/* An answer with rcode after ms milliseconds. */
-void ustats_answer(struct ustats *s, unsigned rcode, uint64_t ms);
+/* An answer with rcode after us microseconds. */
+void ustats_answer(struct ustats *s, unsigned rcode, uint64_t us);
 /* A failed attempt, by its DV_E* code. */
 void ustats_fail(struct ustats *s, int rc);
 void ustats_handshake(struct ustats *s, enum ustats_hs kind);
@@ -72,6 +72,9 @@ void ustats_conn_closed(struct ustats *s);
 void ustats_bytes(struct ustats *s, uint64_t in, uint64_t out);
 void ustats_http_status(struct ustats *s, unsigned status);
 void ustats_doq_error(struct ustats *s, uint64_t code);
+
+/* A monotonic clock in microseconds, for latencies below a millisecond. */
+uint64_t ustats_now_us(void);
 
 /* Latency at quantile q (0..1), in seconds, interpolated inside the bucket
  * it falls in; 0 with no samples. Past the last bound: that bound. */

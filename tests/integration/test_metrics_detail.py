@@ -6,6 +6,7 @@ sent, N NOERROR, N latency samples; a dead upstream -> its failures by
 kind; repeated questions -> cache hits; a 404 DoH path -> http_status."""
 
 import base64
+import random
 import socket
 import time
 import urllib.error
@@ -57,6 +58,23 @@ class Scrape:
 
 def delta(before, after, name, **labels):
     return after.get(name, **labels) - before.get(name, **labels)
+
+
+def dead_address():
+    """A loopback address and port nothing listens on: a rarely used
+    127/8 address, so a free port on 127.0.0.1 taken meanwhile by another
+    test's server cannot answer in its place."""
+    rnd = random.Random()
+    while True:
+        host = "127.%d.%d.%d" % (rnd.randrange(1, 255), rnd.randrange(256), rnd.randrange(1, 255))
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            s.bind((host, 0))
+            return "%s:%d" % s.getsockname()
+        except OSError:
+            continue
+        finally:
+            s.close()
 
 
 def write_conf(cfgdir, body, mport, extra=""):
@@ -163,13 +181,13 @@ def test_dead_upstreams_count_timeouts_and_refusals(dnsveil, cfgdir):
     connection) and one socket that never answers (timeout), three distinct
     questions through each."""
     mport = helpers.free_port()
-    refused_port = helpers.free_port()
+    refused = dead_address()
     silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     silent.bind(("127.0.0.1", 0))
     try:
         conf = write_conf(cfgdir, """
 [upstreams.refused]
-url = "udp://127.0.0.1:%d"
+url = "udp://%s"
 [upstreams.silent]
 url = "udp://127.0.0.1:%d"
 [groups.default]
@@ -179,7 +197,7 @@ upstreams = ["silent"]
 [[rules]]
 domains = ["quiet.test"]
 group = "quiet"
-""" % (refused_port, silent.getsockname()[1]), mport)
+""" % (refused, silent.getsockname()[1]), mport)
         d = dnsveil(timeout=700, extra=["-c", str(conf)])
         b = Scrape(mport)
         for i in range(3):

@@ -123,13 +123,13 @@ def status_json(mport):
 def daemon(knot, dnsveil, cfgdir):
     def make(privacy):
         mport = helpers.free_port()
-        dead = helpers.free_port()
+        dead = helpers.free_port(("127.%d.%d.1" % (os.getpid() % 250 + 1, privacy + 7),))
         conf = cfgdir / ("p%d.toml" % privacy)
         conf.write_text("""
 [upstreams.knot]
 url = "udp://127.0.0.1:%d"
 [upstreams.backup]
-url = "udp://127.0.0.1:%d"
+url = "udp://127.%d.%d.1:%d"
 [groups.default]
 upstreams = ["knot", "backup"]
 strategy = "failover"
@@ -141,7 +141,7 @@ group = "dead"
 [metrics]
 listen = "127.0.0.1:%d"
 privacy = %d
-""" % (knot.port, dead, mport, privacy))
+""" % (knot.port, os.getpid() % 250 + 1, privacy + 7, dead, mport, privacy))
         d = dnsveil(timeout=600, extra=["-c", str(conf)])
         return d, mport
     return make

@@ -88,9 +88,9 @@ static void test_ustats_histogram_and_kinds(void **state)
 
     assert_true(ustats_quantile(&s, 0.5) == 0);
     for (int i = 0; i < 90; i++)
-        ustats_answer(&s, 0, 3); /* 3 ms: the (2.5, 5] ms bucket */
+        ustats_answer(&s, 0, 3000); /* 3 ms: the (2.5, 5] ms bucket */
     for (int i = 0; i < 10; i++)
-        ustats_answer(&s, 3, 200); /* (100, 250] ms */
+        ustats_answer(&s, 3, 200000); /* (100, 250] ms */
     assert_int_equal(s.lat_count, 100);
     assert_int_equal(s.rcode[0], 90);
     assert_int_equal(s.rcode[3], 10);
@@ -98,7 +98,7 @@ static void test_ustats_histogram_and_kinds(void **state)
     assert_true(p50 > 0.0025 && p50 <= 0.005);
     assert_true(p99 > 0.1 && p99 <= 0.25);
     assert_true(s.lat_sum > 2.2 && s.lat_sum < 2.3);
-    ustats_answer(&s, 0, 120000); /* past the last bound: +Inf */
+    ustats_answer(&s, 0, 120000000); /* past the last bound: +Inf */
     assert_int_equal(s.lat[USTATS_NBUCKETS], 1);
 
     ustats_fail(&s, DV_ETIMEOUT);
