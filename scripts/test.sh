@@ -79,6 +79,7 @@ PEER_PKGS=(
     golang-github-cloudflare-circl-dev golang-golang-x-crypto-dev  # Go ODoH target and relay (HPKE)
     faketime                                           # a clock in the past (test_rtc.py)
     busybox                                            # the OpenWrt scripts (test_openwrt.py)
+    python3-prometheus-client chromium                 # metrics parser, status page in a browser
 )
 
 missing_pkgs() {

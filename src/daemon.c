@@ -9,15 +9,19 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "core/err.h"
 #include "core/log.h"
 #include "core/netmon.h"
 #include "dns/dns.h"
 #include "frontend/control.h"
+#include "frontend/expo.h"
 #include "frontend/frontend.h"
 #include "frontend/metrics.h"
+#include "frontend/status.h"
 #include "resolve/cache.h"
+#include "resolve/obs.h"
 #include "resolve/policy.h"
 #include "resolve/qlog.h"
 #include "resolve/portal.h"
@@ -53,6 +57,9 @@ struct daemon {
     size_t nlisten;
     struct qlog *qlog; /* NULL: the query log is off */
     struct netmon *netmon;  /* NULL without netlink */
+    struct obs *obs;        /* per-listener, per-rule and top-k counters */
+    struct status *status;  /* the status page's history */
+    double start_time;      /* Unix seconds */
 };
 
 static bool str_same(const char *a, const char *b)
@@ -422,6 +429,60 @@ static void metrics_odoh(struct buf *b)
     }
 }
 
+/* ---- the status page and the detailed metrics ---- */
+
+static struct expo_view expo_view_of(const struct daemon *d)
+{
+    return (struct expo_view){
+        .ups = d->rt.ups,
+        .nups = d->rt.cfg->n_upstreams,
+        .cache = d->cache,
+        .obs = d->obs,
+        .cfg = d->rt.cfg,
+        .start_time = d->start_time,
+    };
+}
+
+static void status_render(void *arg, struct buf *b)
+{
+    struct daemon *d = arg;
+    struct expo_view v = expo_view_of(d);
+
+    status_json(d->status, &v, d->rt.cfg->status.privacy, b);
+}
+
+/* What the page and the counters see of cfg: rules, privacy, auth. Runs at
+ * start and on every reload, after the runtime for cfg is in place. */
+static void apply_status(struct daemon *d, const struct config *cfg)
+{
+    obs_set_rules(d->obs, cfg->rules, cfg->n_rules);
+    obs_set_clients(d->obs, cfg->status.privacy == 0);
+    for (size_t i = 0; i < d->nlisten; i++) {
+        if (d->udp[i])
+            obs_listener_touch(d->obs, &d->laddr[i], false);
+        if (d->tcp[i])
+            obs_listener_touch(d->obs, &d->laddr[i], true);
+    }
+    if (!d->metrics)
+        return;
+    metrics_set_page(d->metrics, cfg->status.page ? status_render : NULL, status_page_html,
+                     status_page_html_len);
+    if (metrics_set_auth(d->metrics, cfg->status.username, cfg->status.password))
+        log_err("metrics: out of memory setting basic auth");
+}
+
+static int status_start(struct daemon *d)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    d->start_time = (double)ts.tv_sec + ts.tv_nsec / 1e9;
+    if (!(d->obs = obs_new(false)) || !(d->status = status_new(d->loop, d->qe)))
+        return DV_ENOMEM;
+    query_engine_set_obs(d->qe, d->obs);
+    return 0;
+}
+
 static void metrics_render(void *arg, struct buf *b)
 {
     struct daemon *d = arg;
@@ -455,6 +516,8 @@ static void metrics_render(void *arg, struct buf *b)
     for (size_t i = 0; i < d->rt.cfg->n_upstreams; i++)
         metrics_printf(b, "dnsveil_upstream_rtt_ms{upstream=\"%s\"} %.1f\n",
                        d->rt.ups[i]->name, d->rt.ups[i]->rtt_ewma);
+    struct expo_view v = expo_view_of(d);
+    expo_render(&v, b);
 }
 
 /* Serves the metrics on the configured address, replacing the current
@@ -549,6 +612,7 @@ void daemon_reload(struct daemon *d)
     log_init(rt.cfg->log_level, rt.cfg->log_syslog || d->rt.cfg->log_syslog);
     runtime_free(&d->rt);
     d->rt = rt;
+    apply_status(d, d->rt.cfg);
     log_info("reloaded: %zu listeners, %zu upstreams, %zu groups, %zu rules",
              rt.cfg->n_listeners, rt.cfg->n_upstreams, rt.cfg->n_groups, rt.cfg->n_rules);
 }
@@ -678,7 +742,7 @@ struct daemon *daemon_new(struct ev_loop *loop, const struct daemon_cli *cli, st
         goto fail;
     struct query_opts qo = query_opts_of(d->rt.cfg);
     d->qe = query_engine_new(loop, &qo, d->rt.policy, NULL);
-    if (!d->qe)
+    if (!d->qe || status_start(d))
         goto fail;
     query_engine_set_portal(d->qe, d->rt.portal);
     apply_cache(d, d->rt.cfg, &d->rt);
@@ -689,6 +753,7 @@ struct daemon *daemon_new(struct ev_loop *loop, const struct daemon_cli *cli, st
         goto fail;
     if (apply_qlog(d, d->rt.cfg, NULL))
         goto fail;
+    apply_status(d, d->rt.cfg);
     if (d->rt.cfg->control &&
         !(d->control = control_new(loop, d->rt.cfg->control, control_cb, d))) {
         log_err("cannot create control socket %s: %s", d->rt.cfg->control, strerror(errno));
@@ -729,8 +794,12 @@ void daemon_free(struct daemon *d)
     metrics_del(d->metrics);
     control_del(d->control);
     stop_listeners(d);
+    if (d->qe)
+        query_engine_set_obs(d->qe, NULL);
     query_engine_del(d->qe);
     qlog_del(d->qlog); /* after the engine: its last answers are logged */
+    status_del(d->status);
+    obs_del(d->obs);
     cache_del(d->cache);
     runtime_free(&d->rt);
     free(d->udp);

@@ -65,6 +65,8 @@ struct config *config_new(void)
         return NULL;
     }
     c->log_level = DV_LOG_INFO;
+    c->status.page = true;
+    c->status.privacy = 1;
     c->cache_enabled = true;
     cache_opts_default(&c->cache);
     c->stale_client_timeout_ms = 1800;
@@ -125,6 +127,8 @@ void config_free(struct config *c)
     free(c->ca_file);
     free(c->control);
     free(c->qlog_file);
+    free(c->status.username);
+    free(c->status.password);
     free(c->file);
     for (size_t i = 0; i < c->n_portal_names; i++)
         free(c->portal_names[i]);
@@ -732,12 +736,30 @@ static void parse_cache(struct ctx *x, const struct toml_node *t)
              "'min_ttl' (%u) is larger than 'max_ttl' (%u)", o->min_ttl, o->max_ttl);
 }
 
+/* The status page's keys in [metrics]. */
+static void parse_status(struct ctx *x, const struct toml_node *t)
+{
+    struct cfg_status *st = &x->c->status;
+
+    get_bool(x, t, "status_page", &st->page);
+    get_uint(x, t, "privacy", 0, 2, &st->privacy);
+    set_str(x, t, "username", &st->username);
+    set_str(x, t, "password", &st->password);
+    if (!st->username != !st->password)
+        cerr(x, toml_table_get(t, st->username ? "username" : "password"),
+             "'username' and 'password' go together");
+    else if (st->username && strchr(st->username, ':'))
+        cerr(x, toml_table_get(t, "username"), "'username' cannot contain ':'");
+}
+
 static void parse_metrics(struct ctx *x, const struct toml_node *t)
 {
-    static const char *const keys[] = {"listen", NULL};
+    static const char *const keys[] = {"listen", "status_page", "privacy", "username",
+                                       "password", NULL};
     const char *s;
 
     check_keys(x, t, "[metrics]", keys);
+    parse_status(x, t);
     if (!(s = get_cstr(x, t, "listen")) || !*s)
         return;
     if (net_addr_parse(s, 9153, &x->c->metrics_addr))

@@ -116,6 +116,14 @@ struct cfg_rule {
     int line;               /* where the rule starts, for logs */
 };
 
+/* [metrics]: the status page and who may see what on it. */
+struct cfg_status {
+    bool page;      /* serve the HTML page at / and /status.json */
+    unsigned privacy; /* 0 everything, 1 no client addresses, 2 aggregates only */
+    char *username; /* basic auth for every path; NULL = none */
+    char *password;
+};
+
 struct config {
     char *file; /* the file it came from, or NULL */
 
@@ -162,6 +170,7 @@ struct config {
      * even while the clock is earlier than the build ("auto", the default,
      * does not; see upstream/tls_time.h) */
     bool tls_time_strict;
+    struct cfg_status status;
 };
 
 /* A config holding every default and no listener or upstream. NULL on ENOMEM. */

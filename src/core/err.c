@@ -20,6 +20,7 @@ const char *dv_strerror(int code)
     case DV_EINVAL: return "invalid argument";
     case DV_ESERVFAIL: return "upstream server failure";
     case DV_EAGAIN: return "would block";
+    case DV_EHTTP: return "HTTP error status";
     }
     return "unknown error";
 }

@@ -22,6 +22,7 @@ enum {
     DV_EINVAL = -14,    /* invalid argument or configuration value */
     DV_ESERVFAIL = -15, /* upstream answered SERVFAIL/REFUSED: try another */
     DV_EAGAIN = -16,    /* non-blocking I/O would block: wait for readiness */
+    DV_EHTTP = -17,     /* DoH server answered with an HTTP error status */
 };
 
 /* A short English description of code, never NULL. */

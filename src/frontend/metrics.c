@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -34,6 +35,10 @@ struct metrics {
     struct ev_loop *loop;
     int fd;
     metrics_render_fn fn;
+    metrics_render_fn json;
+    const unsigned char *page;
+    size_t page_len;
+    char *auth; /* the expected Authorization value, "Basic ..." */
     void *arg;
     struct mconn *conns;
     unsigned nconns;
@@ -79,8 +84,12 @@ static void respond(struct mconn *c, const char *status, const char *type, struc
 {
     metrics_printf(&c->out,
                    "HTTP/1.0 %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
-                   "Connection: close\r\n\r\n",
-                   status, type, body ? buf_used(body) : 0);
+                   "Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n"
+                   "%sConnection: close\r\n\r\n",
+                   status, type, body ? buf_used(body) : 0,
+                   strncmp(status, "401", 3) ? ""
+                                             : "WWW-Authenticate: Basic realm=\"dnsveil\", "
+                                               "charset=\"UTF-8\"\r\n");
     if (body)
         buf_append(&c->out, buf_head(body), buf_used(body));
     c->responding = true;
@@ -89,26 +98,135 @@ static void respond(struct mconn *c, const char *status, const char *type, struc
     ev_io_start(c->m->loop, &c->io);
 }
 
-/* Only the request line matters: GET /metrics (or /) gets the counters. */
+static bool path_is(const struct metrics_req *r, const char *p)
+{
+    return r->path_len == strlen(p) && !memcmp(r->path, p, r->path_len);
+}
+
+/* Same length and bytes, in time that does not depend on where they differ. */
+static bool secret_eq(const char *a, size_t alen, const char *b)
+{
+    size_t blen = strlen(b);
+    unsigned char d = alen != blen;
+
+    for (size_t i = 0; i < blen; i++)
+        d |= (unsigned char)(i < alen ? a[i] : 0) ^ (unsigned char)b[i];
+    return d == 0;
+}
+
+int metrics_parse_request(const char *req, size_t len, struct metrics_req *out)
+{
+    const char *end = req + len, *p;
+
+    memset(out, 0, sizeof(*out));
+    const char *eol = memchr(req, '\n', len);
+    if (!eol)
+        return DV_EMALFORMED;
+    out->get = len >= 4 && !memcmp(req, "GET ", 4);
+    p = out->get ? req + 4 : req;
+    out->path = p;
+    while (p < eol && *p != ' ' && *p != '?' && *p != '\r')
+        p++;
+    out->path_len = (size_t)(p - out->path);
+    /* headers: "Name: value" lines until an empty one */
+    for (const char *line = eol + 1; line < end;) {
+        const char *next = memchr(line, '\n', (size_t)(end - line));
+        const char *lend = next ? next : end;
+        size_t n = (size_t)(lend - line);
+        if (n && line[n - 1] == '\r')
+            n--;
+        if (n == 0)
+            break;
+        if (n > 14 && !strncasecmp(line, "Authorization:", 14)) {
+            const char *v = line + 14;
+            while (v < line + n && (*v == ' ' || *v == '\t'))
+                v++;
+            out->auth = v;
+            out->auth_len = (size_t)(line + n - v);
+        }
+        if (!next)
+            break;
+        line = next + 1;
+    }
+    return 0;
+}
+
+/* GET /metrics: the counters; with the page on, / is the page and
+ * /status.json its data; without it, / is the counters as it always was. */
 static void handle_request(struct mconn *c)
 {
-    const char *req = (const char *)buf_head(&c->in);
+    struct metrics *m = c->m;
+    struct metrics_req r;
     struct buf body;
 
-    if (strncmp(req, "GET ", 4) != 0) {
+    if (metrics_parse_request((const char *)buf_head(&c->in), buf_used(&c->in), &r) || !r.get) {
         respond(c, "405 Method Not Allowed", "text/plain", NULL);
         return;
     }
-    const char *path = req + 4;
-    size_t plen = strcspn(path, " \r\n");
-    if (!((plen == 8 && !strncmp(path, "/metrics", 8)) || (plen == 1 && path[0] == '/'))) {
-        respond(c, "404 Not Found", "text/plain", NULL);
+    if (m->auth && !(r.auth && secret_eq(r.auth, r.auth_len, m->auth))) {
+        respond(c, "401 Unauthorized", "text/plain", NULL);
         return;
     }
     buf_init(&body);
-    c->m->fn(c->m->arg, &body);
-    respond(c, "200 OK", "text/plain; version=0.0.4", &body);
+    if (path_is(&r, "/metrics") || (!m->json && path_is(&r, "/"))) {
+        m->fn(m->arg, &body);
+        respond(c, "200 OK", "text/plain; version=0.0.4", &body);
+    } else if (m->json && path_is(&r, "/status.json")) {
+        m->json(m->arg, &body);
+        respond(c, "200 OK", "application/json", &body);
+    } else if (m->json && path_is(&r, "/")) {
+        buf_append(&body, m->page, m->page_len);
+        respond(c, "200 OK", "text/html; charset=utf-8", &body);
+    } else {
+        respond(c, "404 Not Found", "text/plain", NULL);
+    }
     buf_free(&body);
+}
+
+void metrics_set_page(struct metrics *m, metrics_render_fn json, const unsigned char *page,
+                      size_t len)
+{
+    m->json = json;
+    m->page = page;
+    m->page_len = len;
+}
+
+int metrics_set_auth(struct metrics *m, const char *user, const char *password)
+{
+    static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    char *plain = NULL, *enc;
+    size_t n, k = 0;
+
+    free(m->auth);
+    m->auth = NULL;
+    if (!user)
+        return 0;
+    if (asprintf(&plain, "%s:%s", user, password ? password : "") < 0)
+        return DV_ENOMEM;
+    n = strlen(plain);
+    enc = malloc(6 + (n + 2) / 3 * 4 + 1);
+    if (!enc) {
+        free(plain);
+        return DV_ENOMEM;
+    }
+    memcpy(enc, "Basic ", 6);
+    k = 6;
+    for (size_t i = 0; i < n; i += 3) {
+        uint32_t v = (uint32_t)(unsigned char)plain[i] << 16;
+        if (i + 1 < n)
+            v |= (uint32_t)(unsigned char)plain[i + 1] << 8;
+        if (i + 2 < n)
+            v |= (unsigned char)plain[i + 2];
+        enc[k++] = b64[v >> 18 & 63];
+        enc[k++] = b64[v >> 12 & 63];
+        enc[k++] = i + 1 < n ? b64[v >> 6 & 63] : '=';
+        enc[k++] = i + 2 < n ? b64[v & 63] : '=';
+    }
+    enc[k] = 0;
+    explicit_bzero(plain, n);
+    free(plain);
+    m->auth = enc;
+    return 0;
 }
 
 static void mconn_io_cb(struct ev_loop *loop, ev_io *w, int revents)
@@ -225,5 +343,6 @@ void metrics_del(struct metrics *m)
     ev_io_stop(m->loop, &m->io);
     fe_accept_guard_stop(&m->guard);
     close(m->fd);
+    free(m->auth);
     free(m);
 }

@@ -11,6 +11,7 @@
 #include "dns/dns.h"
 #include "resolve/cache.h"
 #include "resolve/limits.h"
+#include "resolve/obs.h"
 #include "resolve/policy.h"
 #include "resolve/qlog.h"
 #include "resolve/portal.h"
@@ -47,6 +48,7 @@ struct attempt {
     struct inflight *f;
     struct upstream *u;
     uint64_t start;
+    uint64_t start_us; /* for the latency histogram, finer than start */
     bool active;
     uint8_t msg[QMSG_MAX]; /* the query with this attempt's own ID */
 };
@@ -93,6 +95,7 @@ struct query_engine {
     uint64_t bad_unreported; /* bad answers since the last warning */
     struct qlog *qlog; /* NULL: off */
     struct portal *portal; /* NULL without [portal] */
+    struct obs *obs; /* per-listener, per-rule and top-k counters; may be NULL */
 };
 
 enum { BAD_WARN_INTERVAL_MS = 10000 };
@@ -193,6 +196,14 @@ static size_t client_limit(const struct query_engine *qe, const struct query_cli
     return qi->edns.udp_size < max ? qi->edns.udp_size : max;
 }
 
+/* Every reply to a client leaves through here. */
+static void reply(struct query_engine *qe, const struct query_client *c, const uint8_t *msg,
+                  size_t len)
+{
+    obs_reply(qe->obs, c, msg, len);
+    c->ops->send(c->ctx, c, msg, len);
+}
+
 static void send_error(struct query_engine *qe, const struct query_client *c,
                        const struct dns_query_info *qi, bool have_q, int rcode)
 {
@@ -206,7 +217,7 @@ static void send_error(struct query_engine *qe, const struct query_client *c,
     case DNS_RCODE_NOTIMP: qe->st.notimp++; break;
     default: break;
     }
-    c->ops->send(c->ctx, c, reply_buf, (size_t)n);
+    reply(qe, c, reply_buf, (size_t)n);
 }
 
 /* The answer as this client must see it: its ID, its question's case, its RD
@@ -227,7 +238,7 @@ static void send_answer(struct query_engine *qe, const struct query_client *c,
         qe->st.truncated++;
     }
     qe->st.answered++;
-    c->ops->send(c->ctx, c, reply_buf, len);
+    reply(qe, c, reply_buf, len);
 }
 
 /* Moves the transport's count of ignored answers into the stats; called
@@ -470,15 +481,18 @@ static bool attempt_launch(struct inflight *f, uint64_t now)
         a->x.tpriv = NULL;
         a->x.ignored = 0;
         a->start = now;
+        a->start_us = ustats_now_us();
         int rc = a->u->ops->send(a->u, &a->x);
         if (rc == 0) {
             a->active = true;
             f->active++;
             qe->st.upstream_sent++;
+            ustats_sent(&a->u->stats);
             return true;
         }
         log_debug("upstream %s: send failed: %s", a->u->name, dv_strerror(rc));
         qe->st.upstream_failed++;
+        ustats_fail(&a->u->stats, rc);
         pool_report(a->u, rc, 0, now);
     }
     return false;
@@ -551,16 +565,19 @@ static void xfer_done(struct xfer *x, int rc, const uint8_t *ans, size_t len)
     attempt_collect(a);
     if (rc) {
         log_debug("upstream %s: %s", a->u->name, dv_strerror(rc));
+        ustats_fail(&a->u->stats, rc);
         attempt_failed(a, rc);
         return;
     }
     rc = dns_response_check(ans, len, &f->key);
     if (rc) {
         report_bad_answer(f->qe, a->u, &f->key, rc);
+        ustats_fail(&a->u->stats, DV_EPROTO);
         attempt_failed(a, DV_EPROTO);
         return;
     }
     int rcode = DNS_RCODE(dns_get16(ans + 2));
+    ustats_answer(&a->u->stats, (unsigned)rcode, ustats_now_us() - a->start_us);
     if (rcode == DNS_RCODE_SERVFAIL || rcode == DNS_RCODE_REFUSED) {
         /* another upstream may do better; keep this one in case none does */
         uint8_t *copy = malloc(len);
@@ -605,6 +622,7 @@ static void inflight_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
         a->active = false;
         f->active--;
         f->qe->st.upstream_failed++;
+        ustats_fail(&a->u->stats, DV_ETIMEOUT);
         pool_report(a->u, DV_ETIMEOUT, now - a->start, now);
     }
     inflight_finish(f, NULL, 0);
@@ -774,6 +792,7 @@ void query_submit(struct query_engine *qe, const uint8_t *msg, size_t len,
         break;
     case DV_ENOTQUERY:
         qe->st.dropped++;
+        obs_drop(qe->obs, c);
         return;
     case DV_ENOTIMP:
         send_error(qe, c, &qi, false, DNS_RCODE_NOTIMP);
@@ -790,6 +809,11 @@ void query_submit(struct query_engine *qe, const uint8_t *msg, size_t len,
     uint64_t start_us = qe->qlog ? qlog_now_us() : 0;
     key = qi.q;
     dns_name_lower(key.name, key.name_len);
+    if (qe->obs) {
+        char name[DNS_NAME_MAX * 4 + 1];
+        size_t nlen = dns_name_to_str(key.name, key.name_len, name, sizeof(name));
+        obs_query(qe->obs, c, name, nlen);
+    }
     if (key.qtype == DNS_TYPE_AXFR || key.qtype == DNS_TYPE_IXFR) {
         send_error(qe, c, &qi, true, DNS_RCODE_NOTIMP);
         if (qe->qlog)
@@ -811,12 +835,13 @@ void query_submit(struct query_engine *qe, const uint8_t *msg, size_t len,
         qe->st.app_lookups++;
         qe->st.app_failed += !pc.app_ok;
     }
+    obs_rule(qe->obs, pd.rule);
     bool portal = portal_route(qe, &key, &pd);
     if (pd.action != CFG_ACTION_GROUP) {
         int n = policy_local_answer(pd.rule, &qi, reply_buf, sizeof(reply_buf));
         qe->st.local++;
         if (n > 0)
-            c->ops->send(c->ctx, c, reply_buf, (size_t)n);
+            reply(qe, c, reply_buf, (size_t)n);
         if (qe->qlog && n > 0)
             log_now(qe, c, &qi, &pc, &pd, reply_rcode(reply_buf, (size_t)n), start_us, "local");
         return;
@@ -972,6 +997,11 @@ void query_engine_del(struct query_engine *qe)
     policy_unref(qe->policy);
     limits_del(qe->limits);
     free(qe);
+}
+
+void query_engine_set_obs(struct query_engine *qe, struct obs *o)
+{
+    qe->obs = o;
 }
 
 size_t query_pending(const struct query_engine *qe)

@@ -16,6 +16,7 @@
 
 struct cache;
 struct cfg_limits;
+struct obs;
 struct policy;
 struct qlog;
 struct query_engine;
@@ -99,6 +100,10 @@ void query_engine_set_qlog(struct query_engine *qe, struct qlog *ql);
  * portal.h); NULL turns that off. p must outlive its use or be replaced. */
 struct portal;
 void query_engine_set_portal(struct query_engine *qe, struct portal *p);
+
+/* Counts every client message and reply in o (borrowed, may be NULL); the
+ * owner unsets it before freeing it. */
+void query_engine_set_obs(struct query_engine *qe, struct obs *o);
 
 /* Handles one client message. msg is only read during the call. */
 void query_submit(struct query_engine *qe, const uint8_t *msg, size_t len,

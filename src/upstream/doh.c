@@ -101,7 +101,7 @@ int doh_authority(const char *host, uint16_t port, char *out, size_t cap)
 int doh_answer_rc(const struct h2_req *r)
 {
     if (r->status != 200)
-        return r->status >= 500 ? DV_ESERVFAIL : DV_EPROTO;
+        return DV_EHTTP; /* counted by status in the metrics */
     if (!r->ctype_ok || buf_used(&r->resp) < DNS_HDR_LEN)
         return DV_EPROTO;
     return 0;
@@ -194,6 +194,7 @@ struct doh_up {
     const struct upstream *u;
     int last_status;    /* last bad HTTP status logged, to log each change once */
     ev_tstamp last_status_log;
+    struct ustats *st;  /* the upstream's counters, ustats_sink after close */
 };
 
 /* ------------------------------------------------------------ requests */
@@ -320,6 +321,7 @@ static void conn_free(struct doh_conn *c)
 {
     happy_cancel(c->happy);
     ev_timer_stop(c->d->loop, &c->stall);
+    ustats_conn_closed(c->d->st);
     h2_del(c->h2);
     if (c->tls)
         tls_conn_free(c->tls);
@@ -400,6 +402,8 @@ static void conn_flush(struct doh_conn *c)
         if (buf_used(&c->out) == 0)
             break;
         long w = tls_conn_write(c->tls, buf_head(&c->out), buf_used(&c->out));
+        if (w > 0)
+            ustats_bytes(c->d->st, 0, (uint64_t)w);
         if (w == DV_EAGAIN) {
             conn_watch(c, tls_conn_wants_write(c->tls) ? EV_READ | EV_WRITE : EV_READ);
             return;
@@ -448,6 +452,7 @@ static void conn_ready(struct doh_conn *c)
     up_retire_suspects(d);
     c->last_rx = c->idle_since = ev_now(d->loop);
     conn_policy_ok(&d->pol);
+    ustats_handshake(d->st, tls_conn_resumed(c->tls) ? USTATS_HS_RESUMED : USTATS_HS_FULL);
     if (h2_new(&doh_h2_events, c, d->authority, d->name, &c->h2)) {
         c->h2 = NULL;
         conn_fail(c, DV_ENOMEM);
@@ -482,6 +487,8 @@ static void conn_read(struct doh_conn *c)
 
     while (!c->dead) {
         long n = tls_conn_read(c->tls, in, sizeof(in));
+        if (n > 0)
+            ustats_bytes(c->d->st, (uint64_t)n, 0);
         if (n == DV_EAGAIN) {
             /* as in dot.c: ACK at once, so a server that Nagles its answer
              * behind a session ticket is not held for our delayed ACK */
@@ -634,6 +641,7 @@ static struct doh_conn *conn_open(struct doh_up *d)
     c->timer.data = c;
     conn_stall_init(c);
     c->opened = ev_now(d->loop);
+    ustats_conn_opened(d->st); /* conn_free counts the close, on failure too */
     if (d->u->n_addrs > 1) {
         c->happy = happy_start(d->loop, d->u->addrs, d->u->n_addrs, SOCK_STREAM,
                                HAPPY_STAGGER_MS, d->name, conn_happy_cb, c);
@@ -708,8 +716,10 @@ static void req_response(struct doh_req *r)
         r->http->ctype_ok = r->h.ctype_ok;
         r->http->max_age = r->h.max_age;
     } else if ((rc = doh_answer_rc(&r->h))) {
-        if (r->h.status != 200)
+        if (r->h.status != 200) {
             log_status(d, r->h.status);
+            ustats_http_status(d->st, (unsigned)r->h.status);
+        }
         else if (!r->h.ctype_ok)
             log_warn("upstream %s: doh answer without content-type application/dns-message",
                      d->name);
@@ -892,6 +902,7 @@ static int doh_open(struct upstream *u)
         up_free(d);
         return rc;
     }
+    d->st = &u->stats;
     u->priv = d;
     return 0;
 }
@@ -1030,6 +1041,7 @@ static void doh_close(struct upstream *u)
     u->priv = NULL;
     if (!d)
         return;
+    d->st = &ustats_sink;
     for (struct doh_conn *c = d->conns; c; c = c->next) {
         if (c->dead)
             continue;

@@ -199,6 +199,7 @@ struct doq {
     size_t addr_idx;          /* the address the next connection uses */
     size_t race_left;         /* addresses still to try in this round */
     bool in_race;             /* the next connection continues a round */
+    struct ustats *st;        /* u's counters; ustats_sink once closed */
 };
 
 static uint8_t rxbuf[DOQ_RX_BATCH][DOQ_MAX_UDP];
@@ -414,6 +415,7 @@ static int stream_reset_cb(ngtcp2_conn *conn, int64_t sid, uint64_t final_size,
     if (q && q->done.x && !q->rx.msg) {
         log_debug("upstream %s: doq: stream %lld reset with error 0x%llx", c->up->u->name,
                   (long long)sid, (unsigned long long)app_error_code);
+        ustats_doq_error(c->up->st, app_error_code);
         dq_complete(q, doq_error_to_rc(app_error_code));
     }
     return 0;
@@ -427,6 +429,8 @@ static int stream_close_cb(ngtcp2_conn *conn, uint32_t flags, int64_t sid,
 
     if (!q)
         return 0;
+    if (q->done.x && !q->rx.msg && (flags & NGTCP2_STREAM_CLOSE_FLAG_APP_ERROR_CODE_SET))
+        ustats_doq_error(c->up->st, app_error_code);
     if (q->done.x && !q->rx.msg)
         dq_complete(q, (flags & NGTCP2_STREAM_CLOSE_FLAG_APP_ERROR_CODE_SET)
                            ? doq_error_to_rc(app_error_code)
@@ -507,6 +511,10 @@ static int handshake_completed_cb(ngtcp2_conn *conn, void *user_data)
     }
     n = ngtcp2_conn_encode_0rtt_transport_params(conn, up->tp, sizeof(up->tp));
     up->tplen = n > 0 ? (size_t)n : 0;
+    ustats_handshake(up->st, tls_conn_resumed(c->tls) ? USTATS_HS_RESUMED : USTATS_HS_FULL);
+    if (c->early)
+        ustats_handshake(up->st, c->early_rejected ? USTATS_HS_EARLY_REJECTED
+                                                   : USTATS_HS_EARLY_ACCEPTED);
     log_debug("upstream %s: doq: connection %u ready (%s)", up->u->name, up->conns,
               !c->early ? "no 0-RTT" : c->early_rejected ? "0-RTT rejected" : "0-RTT accepted");
     return 0;
@@ -650,6 +658,7 @@ static int conn_new(struct doq *up, struct doq_conn **pc)
         ev_timer_start(u->loop, &c->eyeball);
     }
     up->conns++;
+    ustats_conn_opened(up->st);
     char as[NET_ADDRSTRLEN + 3] = "";
     if (u->n_addrs > 1) /* which of the host's addresses */
         snprintf(as, sizeof(as), " (%s)", net_addr_str(addr, (char[NET_ADDRSTRLEN]){0},
@@ -673,8 +682,10 @@ fail:
 static bool conn_send(struct doq_conn *c, const uint8_t *pkt, size_t len)
 {
     for (;;) {
-        if (send(c->fd, pkt, len, 0) >= 0)
+        if (send(c->fd, pkt, len, 0) >= 0) {
+            ustats_bytes(c->up->st, 0, len);
             return true;
+        }
         if (errno == EINTR)
             continue;
         if (errno == EAGAIN || errno == EWOULDBLOCK) {
@@ -875,6 +886,7 @@ static void conn_drop(struct doq_conn *c, int rc, bool retry, bool send_close)
     tls_conn_free(c->tls);
     close(c->fd);
     free(c);
+    ustats_conn_closed(up->st);
     if (up->queue.head)
         doq_schedule(up);
 }
@@ -892,6 +904,7 @@ static void conn_fail(struct doq_conn *c, int rv)
         if (e->type == NGTCP2_CCERR_TYPE_APPLICATION && e->error_code != DOQ_NO_ERROR) {
             log_info("upstream %s: doq: server closed the connection with error 0x%llx",
                      name, (unsigned long long)e->error_code);
+            ustats_doq_error(c->up->st, e->error_code);
             conn_drop(c, doq_error_to_rc(e->error_code), false, false);
         } else if (e->type == NGTCP2_CCERR_TYPE_TRANSPORT && e->error_code != NGTCP2_NO_ERROR) {
             bool tls = (e->error_code & ~(uint64_t)0xff) == NGTCP2_CRYPTO_ERROR;
@@ -1015,6 +1028,7 @@ static void conn_rio_cb(struct ev_loop *loop, ev_io *w, int revents)
             /* bigger than we allowed the server to send: not from it */
             if (mm[i].msg_hdr.msg_flags & MSG_TRUNC)
                 continue;
+            ustats_bytes(up->st, mm[i].msg_len, 0);
             int rv = ngtcp2_conn_read_pkt(c->conn, &c->ps.path, &pi, rxbuf[i], mm[i].msg_len,
                                           now_ts());
             if (rv) {
@@ -1108,6 +1122,7 @@ static int doq_open(struct upstream *u)
     if (!up)
         return DV_ENOMEM;
     up->u = u;
+    up->st = &u->stats;
     conn_scope_init(&up->scope, NULL, dq_delivered, doq_destroy, up);
     ev_prepare_init(&up->kick, doq_kick_cb);
     up->kick.data = up;
@@ -1206,6 +1221,7 @@ static void doq_close(struct upstream *u)
     for (struct conn_done *d; (d = conn_scope_pop(&up->scope));)
         dq_free(dq_of(d));
     u->priv = NULL;
+    up->st = &ustats_sink;
     /* now, or when the callback whose done closed us unwinds: up outlives
      * u then, and nothing touches u any more */
     conn_scope_close(&up->scope);

@@ -120,6 +120,7 @@ struct dot_up {
     /* its addresses, read at each connect (a bootstrap upstream may change
      * them); only dc_open reads it, which never runs after close() */
     const struct upstream *u;
+    struct ustats *st;       /* the upstream's counters, ustats_sink after close */
 };
 
 static uint8_t rxbuf[16384];
@@ -336,6 +337,7 @@ static struct dot_conn *dc_open(struct dot_up *up)
     c->next = up->conns;
     up->conns = c;
     up->n_conns++;
+    ustats_conn_opened(up->st);
     return c;
 fail:
     if (c->fd >= 0)
@@ -351,6 +353,7 @@ static void dc_free(struct dot_conn *c)
 {
     struct dot_q *q;
 
+    ustats_conn_closed(c->up->st);
     while ((q = ql_pop(&c->qs)))
         q_free(q); /* cancelled leftovers only: live ones were handed back */
     frame_free(&c->fr);
@@ -482,6 +485,8 @@ static int dc_flush(struct dot_conn *c)
         if (n > DOT_WRITE_CHUNK)
             n = DOT_WRITE_CHUNK;
         long w = dc_send(c, buf_head(&c->out), n);
+        if (w > 0)
+            ustats_bytes(c->up->st, 0, (uint64_t)w);
         if (w == DV_EAGAIN) {
             c->out_retry = n;
             break;
@@ -563,6 +568,8 @@ static int dc_read(struct dot_conn *c)
 
     for (;;) {
         long n = dc_recv(c, rxbuf, sizeof(rxbuf));
+        if (n > 0)
+            ustats_bytes(up->st, (uint64_t)n, 0);
         if (n == DV_EAGAIN) {
             /* ACK now: we may have nothing to send that would carry it, and
              * what arrived may be no data for us at all (a TLS 1.3 session
@@ -601,6 +608,8 @@ static void dc_ready(struct dot_conn *c)
     c->st = DC_READY;
     up_retire_suspects(up);
     conn_policy_ok(&up->pol);
+    if (c->tls)
+        ustats_handshake(up->st, tls_conn_resumed(c->tls) ? USTATS_HS_RESUMED : USTATS_HS_FULL);
     c->last_active = net_now_ms();
     dc_arm_timer(c, c->idle_ms);
     log_debug("upstream %s: connected (%u open, %u queued)", up->name, up->n_conns, c->live);
@@ -850,6 +859,7 @@ static int dot_open(struct upstream *u)
         free(up);
         return rc;
     }
+    up->st = &u->stats;
     u->priv = up;
     return 0;
 }
@@ -913,6 +923,7 @@ static void dot_close(struct upstream *u)
     if (!up)
         return;
     u->priv = NULL;
+    up->st = &ustats_sink;
     while (up->conns)
         dc_teardown(up->conns, true);
     while ((q = ql_pop(&up->wait))) {

@@ -132,6 +132,7 @@ static int px_start(struct plain_xfer *px, bool tcp)
             px->fd = -1;
             return DV_ECONN;
         }
+        ustats_bytes(&u->stats, 0, px->x->len);
         ev_io_init(&px->io, px_udp_cb, px->fd, EV_READ);
     } else {
         ev_io_init(&px->io, px_tcp_cb, px->fd, EV_READ | EV_WRITE);
@@ -156,6 +157,7 @@ static void px_udp_cb(struct ev_loop *loop, ev_io *w, int revents)
             px_finish(px, DV_ECONN, NULL, 0);
             return;
         }
+        ustats_bytes(&px->u->stats, (uint64_t)n, 0);
         /* a connected socket filters the source; the ID must match too */
         if (n < DNS_HDR_LEN || dns_get16(rxbuf) != dns_get16(x->msg) ||
             !(dns_get16(rxbuf + 2) & DNS_FLAG_QR))
@@ -195,6 +197,7 @@ static void px_tcp_write(struct plain_xfer *px)
             return;
         }
         px->sent += (size_t)n;
+        ustats_bytes(&px->u->stats, 0, (uint64_t)n);
     }
     ev_io_stop(px->u->loop, &px->io);
     ev_io_set(&px->io, px->fd, EV_READ);
@@ -220,6 +223,7 @@ static void px_tcp_read(struct plain_xfer *px)
             return;
         }
         px->in.len += (size_t)n;
+        ustats_bytes(&px->u->stats, (uint64_t)n, 0);
         /* skip answers to other IDs: the connection is ours alone, so any
          * mismatch is the server's error, but skipping costs nothing */
         while (buf_used(&px->in) >= 2) {

@@ -12,6 +12,7 @@
 
 #include "config/config.h"
 #include "core/net.h"
+#include "upstream/ustats.h"
 
 struct upstream;
 struct xfer;
@@ -78,6 +79,7 @@ struct upstream {
     struct net_addr *addrs;
     size_t n_addrs;          /* 0 until a bootstrap upstream answered */
     uint16_t port;           /* the URL's port, for addresses learnt later */
+    struct ustats stats;  /* counters for metrics; see ustats.h */
 };
 
 /* Creates an upstream from its settings; the URL scheme picks the transport
