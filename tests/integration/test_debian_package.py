@@ -214,7 +214,8 @@ def test_install_run_and_purge(installed, knot, runtime_dir):
     os.chmod(runtime_dir, 0o750)
     test_conf = runtime_dir / "test.toml"
     test_conf.write_text(
-        '[server]\nlisten = ["%s"]\ncontrol = "%s"\n\n[upstreams.knot]\nurl = "udp://%s"\n' % (
+        '[server]\nlisten = ["%s"]\ncontrol = "%s"\n\n[upstreams.knot]\nurl = "udp://%s"\n'
+        '[groups.default]\nupstreams = ["knot"]\nallow_plaintext = true\n' % (
             hostport("127.0.0.1", port), runtime_dir / "control.sock",
             hostport("127.0.0.1", knot.port)))
     os.chmod(test_conf, 0o644)

@@ -99,6 +99,7 @@ url = "udp://127.0.0.1:%d"
 
 [groups.default]
 upstreams = ["knot"]
+allow_plaintext = true
 
 [[rules]]
 domains = ["blocked.test"]
@@ -160,8 +161,8 @@ action = "refuse"
     assert delta(b, a, "dnsveil_cache_lookup_hits_total") == 3
     assert delta(b, a, "dnsveil_cache_misses_total") >= 7
     assert a.get("dnsveil_cache_entries") >= 7
-    assert a.get("dnsveil_rule_matches_total", rule="1", line="8", action="refuse") - \
-        b.get("dnsveil_rule_matches_total", rule="1", line="8", action="refuse") == 2
+    assert a.get("dnsveil_rule_matches_total", rule="1", line="9", action="refuse") - \
+        b.get("dnsveil_rule_matches_total", rule="1", line="9", action="refuse") == 2
     # the old names still work
     assert delta(b, a, "dnsveil_queries_total") == 12
     assert a.get("dnsveil_upstream_up", upstream="knot") == 1
@@ -192,6 +193,7 @@ url = "udp://%s"
 url = "udp://127.0.0.1:%d"
 [groups.default]
 upstreams = ["refused"]
+allow_plaintext = true
 [groups.quiet]
 upstreams = ["silent"]
 [[rules]]
