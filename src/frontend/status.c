@@ -177,7 +177,7 @@ static void apps(struct buf *b, const struct obs *o, unsigned privacy)
 static void recent(struct buf *b, const struct obs *o, unsigned privacy)
 {
     struct obs_recent r[OBS_RECENT];
-    char name[DNS_NAME_MAX * 4 + 1], addr[NET_ADDRSTRLEN], tb[16], rb[16], user[64];
+    char name[DNS_NAME_MAX * 4 + 1], tb[16], rb[16], user[64];
     size_t n = obs_recent_list(o, r, OBS_RECENT);
 
     metrics_printf(b, ",\"recent\":[");
@@ -196,7 +196,7 @@ static void recent(struct buf *b, const struct obs *o, unsigned privacy)
         json_cstr(b, r[i].upstream);
         if (privacy == 0) {
             metrics_printf(b, ",\"client\":");
-            json_cstr(b, net_addr_str(&r[i].client, addr, sizeof(addr)));
+            json_cstr(b, r[i].client);
         }
         if (r[i].app_known) {
             obs_user_name(r[i].uid, user, sizeof(user));

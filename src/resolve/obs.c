@@ -118,6 +118,18 @@ void obs_listener_touch(struct obs *o, const struct net_addr *local, bool tcp)
         slot_of(o, local, tcp);
 }
 
+/* The address without its port: one client, many source ports. */
+static void host_str(const struct net_addr *a, char *ip, size_t cap)
+{
+    const struct sockaddr_storage *ss = &a->ss;
+    const void *bin = ss->ss_family == AF_INET6
+                          ? (const void *)&((const struct sockaddr_in6 *)ss)->sin6_addr
+                          : (const void *)&((const struct sockaddr_in *)ss)->sin_addr;
+
+    if (!inet_ntop(ss->ss_family, bin, ip, (socklen_t)cap))
+        snprintf(ip, cap, "?");
+}
+
 void obs_query(struct obs *o, const struct query_client *c, const char *name, size_t len)
 {
     char ip[NET_ADDRSTRLEN];
@@ -127,13 +139,7 @@ void obs_query(struct obs *o, const struct query_client *c, const char *name, si
     slot(o, c)->queries++;
     topk_add(o->names, name, len);
     if (o->clients) {
-        /* the address without its port: one client, many source ports */
-        const struct sockaddr_storage *ss = &c->peer.ss;
-        const void *bin = ss->ss_family == AF_INET6
-                              ? (const void *)&((const struct sockaddr_in6 *)ss)->sin6_addr
-                              : (const void *)&((const struct sockaddr_in *)ss)->sin_addr;
-        if (!inet_ntop(ss->ss_family, bin, ip, sizeof(ip)))
-            strcpy(ip, "?");
+        host_str(&c->peer, ip, sizeof(ip));
         topk_add(o->clients, ip, strlen(ip));
     }
 }
@@ -227,7 +233,7 @@ void obs_recent(struct obs *o, const struct qlog_entry *e)
         o->rn++;
     clock_gettime(CLOCK_REALTIME, &ts);
     r->time_ms = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-    r->client = *e->client;
+    host_str(e->client, r->client, sizeof(r->client));
     r->tcp = e->tcp;
     r->name_len = (uint8_t)(e->name_len < sizeof(r->name) ? e->name_len : sizeof(r->name));
     memcpy(r->name, e->name, r->name_len);

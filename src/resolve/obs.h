@@ -46,7 +46,7 @@ struct obs_app {
 /* One query of the recent ring, copied from its query log entry. */
 struct obs_recent {
     uint64_t time_ms; /* Unix milliseconds */
-    struct net_addr client;
+    char client[NET_ADDRSTRLEN]; /* without the port */
     bool tcp, app_known;
     uint8_t name_len;
     uint8_t name[255]; /* wire form */
