@@ -100,7 +100,7 @@ url = "udp://127.0.0.1:%d"
 
 [groups.default]
 upstreams = ["knot"]
-
+allow_plaintext = true
 [[rules]]
 domains = ["blocked.test"]
 action = "refuse"
@@ -193,6 +193,7 @@ url = "udp://%s"
 url = "udp://127.0.0.1:%d"
 [groups.default]
 upstreams = ["refused"]
+allow_plaintext = true
 [groups.quiet]
 upstreams = ["silent"]
 [[rules]]

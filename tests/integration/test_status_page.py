@@ -138,6 +138,7 @@ url = "udp://127.%d.%d.1:%d"
 [groups.default]
 upstreams = ["knot", "backup"]
 strategy = "failover"
+allow_plaintext = true
 [groups.dead]
 upstreams = ["backup"]
 [[rules]]
