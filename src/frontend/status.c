@@ -179,6 +179,7 @@ static void recent(struct buf *b, const struct obs *o, unsigned privacy)
     struct obs_recent r[OBS_RECENT];
     char name[DNS_NAME_MAX * 4 + 1], tb[16], rb[16], user[64];
     size_t n = obs_recent_list(o, r, OBS_RECENT);
+    uint64_t user_uid = UINT64_MAX;
 
     metrics_printf(b, ",\"recent\":[");
     for (size_t i = 0; i < n; i++) {
@@ -199,7 +200,8 @@ static void recent(struct buf *b, const struct obs *o, unsigned privacy)
             json_cstr(b, r[i].client);
         }
         if (r[i].app_known) {
-            obs_user_name(r[i].uid, user, sizeof(user));
+            if (r[i].uid != user_uid) /* a password database read per user, not per row */
+                obs_user_name(user_uid = r[i].uid, user, sizeof(user));
             metrics_printf(b, ",\"uid\":%u,\"user\":", r[i].uid);
             json_cstr(b, user);
             metrics_printf(b, ",\"comm\":");
