@@ -457,6 +457,8 @@ static void apply_status(struct daemon *d, const struct config *cfg)
 {
     obs_set_rules(d->obs, cfg->rules, cfg->n_rules);
     obs_set_clients(d->obs, cfg->status.privacy == 0);
+    obs_set_apps(d->obs, cfg->status.privacy < 2);
+    obs_set_recent(d->obs, cfg->qlog_file || cfg->qlog_syslog);
     for (size_t i = 0; i < d->nlisten; i++) {
         if (d->udp[i])
             obs_listener_touch(d->obs, &d->laddr[i], false);

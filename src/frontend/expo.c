@@ -221,8 +221,12 @@ static void render_listeners(const struct expo_view *v, struct buf *b)
          offsetof(struct obs_listener, queries)},
         {"dnsveil_listener_truncated_total", "Answers sent truncated (TC) to fit.",
          offsetof(struct obs_listener, truncated)},
-        {"dnsveil_listener_dropped_total", "Messages dropped as not DNS queries.",
+        {"dnsveil_listener_dropped_total",
+         "Messages dropped as not DNS queries (also oversized datagrams, empty TCP frames).",
          offsetof(struct obs_listener, dropped)},
+        {"dnsveil_listener_overloaded_total",
+         "Queries answered SERVFAIL at once: too many in flight (global or per client).",
+         offsetof(struct obs_listener, overloaded)},
     };
 
     for (size_t k = 0; k < sizeof(plain) / sizeof(plain[0]); k++) {
@@ -248,6 +252,16 @@ static void render_listeners(const struct expo_view *v, struct buf *b)
             metrics_printf(b, " %llu\n", (unsigned long long)l[i].rcode[r]);
         }
 
+    head(b, "dnsveil_listener_refused_total", "counter",
+         "Queries stopped by a client bound: reason acl (outside allow; REFUSED) or "
+         "ratelimit (over the rate; dropped on UDP, REFUSED on TCP).");
+    for (size_t i = 0; i < n; i++) {
+        listener_series(b, "dnsveil_listener_refused_total", &l[i], "reason=\"acl\"");
+        metrics_printf(b, " %llu\n", (unsigned long long)l[i].refused_acl);
+        listener_series(b, "dnsveil_listener_refused_total", &l[i], "reason=\"ratelimit\"");
+        metrics_printf(b, " %llu\n", (unsigned long long)l[i].refused_rate);
+    }
+
     head(b, "dnsveil_rule_matches_total", "counter",
          "Queries each rule decided (rule = its place in the file, from 1; restarts on reload).");
     for (size_t i = 0; i < v->cfg->n_rules; i++) {
@@ -258,6 +272,31 @@ static void render_listeners(const struct expo_view *v, struct buf *b)
                            ? action_names[r->action]
                            : "other",
                        (unsigned long long)obs_rule_matches(v->obs, i));
+    }
+}
+
+/* The most active applications (privacy 0 and 1, while a rule looks
+ * senders up); past OBS_TOPK of them the counts are upper bounds. */
+static void render_apps(const struct expo_view *v, struct buf *b)
+{
+    struct obs_app a[OBS_TOPK];
+    char user[64];
+    size_t n = obs_top_apps(v->obs, a, OBS_TOPK);
+
+    if (!n)
+        return;
+    head(b, "dnsveil_app_queries_total", "counter",
+         "Queries by the sending application (user, comm and cgroup when a rule looked "
+         "them up; only the most active are kept).");
+    for (size_t i = 0; i < n; i++) {
+        obs_user_name(a[i].uid, user, sizeof(user));
+        metrics_printf(b, "dnsveil_app_queries_total{uid=\"%u\",user=\"", a[i].uid);
+        label(b, user);
+        metrics_printf(b, "\",comm=\"");
+        label(b, a[i].comm);
+        metrics_printf(b, "\",cgroup=\"");
+        label(b, a[i].cgroup);
+        metrics_printf(b, "\"} %llu\n", (unsigned long long)a[i].count);
     }
 }
 
@@ -369,8 +408,10 @@ static void render_process(const struct expo_view *v, struct buf *b)
 void expo_render(const struct expo_view *v, struct buf *b)
 {
     render_upstreams(v, b);
-    if (v->obs)
+    if (v->obs) {
         render_listeners(v, b);
+        render_apps(v, b);
+    }
     if (v->cache)
         render_cache(v, b);
     render_process(v, b);

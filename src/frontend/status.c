@@ -4,9 +4,11 @@
 #include <string.h>
 #include <time.h>
 
+#include "dns/dns.h"
 #include "frontend/metrics.h"
 #include "resolve/cache.h"
 #include "resolve/obs.h"
+#include "resolve/qlog.h"
 #include "resolve/query.h"
 #include "upstream/upstream.h"
 
@@ -142,6 +144,74 @@ static void top(struct buf *b, const char *key, const char *field, struct topk_i
     metrics_printf(b, "]");
 }
 
+/* The most active applications (privacy 0 and 1) and, always, how many
+ * queries had their sender looked up, found or not. */
+static void apps(struct buf *b, const struct obs *o, unsigned privacy)
+{
+    struct obs_app a[STATUS_TOP];
+    char user[64];
+    uint64_t found, unknown;
+    size_t n = obs_top_apps(o, a, STATUS_TOP);
+
+    obs_app_totals(o, &found, &unknown);
+    metrics_printf(b, ",\"apps\":{\"found\":%llu,\"unknown\":%llu}",
+                   (unsigned long long)found, (unsigned long long)unknown);
+    if (privacy >= 2 || !(found || unknown))
+        return;
+    metrics_printf(b, ",\"top_apps\":[");
+    for (size_t i = 0; i < n; i++) {
+        obs_user_name(a[i].uid, user, sizeof(user));
+        metrics_printf(b, "%s{\"uid\":%u,\"user\":", i ? "," : "", a[i].uid);
+        json_cstr(b, user);
+        metrics_printf(b, ",\"comm\":");
+        json_cstr(b, a[i].comm);
+        metrics_printf(b, ",\"cgroup\":");
+        json_cstr(b, a[i].cgroup);
+        metrics_printf(b, ",\"count\":%llu}", (unsigned long long)a[i].count);
+    }
+    metrics_printf(b, "]");
+}
+
+/* The last queries of the query log, the newest first: without the client
+ * at privacy 1 (the caller shows none at 2). */
+static void recent(struct buf *b, const struct obs *o, unsigned privacy)
+{
+    struct obs_recent r[OBS_RECENT];
+    char name[DNS_NAME_MAX * 4 + 1], tb[16], rb[16], user[64];
+    size_t n = obs_recent_list(o, r, OBS_RECENT);
+    uint64_t user_uid = UINT64_MAX;
+
+    metrics_printf(b, ",\"recent\":[");
+    for (size_t i = 0; i < n; i++) {
+        size_t len = dns_name_to_str(r[i].name, r[i].name_len, name, sizeof(name));
+        metrics_printf(b, "%s{\"time_ms\":%llu,\"name\":", i ? "," : "",
+                       (unsigned long long)r[i].time_ms);
+        status_json_str(b, name, len);
+        metrics_printf(b, ",\"type\":\"%s\",\"rcode\":\"%s\",\"transport\":\"%s\","
+                          "\"latency_ms\":%.2f,\"source\":",
+                       qlog_type_name(r[i].qtype, tb, sizeof(tb)),
+                       qlog_rcode_name(r[i].rcode, rb, sizeof(rb)), r[i].tcp ? "tcp" : "udp",
+                       (double)r[i].latency_us / 1000);
+        json_cstr(b, r[i].source);
+        metrics_printf(b, ",\"upstream\":");
+        json_cstr(b, r[i].upstream);
+        if (privacy == 0) {
+            metrics_printf(b, ",\"client\":");
+            json_cstr(b, r[i].client);
+        }
+        if (r[i].app_known) {
+            if (r[i].uid != user_uid) /* a password database read per user, not per row */
+                obs_user_name(user_uid = r[i].uid, user, sizeof(user));
+            metrics_printf(b, ",\"uid\":%u,\"user\":", r[i].uid);
+            json_cstr(b, user);
+            metrics_printf(b, ",\"comm\":");
+            json_cstr(b, r[i].comm);
+        }
+        metrics_printf(b, "}");
+    }
+    metrics_printf(b, "]");
+}
+
 void status_json(const struct status *s, const struct expo_view *v, unsigned privacy,
                  struct buf *b)
 {
@@ -179,5 +249,9 @@ void status_json(const struct status *s, const struct expo_view *v, unsigned pri
         top(b, "top_names", "name", it, obs_top_names(v->obs, it, STATUS_TOP));
     if (privacy < 1 && v->obs)
         top(b, "top_clients", "client", it, obs_top_clients(v->obs, it, STATUS_TOP));
+    if (v->obs)
+        apps(b, v->obs, privacy);
+    if (privacy < 2 && v->obs && (v->cfg->qlog_file || v->cfg->qlog_syslog))
+        recent(b, v->obs, privacy);
     metrics_printf(b, "}\n");
 }

@@ -27,8 +27,9 @@ extern const size_t status_page_html_len;
 struct status *status_new(struct ev_loop *loop, const struct query_engine *qe);
 void status_del(struct status *s);
 
-/* The JSON document at /status.json. privacy: 0 shows client addresses and
- * names, 1 names only, 2 neither. */
+/* The JSON document at /status.json. privacy: 0 shows client addresses,
+ * names, applications and recent queries with their clients; 1 all but
+ * client addresses; 2 aggregates only. */
 void status_json(const struct status *s, const struct expo_view *v, unsigned privacy,
                  struct buf *b);
 

@@ -228,7 +228,7 @@ static void conn_parse(struct tcp_conn *c)
            buf_used(&c->out) < TCP_OUT_HIGH) {
         size_t flen = dns_get16(buf_head(&c->in));
         if (flen == 0) {
-            query_count_drop(c->t->qe);
+            query_count_drop(c->t->qe, &qc);
             conn_close(c);
             break;
         }

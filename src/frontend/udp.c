@@ -224,7 +224,7 @@ static void udp_read_cb(struct ev_loop *loop, ev_io *w, int revents)
         }
         for (int i = 0; i < n; i++) {
             if (msgs[i].msg_hdr.msg_flags & MSG_TRUNC) {
-                query_count_drop(u->qe);
+                query_count_drop(u->qe, &c);
                 continue;
             }
             c.peer = peers[i];

@@ -194,7 +194,7 @@ static void field_str(struct out *o, bool text, const char *k, const char *v)
     put_str(o, text, v);
 }
 
-static const char *rcode_name(int rcode, char *buf, size_t cap)
+const char *qlog_rcode_name(int rcode, char *buf, size_t cap)
 {
     static const char *const names[] = {"NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN",
                                         "NOTIMP",  "REFUSED", "YXDOMAIN", "YXRRSET",
@@ -205,7 +205,7 @@ static const char *rcode_name(int rcode, char *buf, size_t cap)
     return buf;
 }
 
-static const char *type_name(uint16_t t, char *buf, size_t cap)
+const char *qlog_type_name(uint16_t t, char *buf, size_t cap)
 {
     static const struct {
         uint16_t t;
@@ -327,13 +327,13 @@ size_t qlog_format(const struct qlog_entry *e, bool text, uint64_t realtime_ms, 
         field_str(&o, text, "comm", e->comm);
     }
     field_str(&o, text, "name", name);
-    field_str(&o, text, "type", type_name(e->qtype, tb, sizeof(tb)));
+    field_str(&o, text, "type", qlog_type_name(e->qtype, tb, sizeof(tb)));
     if (e->rule)
         field_u64(&o, text, "rule", (uint64_t)e->rule);
     field_str(&o, text, "group", e->group);
     field_str(&o, text, "upstream", e->upstream);
     field_str(&o, text, "transport", e->transport);
-    field_str(&o, text, "rcode", rcode_name(e->rcode, rb, sizeof(rb)));
+    field_str(&o, text, "rcode", qlog_rcode_name(e->rcode, rb, sizeof(rb)));
     key(&o, text, "latency_ms");
     put_u64(&o, e->latency_us / 1000);
     char frac[4] = {'.', (char)('0' + e->latency_us / 100 % 10),

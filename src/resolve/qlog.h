@@ -47,6 +47,11 @@ void qlog_del(struct qlog *l);
 int qlog_reopen(struct qlog *l);
 void qlog_write(struct qlog *l, const struct qlog_entry *e);
 
+/* The mnemonics of a type ("AAAA", else "TYPE65280") and an rcode
+ * ("NXDOMAIN", else "RCODE23"); buf holds the fallback. */
+const char *qlog_type_name(uint16_t t, char *buf, size_t cap);
+const char *qlog_rcode_name(int rcode, char *buf, size_t cap);
+
 /* Microseconds on the monotonic clock, for latencies. */
 uint64_t qlog_now_us(void);
 

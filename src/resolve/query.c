@@ -287,6 +287,7 @@ static void log_now(struct query_engine *qe, const struct query_client *c,
         e.group = pd->action == CFG_ACTION_GROUP ? pool_name(pd->pool) : NULL;
     }
     qlog_write(qe->qlog, &e);
+    obs_recent(qe->obs, &e);
 }
 
 /* What a waiting query keeps for its line: copies, since the policy and
@@ -328,6 +329,7 @@ static void log_waiter(struct query_engine *qe, const struct waiter *w,
         .latency_us = qlog_now_us() - l->start_us, .source = source,
     };
     qlog_write(qe->qlog, &e);
+    obs_recent(qe->obs, &e);
 }
 
 void query_engine_set_qlog(struct query_engine *qe, struct qlog *ql)
@@ -710,12 +712,14 @@ static bool client_admit(struct query_engine *qe, const struct query_client *c,
         return true;
     if (!limits_allowed(qe->limits, &c->peer)) {
         qe->st.refused++;
+        obs_bound(qe->obs, c, OBS_REFUSED_ACL);
         if (parse_rc == 0)
             send_error(qe, c, qi, true, DNS_RCODE_REFUSED);
         return false;
     }
     if (!limits_rate_take(qe->limits, &c->peer, net_now_ms())) {
         qe->st.ratelimited++;
+        obs_bound(qe->obs, c, OBS_REFUSED_RATE);
         if (c->tcp && parse_rc == 0)
             send_error(qe, c, qi, true, DNS_RCODE_REFUSED);
         return false;
@@ -736,6 +740,7 @@ static bool inflight_admit(struct query_engine *qe, const struct query_client *c
     if (*ticket >= 0)
         return true;
     qe->st.overloaded++;
+    obs_bound(qe->obs, c, OBS_OVERLOADED);
     send_error(qe, c, qi, true, DNS_RCODE_SERVFAIL);
     return false;
 }
@@ -834,6 +839,7 @@ void query_submit(struct query_engine *qe, const uint8_t *msg, size_t len,
     if (pc.app_tried) {
         qe->st.app_lookups++;
         qe->st.app_failed += !pc.app_ok;
+        obs_app(qe->obs, &pc);
     }
     obs_rule(qe->obs, pd.rule);
     bool portal = portal_route(qe, &key, &pd);
@@ -917,9 +923,10 @@ void query_submit(struct query_engine *qe, const uint8_t *msg, size_t len,
     inflight_start(f);
 }
 
-void query_count_drop(struct query_engine *qe)
+void query_count_drop(struct query_engine *qe, const struct query_client *c)
 {
     qe->st.dropped++;
+    obs_drop(qe->obs, c);
 }
 
 void query_count_tcp_closed(struct query_engine *qe, bool per_client)

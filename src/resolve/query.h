@@ -108,8 +108,9 @@ void query_engine_set_obs(struct query_engine *qe, struct obs *o);
 /* Handles one client message. msg is only read during the call. */
 void query_submit(struct query_engine *qe, const uint8_t *msg, size_t len,
                   const struct query_client *c);
-/* Counts a datagram the frontend dropped before parsing (oversized, ...). */
-void query_count_drop(struct query_engine *qe);
+/* Counts a message the frontend dropped before parsing (an oversized
+ * datagram, a zero-length TCP frame) on c's listener (c->local, c->tcp). */
+void query_count_drop(struct query_engine *qe, const struct query_client *c);
 /* Counts a TCP connection closed by a client bound: one over its client's
  * connection cap (per_client), or an idle one closed to make room. */
 void query_count_tcp_closed(struct query_engine *qe, bool per_client);

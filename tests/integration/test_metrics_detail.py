@@ -6,6 +6,7 @@ sent, N NOERROR, N latency samples; a dead upstream -> its failures by
 kind; repeated questions -> cache hits; a 404 DoH path -> http_status."""
 
 import base64
+import os
 import random
 import socket
 import time
@@ -100,7 +101,6 @@ url = "udp://127.0.0.1:%d"
 [groups.default]
 upstreams = ["knot"]
 allow_plaintext = true
-
 [[rules]]
 domains = ["blocked.test"]
 action = "refuse"
@@ -161,8 +161,8 @@ action = "refuse"
     assert delta(b, a, "dnsveil_cache_lookup_hits_total") == 3
     assert delta(b, a, "dnsveil_cache_misses_total") >= 7
     assert a.get("dnsveil_cache_entries") >= 7
-    assert a.get("dnsveil_rule_matches_total", rule="1", line="9", action="refuse") - \
-        b.get("dnsveil_rule_matches_total", rule="1", line="9", action="refuse") == 2
+    assert a.get("dnsveil_rule_matches_total", rule="1", line="8", action="refuse") - \
+        b.get("dnsveil_rule_matches_total", rule="1", line="8", action="refuse") == 2
     # the old names still work
     assert delta(b, a, "dnsveil_queries_total") == 12
     assert a.get("dnsveil_upstream_up", upstream="knot") == 1
@@ -406,3 +406,200 @@ def test_reload_applies_privacy_and_page(knot, dnsveil, cfgdir):
     assert e.value.code == 404
     status, headers, body = fetch(mport, "/")
     assert headers["Content-Type"].startswith("text/plain") and "dnsveil_queries_total" in body
+
+
+# ---- client bounds, pre-parse drops and applications per listener --------
+
+def blast_udp(d, src, names):
+    """Sends one query per name from src at once, then collects the replies
+    for a second: their rcodes."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+        u.bind((src, 0))
+        for n in names:
+            u.sendto(helpers.make_query(n, "A").to_wire(), (d.host, d.port))
+        u.settimeout(1.0)
+        rcodes = []
+        while True:
+            try:
+                rcodes.append(helpers.wire_rcode(u.recv(4096)))
+            except socket.timeout:
+                return rcodes
+
+
+def test_client_bounds_and_drops_counted_per_listener(knot, dnsveil, cfgdir):
+    """A client outside allow (127.0.0.1), one over its rate (127.0.0.2 and
+    .3, burst 3), an oversized datagram and an empty TCP frame: each counted
+    on its listener and transport, equal to what was sent and refused."""
+    mport = helpers.free_port()
+    conf = write_conf(cfgdir, """
+[server]
+allow = ["127.0.0.2", "127.0.0.3"]
+rate_limit = 1
+rate_limit_burst = 3
+""", mport)
+    d = dnsveil("udp://127.0.0.1:%d" % knot.port, extra=["-c", str(conf)])  # ready on REFUSED
+    lu = {"listener": "%s:%d" % (d.host, d.port), "transport": "udp"}
+    lt = {"listener": "%s:%d" % (d.host, d.port), "transport": "tcp"}
+    b = Scrape(mport)
+
+    # outside allow: REFUSED, 4 over UDP and 2 over TCP
+    for i in range(4):
+        assert udp(d, "acl%d.test." % i).rcode() == dns.rcode.REFUSED
+    for i in range(2):
+        assert tcp(d, "acl-t%d.test." % i).rcode() == dns.rcode.REFUSED
+    # over the rate on UDP: dropped without a word
+    sent = ["rate%d.test." % i for i in range(10)]
+    got = blast_udp(d, "127.0.0.2", sent)
+    assert 3 <= len(got) < len(sent), got
+    # over the rate on TCP: REFUSED
+    trc = []
+    with socket.create_connection((d.host, d.port), timeout=5,
+                                  source_address=("127.0.0.3", 0)) as s:
+        for i in range(8):
+            wire = helpers.make_query("rate-t%d.test." % i, "A").to_wire()
+            s.sendall(len(wire).to_bytes(2, "big") + wire)
+        for _ in range(8):
+            trc.append(helpers.wire_rcode(helpers.tcp_read_frame(s)))
+    t_refused = trc.count(dns.rcode.REFUSED)
+    assert len(trc) - t_refused >= 3 and t_refused >= 1, trc
+    # dropped before parsing: a datagram past the receive buffer, an empty frame
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+        u.sendto(b"\x00" * 5000, (d.host, d.port))
+    with socket.create_connection((d.host, d.port), timeout=5) as s:
+        s.sendall(b"\x00\x00")
+        assert s.recv(10) == b""  # closed at once
+    time.sleep(0.3)
+    a = Scrape(mport)
+
+    assert delta(b, a, "dnsveil_listener_refused_total", reason="acl", **lu) == 4
+    assert delta(b, a, "dnsveil_listener_refused_total", reason="acl", **lt) == 2
+    assert delta(b, a, "dnsveil_listener_refused_total", reason="ratelimit", **lu) == \
+        len(sent) - len(got)
+    assert delta(b, a, "dnsveil_listener_refused_total", reason="ratelimit", **lt) == t_refused
+    assert delta(b, a, "dnsveil_listener_dropped_total", **lu) == 1
+    assert delta(b, a, "dnsveil_listener_dropped_total", **lt) == 1
+    assert delta(b, a, "dnsveil_listener_overloaded_total", **lu) == 0
+    # the per-listener series add up to the global counters
+    assert delta(b, a, "dnsveil_refused_clients_total") == 6
+    assert delta(b, a, "dnsveil_ratelimited_total") == len(sent) - len(got) + t_refused
+    assert delta(b, a, "dnsveil_dropped_total") == 2
+
+
+def test_inflight_cap_counted_per_listener(dnsveil, cfgdir):
+    """Two queries may wait per client at an upstream that never answers:
+    of five distinct questions three get SERVFAIL at once, counted as
+    overloaded on the UDP listener."""
+    mport = helpers.free_port()
+    hole = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    hole.bind(("127.0.0.1", 0))
+    hole.listen(16)
+    try:
+        conf = write_conf(cfgdir, """
+[server]
+max_inflight_per_client = 2
+[upstreams.hole]
+url = "tcp://127.0.0.1:%d"
+[groups.default]
+upstreams = ["hole"]
+allow_plaintext = true
+[[rules]]
+domains = ["ready.test"]
+action = "nxdomain"
+""" % hole.getsockname()[1], mport)
+        d = dnsveil(timeout=20000, extra=["-c", str(conf)])
+        lu = {"listener": "%s:%d" % (d.host, d.port), "transport": "udp"}
+        b = Scrape(mport)
+        got = blast_udp(d, "127.0.0.1", ["cap%d.test." % i for i in range(5)])
+        a = Scrape(mport)
+    finally:
+        hole.close()
+    assert got == [dns.rcode.SERVFAIL] * 3, got
+    assert delta(b, a, "dnsveil_listener_overloaded_total", **lu) == 3
+    assert delta(b, a, "dnsveil_overloaded_total") == 3
+    assert delta(b, a, "dnsveil_listener_answers_total", rcode="SERVFAIL", **lu) == 3
+
+
+APP_USERS = ("dvstat-a", "dvstat-b")
+
+
+@pytest.fixture(scope="module")
+def app_users():
+    import pwd
+    import subprocess
+    if os.geteuid() != 0:
+        pytest.skip("needs root (useradd, runuser)")
+    made = []
+    for u in APP_USERS:
+        try:
+            pwd.getpwnam(u)
+        except KeyError:
+            subprocess.run(["useradd", "--system", "--no-create-home", "--shell",
+                            "/usr/sbin/nologin", u], check=True)
+            made.append(u)
+    yield {u: pwd.getpwnam(u).pw_uid for u in APP_USERS}
+    for u in made:
+        subprocess.run(["userdel", u], check=False)
+
+
+def kdig_as(user, d, name):
+    import subprocess
+    cmd = ["runuser", "-u", user, "--", "kdig", "@" + d.host, "-p", str(d.port), name, "A",
+           "+time=3", "+retry=0", "+notcp"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=20)
+    assert "status: NOERROR" in out.stdout or "status: NXDOMAIN" in out.stdout, (cmd, out)
+
+
+def app_conf(cfgdir, knot, mport, users, privacy):
+    return write_conf(cfgdir, """
+[upstreams.knot]
+url = "udp://127.0.0.1:%d"
+[groups.default]
+upstreams = ["knot"]
+allow_plaintext = true
+[groups.other]
+upstreams = ["knot"]
+[[rules]]
+applications = ["no-such-program-dv"]
+action = "refuse"
+[[rules]]
+users = ["%s"]
+group = "other"
+""" % (knot.port, users[0]), mport, "privacy = %d\n" % privacy)
+
+
+def test_per_application_queries(knot, dnsveil, cfgdir, app_users):
+    """kdig as two users behind per-user and per-application rules: 3 and 5
+    queries, counted under their uid, user name and comm."""
+    import json
+    mport = helpers.free_port()
+    users = sorted(app_users)
+    d = dnsveil(extra=["-c", str(app_conf(cfgdir, knot, mport, users, 1))])
+    for i in range(3):
+        kdig_as(users[0], d, "app-a%d.test." % i)
+    for i in range(5):
+        kdig_as(users[1], d, "app-b%d.test." % i)
+    a = Scrape(mport)
+    for u, n in zip(users, (3, 5)):
+        assert a.get("dnsveil_app_queries_total", uid=str(app_users[u]), user=u, comm="kdig",
+                     cgroup="") == n
+    s = json.loads(fetch(mport, "/status.json")[2])
+    got = {(x["user"], x["comm"]): x["count"] for x in s["top_apps"]}
+    assert got[(users[0], "kdig")] == 3 and got[(users[1], "kdig")] == 5, got
+    assert s["apps"]["found"] >= 8
+
+
+def test_per_application_aggregates_only_at_privacy_2(knot, dnsveil, cfgdir, app_users):
+    import json
+    mport = helpers.free_port()
+    users = sorted(app_users)
+    d = dnsveil(extra=["-c", str(app_conf(cfgdir, knot, mport, users, 2))])
+    b = json.loads(fetch(mport, "/status.json")[2])["apps"]
+    for i in range(2):
+        kdig_as(users[0], d, "agg%d.test." % i)
+    a = Scrape(mport)
+    assert not [k for k in a.samples if k[0] == "dnsveil_app_queries_total"]
+    s = json.loads(fetch(mport, "/status.json")[2])
+    assert "top_apps" not in s
+    assert s["apps"]["found"] - b["found"] == 2
+    body = fetch(mport, "/status.json")[2] + fetch(mport)[2]
+    assert users[0] not in body and "kdig" not in body

@@ -61,13 +61,16 @@ class Dom(html.parser.HTMLParser):
     def __init__(self, text):
         super().__init__()
         self.by_id, self.rows, self.tops = {}, {}, {}
+        self.recent = []  # the recent queries' rows, newest first
         self.body = {}
         self.stack = []
         self.feed(text)
 
     def handle_starttag(self, tag, attrs):
         a = dict(attrs)
-        node = {"tag": tag, "attrs": a, "text": ""}
+        node = {"tag": tag, "attrs": a, "text": "", "children": []}
+        if self.stack:
+            self.stack[-1]["children"].append(node)
         if tag == "body":
             self.body = a
         if "id" in a:
@@ -78,6 +81,8 @@ class Dom(html.parser.HTMLParser):
             row = [n for n in self.stack if n["tag"] == "tr"][-1]
             if "data-upstream" in row["attrs"]:
                 self.rows[row["attrs"]["data-upstream"]][a.get("class", "")] = node
+        if tag == "tr" and "data-name" in a:
+            self.recent.append(node)
         if tag == "li" and "data-key" in a:
             ol = [n for n in self.stack if n["tag"] == "ol"][-1]
             self.tops.setdefault(ol["attrs"]["id"], []).append(
@@ -255,3 +260,145 @@ def test_privacy_levels_hide_clients_then_names(daemon, privacy):
     assert "hidden" in dom.by_id["clients-card"]["attrs"]
     assert ("hidden" in dom.by_id["names-card"]["attrs"]) == (privacy == 2)
     assert "127.0.0.1" not in json.dumps(s)
+
+
+# ---- applications and recent queries -------------------------------------
+
+APP_USERS = ("dvstat-a", "dvstat-b")
+
+
+@pytest.fixture(scope="module")
+def app_users():
+    import pwd
+    if os.geteuid() != 0:
+        pytest.skip("needs root (useradd, runuser)")
+    made = []
+    for u in APP_USERS:
+        try:
+            pwd.getpwnam(u)
+        except KeyError:
+            subprocess.run(["useradd", "--system", "--no-create-home", "--shell",
+                            "/usr/sbin/nologin", u], check=True)
+            made.append(u)
+    yield sorted(APP_USERS)
+    for u in made:
+        subprocess.run(["userdel", u], check=False)
+
+
+def kdig_as(user, d, name):
+    cmd = ["runuser", "-u", user, "--", "kdig", "@" + d.host, "-p", str(d.port), name, "A",
+           "+time=3", "+retry=0", "+notcp"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=20)
+    assert "status: NOERROR" in out.stdout or "status: NXDOMAIN" in out.stdout, (cmd, out)
+
+
+@pytest.fixture
+def app_daemon(knot, dnsveil, cfgdir, app_users):
+    """Rules that look every sender up (a program rule first, then a user
+    rule) and the query log on."""
+    def make(privacy):
+        mport = helpers.free_port()
+        logdir = cfgdir / ("log%d" % privacy)
+        logdir.mkdir()
+        os.chmod(logdir, 0o777)  # reopened as 'nobody'
+        conf = cfgdir / ("a%d.toml" % privacy)
+        conf.write_text("""
+[upstreams.knot]
+url = "udp://127.0.0.1:%d"
+[groups.default]
+upstreams = ["knot"]
+allow_plaintext = true
+[groups.other]
+upstreams = ["knot"]
+[[rules]]
+applications = ["no-such-program-dv"]
+action = "refuse"
+[[rules]]
+users = ["%s"]
+group = "other"
+[querylog]
+file = "%s"
+[metrics]
+listen = "127.0.0.1:%d"
+privacy = %d
+""" % (knot.port, app_users[0], logdir / "q.log", mport, privacy))
+        d = dnsveil(extra=["-c", str(conf)])
+        return d, mport
+    return make
+
+
+def shown(name):
+    """dnsveil's presentation form of a name: bytes other than letters,
+    digits, - and _ as \\DDD."""
+    return ".".join("".join(c if c.isalnum() or c in "-_" else "\\%03d" % ord(c) for c in lab)
+                    for lab in name.split(".")[:-1]) + "."
+
+
+def test_top_applications_and_recent_queries_in_chromium(app_daemon, app_users):
+    d, mport = app_daemon(privacy=0)
+    sent = []  # (name, user or None) in order
+    for i in range(3):
+        sent.append(("www.test.", app_users[0]))
+        kdig_as(app_users[0], d, "www.test.")
+    for i in range(5):
+        n = "b%d.mail.test." % i
+        sent.append((n, app_users[1]))
+        kdig_as(app_users[1], d, n)
+    evil = "<img src=x onerror=alert(1)>&\"x.test."
+    for n in ("multi.test.", evil, "target.test.", "nothere.test."):
+        ask(d, n)
+        sent.append((n, "root"))
+    url = "http://127.0.0.1:%d/" % mport
+    screenshot(url, LOGS / "status-apps-1280x800.png", 1280, 800)
+    screenshot(url, LOGS / "status-apps-390x844.png", 390, 844)
+    # the whole page, down to the recent queries
+    screenshot(url, LOGS / "status-apps-1280x1500.png", 1280, 1500)
+    screenshot(url, LOGS / "status-apps-390x2600.png", 390, 2600)
+
+    dom = Dom(chromium(url, "--dump-dom", "--virtual-time-budget=5000"))
+    m = scrape(mport)
+    assert int(dom.body.get("data-updates", "0")) >= 1, "the page's script never rendered"
+    # top applications: exact counts per user and program, equal to /metrics
+    apps = dict(dom.tops["top-apps"])
+    for u, n in zip(app_users, (3, 5)):
+        uid = str(__import__("pwd").getpwnam(u).pw_uid)
+        assert apps["%s \u00b7 kdig" % u] == n, apps
+        assert metric(m, "dnsveil_app_queries_total", uid=uid, user=u, comm="kdig",
+                      cgroup="") == n
+    assert "hidden" not in dom.by_id["apps-card"]["attrs"]
+    # recent queries: the newest first, exactly what was sent, names as text
+    rows = [r["attrs"] for r in dom.recent]
+    assert "hidden" not in dom.by_id["recent-card"]["attrs"]
+    want = list(reversed(sent))
+    assert [r["data-name"] for r in rows[:len(want)]] == [shown(n) for n, _ in want], rows
+    for r, (n, user) in zip(rows, want):
+        assert r["data-client"] == "127.0.0.1"
+        assert r["data-user"] == user
+        assert r["data-type"] == "A"
+    assert rows[0]["data-rcode"] == "NXDOMAIN" and rows[1]["data-rcode"] == "NOERROR"
+    qname = [n for n in dom.recent[2]["children"] if "qname" in n["attrs"].get("class", "")]
+    assert qname and qname[0]["text"] == shown(evil)
+    assert not any(n["tag"] == "img" for n in dom.by_id.values())
+    assert len(rows) <= 50
+
+
+@pytest.mark.parametrize("privacy", [1, 2])
+def test_recent_queries_and_applications_by_privacy(app_daemon, app_users, privacy):
+    d, mport = app_daemon(privacy=privacy)
+    kdig_as(app_users[0], d, "www.test.")
+    ask(d, "mail.test.")
+    s = status_json(mport)
+    dom = Dom(chromium("http://127.0.0.1:%d/" % mport, "--dump-dom",
+                       "--virtual-time-budget=4000"))
+    assert int(dom.body.get("data-updates", "0")) >= 1
+    assert "127.0.0.1" not in json.dumps(s)
+    if privacy == 1:
+        assert [r["attrs"]["data-name"] for r in dom.recent[:2]] == ["mail.test.", "www.test."]
+        assert not any("data-client" in r["attrs"] for r in dom.recent)
+        assert dict(dom.tops["top-apps"])["%s \u00b7 kdig" % app_users[0]] == 1
+    else:
+        assert "recent" not in s and "top_apps" not in s and s["apps"]["found"] >= 2
+        assert not dom.recent and "top-apps" not in dom.tops
+        assert "hidden" in dom.by_id["recent-card"]["attrs"]
+        assert "hidden" in dom.by_id["apps-card"]["attrs"]
+        assert app_users[0] not in json.dumps(s)

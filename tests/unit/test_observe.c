@@ -1,7 +1,9 @@
 /* The counting behind the metrics and the status page: the top-k table
  * (exact below k distinct keys, the heavy hitters kept past it, bounded
  * memory), the latency histogram and its quantiles, failure kinds, the
- * JSON string writer on hostile bytes, and the metrics request parser. */
+ * JSON string writer on hostile bytes, the metrics request parser, the
+ * application table (its key splits back whatever the parts hold) and the
+ * ring of recent queries. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -16,6 +18,9 @@
 #include "core/topk.h"
 #include "frontend/metrics.h"
 #include "frontend/status.h"
+#include "resolve/obs.h"
+#include "resolve/policy.h"
+#include "resolve/qlog.h"
 #include "upstream/ustats.h"
 
 static void test_topk_exact_below_k(void **state)
@@ -156,6 +161,85 @@ static void test_request_parser(void **state)
     assert_null(r.auth);
 }
 
+static void test_obs_apps_split_back(void **state)
+{
+    struct obs *o = obs_new(false);
+    struct policy_client a = {.app_ok = true, .uid = 1001, .comm = "we\x1f" "ird",
+                              .cgroup = "/user.slice/x\x1fy"};
+    struct policy_client b = {.app_ok = true, .uid = 0, .comm = NULL, .cgroup = NULL};
+    struct policy_client none = {.app_tried = true};
+    char longcg[400];
+    struct obs_app out[4];
+    uint64_t found, unknown;
+
+    (void)state;
+    memset(longcg, 'c', sizeof(longcg) - 1);
+    longcg[sizeof(longcg) - 1] = 0;
+    obs_app(o, &a); /* off: counted, not kept */
+    assert_int_equal(obs_top_apps(o, out, 4), 0);
+    obs_set_apps(o, true);
+    for (int i = 0; i < 3; i++)
+        obs_app(o, &a);
+    obs_app(o, &b);
+    obs_app(o, &none);
+    assert_int_equal(obs_top_apps(o, out, 4), 2);
+    assert_int_equal(out[0].uid, 1001);
+    assert_int_equal(out[0].count, 3);
+    assert_string_equal(out[0].comm, "we?ird");
+    assert_string_equal(out[0].cgroup, "/user.slice/x?y");
+    assert_int_equal(out[1].uid, 0);
+    assert_string_equal(out[1].comm, "");
+    assert_string_equal(out[1].cgroup, "");
+    obs_app_totals(o, &found, &unknown);
+    assert_int_equal(found, 5);
+    assert_int_equal(unknown, 1);
+    /* a long cgroup path is cut, never the uid or comm */
+    struct policy_client l = {.app_ok = true, .uid = 7, .comm = "prog", .cgroup = longcg};
+    for (int i = 0; i < 5; i++)
+        obs_app(o, &l);
+    assert_int_equal(obs_top_apps(o, out, 1), 1);
+    assert_int_equal(out[0].uid, 7);
+    assert_string_equal(out[0].comm, "prog");
+    assert_true(strlen(out[0].cgroup) > 200 && strlen(out[0].cgroup) < sizeof(out[0].cgroup));
+    obs_set_apps(o, false);
+    assert_int_equal(obs_top_apps(o, out, 4), 0);
+    obs_del(o);
+}
+
+static void test_obs_recent_ring(void **state)
+{
+    struct obs *o = obs_new(false);
+    struct net_addr c;
+    static struct obs_recent out[OBS_RECENT + 5];
+    uint8_t name[] = {1, 'a', 0};
+
+    (void)state;
+    assert_int_equal(net_addr_parse("[::1]:5353", 53, &c), 0);
+    struct qlog_entry e = {.client = &c, .name = name, .name_len = sizeof(name), .qtype = 28,
+                           .source = "a-source-too-long-for-its-field", .upstream = "u"};
+    obs_recent(o, &e); /* off: nothing kept */
+    assert_int_equal(obs_recent_list(o, out, OBS_RECENT), 0);
+    obs_set_recent(o, true);
+    for (int i = 0; i < OBS_RECENT + 7; i++) {
+        name[1] = (uint8_t)('a' + i % 26);
+        e.rcode = i;
+        obs_recent(o, &e);
+    }
+    assert_int_equal(obs_recent_list(o, out, OBS_RECENT + 5), OBS_RECENT);
+    assert_int_equal(out[0].rcode, OBS_RECENT + 6); /* the newest first */
+    assert_int_equal(out[OBS_RECENT - 1].rcode, 7);
+    assert_string_equal(out[0].client, "::1");
+    assert_int_equal(out[0].name_len, 3);
+    assert_string_equal(out[0].source, "a-source-");
+    assert_string_equal(out[0].upstream, "u");
+    assert_string_equal(out[0].transport, "");
+    obs_set_recent(o, true); /* a reload with the log still on keeps them */
+    assert_int_equal(obs_recent_list(o, out, 3), 3);
+    obs_set_recent(o, false);
+    assert_int_equal(obs_recent_list(o, out, 3), 0);
+    obs_del(o);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -165,6 +249,8 @@ int main(void)
         cmocka_unit_test(test_ustats_histogram_and_kinds),
         cmocka_unit_test(test_json_escapes_untrusted_bytes),
         cmocka_unit_test(test_request_parser),
+        cmocka_unit_test(test_obs_apps_split_back),
+        cmocka_unit_test(test_obs_recent_ring),
     };
     return cmocka_run_group_tests_name("observe", tests, NULL, NULL);
 }
