@@ -877,6 +877,7 @@ static void conn_drop(struct doq_conn *c, int rc, bool retry, bool send_close)
     struct doq *up = c->up;
     struct ev_loop *loop = up->u->loop;
     struct qlist again = {NULL, NULL};
+    bool racer = c->racer; /* a side attempt: the queue is not its to fail */
 
     if (send_close && !ngtcp2_conn_in_closing_period(c->conn) &&
         !ngtcp2_conn_in_draining_period(c->conn) && !c->pending_len) {
@@ -913,7 +914,7 @@ static void conn_drop(struct doq_conn *c, int rc, bool retry, bool send_close)
         }
     }
     queue_requeue(up, &again);
-    if (!c->handshake_done && !retry) {
+    if (!c->handshake_done && !retry && !racer && !c->lost_race) {
         while (up->queue.head) {
             struct doq_query *q = up->queue.head;
             queue_remove(up, q);

@@ -6,6 +6,7 @@ on loopback: a listener whose accept queue is full drops further SYNs."""
 
 import re
 import shutil
+import signal
 import socket
 import time
 
@@ -318,4 +319,38 @@ def test_doq_slow_first_address_wins_after_second_started(dnsveil, cfgdir, pki, 
     finally:
         for s in paths:
             s.close()
+        p.stop()
+
+
+def test_doq_refused_racer_starts_the_next_at_once(dnsveil, cfgdir, pki, knot, tmp_path):
+    """[::1] silent, 127.0.0.14 refuses (ICMP port unreachable), 127.0.0.1
+    answers: the refused second attempt neither ends the race nor fails the
+    queries; the third starts at once, while the first still runs."""
+    if not helpers.have_ipv6():
+        pytest.skip("no ::1")
+    p = doq_peer(pki, knot, tmp_path)
+    hole = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    hole.bind(("::1", p.port))
+    try:
+        d = doq_start(dnsveil, cfgdir, pki, p.port, ["::1", "127.0.0.14", "127.0.0.1"])
+        r, _ = ask(d, "www.test.")
+        log = d.log_text()
+        assert r.rcode() == dns.rcode.NOERROR and r.answer, log[-3000:]
+        tries = doq_attempts(log)
+        assert [tries[i][0] for i in (1, 2, 3)] == [
+            "[::1]:%d" % p.port, "127.0.0.14:%d" % p.port, "127.0.0.1:%d" % p.port], tries
+        assert 0.2 <= tries[2][1] - tries[1][1] < 1.5, tries
+        assert tries[3][1] - tries[2][1] < 0.2, tries
+        assert ("connection 3 (127.0.0.1:%d) won the race; closing connection 1" % p.port
+                in log), log[-3000:]
+        # no query failed on the way: not even the readiness probe, which
+        # was the one that started the race
+        d.send_signal(signal.SIGUSR1)
+        end = time.monotonic() + 5
+        while "stats: " not in d.log_text() and time.monotonic() < end:
+            time.sleep(0.05)
+        stats = re.search(r"stats: .*", d.log_text()).group(0)
+        assert " servfail=0 " in stats and " upstream_failed=0 " in stats, stats
+    finally:
+        hole.close()
         p.stop()
