@@ -174,8 +174,8 @@ domains = ["blocked.example"]
 action = "nxdomain"
 """)
     d = helpers.Dnsveil(tmp_path, [], extra=["-c", str(cfg)], timeout=1500)
-    d.args = [shutil.which("unshare"), "-m", "--propagation", "private", "sh", "-c", PRIVATE_DEV, "sh",
-              str(devdir), str(sockpath)] + d.args
+    d.args = [shutil.which("unshare"), "-m", "--propagation", "private",
+              "sh", "-c", PRIVATE_DEV, "sh", str(devdir), str(sockpath)] + d.args
     d.start()
     try:
         syslog_lines(sock, 1)  # the readiness probe
