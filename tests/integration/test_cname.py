@@ -5,6 +5,7 @@ rcode, so a stub resolver that does not follow CNAMEs (glibc) gets its
 addresses. Asked with kdig and dig; knotd is the upstream, behind a relay
 that counts what leaves the host."""
 
+import socket
 import time
 
 import helpers
@@ -75,8 +76,8 @@ def kdig(d, name, rdtype, tcp=False):
     return helpers.run_kdig(d.host, d.port, name, rdtype, tcp=tcp)
 
 
-def at_knot(knot, name, rdtype):
-    return helpers.run_kdig("127.0.0.1", knot.port, name, rdtype)
+def at_knot(knot, name, rdtype, tcp=False):
+    return helpers.run_kdig("127.0.0.1", knot.port, name, rdtype, tcp=tcp)
 
 
 def test_cname_to_upstream_name_carries_the_targets_records(relay_factory, dnsveil, cfgdir,
@@ -161,3 +162,36 @@ def test_cname_loop_is_servfail_at_once(relay_factory, dnsveil, cfgdir):
     with relay.lock:
         asked = {n for n, _ in relay.counts}
     assert not any(n.startswith("loop") for n in asked), asked
+
+
+def test_cname_target_size_and_dead_upstream(relay_factory, dnsveil, cfgdir, knot):
+    """The joined answer is sized for the client that asked: truncated over
+    UDP, whole over TCP. A target the upstream never answers: SERVFAIL by
+    the deadline, not a hang."""
+    relay = relay_factory()
+    d = start(dnsveil, cfgdir, relay, '[[rules]]\ndomains = ["big-alias.test"]\n'
+                                      'answer = "mid.test."\n')
+    r = helpers.run_dig(d.host, d.port, "big-alias.test.", "TXT", opts=["+noedns"])
+    assert "tc" in r.flags, r.raw
+    r = kdig(d, "big-alias.test.", "TXT", tcp=True)
+    want = at_knot(knot, "mid.test.", "TXT", tcp=True)
+    assert r.rcode == "NOERROR" and len(want.answer) == 1, want.raw
+    assert rrs(r)[0] == ("big-alias.test.", "CNAME", "mid.test.")
+    assert sorted(rrs(r)[1:]) == sorted(rrs(want)), r.raw
+
+    hole = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    hole.bind(("127.0.0.1", 0))
+    try:
+        cfg = cfgdir / "dead.toml"
+        cfg.write_text(RULES)
+        d2 = dnsveil("udp://127.0.0.1:%d" % hole.getsockname()[1], extra=["-c", str(cfg)],
+                     timeout=1000)
+        t = time.monotonic()
+        r = kdig(d2, "alias.test.", "A")
+        assert r.rcode == "SERVFAIL" and not r.answer, r.raw
+        assert time.monotonic() - t < 2.5
+        # a local target needs no upstream
+        r = kdig(d2, "local-alias.test.", "A")
+        assert r.rcode == "NOERROR" and rrs(r)[1] == ("fixed.test.", "A", "192.0.2.77"), r.raw
+    finally:
+        hole.close()
