@@ -17,6 +17,10 @@
  * A connection lost with queries in flight (idle timeout, the path gone
  * quiet, a close without an error) moves them once to a new connection; a
  * DoQ error code from the server fails them so the caller can fail over.
+ * A host with several addresses races handshakes (happy eyeballs, the
+ * race_* functions): the first attempt is the primary and carries any 0-RTT
+ * streams, later ones start 250 ms apart or at once after a failure, and the
+ * first handshake to complete keeps the queries; the rest are closed.
  *
  * Lifetimes: a struct doq_query lives while any of these holds it — the
  * caller's xfer (until done or cancel), the upstream's queue, the done list,

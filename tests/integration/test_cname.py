@@ -5,6 +5,7 @@ rcode, so a stub resolver that does not follow CNAMEs (glibc) gets its
 addresses. Asked with kdig and dig; knotd is the upstream, behind a relay
 that counts what leaves the host."""
 
+import json
 import socket
 import time
 
@@ -195,3 +196,28 @@ def test_cname_target_size_and_dead_upstream(relay_factory, dnsveil, cfgdir, kno
         assert r.rcode == "NOERROR" and rrs(r)[1] == ("fixed.test.", "A", "192.0.2.77"), r.raw
     finally:
         hole.close()
+
+
+def test_cname_query_log(relay_factory, dnsveil, cfgdir):
+    """The query log: the client's query as a local answer by the CNAME rule
+    with the final rcode, and the target's lookup as its own line."""
+    relay = relay_factory()
+    log = cfgdir / "q.log"
+    d = start(dnsveil, cfgdir, relay, '[querylog]\nfile = "%s"\n' % log)
+    kdig(d, "alias.test.", "A")
+    kdig(d, "gone.test.", "AAAA")
+    end = time.monotonic() + 5
+    lines = []
+    while time.monotonic() < end:
+        lines = [json.loads(x) for x in log.read_text().splitlines()] if log.exists() else []
+        if len(lines) >= 5:
+            break
+        time.sleep(0.05)
+    by = {(x["name"], x["type"]): x for x in lines}
+    a = by[("alias.test.", "A")]
+    assert a["source"] == "local" and a["rcode"] == "NOERROR" and a["rule"] == 2, a
+    assert "group" not in a, a
+    w = by[("www.test.", "A")]
+    assert w["source"] == "upstream" and w["client"] == a["client"], w
+    g = by[("gone.test.", "AAAA")]
+    assert g["source"] == "local" and g["rcode"] == "NXDOMAIN", g
