@@ -354,3 +354,49 @@ def test_doq_refused_racer_starts_the_next_at_once(dnsveil, cfgdir, pki, knot, t
     finally:
         hole.close()
         p.stop()
+
+
+def test_doq_early_data_on_the_loser_goes_to_the_winner(dnsveil, cfgdir, pki, knot,
+                                                         tmp_path):
+    """With a session ticket the first attempt sends the query as 0-RTT at
+    once; when its address has gone slow and the second address's handshake
+    completes first, the query moves to the winner and is answered once."""
+    ca, (crt, key) = pki
+    if not doqpeers.have_go():
+        pytest.skip("go is not installed: no DoQ peer")
+    p = doqpeers.DoqPeer("doq", tmp_path / "doq", crt, key, ca.cert)
+    p.start(knot.port, idle=1.0)  # the first connection goes idle quickly
+    port = helpers.free_port()
+    first, second = "127.0.0.15", "127.0.0.16"
+    paths = [SlowPath(first, port, p.port, 0.0), SlowPath(second, port, p.port, 0.0)]
+    try:
+        d = doq_start(dnsveil, cfgdir, pki, port, [first, second])
+        end = time.monotonic() + 5
+        while "connection idle" not in d.log_text() and time.monotonic() < end:
+            time.sleep(0.05)
+        assert "connection idle" in d.log_text(), d.log_text()[-2000:]
+        paths[0].delay = 3.0  # the first address goes slow
+        q = helpers.make_query("www.test.", "A", edns=0, payload=1232)
+        c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        c.settimeout(TIMEOUT_MS / 1000 + 2)
+        t = time.monotonic()
+        c.sendto(q.to_wire(), (d.host, d.port))
+        r = dns.message.from_wire(c.recv(65535))
+        elapsed = time.monotonic() - t
+        log = d.log_text()
+        assert r.rcode() == dns.rcode.NOERROR and r.answer, log[-3000:]
+        assert elapsed < 2.0, (elapsed, log[-3000:])
+        c.settimeout(0.7)
+        with pytest.raises(socket.timeout):  # one answer, no more
+            c.recv(65535)
+        c.close()
+        tries = doq_attempts(log)
+        assert tries[2][0] == "%s:%d" % (first, port), tries
+        assert tries[3][0] == "%s:%d" % (second, port), tries
+        assert "connection 2 to up.test (%s:%d) with 0-RTT" % (first, port) in log, log[-3000:]
+        assert ("connection 3 (%s:%d) won the race; closing connection 2" % (second, port)
+                in log), log[-3000:]
+    finally:
+        for s in paths:
+            s.close()
+        p.stop()
