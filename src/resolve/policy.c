@@ -339,7 +339,8 @@ void policy_decide(const struct policy *p, const struct dns_question *q,
     out->group = 0;
 }
 
-/* A fixed CNAME, whatever the type asked: the client's resolver follows it. */
+/* A fixed CNAME alone: the answer to a query for the CNAME itself (for
+ * other types resolve/query.c chases the target and adds its records). */
 static int cname_answer(const struct cfg_rule *r, const struct dns_query_info *qi, uint8_t *out,
                         size_t cap)
 {

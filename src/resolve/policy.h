@@ -58,8 +58,9 @@ void policy_decide(const struct policy *p, const struct dns_question *q,
                    struct policy_client *pc, struct policy_decision *out);
 
 /* Builds the local answer for a rule's action (REFUSED, NXDOMAIN or the
- * fixed A/AAAA records; NODATA for other types) for a parsed query. Returns
- * the length or DV_ESPACE. */
+ * fixed A/AAAA records; NODATA for other types; a rule's CNAME alone, which
+ * resolve/query.c uses only for the CNAME type: it chases the others) for a
+ * parsed query. Returns the length or DV_ESPACE. */
 int policy_local_answer(const struct cfg_rule *r, const struct dns_query_info *qi,
                         uint8_t *out, size_t cap);
 

@@ -10,6 +10,7 @@
 #include "core/rand.h"
 #include "dns/dns.h"
 #include "resolve/cache.h"
+#include "resolve/cname.h"
 #include "resolve/limits.h"
 #include "resolve/obs.h"
 #include "resolve/policy.h"
@@ -196,11 +197,15 @@ static size_t client_limit(const struct query_engine *qe, const struct query_cli
     return qi->edns.udp_size < max ? qi->edns.udp_size : max;
 }
 
+/* The sink of a CNAME target's lookup (see "CNAME answers" below). */
+static const struct query_sink_ops chase_sink;
+
 /* Every reply to a client leaves through here. */
 static void reply(struct query_engine *qe, const struct query_client *c, const uint8_t *msg,
                   size_t len)
 {
-    obs_reply(qe->obs, c, msg, len);
+    if (c->ops != &chase_sink) /* counted once, as the client's reply */
+        obs_reply(qe->obs, c, msg, len);
     c->ops->send(c->ctx, c, msg, len);
 }
 
@@ -303,7 +308,7 @@ static struct waiter_log *waiter_log_new(const struct policy_client *pc,
         return NULL;
     l->start_us = start_us;
     l->rule = pd->rule ? pd->rule->line : 0;
-    snprintf(l->group, sizeof(l->group), "%s", pool_name(pd->pool));
+    snprintf(l->group, sizeof(l->group), "%s", pd->pool ? pool_name(pd->pool) : "");
     if (pc->app_ok) {
         l->app_known = true;
         l->uid = pc->uid;
@@ -324,7 +329,8 @@ static void log_waiter(struct query_engine *qe, const struct waiter *w,
         .client = &w->c.peer, .tcp = w->c.tcp, .name = w->qi.q.name,
         .name_len = w->qi.q.name_len, .qtype = w->qi.q.qtype, .app_known = l->app_known,
         .uid = l->uid, .cgroup = l->cgroup[0] ? l->cgroup : NULL,
-        .comm = l->comm[0] ? l->comm : NULL, .rule = l->rule, .group = l->group,
+        .comm = l->comm[0] ? l->comm : NULL, .rule = l->rule,
+        .group = l->group[0] ? l->group : NULL,
         .upstream = u ? u->name : NULL, .transport = u ? u->ops->name : NULL, .rcode = rcode,
         .latency_us = qlog_now_us() - l->start_us, .source = source,
     };
@@ -780,6 +786,137 @@ void query_engine_set_portal(struct query_engine *qe, struct portal *p)
     qe->portal = p;
 }
 
+/* ---- CNAME answers: chasing the target ------------------------------------ */
+
+/* A query a rule answers with a CNAME: stub resolvers do not follow it, so
+ * the target is looked up as an internal query (policy, cache, upstream,
+ * as any client's, with the client's address for the rules) whose reply
+ * comes back through chase_sink and is joined to the CNAME (cname.h). A
+ * rule on the target's way may answer with a CNAME again: the depth is
+ * bounded, so a loop among rules ends in SERVFAIL. */
+struct chase {
+    struct query_engine *qe;
+    struct query_client sub; /* the target's lookup; ctx is this chase */
+    struct waiter w;         /* the client that asked, its query and log */
+    uint8_t target[DNS_NAME_MAX];
+    size_t target_len;
+    uint32_t ttl;
+    unsigned depth;          /* CNAME rules passed, this one included */
+    unsigned holds;          /* the engine holds the sub-client */
+    bool answered;
+    bool submitting;         /* inside query_submit for the target */
+};
+
+static void chase_maybe_free(struct chase *ch)
+{
+    if (!ch->answered || ch->holds || ch->submitting)
+        return;
+    ch->w.c.ops->release(ch->w.c.ctx);
+    free(ch->w.log);
+    free(ch);
+}
+
+static void chase_finish(struct chase *ch, const uint8_t *msg, size_t len)
+{
+    struct query_engine *qe = ch->qe;
+    int rcode = msg ? reply_rcode(msg, len) : DNS_RCODE_SERVFAIL;
+    uint8_t *buf = NULL;
+    int n = DV_ESERVFAIL;
+
+    ch->answered = true;
+    if (rcode != DNS_RCODE_SERVFAIL && (buf = malloc(DNS_MSG_MAX)))
+        n = cname_compose(&ch->w.qi, ch->target, ch->target_len, ch->ttl, msg, len, buf,
+                          DNS_MSG_MAX);
+    if (n > 0) {
+        send_answer(qe, &ch->w.c, &ch->w.qi, buf, (size_t)n);
+    } else {
+        rcode = DNS_RCODE_SERVFAIL;
+        send_error(qe, &ch->w.c, &ch->w.qi, true, rcode);
+    }
+    free(buf);
+    log_waiter(qe, &ch->w, NULL, rcode, "local");
+}
+
+static void chase_send(void *ctx, const struct query_client *c, const uint8_t *msg, size_t len)
+{
+    struct chase *ch = ctx;
+
+    if (!ch->answered)
+        chase_finish(ch, msg, len);
+}
+
+static void chase_hold(void *ctx)
+{
+    struct chase *ch = ctx;
+
+    ch->holds++;
+}
+
+static void chase_release(void *ctx)
+{
+    struct chase *ch = ctx;
+
+    ch->holds--;
+    chase_maybe_free(ch);
+}
+
+static const struct query_sink_ops chase_sink = {
+    .send = chase_send,
+    .hold = chase_hold,
+    .release = chase_release,
+};
+
+/* Answers qi (from c, matched by pd's CNAME rule) with the CNAME and the
+ * target's records. */
+static void chase_start(struct query_engine *qe, const struct query_client *c,
+                        const struct dns_query_info *qi, const struct policy_client *pc,
+                        const struct policy_decision *pd, uint64_t start_us)
+{
+    const struct cfg_rule *r = pd->rule;
+    unsigned depth = c->ops == &chase_sink ? ((const struct chase *)c->ctx)->depth + 1 : 1;
+    uint8_t q[QMSG_MAX];
+    struct chase *ch;
+    int n;
+
+    if (depth > CNAME_MAX_DEPTH) {
+        char name[DNS_NAME_MAX * 4 + 1];
+        dns_name_to_str(qi->q.name, qi->q.name_len, name, sizeof(name));
+        log_debug("%s: more than %d CNAME rules in a row (a loop?): SERVFAIL", name,
+                  CNAME_MAX_DEPTH);
+        send_error(qe, c, qi, true, DNS_RCODE_SERVFAIL);
+        if (qe->qlog)
+            log_now(qe, c, qi, pc, pd, DNS_RCODE_SERVFAIL, start_us, "local");
+        return;
+    }
+    ch = calloc(1, sizeof(*ch));
+    if (!ch || (n = cname_target_query(qi, r->answer_cname, r->answer_cname_len, q,
+                                       sizeof(q))) < 0) {
+        free(ch);
+        send_error(qe, c, qi, true, DNS_RCODE_SERVFAIL);
+        return;
+    }
+    ch->qe = qe;
+    memcpy(ch->target, r->answer_cname, r->answer_cname_len);
+    ch->target_len = r->answer_cname_len;
+    ch->ttl = r->answer_ttl;
+    ch->depth = depth;
+    ch->w.c = *c;
+    ch->w.qi = *qi;
+    ch->w.ticket = -1;
+    ch->w.log = qe->qlog ? waiter_log_new(pc, pd, start_us) : NULL;
+    ch->sub = *c;
+    ch->sub.tcp = true; /* the whole answer; the client's size applies at the end */
+    ch->sub.ops = &chase_sink;
+    ch->sub.ctx = ch;
+    c->ops->hold(c->ctx);
+    ch->submitting = true;
+    query_submit(qe, q, (size_t)n, &ch->sub);
+    ch->submitting = false;
+    if (!ch->answered && !ch->holds) /* dropped without a word: cannot happen */
+        chase_finish(ch, NULL, 0);
+    chase_maybe_free(ch);
+}
+
 /* Handles a local action, a cache hit, or joins/starts the upstream
  * exchange for the question. */
 void query_submit(struct query_engine *qe, const uint8_t *msg, size_t len,
@@ -790,7 +927,8 @@ void query_submit(struct query_engine *qe, const uint8_t *msg, size_t len,
     struct policy_decision pd;
     int rc = dns_query_parse(msg, len, &qi);
 
-    if (!client_admit(qe, c, &qi, rc))
+    /* a CNAME target's lookup: the client was admitted once */
+    if (c->ops != &chase_sink && !client_admit(qe, c, &qi, rc))
         return;
     switch (rc) {
     case 0:
@@ -814,7 +952,7 @@ void query_submit(struct query_engine *qe, const uint8_t *msg, size_t len,
     uint64_t start_us = qe->qlog ? qlog_now_us() : 0;
     key = qi.q;
     dns_name_lower(key.name, key.name_len);
-    if (qe->obs) {
+    if (qe->obs && c->ops != &chase_sink) {
         char name[DNS_NAME_MAX * 4 + 1];
         size_t nlen = dns_name_to_str(key.name, key.name_len, name, sizeof(name));
         obs_query(qe->obs, c, name, nlen);
@@ -843,6 +981,11 @@ void query_submit(struct query_engine *qe, const uint8_t *msg, size_t len,
     }
     obs_rule(qe->obs, pd.rule);
     bool portal = portal_route(qe, &key, &pd);
+    if (pd.action == CFG_ACTION_ANSWER && pd.rule->answer_cname && key.qtype != DNS_TYPE_CNAME) {
+        qe->st.local++;
+        chase_start(qe, c, &qi, &pc, &pd, start_us);
+        return;
+    }
     if (pd.action != CFG_ACTION_GROUP) {
         int n = policy_local_answer(pd.rule, &qi, reply_buf, sizeof(reply_buf));
         qe->st.local++;

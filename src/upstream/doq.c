@@ -17,6 +17,10 @@
  * A connection lost with queries in flight (idle timeout, the path gone
  * quiet, a close without an error) moves them once to a new connection; a
  * DoQ error code from the server fails them so the caller can fail over.
+ * A host with several addresses races handshakes (happy eyeballs, the
+ * race_* functions): the first attempt is the primary and carries any 0-RTT
+ * streams, later ones start 250 ms apart or at once after a failure, and the
+ * first handshake to complete keeps the queries; the rest are closed.
  *
  * Lifetimes: a struct doq_query lives while any of these holds it — the
  * caller's xfer (until done or cancel), the upstream's queue, the done list,
@@ -174,8 +178,14 @@ struct doq_conn {
     bool early;            /* 0-RTT offered */
     bool early_rejected;
     bool handshake_done;
-    bool heard;            /* a datagram came back: the address answers */
-    ev_timer eyeball;      /* gives up on a silent address (happy eyeballs) */
+    /* happy eyeballs: a racer is an attempt started while the primary
+     * connection (up->conn) was still in its handshake; it carries no
+     * streams until it wins */
+    bool racer;
+    bool lost_race;        /* closed because another attempt won */
+    struct doq_conn *rnext; /* in up->racers */
+    size_t aidx;           /* its address in u->addrs */
+    unsigned num;          /* for log lines */
     uint8_t pending[1500]; /* one datagram the socket would not take yet */
     size_t pending_len;
 };
@@ -193,12 +203,15 @@ struct doq {
     uint8_t token[DOQ_TOKEN_MAX]; /* proves our address next time: no Retry */
     size_t tokenlen;
     unsigned conns;           /* connections made, for log lines */
-    /* happy eyeballs over several bootstrap addresses (u->addrs, in
-     * upstream/happy.h order): one address at a time, the next after 250 ms
-     * of silence or at once after a failure, each tried once per round */
-    size_t addr_idx;          /* the address the next connection uses */
+    /* happy eyeballs (RFC 8305) over several bootstrap addresses (u->addrs,
+     * in upstream/happy.h order): a new handshake starts every 250 ms while
+     * none has completed, or at once when one failed; the attempts run side
+     * by side, the first to complete wins and the others are closed */
+    size_t addr_idx;          /* the latest attempt's address */
     size_t race_left;         /* addresses still to try in this round */
     bool in_race;             /* the next connection continues a round */
+    struct doq_conn *racers;  /* attempts besides conn, oldest first */
+    ev_timer stagger;         /* starts the next attempt */
     struct ustats *st;        /* u's counters; ustats_sink once closed */
 };
 
@@ -336,7 +349,8 @@ static void doq_destroy(void *arg)
 static void conn_rio_cb(struct ev_loop *loop, ev_io *w, int revents);
 static void conn_wio_cb(struct ev_loop *loop, ev_io *w, int revents);
 static void conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents);
-static void conn_eyeball_cb(struct ev_loop *loop, ev_timer *w, int revents);
+static void race_stagger_cb(struct ev_loop *loop, ev_timer *w, int revents);
+static void race_arm(struct doq *up, double after);
 static void conn_stall_cb(struct ev_loop *loop, ev_timer *w, int revents);
 static void conn_watch_stall(struct doq_conn *c, bool waiting);
 static void doq_schedule(struct doq *up);
@@ -502,7 +516,6 @@ static int handshake_completed_cb(ngtcp2_conn *conn, void *user_data)
         return NGTCP2_ERR_CALLBACK_FAILURE;
     }
     c->handshake_done = true;
-    ev_timer_stop(up->u->loop, &c->eyeball);
     if (c->early && !tls_conn_early_accepted(c->tls)) {
         /* wolfSSL only tells once the handshake is over */
         int rv = ngtcp2_conn_tls_early_data_rejected(conn);
@@ -515,7 +528,7 @@ static int handshake_completed_cb(ngtcp2_conn *conn, void *user_data)
     if (c->early)
         ustats_handshake(up->st, c->early_rejected ? USTATS_HS_EARLY_REJECTED
                                                    : USTATS_HS_EARLY_ACCEPTED);
-    log_debug("upstream %s: doq: connection %u ready (%s)", up->u->name, up->conns,
+    log_debug("upstream %s: doq: connection %u ready (%s)", up->u->name, c->num,
               !c->early ? "no 0-RTT" : c->early_rejected ? "0-RTT rejected" : "0-RTT accepted");
     return 0;
 }
@@ -581,7 +594,8 @@ static int conn_new(struct doq *up, struct doq_conn **pc)
         free(c);
         return DV_ECONN;
     }
-    const struct net_addr *addr = &u->addrs[up->addr_idx % u->n_addrs];
+    c->aidx = up->addr_idx % u->n_addrs;
+    const struct net_addr *addr = &u->addrs[c->aidx];
     if (!up->in_race)
         up->race_left = u->n_addrs ? u->n_addrs - 1 : 0;
     up->in_race = false;
@@ -651,13 +665,9 @@ static int conn_new(struct doq *up, struct doq_conn **pc)
     c->stall.repeat = CONN_STALL_CHECK_MS / 1000.0;
     c->rio.data = c->wio.data = c->timer.data = c->stall.data = c;
     ev_io_start(u->loop, &c->rio);
-    ev_init(&c->eyeball, conn_eyeball_cb);
-    c->eyeball.data = c;
-    if (up->race_left) {
-        ev_timer_set(&c->eyeball, HAPPY_STAGGER_MS / 1000.0, 0.);
-        ev_timer_start(u->loop, &c->eyeball);
-    }
-    up->conns++;
+    if (up->race_left)
+        race_arm(up, HAPPY_STAGGER_MS / 1000.0);
+    c->num = ++up->conns;
     ustats_conn_opened(up->st);
     char as[NET_ADDRSTRLEN + 3] = "";
     if (u->n_addrs > 1) /* which of the host's addresses */
@@ -798,7 +808,7 @@ static int conn_open_streams(struct doq_conn *c)
 {
     struct doq *up = c->up;
 
-    if (!c->handshake_done && (!c->early || c->early_rejected))
+    if (c->racer || (!c->handshake_done && (!c->early || c->early_rejected)))
         return 0;
     while (up->queue.head) {
         struct doq_query *q = up->queue.head;
@@ -818,10 +828,34 @@ static int conn_open_streams(struct doq_conn *c)
     return 0;
 }
 
-/* Ends c: sends our CONNECTION_CLOSE when send_close, and fails or requeues
- * its queries. retry moves each unanswered query to the next connection
- * once; otherwise they fail with rc. When the connection never got ready,
- * the queued queries fail too: there is no point in trying again at once. */
+static void race_won(struct doq *up, struct doq_conn *w);
+static bool conn_flush(struct doq_conn *c);
+
+/* Takes racer c out of up->racers. */
+static void race_unlink(struct doq *up, struct doq_conn *c)
+{
+    for (struct doq_conn **p = &up->racers; *p; p = &(*p)->rnext) {
+        if (*p == c) {
+            *p = c->rnext;
+            break;
+        }
+    }
+    c->rnext = NULL;
+    c->racer = false;
+}
+
+/* The primary attempt failed: the oldest racer becomes the primary. */
+static bool race_promote(struct doq *up)
+{
+    struct doq_conn *r = up->racers;
+
+    if (!r)
+        return false;
+    race_unlink(up, r);
+    up->conn = r;
+    return true;
+}
+
 /* A connection died before its handshake: the next one goes to the next
  * address. True while this round has addresses left to try. */
 static bool race_next(struct doq *up)
@@ -838,11 +872,16 @@ static bool race_next(struct doq *up)
     return true;
 }
 
+/* Ends c: sends our CONNECTION_CLOSE when send_close, and fails or requeues
+ * its queries. retry moves each unanswered query to the next connection
+ * once; otherwise they fail with rc. When the connection never got ready,
+ * the queued queries fail too: there is no point in trying again at once. */
 static void conn_drop(struct doq_conn *c, int rc, bool retry, bool send_close)
 {
     struct doq *up = c->up;
     struct ev_loop *loop = up->u->loop;
     struct qlist again = {NULL, NULL};
+    bool racer = c->racer; /* a side attempt: the queue is not its to fail */
 
     if (send_close && !ngtcp2_conn_in_closing_period(c->conn) &&
         !ngtcp2_conn_in_draining_period(c->conn) && !c->pending_len) {
@@ -852,17 +891,25 @@ static void conn_drop(struct doq_conn *c, int rc, bool retry, bool send_close)
         if (n > 0)
             (void)send(c->fd, txbuf, (size_t)n, 0);
     }
-    if (up->conn == c)
+    if (up->conn == c) {
         up->conn = NULL;
-    /* not even set up: the next address gets the queries (once per round) */
-    if (!c->handshake_done && race_next(up))
-        retry = true;
-    ev_timer_stop(loop, &c->eyeball);
+        /* not even set up: a racer takes over, or the next address gets
+         * the queries (once per round) */
+        if (!c->handshake_done && !c->lost_race && (race_promote(up) || race_next(up)))
+            retry = true;
+    } else if (c->racer) {
+        race_unlink(up, c);
+    }
+    /* a failed attempt: the next address at once (RFC 8305 5) */
+    if (!c->handshake_done && !c->lost_race && up->conn && up->race_left)
+        race_arm(up, 0.);
     while (c->streams.head) {
         struct doq_query *q = c->streams.head;
         ql_remove(&c->streams, q);
         dq_reset_stream_state(q);
-        if (q->done.x && !q->done.queued && retry && !q->retried) {
+        if (q->done.x && !q->done.queued && c->lost_race) {
+            ql_push(&again, q); /* early data to the loser: not a retry */
+        } else if (q->done.x && !q->done.queued && retry && !q->retried) {
             q->retried = true;
             ql_push(&again, q);
         } else {
@@ -871,7 +918,7 @@ static void conn_drop(struct doq_conn *c, int rc, bool retry, bool send_close)
         }
     }
     queue_requeue(up, &again);
-    if (!c->handshake_done && !retry) {
+    if (!c->handshake_done && !retry && !racer && !c->lost_race) {
         while (up->queue.head) {
             struct doq_query *q = up->queue.head;
             queue_remove(up, q);
@@ -953,11 +1000,101 @@ static void conn_fail(struct doq_conn *c, int rv)
     conn_drop(c, DV_ECONN, ready, true);
 }
 
+/* ---- happy eyeballs: racing handshakes ---------------------------------- */
+
+/* The next attempt starts after `after` seconds. */
+static void race_arm(struct doq *up, double after)
+{
+    ev_timer_stop(up->u->loop, &up->stagger);
+    ev_timer_set(&up->stagger, after, 0.);
+    ev_timer_start(up->u->loop, &up->stagger);
+}
+
+/* No handshake has completed in 250 ms (or an attempt failed): start one
+ * to the next address beside those still running (RFC 8305 5). */
+static void race_stagger_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct doq *up = w->data;
+    struct upstream *u = up->u;
+    char a1[NET_ADDRSTRLEN], a2[NET_ADDRSTRLEN];
+
+    if (!up->conn || up->conn->handshake_done)
+        return;
+    conn_scope_enter(&up->scope);
+    while (up->conn && race_next(up)) {
+        struct doq_conn *r, **tail;
+        size_t prev = up->addr_idx ? up->addr_idx - 1 : u->n_addrs - 1;
+        log_debug("upstream %s: doq: no handshake with %s yet, racing %s", u->name,
+                  net_addr_str(&u->addrs[prev], a1, sizeof(a1)),
+                  net_addr_str(&u->addrs[up->addr_idx], a2, sizeof(a2)));
+        if (conn_new(up, &r) != 0)
+            continue; /* refused at once: the next address */
+        r->racer = true;
+        for (tail = &up->racers; *tail; tail = &(*tail)->rnext)
+            ;
+        *tail = r;
+        conn_flush(r);
+        break;
+    }
+    conn_scope_leave(&up->scope);
+}
+
+/* w completed its handshake first: it is the connection now, every other
+ * attempt is closed (CONNECTION_CLOSE, DOQ_NO_ERROR) and any early data
+ * they carried goes to w. */
+static void race_won(struct doq *up, struct doq_conn *w)
+{
+    struct doq_conn *old = up->conn;
+    char as[NET_ADDRSTRLEN];
+
+    ev_timer_stop(up->u->loop, &up->stagger);
+    up->race_left = 0;
+    up->addr_idx = w->aidx; /* the next connection starts where this one won */
+    if (w->racer) {
+        race_unlink(up, w);
+        up->conn = w;
+    }
+    if (old && old != w) {
+        old->lost_race = true;
+        ngtcp2_ccerr_set_application_error(&old->ccerr, DOQ_NO_ERROR, NULL, 0);
+        log_debug("upstream %s: doq: connection %u (%s) won the race; closing connection %u",
+                  up->u->name, w->num, net_addr_str(&up->u->addrs[w->aidx], as, sizeof(as)),
+                  old->num);
+        conn_drop(old, DV_ECONN, true, true);
+    }
+    while (up->racers) {
+        struct doq_conn *r = up->racers;
+        r->lost_race = true;
+        ngtcp2_ccerr_set_application_error(&r->ccerr, DOQ_NO_ERROR, NULL, 0);
+        log_debug("upstream %s: doq: connection %u (%s) won the race; closing connection %u",
+                  up->u->name, w->num, net_addr_str(&up->u->addrs[w->aidx], as, sizeof(as)),
+                  r->num);
+        conn_drop(r, DV_ECONN, true, true);
+    }
+}
+
+/* Ends the race without a winner: every racer closed, no attempt more. */
+static void race_stop(struct doq *up)
+{
+    ev_timer_stop(up->u->loop, &up->stagger);
+    up->race_left = 0;
+    while (up->racers) {
+        struct doq_conn *r = up->racers;
+        r->lost_race = true;
+        ngtcp2_ccerr_set_application_error(&r->ccerr, DOQ_NO_ERROR, NULL, 0);
+        conn_drop(r, DV_ECANCEL, false, true);
+    }
+}
+
 /* Every event ends here: new streams, the write loop, the timer. false when
  * the connection was dropped. */
 static bool conn_flush(struct doq_conn *c)
 {
-    int rv = conn_open_streams(c);
+    int rv;
+
+    if (c->handshake_done && (c->racer || c->up->racers || ev_is_active(&c->up->stagger)))
+        race_won(c->up, c);
+    rv = conn_open_streams(c);
 
     if (!rv)
         rv = conn_write(c);
@@ -968,25 +1105,6 @@ static bool conn_flush(struct doq_conn *c)
     conn_update_keepalive(c);
     conn_arm_timer(c);
     return true;
-}
-
-/* 250 ms without a word from this address: leave it for the next one
- * (RFC 8305's stagger; one handshake at a time keeps a single connection) */
-static void conn_eyeball_cb(struct ev_loop *loop, ev_timer *w, int revents)
-{
-    struct doq_conn *c = w->data;
-    struct doq *up = c->up;
-    char as[NET_ADDRSTRLEN];
-
-    if (c->heard || c->handshake_done)
-        return;
-    conn_scope_enter(&up->scope);
-    log_debug("upstream %s: doq: no answer from %s in %d ms, trying the next address",
-              up->u->name,
-              net_addr_str(&up->u->addrs[up->addr_idx % up->u->n_addrs], as, sizeof(as)),
-              HAPPY_STAGGER_MS);
-    conn_drop(c, DV_ETIMEOUT, true, false);
-    conn_scope_leave(&up->scope);
 }
 
 static void conn_rio_cb(struct ev_loop *loop, ev_io *w, int revents)
@@ -1006,10 +1124,6 @@ static void conn_rio_cb(struct ev_loop *loop, ev_io *w, int revents)
             mm[i].msg_hdr.msg_iovlen = 1;
         }
         int n = recvmmsg(c->fd, mm, DOQ_RX_BATCH, 0, NULL);
-        if (n > 0 && !c->heard) {
-            c->heard = true;
-            ev_timer_stop(loop, &c->eyeball);
-        }
         if (n < 0) {
             if (errno == EAGAIN || errno == EWOULDBLOCK)
                 break;
@@ -1126,6 +1240,8 @@ static int doq_open(struct upstream *u)
     conn_scope_init(&up->scope, NULL, dq_delivered, doq_destroy, up);
     ev_prepare_init(&up->kick, doq_kick_cb);
     up->kick.data = up;
+    ev_init(&up->stagger, race_stagger_cb);
+    up->stagger.data = up;
     rc = tls_ctx_new_upstream(u, DOQ_ALPN, true, &up->tls);
     if (rc)
         goto fail;
@@ -1208,6 +1324,7 @@ static void doq_close(struct upstream *u)
     if (!up)
         return;
     ev_prepare_stop(u->loop, &up->kick);
+    race_stop(up);
     if (up->conn) {
         ngtcp2_ccerr_set_application_error(&up->conn->ccerr, DOQ_NO_ERROR, NULL, 0);
         conn_drop(up->conn, DV_ECANCEL, false, true);
@@ -1237,6 +1354,7 @@ static void doq_replace(struct doq *up)
     struct doq_conn *c = up->conn;
     int rc;
 
+    race_stop(up);
     if (c) {
         ngtcp2_ccerr_set_application_error(&c->ccerr, DOQ_NO_ERROR, NULL, 0);
         conn_drop(c, DV_ECONN, true, true);

@@ -78,7 +78,8 @@ class DoqPeer(helpers.Peer):
     def stats(self):
         """The peer's counters: connections, streams, answers,
         zero_rtt_streams (streams whose data arrived in accepted 0-RTT
-        packets), zero_rtt_conns, zero_rtt_dropped, retries. The peer
+        packets), zero_rtt_conns, zero_rtt_dropped, retries, client_closed
+        (connections the client closed). The peer
         rewrites its file within 10 ms of a change: give it that first."""
         time.sleep(0.05)
         try:

@@ -4,9 +4,14 @@ for logrotate."""
 
 import json
 import os
+import re
+import shutil
 import signal
+import socket
 import subprocess
 import time
+
+import pytest
 
 import helpers
 
@@ -110,3 +115,102 @@ def test_querylog_config_errors(cfgdir):
     assert "bad.toml:2:8: error: 'file' must be an absolute path" in err, err
     assert "bad.toml:3:10: error: the query log goes to a 'file' or to 'syslog'" in err, err
     assert "bad.toml:4:10: error: 'format' = \"xml\": expected \"json\" or \"text\"" in err, err
+
+
+# The syslog script: a private /dev in a new mount namespace (only the nodes
+# dnsveil opens) whose "log" is the test's socket, so syslog(3) writes to it.
+PRIVATE_DEV = r"""
+set -e
+dev=$1 sock=$2
+shift 2
+mount -t tmpfs -o mode=755 tmpfs "$dev"
+for n in null zero random urandom; do
+    : > "$dev/$n"
+    mount --bind "/dev/$n" "$dev/$n"
+done
+: > "$dev/log"
+mount --bind "$sock" "$dev/log"
+mount --rbind "$dev" /dev
+exec "$@"
+"""
+
+
+def syslog_lines(sock, n, wait=10.0):
+    out = []
+    end = time.monotonic() + wait
+    while len(out) < n and time.monotonic() < end:
+        sock.settimeout(max(0.05, end - time.monotonic()))
+        try:
+            out.append(sock.recv(65536).decode())
+        except socket.timeout:
+            break
+    return out
+
+
+def test_syslog_lines(relay_factory, cfgdir, tmp_path):
+    """[querylog] syslog = true: one datagram per query through syslog(3) to
+    /dev/log, LOG_DAEMON|LOG_INFO, tagged dnsveil[pid], the JSON line as its
+    message; still after a reload (SIGHUP)."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("needs root and unshare(1) for a private /dev/log")
+    relay = relay_factory()
+    sockpath = tmp_path / "log.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(sockpath))
+    os.chmod(sockpath, 0o666)  # dnsveil runs as 'nobody' after startup
+    devdir = tmp_path / "dev"
+    devdir.mkdir()
+    cfg = cfgdir / "c.toml"
+    cfg.write_text(f"""
+[querylog]
+syslog = true
+[upstreams.knot]
+url = "udp://127.0.0.1:{relay.port}"
+[groups.default]
+upstreams = ["knot"]
+allow_plaintext = true
+[[rules]]
+domains = ["blocked.example"]
+action = "nxdomain"
+""")
+    d = helpers.Dnsveil(tmp_path, [], extra=["-c", str(cfg)], timeout=1500)
+    d.args = [shutil.which("unshare"), "-m", "--propagation", "private",
+              "sh", "-c", PRIVATE_DEV, "sh", str(devdir), str(sockpath)] + d.args
+    d.start()
+    try:
+        syslog_lines(sock, 1)  # the readiness probe
+        ask(d, "www.test.")
+        ask(d, "x.blocked.example.", "AAAA", tcp=True)
+        got = syslog_lines(sock, 2)
+        assert len(got) == 2, got
+        pid = d.proc.pid
+        msgs = []
+        for g in got:
+            # glibc: "<PRI>Mmm dd hh:mm:ss dnsveil[PID]: MESSAGE"
+            m = re.fullmatch(r"<(\d+)>\w{3} [ \d]\d \d\d:\d\d:\d\d dnsveil\[(\d+)\]: (.*)", g,
+                             re.S)
+            assert m, g
+            assert int(m.group(1)) == 3 * 8 + 6, g  # LOG_DAEMON, LOG_INFO
+            assert int(m.group(2)) == pid, g
+            msgs.append(json.loads(m.group(3)))
+        up, local = msgs
+        assert up["name"] == "www.test." and up["type"] == "A" and up["rcode"] == "NOERROR", up
+        assert up["source"] == "upstream" and up["upstream"] == "knot", up
+        assert up["proto"] == "udp" and up["client"].startswith("127.0.0.1:"), up
+        assert local["name"] == "x.blocked.example." and local["type"] == "AAAA", local
+        assert local["rcode"] == "NXDOMAIN" and local["source"] == "local", local
+        assert local["proto"] == "tcp", local
+
+        # a reload builds a new query log: lines keep coming to syslog
+        before = d.log_text().count("reloaded:")
+        d.send_signal(signal.SIGHUP)
+        end = time.monotonic() + 10
+        while d.log_text().count("reloaded:") == before and time.monotonic() < end:
+            time.sleep(0.05)
+        ask(d, "after.blocked.example.")
+        got = syslog_lines(sock, 1)
+        assert len(got) == 1 and '"name":"after.blocked.example."' in got[0], got
+    finally:
+        problems = d.stop()
+        sock.close()
+    assert not problems, problems

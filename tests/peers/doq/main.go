@@ -199,7 +199,7 @@ func main() {
 		qconf.Versions = []quic.VersionNumber{quic.VersionDraft29}
 	}
 
-	for _, k := range []string{"connections", "streams", "answers", "cancelled", "zero_rtt_streams", "zero_rtt_conns", "zero_rtt_dropped", "retries"} {
+	for _, k := range []string{"connections", "streams", "answers", "cancelled", "zero_rtt_streams", "zero_rtt_conns", "zero_rtt_dropped", "retries", "client_closed"} {
 		stats.m[k] = 0
 	}
 	writeStats()
@@ -266,6 +266,13 @@ func (s *server) serveConn(c quic.Connection) {
 	for {
 		st, err := c.AcceptStream(context.Background())
 		if err != nil {
+			// the client closed it (CONNECTION_CLOSE with an application code)
+			// (before the handshake that arrives as a transport error)
+			var ae *quic.ApplicationError
+			var te *quic.TransportError
+			if (errors.As(err, &ae) && ae.Remote) || (errors.As(err, &te) && te.Remote) {
+				stats.add("client_closed", 1)
+			}
 			return
 		}
 		stats.add("streams", 1)
