@@ -247,7 +247,9 @@ def test_watchdog_pings_at_half_the_interval(notify):
     assert 8 <= len(pings) <= 16, "%d pings in 4 s: %r" % (len(pings), pings)
     gaps = [b - a for a, b in zip(pings, pings[1:])]
     assert max(gaps) < interval, "a gap of %.3f s between pings" % max(gaps)
-    assert min(gaps) > interval / 4, "pings %.3f s apart" % min(gaps)
+    # (too frequent pings show in the count above; the gaps between receive
+    # times are not checked from below: on a loaded machine two pings can be
+    # read by this process in one go)
 
 
 def test_watchdog_meant_for_another_process_is_left_alone(notify):
