@@ -1441,6 +1441,18 @@ static void add_answer_cname(struct ctx *x, const struct toml_node *n, const cha
     r->answer_cname_len = (size_t)len;
 }
 
+/* A rule's file: a relative path is taken from the configuration file's
+ * directory. */
+static void rule_file_path(const struct ctx *x, const char *path, char *full, size_t cap)
+{
+    const char *slash = strrchr(x->file, '/');
+
+    if (path[0] != '/' && slash)
+        snprintf(full, cap, "%.*s/%s", (int)(slash - x->file), x->file, path);
+    else
+        snprintf(full, cap, "%s", path);
+}
+
 static void parse_rule_hosts_file(struct ctx *x, const struct toml_node *t, struct cfg_rule *r)
 {
     const char *path = get_cstr(x, t, "hosts_file");
@@ -1451,11 +1463,7 @@ static void parse_rule_hosts_file(struct ctx *x, const struct toml_node *t, stru
 
     if (!path)
         return;
-    const char *slash = strrchr(x->file, '/');
-    if (path[0] != '/' && slash)
-        snprintf(full, sizeof(full), "%.*s/%s", (int)(slash - x->file), x->file, path);
-    else
-        snprintf(full, sizeof(full), "%s", path);
+    rule_file_path(x, path, full, sizeof(full));
     r->hosts_file = xstrdup(x, full);
     rc = hosts_load(full, &r->hosts, &info);
     if (rc == DV_ENOMEM)
@@ -1583,12 +1591,7 @@ static void parse_rule_domains_file(struct ctx *x, const struct toml_node *t, st
 
     if (!path)
         return;
-    /* a relative path is taken from the configuration file's directory */
-    const char *slash = strrchr(x->file, '/');
-    if (path[0] != '/' && slash)
-        snprintf(full, sizeof(full), "%.*s/%s", (int)(slash - x->file), x->file, path);
-    else
-        snprintf(full, sizeof(full), "%s", path);
+    rule_file_path(x, path, full, sizeof(full));
     r->domains_file = xstrdup(x, full);
     rc = domainset_load(full, &r->domainset, &info);
     if (rc == DV_ENOMEM) {

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "core/err.h"
+#include "resolve/hosts.h"
 
 enum {
     NAME_MAX_WIRE = 255,
@@ -161,17 +162,7 @@ static int parse_line(struct domainset *s, const char *p, const char *end, bool 
     size_t len[64], nt = 0;
     uint8_t wire[NAME_MAX_WIRE + 1], flags;
 
-    while (p < end && nt < 64) {
-        while (p < end && (*p == ' ' || *p == '\t' || *p == '\r'))
-            p++;
-        if (p == end || *p == '#')
-            break;
-        tok[nt] = p;
-        while (p < end && *p != ' ' && *p != '\t' && *p != '\r' && *p != '#')
-            p++;
-        len[nt] = (size_t)(p - tok[nt]);
-        nt++;
-    }
+    nt = hosts_line_fields(p, end, tok, len, 64);
     if (nt == 0)
         return 0;
     if (nt > 1 || is_address(tok[0], len[0])) {

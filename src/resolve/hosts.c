@@ -152,15 +152,12 @@ static size_t reverse_name(int family, const uint8_t *a, uint8_t *out)
     return o + 10;
 }
 
-static void parse_line(struct hosts *h, const char *p, const char *end, bool *bad, bool *oom)
+size_t hosts_line_fields(const char *p, const char *end, const char **tok, size_t *len,
+                         size_t max)
 {
-    const char *tok[64];
-    size_t len[64], nt = 0;
-    char addr[64];
-    uint8_t a[16], wire[DNS_NAME_MAX], rev[DNS_NAME_MAX];
-    int family;
+    size_t nt = 0;
 
-    while (p < end && nt < 64) {
+    while (p < end && nt < max) {
         while (p < end && (*p == ' ' || *p == '\t' || *p == '\r'))
             p++;
         if (p == end || *p == '#')
@@ -171,6 +168,18 @@ static void parse_line(struct hosts *h, const char *p, const char *end, bool *ba
         len[nt] = (size_t)(p - tok[nt]);
         nt++;
     }
+    return nt;
+}
+
+static void parse_line(struct hosts *h, const char *p, const char *end, bool *bad, bool *oom)
+{
+    const char *tok[64];
+    size_t len[64], nt = 0;
+    char addr[64];
+    uint8_t a[16], wire[DNS_NAME_MAX], rev[DNS_NAME_MAX];
+    int family;
+
+    nt = hosts_line_fields(p, end, tok, len, 64);
     if (nt == 0)
         return;
     if (nt < 2 || len[0] >= sizeof(addr)) {

@@ -20,6 +20,12 @@ struct hosts_info {
     int first_bad;    /* the first such line's number, 0 when none */
 };
 
+/* The whitespace-separated fields of one hosts-format line [p, end), up to
+ * the end or a '#' comment: at most max, pointers into the line. Also what
+ * domain lists (domainset.c) read, since they take hosts-file lines. */
+size_t hosts_line_fields(const char *p, const char *end, const char **tok, size_t *len,
+                         size_t max);
+
 /* 0, DV_EIO (errno says why) or DV_ENOMEM. */
 int hosts_load(const char *path, struct hosts **ph, struct hosts_info *info);
 int hosts_parse(const char *text, size_t len, struct hosts **ph, struct hosts_info *info);
