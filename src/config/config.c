@@ -14,6 +14,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/types.h>
+#include <unistd.h>
 
 #include "config/stamp.h"
 #include "config/toml.h"
@@ -120,6 +121,11 @@ void config_free(struct config *c)
     free(c->rules);
     free(c->listeners);
     free(c->limits.allow);
+    free(c->secure.tls);
+    free(c->secure.https);
+    free(c->secure.https_path);
+    free(c->secure.cert);
+    free(c->secure.key);
     free(c->user);
     free(c->ca_file);
     free(c->control);
@@ -641,6 +647,66 @@ static void parse_server_limits(struct ctx *x, const struct toml_node *t)
     get_uint(x, t, "tcp_max_connections_per_client", 0, 65535, &l->tcp_max_conns_per_client);
 }
 
+/* listen_tls / listen_https: the address list of one encrypted listener
+ * kind; arg says which and its default port. */
+struct secure_list {
+    struct net_addr **v;
+    size_t *n;
+    uint16_t port;
+};
+
+static void add_secure_listen(struct ctx *x, const struct toml_node *n, const char *s, void *arg)
+{
+    struct secure_list *l = arg;
+    struct net_addr a;
+
+    if (net_addr_parse(s, l->port, &a)) {
+        cerr(x, n, "listen address \"%s\": expected IP[:PORT] or [IPv6]:PORT", s);
+        return;
+    }
+    for (size_t i = 0; i < *l->n; i++)
+        if (net_addr_eq(&(*l->v)[i], &a)) {
+            cerr(x, n, "listen address \"%s\" is listed twice", s);
+            return;
+        }
+    struct net_addr *v = realloc(*l->v, (*l->n + 1) * sizeof(*v));
+    if (!v) {
+        x->oom = true;
+        return;
+    }
+    *l->v = v;
+    v[(*l->n)++] = a;
+}
+
+/* The encrypted listeners of [server] (see struct cfg_secure). */
+static void parse_server_secure(struct ctx *x, const struct toml_node *t)
+{
+    struct cfg_secure *sc = &x->c->secure;
+    struct secure_list tls = {&sc->tls, &sc->n_tls, 853};
+    struct secure_list https = {&sc->https, &sc->n_https, 443};
+    const struct toml_node *first = toml_table_get(t, "listen_tls");
+
+    each_string(x, t, "listen_tls", add_secure_listen, &tls);
+    each_string(x, t, "listen_https", add_secure_listen, &https);
+    set_str(x, t, "https_path", &sc->https_path);
+    set_str(x, t, "cert", &sc->cert);
+    set_str(x, t, "key", &sc->key);
+    if (sc->https_path && (sc->https_path[0] != '/' || strpbrk(sc->https_path, "?# \t")))
+        cerr(x, toml_table_get(t, "https_path"),
+             "'https_path' = \"%s\": expected an absolute path such as \"/dns-query\" "
+             "(no query, fragment or spaces)", sc->https_path);
+    if (!first)
+        first = toml_table_get(t, "listen_https");
+    if ((sc->n_tls || sc->n_https) && (!sc->cert || !sc->key))
+        cerr(x, first, "encrypted listeners need both 'cert' and 'key' (PEM files) in [server]");
+    for (int i = 0; i < 2; i++) {
+        const char *key = i ? "key" : "cert";
+        const char *path = i ? sc->key : sc->cert;
+        if (path && access(path, R_OK))
+            cerr(x, toml_table_get(t, key), "'%s' = \"%s\": %s", key, path, strerror(errno));
+    }
+}
+
 static void parse_server(struct ctx *x, const struct toml_node *t)
 {
     static const char *const keys[] = {"listen", "user", "timeout_ms", "tcp_idle_timeout_ms",
@@ -648,7 +714,9 @@ static void parse_server(struct ctx *x, const struct toml_node *t)
                                        "answer_special_names", "allow", "udp_max_size",
                                        "rate_limit", "rate_limit_burst", "max_inflight",
                                        "max_inflight_per_client",
-                                       "tcp_max_connections_per_client", NULL};
+                                       "tcp_max_connections_per_client",
+                                       "listen_tls", "listen_https", "https_path", "cert", "key",
+                                       NULL};
 
     check_keys(x, t, "[server]", keys);
     each_string(x, t, "listen", add_listen, NULL);
@@ -660,6 +728,7 @@ static void parse_server(struct ctx *x, const struct toml_node *t)
     set_str(x, t, "control", &x->c->control);
     get_bool(x, t, "answer_special_names", &x->c->answer_special_names);
     parse_server_limits(x, t);
+    parse_server_secure(x, t);
     if (x->c->control && !x->c->control[0]) {
         free(x->c->control);
         x->c->control = NULL;

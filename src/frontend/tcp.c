@@ -12,7 +12,12 @@
  * connections, and at the listener's cap the oldest idle connection makes
  * room for a new one instead of every newcomer waiting in the backlog (a
  * connection gets a quarter of the idle timeout to send its first query
- * before it can be closed that way). */
+ * before it can be closed that way).
+ *
+ * With a TLS context the same listener serves DNS over TLS (RFC 7858): the
+ * handshake runs first under the same deadline as a frame, then the bytes
+ * go through TLS instead of straight to the socket; every bound above holds
+ * alike. */
 #include <errno.h>
 #include <netinet/in.h>
 #include <stdlib.h>
@@ -21,10 +26,12 @@
 #include <unistd.h>
 
 #include "core/buf.h"
+#include "core/err.h"
 #include "core/log.h"
 #include "dns/dns.h"
 #include "frontend/accept.h"
 #include "frontend/frontend.h"
+#include "frontend/tlssrv.h"
 #include "resolve/query.h"
 
 enum {
@@ -46,6 +53,8 @@ struct tcp_conn {
     struct net_addr peer;
     struct net_addr dst; /* on a wildcard listener: the address connected to */
     bool has_dst;
+    struct tlssrv_conn *tls; /* DoT: NULL on a plain listener */
+    bool shaking;            /* the TLS handshake is not done yet */
     struct buf in, out;
 };
 
@@ -62,6 +71,7 @@ struct fe_tcp {
     struct tcp_conn *conns;
     size_t nconns;
     bool full; /* accept stopped: at the cap with no idle connection to close */
+    struct tlssrv_ctx *tls; /* DoT: new connections use it; NULL = plain */
     ev_timer wake; /* full only while the idle connections are new: until then */
 };
 
@@ -81,6 +91,7 @@ static void tcp_unref(struct fe_tcp *t)
         return;
     if (t->fd >= 0)
         close(t->fd);
+    tlssrv_ctx_unref(t->tls);
     free(t);
 }
 
@@ -103,6 +114,11 @@ static void conn_close(struct tcp_conn *c)
         return;
     ev_io_stop(t->loop, &c->io);
     ev_timer_stop(t->loop, &c->idle);
+    if (c->tls) {
+        tlssrv_conn_shutdown(c->tls);
+        tlssrv_conn_free(c->tls);
+        c->tls = NULL;
+    }
     close(c->fd);
     c->fd = -1;
     if (c->prev)
@@ -134,6 +150,15 @@ static void conn_update(struct tcp_conn *c)
 
     if (c->fd < 0)
         return;
+    if (c->shaking) {
+        ev = tlssrv_conn_wants_write(c->tls) ? EV_WRITE : EV_READ;
+        if (ev != (c->io.events & (EV_READ | EV_WRITE))) {
+            ev_io_stop(loop, &c->io);
+            ev_io_set(&c->io, c->fd, ev);
+            ev_io_start(loop, &c->io);
+        }
+        return;
+    }
     if (!c->eof && !c->t->closing && buf_used(&c->out) < TCP_OUT_HIGH &&
         c->pending < TCP_MAX_PENDING)
         ev |= EV_READ;
@@ -151,14 +176,59 @@ static void conn_update(struct tcp_conn *c)
     }
     /* frames held back while we were backed up: the socket may never become
      * readable again for them, so parse them from the loop */
-    if ((ev & EV_READ) && conn_has_frame(c))
+    if ((ev & EV_READ) && (conn_has_frame(c) || (c->tls && tlssrv_conn_pending(c->tls))))
         ev_feed_event(loop, &c->io, EV_READ);
+}
+
+/* send() or its TLS equivalent: the count, or -1 with errno (EAGAIN to wait
+ * for writability, anything else to close). */
+static ssize_t conn_send(struct tcp_conn *c, const void *p, size_t len)
+{
+    if (!c->tls)
+        return send(c->fd, p, len, MSG_NOSIGNAL);
+    long n = tlssrv_conn_write(c->tls, p, len);
+    if (n >= 0)
+        return n;
+    errno = n == DV_EAGAIN ? EAGAIN : ECONNRESET;
+    return -1;
+}
+
+/* recv() or its TLS equivalent, with the same returns (0 at EOF). */
+static ssize_t conn_recv(struct tcp_conn *c, void *p, size_t len)
+{
+    if (!c->tls)
+        return recv(c->fd, p, len, 0);
+    long n = tlssrv_conn_read(c->tls, p, len);
+    if (n >= 0)
+        return n;
+    if (n == DV_ECONN)
+        return 0;
+    errno = n == DV_EAGAIN ? EAGAIN : ECONNRESET;
+    return -1;
+}
+
+/* Advances a DoT handshake; once done the connection reads queries. */
+static void conn_handshake(struct tcp_conn *c)
+{
+    int rc = tlssrv_conn_handshake(c->tls);
+
+    if (rc == DV_EAGAIN) {
+        conn_update(c);
+        return;
+    }
+    if (rc) {
+        conn_close(c);
+        return;
+    }
+    c->shaking = false;
+    conn_update(c);
+    ev_feed_event(c->t->loop, &c->io, EV_READ); /* a query may have come with it */
 }
 
 static void conn_flush(struct tcp_conn *c)
 {
     while (buf_used(&c->out)) {
-        ssize_t n = send(c->fd, buf_head(&c->out), buf_used(&c->out), MSG_NOSIGNAL);
+        ssize_t n = conn_send(c, buf_head(&c->out), buf_used(&c->out));
         if (n < 0) {
             if (errno == EAGAIN || errno == EINTR)
                 break;
@@ -261,7 +331,7 @@ static void conn_read(struct tcp_conn *c)
     }
     size_t room = c->in.cap - c->in.len;
     bool first = buf_used(&c->in) == 0;
-    ssize_t n = recv(c->fd, c->in.data + c->in.len, room < TCP_READ_CHUNK ? room : TCP_READ_CHUNK, 0);
+    ssize_t n = conn_recv(c, c->in.data + c->in.len, room < TCP_READ_CHUNK ? room : TCP_READ_CHUNK);
     if (n < 0) {
         if (errno == EAGAIN || errno == EINTR)
             return;
@@ -287,6 +357,11 @@ static void conn_io_cb(struct ev_loop *loop, ev_io *w, int revents)
     struct tcp_conn *c = w->data;
 
     c->refs++;
+    if (c->shaking) {
+        conn_handshake(c);
+        conn_unref(c);
+        return;
+    }
     if (revents & EV_WRITE)
         conn_flush(c);
     if ((revents & EV_READ) && c->fd >= 0)
@@ -408,6 +483,12 @@ static void tcp_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
             close(fd);
             return;
         }
+        if (t->tls && tlssrv_conn_new(t->tls, fd, "dot", &c->tls)) {
+            free(c);
+            close(fd);
+            return;
+        }
+        c->shaking = c->tls != NULL;
         c->t = t;
         c->fd = fd;
         c->peer = peer;
@@ -496,4 +577,22 @@ size_t fe_tcp_conns(const struct fe_tcp *t)
 void fe_tcp_set_local(struct fe_tcp *t, const struct net_addr *local)
 {
     t->local = local;
+}
+
+struct fe_tcp *fe_dot_new(struct ev_loop *loop, const struct net_addr *a,
+                          struct query_engine *qe, const struct fe_tcp_opts *o,
+                          const struct net_addr *local, struct tlssrv_ctx *tls)
+{
+    struct fe_tcp *t = fe_tcp_new(loop, a, qe, o, local);
+
+    if (t)
+        fe_tcp_set_tls(t, tls);
+    return t;
+}
+
+void fe_tcp_set_tls(struct fe_tcp *t, struct tlssrv_ctx *tls)
+{
+    tlssrv_ctx_ref(tls);
+    tlssrv_ctx_unref(t->tls);
+    t->tls = tls;
 }
