@@ -1,0 +1,281 @@
+"""Encrypted listeners for LAN clients (listen_tls, listen_https): dnsveil
+serving DNS over TLS and DNS over HTTPS itself, checked with independent
+clients only (kdig, dig, dnspython, Python's ssl and h2) against the
+answers of the plain listener: errors for wrong ALPN, HTTP/1.1, bad paths,
+content types and sizes, the per-client connection cap, and certificate
+reload on SIGHUP with open connections kept."""
+
+import os
+import shutil
+import signal
+import socket
+import ssl
+import struct
+import subprocess
+import time
+
+import dns.message
+import dns.query
+import dns.rcode
+import pytest
+
+import helpers
+import tlspeers
+
+NAMES = [("www.test.", "A"), ("www.test.", "AAAA"), ("test.", "SOA"), ("nx.test.", "A"),
+         ("test.", "NS"), ("mail.test.", "MX")]
+
+
+def need(binary):
+    if shutil.which(binary) is None:
+        pytest.skip("%s is not installed" % binary)
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    base = tmp_path_factory.mktemp("pki")
+    os.chmod(base, 0o755)  # the daemon reads the files again as 'nobody'
+    ca = tlspeers.PrivateCA(base / "ca")
+    certs = [ca.issue("dns.test", ["dns.test"], ["127.0.0.1"]) for _ in range(2)]
+    for crt, key in certs:
+        os.chmod(crt, 0o644)
+        os.chmod(key, 0o644)
+    os.chmod(ca.dir, 0o755)
+    return ca, certs
+
+
+class Secure:
+    """A dnsveil with a plain, a DoT and a DoH listener in front of knotd."""
+
+    def __init__(self, dnsveil, knot, pki, workdir, extra_server=""):
+        self.ca, certs = pki
+        self.dir = workdir
+        os.makedirs(self.dir, exist_ok=True)
+        os.chmod(self.dir, 0o755)
+        self.cert, self.key = self.dir / "cert.pem", self.dir / "key.pem"
+        self.install(*certs[0])
+        self.tls_port = helpers.free_port()
+        self.https_port = helpers.free_port()
+        self.cfg = self.dir / "dnsveil.toml"
+        self.cfg.write_text(f"""\
+[server]
+listen_tls = "127.0.0.1:{self.tls_port}"
+listen_https = "127.0.0.1:{self.https_port}"
+cert = "{self.cert}"
+key = "{self.key}"
+tcp_idle_timeout_ms = 3000
+{extra_server}
+""")
+        os.chmod(self.cfg, 0o644)
+        self.d = dnsveil("udp://127.0.0.1:%d" % knot.port, extra=["-c", str(self.cfg)])
+
+    def install(self, crt, key):
+        shutil.copyfile(crt, self.cert)
+        shutil.copyfile(key, self.key)
+        os.chmod(self.cert, 0o644)
+        os.chmod(self.key, 0o644)
+
+    def reload(self):
+        before = self.d.log_text().count("SIGHUP")
+        self.d.send_signal(signal.SIGHUP)
+        end = time.monotonic() + 10
+        while time.monotonic() < end:
+            text = self.d.log_text()
+            if text.count("SIGHUP") > before and ("reloaded:" in text.split("SIGHUP")[-1] or
+                                                   "reload failed" in text.split("SIGHUP")[-1]):
+                return text.split("SIGHUP")[-1]
+            time.sleep(0.05)
+        raise AssertionError("no reload result in the log")
+
+    def ssl_ctx(self, alpn=("dot",)):
+        ctx = ssl.create_default_context(cafile=str(self.ca.cert))
+        if alpn:
+            ctx.set_alpn_protocols(list(alpn))
+        return ctx
+
+    def dot_connect(self, alpn=("dot",), server_hostname="dns.test", session=None, ctx=None):
+        raw = socket.create_connection(("127.0.0.1", self.tls_port), timeout=5)
+        ctx = ctx or self.ssl_ctx(alpn)
+        return ctx.wrap_socket(raw, server_hostname=server_hostname, session=session)
+
+    def plain(self, name, rdtype):
+        q = helpers.make_query(name, rdtype, edns=0)
+        return dns.query.tcp(q, "127.0.0.1", port=self.d.port, timeout=5)
+
+
+@pytest.fixture
+def secure(dnsveil, knot, pki, cfgdir):
+    return Secure(dnsveil, knot, pki, cfgdir / "secure")
+
+
+def assert_same(want, got, what):
+    """A dnspython reply and a parsed dig/kdig output agree (TTLs aside)."""
+    w = helpers.from_message(want)
+    assert got.rcode == w.rcode and got.answer == w.answer and got.authority == w.authority, \
+        (what, w, got)
+
+
+def dot_exchange(s, msg):
+    wire = msg.to_wire()
+    s.sendall(struct.pack("!H", len(wire)) + wire)
+    return dns.message.from_wire(helpers.tcp_read_frame(s))
+
+
+def assert_serving(secure):
+    """The daemon still answers on the DoT listener and the plain one."""
+    with secure.dot_connect() as s:
+        r = dot_exchange(s, helpers.make_query("www.test.", "A"))
+    assert r.rcode() == dns.rcode.NOERROR and r.answer
+    assert helpers.dns_answers("127.0.0.1", secure.d.port)
+
+
+# --------------------------------------------------------------------------
+# DNS over TLS
+
+def test_dot_kdig_equals_plain(secure):
+    need("kdig")
+    for name, rdtype in NAMES:
+        want = secure.plain(name, rdtype)
+        got = helpers.run_kdig("127.0.0.1", secure.tls_port, name, rdtype, tcp=True,
+                               opts=["+tls", "+tls-ca=%s" % secure.ca.cert,
+                                     "+tls-hostname=dns.test"])
+        assert_same(want, got, (name, rdtype))
+
+
+def test_dot_dnspython_equals_plain(secure):
+    ctx = secure.ssl_ctx()
+    for name, rdtype in NAMES:
+        want = secure.plain(name, rdtype)
+        got = dns.query.tls(helpers.make_query(name, rdtype, edns=0), "127.0.0.1",
+                            port=secure.tls_port, timeout=5, ssl_context=ctx,
+                            server_hostname="dns.test")
+        assert helpers.same_answer(want, got), (name, rdtype, got)
+
+
+def test_dot_alpn_and_tls13(secure):
+    with secure.dot_connect() as s:
+        assert s.selected_alpn_protocol() == "dot"
+        assert s.version() == "TLSv1.3"
+        assert dot_exchange(s, helpers.make_query("www.test.", "A")).answer
+    # a client that offers no ALPN at all is served (RFC 7858 predates it)
+    with secure.dot_connect(alpn=None) as s:
+        assert dot_exchange(s, helpers.make_query("www.test.", "A")).answer
+
+
+def test_dot_wrong_alpn_refused(secure):
+    with pytest.raises(ssl.SSLError):
+        with secure.dot_connect(alpn=("h2", "http/1.1")) as s:
+            dot_exchange(s, helpers.make_query("www.test.", "A"))
+    assert_serving(secure)
+
+
+def test_dot_wrong_name_fails_at_the_client(secure):
+    """Our certificate names dns.test: a client verifying another name must
+    refuse it (nothing is served without the right certificate), and the
+    daemon serves the next client."""
+    with pytest.raises(ssl.SSLCertVerificationError):
+        secure.dot_connect(server_hostname="other.test").close()
+    assert_serving(secure)
+
+
+def test_dot_pipelined_out_of_order(secure):
+    """Many queries written at once on one connection, cache misses
+    interleaved with hits: every one answered, matched by ID, and the
+    answers need not follow the order of the questions."""
+    secure.plain("www.test.", "A")  # a cache hit from now on
+    qs = []
+    for i in range(40):
+        name = "www.test." if i % 2 else "p%d.test." % i
+        q = helpers.make_query(name, "A", qid=1000 + i)
+        qs.append(q)
+    with secure.dot_connect() as s:
+        s.sendall(b"".join(struct.pack("!H", len(w)) + w for w in (q.to_wire() for q in qs)))
+        got = [dns.message.from_wire(helpers.tcp_read_frame(s)) for _ in qs]
+    assert sorted(r.id for r in got) == [q.id for q in qs]
+    for r in got:
+        q = qs[r.id - 1000]
+        assert r.question == q.question
+
+
+def test_dot_session_resumption(secure):
+    ctx = secure.ssl_ctx()
+    with secure.dot_connect(ctx=ctx) as s:
+        dot_exchange(s, helpers.make_query("www.test.", "A"))  # the ticket comes after
+        sess = s.session
+    with secure.dot_connect(ctx=ctx, session=sess) as s:
+        assert s.session_reused
+        assert dot_exchange(s, helpers.make_query("www.test.", "A")).answer
+
+
+def test_dot_per_client_connection_cap(dnsveil, knot, pki, tmp_path):
+    sec = Secure(dnsveil, knot, pki, tmp_path / "capped",
+                 extra_server="tcp_max_connections_per_client = 3")
+    held = [sec.dot_connect() for _ in range(3)]
+    for s in held:
+        assert dot_exchange(s, helpers.make_query("www.test.", "A")).answer
+    # the fourth is closed at once: the handshake or the first read fails
+    with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
+        with sec.dot_connect() as s:
+            dot_exchange(s, helpers.make_query("www.test.", "A"))
+    for s in held:
+        s.close()
+    time.sleep(0.3)
+    assert_serving(sec)
+
+
+def test_dot_silent_handshake_closed(secure):
+    """A client that connects and never says hello is closed within the
+    idle timeout (3 s here), like a TCP client that never sends a frame."""
+    raw = socket.create_connection(("127.0.0.1", secure.tls_port), timeout=15)
+    t0 = time.monotonic()
+    assert raw.recv(10) == b""
+    assert time.monotonic() - t0 < 12
+    raw.close()
+    assert_serving(secure)
+
+
+def serial_of(s):
+    return s.getpeercert()["serialNumber"]
+
+
+def test_certificate_reload_on_sighup(secure, pki):
+    ca, certs = pki
+    old = secure.dot_connect()
+    first = serial_of(old)
+    secure.install(*certs[1])
+    assert "reloaded:" in secure.reload()
+    with secure.dot_connect() as s:
+        second = serial_of(s)
+    assert second != first
+    # the connection made before the reload keeps working
+    assert dot_exchange(old, helpers.make_query("www.test.", "A")).answer
+    # a key that does not load keeps the certificate being served
+    secure.key.write_text("-----BEGIN PRIVATE KEY-----\nbm90IGEga2V5\n-----END PRIVATE KEY-----\n")
+    out = secure.reload()
+    assert "reload failed" in out and "private key" in out, out
+    with secure.dot_connect() as s:
+        assert serial_of(s) == second
+        assert dot_exchange(s, helpers.make_query("www.test.", "A")).answer
+    assert dot_exchange(old, helpers.make_query("www.test.", "A")).answer
+    old.close()
+
+
+# --------------------------------------------------------------------------
+# configuration
+
+def check(tmp_path, text):
+    p = tmp_path / "c.toml"
+    p.write_text(text)
+    return subprocess.run([helpers.dnsveil_bin(), "--check", "-c", str(p)],
+                          capture_output=True, text=True, timeout=20)
+
+
+def test_config_errors_are_positioned(tmp_path):
+    r = check(tmp_path, '[server]\nlisten_tls = ["127.0.0.1:853"]\n')
+    assert r.returncode != 0
+    assert "c.toml:2:14: error: encrypted listeners need both 'cert' and 'key'" in r.stderr, r.stderr
+    r = check(tmp_path, '[server]\nlisten_https = "nonsense"\ncert = "/nonexistent.pem"\n'
+                        'key = "/etc/hostname"\nhttps_path = "dns-query"\n')
+    assert "c.toml:2:16: error: listen address \"nonsense\"" in r.stderr, r.stderr
+    assert "c.toml:3:8: error: 'cert' = \"/nonexistent.pem\": No such file" in r.stderr, r.stderr
+    assert "c.toml:5:14: error: 'https_path' = \"dns-query\"" in r.stderr, r.stderr
