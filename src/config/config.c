@@ -691,10 +691,11 @@ static void parse_server_secure(struct ctx *x, const struct toml_node *t)
     set_str(x, t, "https_path", &sc->https_path);
     set_str(x, t, "cert", &sc->cert);
     set_str(x, t, "key", &sc->key);
-    if (sc->https_path && (sc->https_path[0] != '/' || strpbrk(sc->https_path, "?# \t")))
+    if (sc->https_path && (sc->https_path[0] != '/' || strpbrk(sc->https_path, "?# \t") ||
+                           strlen(sc->https_path) > 200))
         cerr(x, toml_table_get(t, "https_path"),
              "'https_path' = \"%s\": expected an absolute path such as \"/dns-query\" "
-             "(no query, fragment or spaces)", sc->https_path);
+             "(no query, fragment or spaces; at most 200 bytes)", sc->https_path);
     if (!first)
         first = toml_table_get(t, "listen_https");
     if ((sc->n_tls || sc->n_https) && (!sc->cert || !sc->key))

@@ -15,6 +15,7 @@ struct query_engine;
 struct fe_udp;
 struct fe_tcp;
 struct tlssrv_ctx;
+struct fe_stream_proto;
 
 struct fe_tcp_opts {
     unsigned idle_timeout_ms; /* RFC 7766 §6.2.3: close idle clients */
@@ -30,11 +31,13 @@ struct fe_udp *fe_udp_new(struct ev_loop *loop, const struct net_addr *a,
 struct fe_tcp *fe_tcp_new(struct ev_loop *loop, const struct net_addr *a,
                           struct query_engine *qe, const struct fe_tcp_opts *o,
                           const struct net_addr *local);
-/* A DNS-over-TLS listener (RFC 7858): the TCP listener with its bytes
- * through TLS from tls (referenced). Same bounds, same close. */
-struct fe_tcp *fe_dot_new(struct ev_loop *loop, const struct net_addr *a,
-                          struct query_engine *qe, const struct fe_tcp_opts *o,
-                          const struct net_addr *local, struct tlssrv_ctx *tls);
+/* An encrypted listener: the TCP listener with its bytes through TLS from
+ * tls (referenced), carrying RFC 7766 frames (DoT, RFC 7858) when proto is
+ * NULL, else proto (DoH, stream.h) with proto_arg. Same bounds, same close. */
+struct fe_tcp *fe_tcp_new_tls(struct ev_loop *loop, const struct net_addr *a,
+                              struct query_engine *qe, const struct fe_tcp_opts *o,
+                              const struct net_addr *local, struct tlssrv_ctx *tls,
+                              const struct fe_stream_proto *proto, void *proto_arg);
 /* New connections use tls from now on (a reloaded certificate); open ones
  * keep the context they started with. */
 void fe_tcp_set_tls(struct fe_tcp *t, struct tlssrv_ctx *tls);

@@ -2,6 +2,7 @@
 #include "frontend/secure.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,6 +10,7 @@
 #include "config/config.h"
 #include "core/err.h"
 #include "core/log.h"
+#include "frontend/doh_listen.h"
 #include "frontend/frontend.h"
 #include "frontend/tlssrv.h"
 
@@ -23,6 +25,7 @@ struct node {
     enum kind kind;
     struct net_addr addr;
     struct fe_tcp *tcp;
+    struct fe_doh_opts doh; /* KIND_DOH: its settings, updated on reload */
 };
 
 struct fe_secure {
@@ -66,6 +69,14 @@ static struct node *node_take(struct node **list, enum kind kind, const struct n
     return NULL;
 }
 
+static void doh_settings(struct node *n, const struct config *cfg)
+{
+    const char *path = cfg->secure.https_path ? cfg->secure.https_path : "/dns-query";
+
+    snprintf(n->doh.path, sizeof(n->doh.path), "%s", path);
+    n->doh.max_streams = 100;
+}
+
 static struct node *node_open(struct fe_secure *s, const struct config *cfg, enum kind kind,
                               const struct net_addr *a, struct tlssrv_ctx *tls)
 {
@@ -79,7 +90,9 @@ static struct node *node_open(struct fe_secure *s, const struct config *cfg, enu
     n->kind = kind;
     n->addr = *a;
     net_addr_str(a, as, sizeof(as));
-    n->tcp = fe_dot_new(s->loop, a, s->qe, &to, &n->addr, tls);
+    doh_settings(n, cfg);
+    n->tcp = fe_tcp_new_tls(s->loop, a, s->qe, &to, &n->addr, tls,
+                            kind == KIND_DOH ? &fe_doh_proto : NULL, &n->doh);
     if (!n->tcp) {
         log_err("cannot listen on %s/%s: %s%s", as, kind_names[kind],
                 strerror(errno),
@@ -98,6 +111,7 @@ int fe_secure_apply(struct fe_secure *s, const struct config *cfg)
     struct node *old = s->nodes, *fresh = NULL, *kept = NULL;
     const struct { enum kind kind; const struct net_addr *v; size_t n; } lists[] = {
         {KIND_DOT, sc->tls, sc->n_tls},
+        {KIND_DOH, sc->https, sc->n_https},
     };
     int rc;
 
@@ -127,8 +141,10 @@ int fe_secure_apply(struct fe_secure *s, const struct config *cfg)
         old = n->next;
         node_close(n);
     }
-    for (struct node *n = kept; n; n = n->next)
+    for (struct node *n = kept; n; n = n->next) {
         fe_tcp_set_tls(n->tcp, tls);
+        doh_settings(n, cfg);
+    }
     /* kept, then fresh, is the new set */
     s->nodes = fresh;
     while (kept) {

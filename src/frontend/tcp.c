@@ -31,6 +31,7 @@
 #include "dns/dns.h"
 #include "frontend/accept.h"
 #include "frontend/frontend.h"
+#include "frontend/stream.h"
 #include "frontend/tlssrv.h"
 #include "resolve/query.h"
 
@@ -54,6 +55,7 @@ struct tcp_conn {
     struct net_addr dst; /* on a wildcard listener: the address connected to */
     bool has_dst;
     struct tlssrv_conn *tls; /* DoT: NULL on a plain listener */
+    void *ps;                /* the stream protocol's state (DoH), or NULL */
     bool shaking;            /* the TLS handshake is not done yet */
     struct buf in, out;
 };
@@ -72,6 +74,8 @@ struct fe_tcp {
     size_t nconns;
     bool full; /* accept stopped: at the cap with no idle connection to close */
     struct tlssrv_ctx *tls; /* DoT: new connections use it; NULL = plain */
+    const struct fe_stream_proto *proto; /* NULL: RFC 7766 framing */
+    void *proto_arg;
     ev_timer wake; /* full only while the idle connections are new: until then */
 };
 
@@ -102,6 +106,8 @@ static void conn_unref(struct tcp_conn *c)
     buf_free(&c->in);
     buf_free(&c->out);
     struct fe_tcp *t = c->t;
+    if (c->ps)
+        t->proto->free(c->ps);
     free(c);
     tcp_unref(t);
 }
@@ -138,6 +144,8 @@ static void conn_close(struct tcp_conn *c)
 
 static bool conn_has_frame(const struct tcp_conn *c)
 {
+    if (c->t->proto)
+        return false; /* the protocol consumes all it is given */
     return buf_used(&c->in) >= 2 && buf_used(&c->in) >= 2u + dns_get16(buf_head(&c->in));
 }
 
@@ -221,6 +229,10 @@ static void conn_handshake(struct tcp_conn *c)
         return;
     }
     c->shaking = false;
+    if (c->t->proto && !(c->ps = c->t->proto->open(c->t->proto_arg, c))) {
+        conn_close(c);
+        return;
+    }
     conn_update(c);
     ev_feed_event(c->t->loop, &c->io, EV_READ); /* a query may have come with it */
 }
@@ -345,6 +357,14 @@ static void conn_read(struct tcp_conn *c)
         return;
     }
     c->in.len += (size_t)n;
+    if (c->t->proto) {
+        /* only requests and answers extend its life (fe_conn_touch) */
+        c->refs++;
+        c->t->proto->input(c->ps, c);
+        conn_update(c);
+        conn_unref(c);
+        return;
+    }
     /* a frame's deadline runs from its first byte: later bytes do not
      * extend it, so a client dribbling one byte at a time is closed */
     if (first)
@@ -483,7 +503,7 @@ static void tcp_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
             close(fd);
             return;
         }
-        if (t->tls && tlssrv_conn_new(t->tls, fd, "dot", &c->tls)) {
+        if (t->tls && tlssrv_conn_new(t->tls, fd, t->proto ? t->proto->alpn : "dot", &c->tls)) {
             free(c);
             close(fd);
             return;
@@ -579,14 +599,18 @@ void fe_tcp_set_local(struct fe_tcp *t, const struct net_addr *local)
     t->local = local;
 }
 
-struct fe_tcp *fe_dot_new(struct ev_loop *loop, const struct net_addr *a,
-                          struct query_engine *qe, const struct fe_tcp_opts *o,
-                          const struct net_addr *local, struct tlssrv_ctx *tls)
+struct fe_tcp *fe_tcp_new_tls(struct ev_loop *loop, const struct net_addr *a,
+                              struct query_engine *qe, const struct fe_tcp_opts *o,
+                              const struct net_addr *local, struct tlssrv_ctx *tls,
+                              const struct fe_stream_proto *proto, void *proto_arg)
 {
     struct fe_tcp *t = fe_tcp_new(loop, a, qe, o, local);
 
-    if (t)
+    if (t) {
         fe_tcp_set_tls(t, tls);
+        t->proto = proto;
+        t->proto_arg = proto_arg;
+    }
     return t;
 }
 
@@ -595,4 +619,67 @@ void fe_tcp_set_tls(struct fe_tcp *t, struct tlssrv_ctx *tls)
     tlssrv_ctx_ref(tls);
     tlssrv_ctx_unref(t->tls);
     t->tls = tls;
+}
+
+/* ---- the stream protocol's side (stream.h) ---- */
+
+struct buf *fe_conn_in(struct tcp_conn *c)
+{
+    return &c->in;
+}
+
+int fe_conn_write(struct tcp_conn *c, const void *p, size_t len)
+{
+    if (c->fd < 0)
+        return 0;
+    return buf_append(&c->out, p, len) ? DV_ENOMEM : 0;
+}
+
+void fe_conn_flush(struct tcp_conn *c)
+{
+    if (c->fd >= 0)
+        conn_flush(c);
+}
+
+void fe_conn_hold(struct tcp_conn *c)
+{
+    tcp_hold(c);
+}
+
+void fe_conn_release(struct tcp_conn *c)
+{
+    tcp_release(c);
+}
+
+void fe_conn_client(const struct tcp_conn *c, struct query_client *qc)
+{
+    qc->peer = c->peer;
+    qc->local = c->t->local;
+    qc->dst = c->dst;
+    qc->has_dst = c->has_dst;
+    qc->tcp = true;
+}
+
+struct query_engine *fe_conn_qe(const struct tcp_conn *c)
+{
+    return c->t->qe;
+}
+
+void fe_conn_touch(struct tcp_conn *c)
+{
+    if (c->fd < 0)
+        return;
+    ev_timer_again(c->t->loop, &c->idle);
+    c->active = ev_now(c->t->loop);
+}
+
+void fe_conn_finish(struct tcp_conn *c)
+{
+    c->eof = true;
+    conn_update(c);
+}
+
+bool fe_conn_closed(const struct tcp_conn *c)
+{
+    return c->fd < 0;
 }
