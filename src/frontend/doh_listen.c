@@ -118,7 +118,8 @@ static void *doh_open(void *arg, struct tcp_conn *c)
         free(dc);
         return NULL;
     }
-    pump(dc); /* our SETTINGS */
+    /* our SETTINGS go with the first answer to the client's preface, so a
+     * client speaking HTTP/1.1 gets nothing but a 505 */
     return dc;
 }
 

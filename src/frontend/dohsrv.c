@@ -20,6 +20,7 @@ enum method { M_NONE, M_GET, M_POST, M_OTHER };
 
 /* One request stream, from its HEADERS to its close. */
 struct dstream {
+    struct dstream *prev, *next; /* every stream of the session */
     int32_t sid;
     enum method method;
     char path[DOHSRV_PATH_MAX + 1];
@@ -38,6 +39,7 @@ struct dohsrv {
     const struct dohsrv_events *ev;
     void *arg;
     char *path;
+    struct dstream *streams; /* nghttp2_session_del frees none of them */
     size_t waiting;
     bool http1;
     int err;          /* a callback failed for want of memory */
@@ -147,8 +149,7 @@ static int request_done(struct dohsrv *s, struct dstream *d)
         const char *v = q ? query_param(q + 1, "dns", &vlen) : NULL;
         int n = v ? b64url_decode(v, vlen, msg, sizeof(msg)) : -1;
         if (n < 0)
-            return respond(s, d, v && vlen > (DOHSRV_BODY_MAX + 2) / 3 * 4 ? 413 : 400, NULL, 0,
-                           -1);
+            return respond(s, d, 400, NULL, 0, -1);
         m = msg;
         mlen = (size_t)n;
     } else {
@@ -234,6 +235,10 @@ static int on_begin_headers(nghttp2_session *h, const nghttp2_frame *f, void *ar
         return NGHTTP2_ERR_CALLBACK_FAILURE;
     }
     d->sid = f->hd.stream_id;
+    d->next = s->streams;
+    if (d->next)
+        d->next->prev = d;
+    s->streams = d;
     nghttp2_session_set_stream_user_data(h, d->sid, d);
     return 0;
 }
@@ -268,6 +273,8 @@ static int on_header(nghttp2_session *h, const nghttp2_frame *f, const uint8_t *
             l++;
         d->ctype_seen = true;
         d->ctype_dns = l == sizeof(CT_DNS) - 1 && !strncasecmp((const char *)value, CT_DNS, l);
+    } else if (name_is(name, nl, "content-length")) {
+        d->too_big = vl > 5 || strtoul((const char *)value, NULL, 10) > DOHSRV_BODY_MAX;
     }
     return 0;
 }
@@ -278,7 +285,11 @@ static int on_data(nghttp2_session *h, uint8_t flags, int32_t sid, const uint8_t
     struct dohsrv *s = arg;
     struct dstream *d = nghttp2_session_get_stream_user_data(h, sid);
 
-    if (d && !d->answered && !body_append(d, data, len)) {
+    if (!d || d->answered)
+        return 0;
+    if (!body_append(d, data, len) ||
+        /* no need to wait for the rest of a body that is already too long */
+        (d->too_big && respond(s, d, 413, NULL, 0, -1))) {
         s->err = DV_ENOMEM;
         return NGHTTP2_ERR_CALLBACK_FAILURE;
     }
@@ -290,17 +301,36 @@ static int on_frame(nghttp2_session *h, const nghttp2_frame *f, void *arg)
     struct dohsrv *s = arg;
     struct dstream *d;
 
-    if ((f->hd.type != NGHTTP2_HEADERS && f->hd.type != NGHTTP2_DATA) ||
-        !(f->hd.flags & NGHTTP2_FLAG_END_STREAM))
+    if (f->hd.type != NGHTTP2_HEADERS && f->hd.type != NGHTTP2_DATA)
         return 0;
     d = nghttp2_session_get_stream_user_data(h, f->hd.stream_id);
     if (!d || d->answered || d->waiting)
         return 0;
+    if (!(f->hd.flags & NGHTTP2_FLAG_END_STREAM)) {
+        /* a content-length over the limit is refused before the body */
+        if (d->too_big && respond(s, d, 413, NULL, 0, -1)) {
+            s->err = DV_ENOMEM;
+            return NGHTTP2_ERR_CALLBACK_FAILURE;
+        }
+        return 0;
+    }
     if (request_done(s, d)) {
         s->err = DV_ENOMEM;
         return NGHTTP2_ERR_CALLBACK_FAILURE;
     }
     return 0;
+}
+
+static void stream_free(struct dohsrv *s, struct dstream *d)
+{
+    if (d->prev)
+        d->prev->next = d->next;
+    else
+        s->streams = d->next;
+    if (d->next)
+        d->next->prev = d->prev;
+    free(d->body);
+    free(d);
 }
 
 static int on_close(nghttp2_session *h, int32_t sid, uint32_t code, void *arg)
@@ -313,8 +343,7 @@ static int on_close(nghttp2_session *h, int32_t sid, uint32_t code, void *arg)
     if (d->waiting)
         s->waiting--;
     nghttp2_session_set_stream_user_data(h, sid, NULL);
-    free(d->body);
-    free(d);
+    stream_free(s, d);
     return 0;
 }
 
@@ -360,7 +389,9 @@ void dohsrv_del(struct dohsrv *s)
 {
     if (!s)
         return;
-    nghttp2_session_del(s->h); /* closes the streams: on_close frees them */
+    nghttp2_session_del(s->h);
+    while (s->streams)
+        stream_free(s, s->streams);
     free(s->path);
     free(s);
 }

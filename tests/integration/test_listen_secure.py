@@ -261,6 +261,239 @@ def test_certificate_reload_on_sighup(secure, pki):
 
 
 # --------------------------------------------------------------------------
+# DNS over HTTPS
+
+import base64  # noqa: E402
+
+import h2.connection  # noqa: E402
+import h2.config  # noqa: E402
+import h2.events  # noqa: E402
+
+
+class H2Client:
+    """A bare HTTP/2 client (Python's h2 library) on one TLS connection, to
+    send requests no DoH client library would."""
+
+    def __init__(self, secure, alpn=("h2",)):
+        raw = socket.create_connection(("127.0.0.1", secure.https_port), timeout=5)
+        self.s = secure.ssl_ctx(alpn).wrap_socket(raw, server_hostname="dns.test")
+        self.c = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        self.c.initiate_connection()
+        self.flush()
+
+    def flush(self):
+        data = self.c.data_to_send()
+        if data:
+            self.s.sendall(data)
+
+    def request(self, method, path, body=None, ctype="application/dns-message", flush=True):
+        sid = self.c.get_next_available_stream_id()
+        hdrs = [(":method", method), (":path", path), (":scheme", "https"),
+                (":authority", "dns.test")]
+        if body is not None and ctype:
+            hdrs.append(("content-type", ctype))
+        if body is not None:
+            hdrs.append(("content-length", str(len(body))))
+        self.c.send_headers(sid, hdrs, end_stream=body is None)
+        if body is not None:
+            # as much as flow control lets through; the server answers first
+            # when the body is over its limit
+            while body:
+                room = min(self.c.local_flow_control_window(sid), self.c.max_outbound_frame_size)
+                if room <= 0:
+                    break
+                self.c.send_data(sid, body[:room], end_stream=len(body) <= room)
+                body = body[room:]
+                self.flush()
+        if flush:
+            self.flush()
+        return sid
+
+    def responses(self, sids, deadline=10):
+        """{sid: (status, headers, body) or ('reset', code)} for every sid."""
+        out, bodies, heads = {}, {}, {}
+        end = time.monotonic() + deadline
+        while set(sids) - set(out) and time.monotonic() < end:
+            data = self.s.recv(65535)
+            if not data:
+                break
+            for ev in self.c.receive_data(data):
+                if isinstance(ev, h2.events.ResponseReceived):
+                    heads[ev.stream_id] = dict((k.decode(), v.decode()) for k, v in ev.headers)
+                elif isinstance(ev, h2.events.DataReceived):
+                    bodies[ev.stream_id] = bodies.get(ev.stream_id, b"") + ev.data
+                    self.c.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+                elif isinstance(ev, h2.events.StreamEnded):
+                    h = heads.get(ev.stream_id, {})
+                    out[ev.stream_id] = (int(h.get(":status", 0)), h,
+                                         bodies.get(ev.stream_id, b""))
+                elif isinstance(ev, h2.events.StreamReset):
+                    out[ev.stream_id] = ("reset", ev.error_code)
+            self.flush()
+        return out
+
+    def one(self, *args, **kw):
+        sid = self.request(*args, **kw)
+        return self.responses([sid])[sid]
+
+    def close(self):
+        self.s.close()
+
+
+def b64(wire):
+    return base64.urlsafe_b64encode(wire).decode().rstrip("=")
+
+
+def test_doh_kdig_post_and_get_equal_plain(secure):
+    need("kdig")
+    for mode in ("+https", "+https-get"):
+        for name, rdtype in NAMES:
+            want = secure.plain(name, rdtype)
+            got = helpers.run_kdig("127.0.0.1", secure.https_port, name, rdtype, tcp=True,
+                                   opts=[mode, "+tls-ca=%s" % secure.ca.cert,
+                                         "+tls-hostname=dns.test"])
+            assert_same(want, got, (mode, name, rdtype))
+
+
+def test_doh_dig_equals_plain(secure):
+    need("dig")
+    for name, rdtype in NAMES:
+        want = secure.plain(name, rdtype)
+        got = helpers.run_dig("127.0.0.1", secure.https_port, name, rdtype, tcp=True,
+                              opts=["+https", "+tls-ca=%s" % secure.ca.cert,
+                                    "+tls-hostname=dns.test"])
+        assert_same(want, got, (name, rdtype))
+
+
+def test_doh_dnspython_equals_plain(secure):
+    for post in (True, False):
+        for name, rdtype in NAMES:
+            want = secure.plain(name, rdtype)
+            got = dns.query.https(helpers.make_query(name, rdtype, edns=0), "127.0.0.1",
+                                  port=secure.https_port, timeout=5, post=post,
+                                  verify=str(secure.ca.cert))
+            assert helpers.same_answer(want, got), (post, name, rdtype, got)
+
+
+def test_doh_headers_and_max_age(secure):
+    c = H2Client(secure)
+    assert c.s.selected_alpn_protocol() == "h2"
+    wire = helpers.make_query("www.test.", "A", qid=0).to_wire()
+    st, h, body = c.one("POST", "/dns-query", wire)
+    assert st == 200 and h["content-type"] == "application/dns-message"
+    assert int(h["content-length"]) == len(body)
+    r = dns.message.from_wire(body)
+    assert r.id == 0 and r.answer
+    ttl = min(rr.ttl for rr in r.answer + r.authority + r.additional)
+    assert h["cache-control"] == "max-age=%d" % ttl
+    # NXDOMAIN: fresh as long as the SOA's negative TTL says
+    st, h, body = c.one("GET", "/dns-query?dns=" + b64(
+        helpers.make_query("nx.test.", "A", qid=0).to_wire()))
+    r = dns.message.from_wire(body)
+    assert st == 200 and r.rcode() == dns.rcode.NXDOMAIN
+    assert h["cache-control"] == "max-age=%d" % min(rr.ttl for rr in r.authority)
+    c.close()
+
+
+def test_doh_bad_requests_get_http_errors(secure):
+    c = H2Client(secure)
+    wire = helpers.make_query("www.test.", "A", qid=0).to_wire()
+    cases = [
+        (("POST", "/other", wire), 404),
+        (("GET", "/dns-query?dns=" + b64(wire)[:-1] + "*"), 400),  # not base64url
+        (("GET", "/dns-query?dns=" + b64(wire) + "AAA"), 400),  # a lone 6 bits at the end
+        (("GET", "/dns-query?name=www.test"), 400),
+        (("GET", "/dns-query"), 400),
+        (("POST", "/dns-query", wire, "text/plain"), 415),
+        (("POST", "/dns-query", wire, None), 415),
+        (("POST", "/dns-query", b"\x00" * 5), 400),            # shorter than a header
+        (("POST", "/dns-query", b"\x00\x00\x80" + b"\x00" * 9), 400),  # a response
+        (("PUT", "/dns-query", wire), 405),
+        (("POST", "/dns-query", b"\x00" * 70000), 413),
+        (("GET", "/dns-query?dns=" + "A" * 5000), 400),  # a :path over 1024 bytes
+    ]
+    for args, want in cases:
+        res = c.one(*args[:3], **({"ctype": args[3]} if len(args) > 3 else {}))
+        assert res[0] == want, (args[:2], res)
+    # the same connection still answers
+    st, _, body = c.one("POST", "/dns-query", wire)
+    assert st == 200 and dns.message.from_wire(body).answer
+    c.close()
+    assert_serving(secure)
+
+
+def test_doh_http1_refused(secure):
+    # ALPN offering only HTTP/1.1: the handshake fails (no_application_protocol)
+    raw = socket.create_connection(("127.0.0.1", secure.https_port), timeout=5)
+    with pytest.raises(ssl.SSLError):
+        secure.ssl_ctx(("http/1.1",)).wrap_socket(raw, server_hostname="dns.test")
+    raw.close()
+    # no ALPN, HTTP/1.1 spoken anyway: 505 and the connection closes
+    raw = socket.create_connection(("127.0.0.1", secure.https_port), timeout=5)
+    s = secure.ssl_ctx(None).wrap_socket(raw, server_hostname="dns.test")
+    s.sendall(b"GET /dns-query?dns=AAAB HTTP/1.1\r\nHost: dns.test\r\n\r\n")
+    got = b""
+    while True:
+        d = s.recv(4096)
+        if not d:
+            break
+        got += d
+    assert got.startswith(b"HTTP/1.1 505 "), got
+    s.close()
+    assert_serving(secure)
+
+
+class Silent:
+    """An upstream address that never answers (a bound UDP socket nobody
+    reads), so queries stay open until the deadline."""
+
+    def __init__(self):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+
+
+def test_doh_stream_limit_enforced(dnsveil, pki, cfgdir):
+    """The server advertises 100 concurrent streams; a client that opens
+    150 at once, before it has read the SETTINGS, while every query waits
+    for a silent upstream, gets the excess refused (RST_STREAM); the
+    others end in SERVFAIL at the deadline, and the connection and the
+    daemon keep serving."""
+    silent = Silent()
+    secure = Secure(dnsveil, silent, pki, cfgdir / "silent")
+    c = H2Client(secure)
+    sids = []
+    for i in range(150):
+        q = helpers.make_query("s%d.test." % i, "A", qid=0).to_wire()
+        sids.append(c.request("GET", "/dns-query?dns=" + b64(q), flush=False))
+    c.flush()
+    res = c.responses(sids, deadline=20)
+    ok = [r for r in res.values() if r[0] == 200]
+    refused = [r for r in res.values() if r[0] == "reset"]
+    assert len(res) == 150, len(res)
+    assert len(ok) <= 100 and len(refused) >= 50, (len(ok), len(refused))
+    assert c.c.remote_settings.max_concurrent_streams == 100
+    st, _, body = c.one("POST", "/dns-query", helpers.make_query("localhost.", "A").to_wire())
+    assert st == 200 and dns.message.from_wire(body).answer
+    c.close()
+    silent.sock.close()
+
+
+def test_doh_certificate_reload(secure, pki):
+    ca, certs = pki
+    c = H2Client(secure)
+    first = serial_of(c.s)
+    secure.install(*certs[1])
+    assert "reloaded:" in secure.reload()
+    c2 = H2Client(secure)
+    assert serial_of(c2.s) != first
+    wire = helpers.make_query("www.test.", "A").to_wire()
+    for cl in (c, c2):
+        assert cl.one("POST", "/dns-query", wire)[0] == 200
+        cl.close()
+
+
+# --------------------------------------------------------------------------
 # configuration
 
 def check(tmp_path, text):
