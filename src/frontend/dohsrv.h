@@ -6,10 +6,10 @@
  * A request is a DNS query when it is POST with content-type
  * application/dns-message and a body, or GET with ?dns= (base64url, no
  * padding), on the configured path. Anything else is answered here with an
- * HTTP error: 400 (a malformed or missing message), 404 (another path), 405
- * (another method), 413 (a body over 65535 bytes, said by content-length or
- * sent), 415 (another content
- * type). A query is handed out through the query event and answered with
+ * HTTP error: 400 (a malformed or missing message, a :path over 1024
+ * bytes), 404 (another path), 405 (another method), 413 (a body over 65535
+ * bytes, said by content-length or sent), 415 (another content type). A
+ * query is handed out through the query event and answered with
  * dohsrv_answer: 200, application/dns-message, cache-control max-age from
  * the answer's smallest TTL. The stream limit is advertised in SETTINGS and
  * nghttp2 refuses streams beyond it. */
