@@ -126,6 +126,10 @@ void config_free(struct config *c)
     free(c->secure.https_path);
     free(c->secure.cert);
     free(c->secure.key);
+    for (size_t i = 0; i < c->secure.n_relay_targets; i++)
+        free(c->secure.relay_targets[i]);
+    free(c->secure.relay_targets);
+    free(c->secure.relay_path);
     free(c->user);
     free(c->ca_file);
     free(c->control);
@@ -678,6 +682,51 @@ static void add_secure_listen(struct ctx *x, const struct toml_node *n, const ch
     v[(*l->n)++] = a;
 }
 
+/* An odoh_relay_targets entry: HOST[:PORT] (an IPv6 literal in brackets),
+ * then optionally '#' and the IP addresses to reach a named host at. */
+static void add_relay_target(struct ctx *x, const struct toml_node *n, const char *s, void *arg)
+{
+    struct cfg_secure *sc = arg;
+    const char *hash = strchr(s, '#');
+    size_t alen = hash ? (size_t)(hash - s) : strlen(s);
+    bool bad = alen == 0 || alen > 255 || strcspn(s, "/?@ \t") < alen;
+
+    for (const char *p = hash ? hash + 1 : NULL; p && *p && !bad;) {
+        size_t l = strcspn(p, ",");
+        char ip[64];
+        struct net_addr a;
+        if (l == 0 || l >= sizeof(ip)) {
+            bad = true;
+            break;
+        }
+        memcpy(ip, p, l);
+        ip[l] = 0;
+        bad = net_addr_parse(ip, 443, &a) != 0;
+        p += l + (p[l] == ',');
+    }
+    if (bad) {
+        cerr(x, n, "odoh_relay_targets entry \"%s\": expected HOST[:PORT] with optional "
+                   "#IP[,IP...] (the targethost a client names)", s);
+        return;
+    }
+    char **v = realloc(sc->relay_targets, (sc->n_relay_targets + 1) * sizeof(*v));
+    if (!v) {
+        x->oom = true;
+        return;
+    }
+    sc->relay_targets = v;
+    if ((v[sc->n_relay_targets] = xstrdup(x, s)))
+        sc->n_relay_targets++;
+}
+
+static void check_path(struct ctx *x, const struct toml_node *t, const char *key, const char *p)
+{
+    if (p && (p[0] != '/' || strpbrk(p, "?# \t") || strlen(p) > 200))
+        cerr(x, toml_table_get(t, key),
+             "'%s' = \"%s\": expected an absolute path such as \"/dns-query\" "
+             "(no query, fragment or spaces; at most 200 bytes)", key, p);
+}
+
 /* The encrypted listeners of [server] (see struct cfg_secure). */
 static void parse_server_secure(struct ctx *x, const struct toml_node *t)
 {
@@ -696,6 +745,16 @@ static void parse_server_secure(struct ctx *x, const struct toml_node *t)
         cerr(x, toml_table_get(t, "https_path"),
              "'https_path' = \"%s\": expected an absolute path such as \"/dns-query\" "
              "(no query, fragment or spaces; at most 200 bytes)", sc->https_path);
+    each_string(x, t, "odoh_relay_targets", add_relay_target, sc);
+    set_str(x, t, "odoh_relay_path", &sc->relay_path);
+    check_path(x, t, "odoh_relay_path", sc->relay_path);
+    if (sc->n_relay_targets && !sc->n_https)
+        cerr(x, toml_table_get(t, "odoh_relay_targets"),
+             "'odoh_relay_targets' needs a DoH listener ('listen_https') to relay on");
+    if (sc->relay_path &&
+        !strcmp(sc->relay_path, sc->https_path ? sc->https_path : "/dns-query"))
+        cerr(x, toml_table_get(t, "odoh_relay_path"),
+             "'odoh_relay_path' must differ from 'https_path'");
     if (!first)
         first = toml_table_get(t, "listen_https");
     if ((sc->n_tls || sc->n_https) && (!sc->cert || !sc->key))
@@ -717,7 +776,7 @@ static void parse_server(struct ctx *x, const struct toml_node *t)
                                        "max_inflight_per_client",
                                        "tcp_max_connections_per_client",
                                        "listen_tls", "listen_https", "https_path", "cert", "key",
-                                       NULL};
+                                       "odoh_relay_targets", "odoh_relay_path", NULL};
 
     check_keys(x, t, "[server]", keys);
     each_string(x, t, "listen", add_listen, NULL);

@@ -94,6 +94,11 @@ struct cfg_secure {
     size_t n_https;
     char *https_path;         /* the DoH path; NULL = "/dns-query" */
     char *cert, *key;         /* PEM files, read at start and at every reload */
+    /* ODoH relay (RFC 9230 Oblivious Proxy) on the DoH listeners: off
+     * unless targets are listed */
+    char **relay_targets;     /* "HOST[:PORT][#IP,...]": targethost values allowed */
+    size_t n_relay_targets;
+    char *relay_path;         /* where relay requests come; NULL = "/proxy" */
 };
 
 struct cfg_rule {

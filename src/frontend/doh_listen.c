@@ -9,11 +9,19 @@
 #include "core/err.h"
 #include "core/log.h"
 #include "frontend/dohsrv.h"
+#include "frontend/relay.h"
 #include "resolve/query.h"
 
 struct doh_conn {
     struct dohsrv *srv;
     struct tcp_conn *c;
+    struct fe_relay *relay; /* referenced; NULL = not a relay */
+};
+
+/* One relayed request's way back. */
+struct doh_r {
+    struct doh_conn *dc;
+    int32_t sid;
 };
 
 /* One query's way back: held while the engine holds it. */
@@ -103,12 +111,50 @@ static void on_query(void *arg, int32_t sid, const uint8_t *msg, size_t len)
     q_unref(q);
 }
 
-static const struct dohsrv_events doh_events = {.query = on_query};
+static void relay_done(void *arg, int status, const char *ctype, const uint8_t *body, size_t len)
+{
+    struct doh_r *r = arg;
+    struct doh_conn *dc = r->dc;
+    struct tcp_conn *c = dc->c;
+
+    if (!fe_conn_closed(c)) {
+        if (dohsrv_reply(dc->srv, r->sid, status, ctype, body, len))
+            fe_conn_finish(c);
+        else
+            pump(dc);
+    }
+    free(r);
+    fe_conn_release(c); /* may free the connection and dc */
+}
+
+static void on_relay(void *arg, int32_t sid, const char *host, const char *path,
+                     const uint8_t *body, size_t len)
+{
+    struct doh_conn *dc = arg;
+    struct doh_r *r = calloc(1, sizeof(*r));
+
+    if (!r) {
+        fe_conn_finish(dc->c);
+        return;
+    }
+    r->dc = dc;
+    r->sid = sid;
+    fe_conn_hold(dc->c);
+    fe_conn_touch(dc->c);
+    if (fe_relay_forward(dc->relay, host, path, body, len, relay_done, r)) {
+        free(r);
+        fe_conn_release(dc->c);
+        fe_conn_finish(dc->c);
+    }
+}
+
+static const struct dohsrv_events doh_events = {.query = on_query, .relay = on_relay};
 
 static void *doh_open(void *arg, struct tcp_conn *c)
 {
     const struct fe_doh_opts *o = arg;
-    struct dohsrv_opts so = {.path = o->path, .max_streams = o->max_streams};
+    struct dohsrv_opts so = {.path = o->path, .max_streams = o->max_streams,
+                             .relay_path = o->relay && o->relay_path[0] ? o->relay_path : NULL};
     struct doh_conn *dc = calloc(1, sizeof(*dc));
 
     if (!dc)
@@ -117,6 +163,10 @@ static void *doh_open(void *arg, struct tcp_conn *c)
     if (dohsrv_new(&so, &doh_events, dc, &dc->srv)) {
         free(dc);
         return NULL;
+    }
+    if (so.relay_path) {
+        dc->relay = o->relay;
+        fe_relay_ref(dc->relay);
     }
     /* our SETTINGS go with the first answer to the client's preface, so a
      * client speaking HTTP/1.1 gets nothing but a 505 */
@@ -151,6 +201,7 @@ static void doh_free(void *st)
     struct doh_conn *dc = st;
 
     dohsrv_del(dc->srv);
+    fe_relay_unref(dc->relay);
     free(dc);
 }
 

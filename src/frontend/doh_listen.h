@@ -6,11 +6,15 @@
 
 #include "frontend/stream.h"
 
+struct fe_relay;
+
 /* A listener's settings, the proto_arg of fe_tcp_new_tls; connections
  * copy them when they open. */
 struct fe_doh_opts {
     char path[256];       /* the DoH path, e.g. "/dns-query" */
     unsigned max_streams; /* advertised and enforced per connection */
+    char relay_path[256]; /* ODoH relay requests come here ("" = off) */
+    struct fe_relay *relay; /* its targets; NULL = off */
 };
 
 extern const struct fe_stream_proto fe_doh_proto;

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <ctype.h>
 
 #include "core/err.h"
 
@@ -15,6 +16,7 @@
 #include "dns/dns.h"
 
 #define CT_DNS "application/dns-message"
+#define CT_ODOH "application/oblivious-dns-message"
 
 enum method { M_NONE, M_GET, M_POST, M_OTHER };
 
@@ -26,6 +28,7 @@ struct dstream {
     char path[DOHSRV_PATH_MAX + 1];
     bool path_long;
     bool ctype_dns;   /* content-type: application/dns-message */
+    bool ctype_odoh;  /* content-type: application/oblivious-dns-message */
     bool ctype_seen;
     bool too_big;     /* body over DOHSRV_BODY_MAX: discarded, 413 */
     bool waiting;     /* handed out, not answered */
@@ -39,14 +42,21 @@ struct dohsrv {
     const struct dohsrv_events *ev;
     void *arg;
     char *path;
+    char *relay_path; /* NULL: no relay */
     struct dstream *streams; /* nghttp2_session_del frees none of them */
     size_t waiting;
     bool http1;
     int err;          /* a callback failed for want of memory */
 };
 
+static int respond_ct(struct dohsrv *s, struct dstream *d, int status, const char *ctype,
+                      const uint8_t *body, size_t len, long max_age);
+
 static int respond(struct dohsrv *s, struct dstream *d, int status, const uint8_t *body,
-                   size_t len, long max_age);
+                   size_t len, long max_age)
+{
+    return respond_ct(s, d, status, CT_DNS, body, len, max_age);
+}
 
 /* RFC 4648 §5 without padding (RFC 8484 §4.1); '=' is tolerated at the end. */
 static int b64url_decode(const char *in, size_t n, uint8_t *out, size_t cap)
@@ -124,6 +134,51 @@ static const char *query_param(const char *q, const char *name, size_t *vlen)
     return NULL;
 }
 
+/* Percent-decodes n bytes of in into out (cap >= n + 1), NUL-terminated. */
+static int pct_decode(const char *in, size_t n, char *out)
+{
+    size_t o = 0;
+
+    for (size_t i = 0; i < n; i++) {
+        if (in[i] == '%') {
+            unsigned v;
+            if (i + 2 >= n || !isxdigit((unsigned char)in[i + 1]) ||
+                !isxdigit((unsigned char)in[i + 2]) || sscanf(in + i + 1, "%2x", &v) != 1 ||
+                v < 0x20 || v == 0x7f)
+                return -1;
+            out[o++] = (char)v;
+            i += 2;
+        } else {
+            out[o++] = in[i];
+        }
+    }
+    out[o] = 0;
+    return 0;
+}
+
+/* A POST on the relay path: checked, decoded and handed out. */
+static int relay_request(struct dohsrv *s, struct dstream *d, const char *q)
+{
+    char host[DOHSRV_PATH_MAX + 1], path[DOHSRV_PATH_MAX + 1];
+    const char *h, *p;
+    size_t hl, pl;
+
+    if (d->method != M_POST)
+        return respond(s, d, 405, NULL, 0, -1);
+    if (!d->ctype_odoh)
+        return respond(s, d, 415, NULL, 0, -1);
+    if (d->too_big)
+        return respond(s, d, 413, NULL, 0, -1);
+    if (!q || !(h = query_param(q, "targethost", &hl)) || !(p = query_param(q, "targetpath", &pl)) ||
+        pct_decode(h, hl, host) || pct_decode(p, pl, path) || !host[0] || path[0] != '/' ||
+        strpbrk(host, "/?#@ ") || strpbrk(path, " ") || d->len == 0)
+        return respond(s, d, 400, NULL, 0, -1);
+    d->waiting = true;
+    s->waiting++;
+    s->ev->relay(s->arg, d->sid, host, path, d->body, d->len);
+    return 0;
+}
+
 /* The request is complete: a query for the engine, or an error answer. */
 static int request_done(struct dohsrv *s, struct dstream *d)
 {
@@ -135,6 +190,8 @@ static int request_done(struct dohsrv *s, struct dstream *d)
         return respond(s, d, 400, NULL, 0, -1);
     char *q = strchr(d->path, '?');
     size_t plen = q ? (size_t)(q - d->path) : strlen(d->path);
+    if (s->relay_path && plen == strlen(s->relay_path) && !strncmp(d->path, s->relay_path, plen))
+        return relay_request(s, d, q ? q + 1 : NULL);
     if (plen != strlen(s->path) || strncmp(d->path, s->path, plen))
         return respond(s, d, 404, NULL, 0, -1);
     if (d->method == M_POST) {
@@ -181,8 +238,8 @@ static ssize_t body_read(nghttp2_session *h, int32_t sid, uint8_t *buf, size_t l
 
 #define NV(n, v, vl) {(uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, (vl), NGHTTP2_NV_FLAG_NONE}
 
-static int respond(struct dohsrv *s, struct dstream *d, int status, const uint8_t *body,
-                   size_t len, long max_age)
+static int respond_ct(struct dohsrv *s, struct dstream *d, int status, const char *ctype,
+                      const uint8_t *body, size_t len, long max_age)
 {
     char st[4], cl[8], cc[32];
     nghttp2_nv nv[4];
@@ -196,7 +253,7 @@ static int respond(struct dohsrv *s, struct dstream *d, int status, const uint8_
     nghttp2_nv v0 = NV(":status", st, strlen(st));
     nv[n++] = v0;
     if (body) {
-        nghttp2_nv v1 = NV("content-type", CT_DNS, sizeof(CT_DNS) - 1);
+        nghttp2_nv v1 = NV("content-type", ctype, strlen(ctype));
         nv[n++] = v1;
     }
     nghttp2_nv v2 = NV("content-length", cl, strlen(cl));
@@ -273,6 +330,7 @@ static int on_header(nghttp2_session *h, const nghttp2_frame *f, const uint8_t *
             l++;
         d->ctype_seen = true;
         d->ctype_dns = l == sizeof(CT_DNS) - 1 && !strncasecmp((const char *)value, CT_DNS, l);
+        d->ctype_odoh = l == sizeof(CT_ODOH) - 1 && !strncasecmp((const char *)value, CT_ODOH, l);
     } else if (name_is(name, nl, "content-length")) {
         d->too_big = vl > 5 || strtoul((const char *)value, NULL, 10) > DOHSRV_BODY_MAX;
     }
@@ -359,6 +417,7 @@ int dohsrv_new(const struct dohsrv_opts *o, const struct dohsrv_events *ev, void
 
     *ps = NULL;
     if (!s || !(s->path = strdup(o->path ? o->path : "/dns-query")) ||
+        (o->relay_path && ev->relay && !(s->relay_path = strdup(o->relay_path))) ||
         nghttp2_session_callbacks_new(&cb))
         goto fail;
     s->ev = ev;
@@ -379,8 +438,10 @@ int dohsrv_new(const struct dohsrv_opts *o, const struct dohsrv_events *ev, void
     return 0;
 fail:
     nghttp2_session_callbacks_del(cb);
-    if (s)
+    if (s) {
         free(s->path);
+        free(s->relay_path);
+    }
     free(s);
     return DV_ENOMEM;
 }
@@ -393,6 +454,7 @@ void dohsrv_del(struct dohsrv *s)
     while (s->streams)
         stream_free(s, s->streams);
     free(s->path);
+    free(s->relay_path);
     free(s);
 }
 
@@ -440,6 +502,20 @@ int dohsrv_answer(struct dohsrv *s, int32_t sid, const uint8_t *msg, size_t len)
     return respond(s, d, 200, msg, len, max_age);
 }
 
+int dohsrv_reply(struct dohsrv *s, int32_t sid, int status, const char *ctype,
+                 const uint8_t *body, size_t len)
+{
+    struct dstream *d = nghttp2_session_get_stream_user_data(s->h, sid);
+
+    if (!d || !d->waiting)
+        return 0;
+    d->waiting = false;
+    s->waiting--;
+    if (status < 100 || status > 599)
+        status = 502;
+    return respond_ct(s, d, status, ctype ? ctype : "application/octet-stream", body, len, -1);
+}
+
 void dohsrv_terminate(struct dohsrv *s)
 {
     (void)nghttp2_session_terminate_session(s->h, NGHTTP2_NO_ERROR);
@@ -468,6 +544,8 @@ int dohsrv_recv(struct dohsrv *s, const uint8_t *in, size_t len) { return DV_EPR
 bool dohsrv_was_http1(const struct dohsrv *s) { return false; }
 long dohsrv_send(struct dohsrv *s, const uint8_t **pout) { return DV_EPROTO; }
 int dohsrv_answer(struct dohsrv *s, int32_t sid, const uint8_t *msg, size_t len) { return 0; }
+int dohsrv_reply(struct dohsrv *s, int32_t sid, int status, const char *ctype,
+                 const uint8_t *body, size_t len) { return 0; }
 void dohsrv_terminate(struct dohsrv *s) {}
 bool dohsrv_finished(const struct dohsrv *s) { return true; }
 size_t dohsrv_waiting(const struct dohsrv *s) { return 0; }

@@ -12,7 +12,12 @@
  * query is handed out through the query event and answered with
  * dohsrv_answer: 200, application/dns-message, cache-control max-age from
  * the answer's smallest TTL. The stream limit is advertised in SETTINGS and
- * nghttp2 refuses streams beyond it. */
+ * nghttp2 refuses streams beyond it.
+ *
+ * With a relay path, a POST there of application/oblivious-dns-message
+ * with targethost and targetpath (RFC 9230 §4.1, percent-decoded here) is
+ * handed out through the relay event and answered with dohsrv_reply; the
+ * same errors apply (400 for a missing or bad target). */
 #ifndef DV_FRONTEND_DOHSRV_H
 #define DV_FRONTEND_DOHSRV_H
 
@@ -30,6 +35,7 @@ struct dohsrv;
 struct dohsrv_opts {
     const char *path;     /* e.g. "/dns-query"; copied */
     unsigned max_streams; /* SETTINGS_MAX_CONCURRENT_STREAMS */
+    const char *relay_path; /* ODoH relay requests; NULL = none; copied */
 };
 
 struct dohsrv_events {
@@ -37,6 +43,11 @@ struct dohsrv_events {
      * with dohsrv_answer, now or later; msg is only valid during the call.
      * May not call back into the session but dohsrv_answer. */
     void (*query)(void *arg, int32_t sid, const uint8_t *msg, size_t len);
+    /* An ODoH message body for https://host path (both decoded, path
+     * starting with '/'); answer with dohsrv_reply. May be NULL with no
+     * relay path. */
+    void (*relay)(void *arg, int32_t sid, const char *host, const char *path,
+                  const uint8_t *body, size_t len);
 };
 
 /* A server session with the SETTINGS queued for dohsrv_send. 0 or
@@ -57,6 +68,11 @@ long dohsrv_send(struct dohsrv *s, const uint8_t **pout);
 /* Answers the query of stream sid with the DNS message msg (copied). A
  * stream the client has closed meanwhile is skipped. 0 or DV_ENOMEM. */
 int dohsrv_answer(struct dohsrv *s, int32_t sid, const uint8_t *msg, size_t len);
+/* Answers the request of stream sid with status, and when body is not
+ * NULL that body (copied) as content-type ctype. No cache-control. A
+ * stream the client has closed is skipped. 0 or DV_ENOMEM. */
+int dohsrv_reply(struct dohsrv *s, int32_t sid, int status, const char *ctype,
+                 const uint8_t *body, size_t len);
 /* Queues a GOAWAY: open streams may finish, no new ones start. */
 void dohsrv_terminate(struct dohsrv *s);
 /* Both sides are done: nothing more to read or send. */

@@ -12,6 +12,7 @@
 #include "core/log.h"
 #include "frontend/doh_listen.h"
 #include "frontend/frontend.h"
+#include "frontend/relay.h"
 #include "frontend/tlssrv.h"
 
 enum kind { KIND_DOT, KIND_DOH };
@@ -32,6 +33,7 @@ struct fe_secure {
     struct ev_loop *loop;
     struct query_engine *qe;
     struct tlssrv_ctx *tls;
+    struct fe_relay *relay; /* the ODoH relay's targets, or NULL */
     struct node *nodes;
 };
 
@@ -69,16 +71,20 @@ static struct node *node_take(struct node **list, enum kind kind, const struct n
     return NULL;
 }
 
-static void doh_settings(struct node *n, const struct config *cfg)
+static void doh_settings(struct node *n, const struct config *cfg, struct fe_relay *relay)
 {
-    const char *path = cfg->secure.https_path ? cfg->secure.https_path : "/dns-query";
+    const struct cfg_secure *sc = &cfg->secure;
 
-    snprintf(n->doh.path, sizeof(n->doh.path), "%s", path);
+    snprintf(n->doh.path, sizeof(n->doh.path), "%s", sc->https_path ? sc->https_path : "/dns-query");
+    snprintf(n->doh.relay_path, sizeof(n->doh.relay_path), "%s",
+             sc->relay_path ? sc->relay_path : "/proxy");
+    n->doh.relay = relay; /* connections take their own reference */
     n->doh.max_streams = 100;
 }
 
 static struct node *node_open(struct fe_secure *s, const struct config *cfg, enum kind kind,
-                              const struct net_addr *a, struct tlssrv_ctx *tls)
+                              const struct net_addr *a, struct tlssrv_ctx *tls,
+                              struct fe_relay *relay)
 {
     struct fe_tcp_opts to = {.idle_timeout_ms = cfg->tcp_idle_ms, .max_conns = cfg->tcp_max_conns,
                              .max_conns_per_client = cfg->limits.tcp_max_conns_per_client};
@@ -90,7 +96,7 @@ static struct node *node_open(struct fe_secure *s, const struct config *cfg, enu
     n->kind = kind;
     n->addr = *a;
     net_addr_str(a, as, sizeof(as));
-    doh_settings(n, cfg);
+    doh_settings(n, cfg, relay);
     n->tcp = fe_tcp_new_tls(s->loop, a, s->qe, &to, &n->addr, tls,
                             kind == KIND_DOH ? &fe_doh_proto : NULL, &n->doh);
     if (!n->tcp) {
@@ -108,6 +114,7 @@ int fe_secure_apply(struct fe_secure *s, const struct config *cfg)
 {
     const struct cfg_secure *sc = &cfg->secure;
     struct tlssrv_ctx *tls = NULL;
+    struct fe_relay *relay = NULL;
     struct node *old = s->nodes, *fresh = NULL, *kept = NULL;
     const struct { enum kind kind; const struct net_addr *v; size_t n; } lists[] = {
         {KIND_DOT, sc->tls, sc->n_tls},
@@ -119,6 +126,10 @@ int fe_secure_apply(struct fe_secure *s, const struct config *cfg)
         if ((rc = tlssrv_ctx_new(sc->cert, sc->key, &tls)))
             return rc;
     }
+    if ((rc = fe_relay_new(s->loop, cfg, &relay))) {
+        tlssrv_ctx_unref(tls);
+        return rc;
+    }
     /* bind what is new first: a failure leaves the old set serving */
     for (size_t l = 0; l < sizeof(lists) / sizeof(lists[0]); l++) {
         for (size_t i = 0; i < lists[l].n; i++) {
@@ -128,7 +139,7 @@ int fe_secure_apply(struct fe_secure *s, const struct config *cfg)
                 kept = n;
                 continue;
             }
-            if (!(n = node_open(s, cfg, lists[l].kind, &lists[l].v[i], tls))) {
+            if (!(n = node_open(s, cfg, lists[l].kind, &lists[l].v[i], tls, relay))) {
                 rc = errno == ENOMEM ? DV_ENOMEM : DV_EIO;
                 goto undo;
             }
@@ -143,7 +154,7 @@ int fe_secure_apply(struct fe_secure *s, const struct config *cfg)
     }
     for (struct node *n = kept; n; n = n->next) {
         fe_tcp_set_tls(n->tcp, tls);
-        doh_settings(n, cfg);
+        doh_settings(n, cfg, relay);
     }
     /* kept, then fresh, is the new set */
     s->nodes = fresh;
@@ -155,6 +166,8 @@ int fe_secure_apply(struct fe_secure *s, const struct config *cfg)
     }
     tlssrv_ctx_unref(s->tls);
     s->tls = tls;
+    fe_relay_unref(s->relay);
+    s->relay = relay;
     return 0;
 undo:
     while (fresh) {
@@ -172,6 +185,7 @@ undo:
     }
     s->nodes = old;
     tlssrv_ctx_unref(tls);
+    fe_relay_unref(relay);
     return rc;
 }
 
@@ -194,5 +208,6 @@ void fe_secure_del(struct fe_secure *s)
         node_close(n);
     }
     tlssrv_ctx_unref(s->tls);
+    fe_relay_unref(s->relay);
     free(s);
 }

@@ -176,7 +176,9 @@ long tlssrv_conn_write(struct tlssrv_conn *c, const void *buf, size_t len)
 
 bool tlssrv_conn_pending(const struct tlssrv_conn *c)
 {
-    return wolfSSL_pending((WOLFSSL *)c->ssl) > 0;
+    /* records already read from the socket but not yet decrypted count
+     * too: the socket will not say readable for them again */
+    return wolfSSL_pending((WOLFSSL *)c->ssl) > 0 || wolfSSL_has_pending(c->ssl);
 }
 
 bool tlssrv_conn_wants_write(const struct tlssrv_conn *c)

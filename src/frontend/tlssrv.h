@@ -42,7 +42,8 @@ int tlssrv_conn_handshake(struct tlssrv_conn *c);
  * DV_ETLS; after DV_EAGAIN a write must offer the same bytes again. */
 long tlssrv_conn_read(struct tlssrv_conn *c, void *buf, size_t len);
 long tlssrv_conn_write(struct tlssrv_conn *c, const void *buf, size_t len);
-/* Decrypted bytes already buffered: readable without the socket saying so. */
+/* Bytes already buffered (decrypted, or records read and not yet
+ * decrypted): readable without the socket saying so. */
 bool tlssrv_conn_pending(const struct tlssrv_conn *c);
 bool tlssrv_conn_wants_write(const struct tlssrv_conn *c);
 /* True when the handshake resumed a session (a ticket). */

@@ -47,6 +47,8 @@ def pki(tmp_path_factory):
 class Secure:
     """A dnsveil with a plain, a DoT and a DoH listener in front of knotd."""
 
+    name = "dns.test"  # the name in its certificate
+
     def __init__(self, dnsveil, knot, pki, workdir, extra_server=""):
         self.ca, certs = pki
         self.dir = workdir
@@ -93,10 +95,11 @@ tcp_idle_timeout_ms = 3000
             ctx.set_alpn_protocols(list(alpn))
         return ctx
 
-    def dot_connect(self, alpn=("dot",), server_hostname="dns.test", session=None, ctx=None):
+    def dot_connect(self, alpn=("dot",), server_hostname=None, session=None, ctx=None):
         raw = socket.create_connection(("127.0.0.1", self.tls_port), timeout=5)
         ctx = ctx or self.ssl_ctx(alpn)
-        return ctx.wrap_socket(raw, server_hostname=server_hostname, session=session)
+        return ctx.wrap_socket(raw, server_hostname=server_hostname or self.name,
+                               session=session)
 
     def plain(self, name, rdtype):
         q = helpers.make_query(name, rdtype, edns=0)
@@ -276,8 +279,9 @@ class H2Client:
 
     def __init__(self, secure, alpn=("h2",)):
         raw = socket.create_connection(("127.0.0.1", secure.https_port), timeout=5)
-        self.s = secure.ssl_ctx(alpn).wrap_socket(raw, server_hostname="dns.test")
+        self.s = secure.ssl_ctx(alpn).wrap_socket(raw, server_hostname=secure.name)
         self.c = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        self.backlog = []  # events read while waiting for flow-control credit
         self.c.initiate_connection()
         self.flush()
 
@@ -301,7 +305,22 @@ class H2Client:
             while body:
                 room = min(self.c.local_flow_control_window(sid), self.c.max_outbound_frame_size)
                 if room <= 0:
-                    break
+                    # wait for WINDOW_UPDATE (or the server's early answer)
+                    self.s.settimeout(2)
+                    try:
+                        data = self.s.recv(65535)
+                    except socket.timeout:
+                        data = b""
+                    finally:
+                        self.s.settimeout(5)
+                    if not data:
+                        break
+                    evs = self.c.receive_data(data)
+                    self.backlog += evs
+                    if any(isinstance(e, (h2.events.StreamEnded, h2.events.StreamReset)) and
+                           e.stream_id == sid for e in evs):
+                        break
+                    continue
                 self.c.send_data(sid, body[:room], end_stream=len(body) <= room)
                 body = body[room:]
                 self.flush()
@@ -313,11 +332,16 @@ class H2Client:
         """{sid: (status, headers, body) or ('reset', code)} for every sid."""
         out, bodies, heads = {}, {}, {}
         end = time.monotonic() + deadline
+        backlog, self.backlog = self.backlog, []
         while set(sids) - set(out) and time.monotonic() < end:
-            data = self.s.recv(65535)
-            if not data:
-                break
-            for ev in self.c.receive_data(data):
+            if backlog:
+                evs, backlog = backlog, []
+            else:
+                data = self.s.recv(65535)
+                if not data:
+                    break
+                evs = self.c.receive_data(data)
+            for ev in evs:
                 if isinstance(ev, h2.events.ResponseReceived):
                     heads[ev.stream_id] = dict((k.decode(), v.decode()) for k, v in ev.headers)
                 elif isinstance(ev, h2.events.DataReceived):
