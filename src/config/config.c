@@ -124,6 +124,7 @@ void config_free(struct config *c)
     free(c->secure.tls);
     free(c->secure.https);
     free(c->secure.https_path);
+    free(c->secure.quic);
     free(c->secure.cert);
     free(c->secure.key);
     for (size_t i = 0; i < c->secure.n_relay_targets; i++)
@@ -733,10 +734,12 @@ static void parse_server_secure(struct ctx *x, const struct toml_node *t)
     struct cfg_secure *sc = &x->c->secure;
     struct secure_list tls = {&sc->tls, &sc->n_tls, 853};
     struct secure_list https = {&sc->https, &sc->n_https, 443};
+    struct secure_list quic = {&sc->quic, &sc->n_quic, 853};
     const struct toml_node *first = toml_table_get(t, "listen_tls");
 
     each_string(x, t, "listen_tls", add_secure_listen, &tls);
     each_string(x, t, "listen_https", add_secure_listen, &https);
+    each_string(x, t, "listen_quic", add_secure_listen, &quic);
     set_str(x, t, "https_path", &sc->https_path);
     set_str(x, t, "cert", &sc->cert);
     set_str(x, t, "key", &sc->key);
@@ -757,7 +760,9 @@ static void parse_server_secure(struct ctx *x, const struct toml_node *t)
              "'odoh_relay_path' must differ from 'https_path'");
     if (!first)
         first = toml_table_get(t, "listen_https");
-    if ((sc->n_tls || sc->n_https) && (!sc->cert || !sc->key))
+    if (!first)
+        first = toml_table_get(t, "listen_quic");
+    if ((sc->n_tls || sc->n_https || sc->n_quic) && (!sc->cert || !sc->key))
         cerr(x, first, "encrypted listeners need both 'cert' and 'key' (PEM files) in [server]");
     for (int i = 0; i < 2; i++) {
         const char *key = i ? "key" : "cert";
@@ -775,7 +780,7 @@ static void parse_server(struct ctx *x, const struct toml_node *t)
                                        "rate_limit", "rate_limit_burst", "max_inflight",
                                        "max_inflight_per_client",
                                        "tcp_max_connections_per_client",
-                                       "listen_tls", "listen_https", "https_path", "cert", "key",
+                                       "listen_tls", "listen_https", "listen_quic", "https_path", "cert", "key",
                                        "odoh_relay_targets", "odoh_relay_path", NULL};
 
     check_keys(x, t, "[server]", keys);

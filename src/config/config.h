@@ -93,6 +93,8 @@ struct cfg_secure {
     struct net_addr *https;   /* listen_https: DoH (RFC 8484), default port 443 */
     size_t n_https;
     char *https_path;         /* the DoH path; NULL = "/dns-query" */
+    struct net_addr *quic;    /* listen_quic: DoQ (RFC 9250), default port 853 */
+    size_t n_quic;
     char *cert, *key;         /* PEM files, read at start and at every reload */
     /* ODoH relay (RFC 9230 Oblivious Proxy) on the DoH listeners: off
      * unless targets are listed */

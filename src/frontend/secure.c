@@ -15,9 +15,9 @@
 #include "frontend/relay.h"
 #include "frontend/tlssrv.h"
 
-enum kind { KIND_DOT, KIND_DOH };
+enum kind { KIND_DOT, KIND_DOH, KIND_DOQ };
 
-static const char *const kind_names[] = {"tls", "https"};
+static const char *const kind_names[] = {"tls", "https", "quic"};
 
 /* One bound listener. Allocated alone: its address is the listener's
  * 'local' and must not move. */
@@ -25,7 +25,8 @@ struct node {
     struct node *next;
     enum kind kind;
     struct net_addr addr;
-    struct fe_tcp *tcp;
+    struct fe_tcp *tcp;     /* KIND_DOT, KIND_DOH */
+    struct fe_doq *doq;     /* KIND_DOQ */
     struct fe_doh_opts doh; /* KIND_DOH: its settings, updated on reload */
 };
 
@@ -33,6 +34,7 @@ struct fe_secure {
     struct ev_loop *loop;
     struct query_engine *qe;
     struct tlssrv_ctx *tls;
+    struct tlssrv_ctx *quic; /* the same certificate for QUIC */
     struct fe_relay *relay; /* the ODoH relay's targets, or NULL */
     struct node *nodes;
 };
@@ -55,6 +57,7 @@ static void node_close(struct node *n)
     log_info("no longer listening on %s/%s", net_addr_str(&n->addr, a, sizeof(a)),
              kind_names[n->kind]);
     fe_tcp_close(n->tcp);
+    fe_doq_close(n->doq);
     free(n);
 }
 
@@ -84,8 +87,11 @@ static void doh_settings(struct node *n, const struct config *cfg, struct fe_rel
 
 static struct node *node_open(struct fe_secure *s, const struct config *cfg, enum kind kind,
                               const struct net_addr *a, struct tlssrv_ctx *tls,
-                              struct fe_relay *relay)
+                              struct tlssrv_ctx *quic, struct fe_relay *relay)
 {
+    struct fe_doq_opts qo = {.idle_timeout_ms = cfg->tcp_idle_ms, .max_conns = cfg->tcp_max_conns,
+                             .max_conns_per_client = cfg->limits.tcp_max_conns_per_client,
+                             .retry_above = cfg->tcp_max_conns / 2};
     struct fe_tcp_opts to = {.idle_timeout_ms = cfg->tcp_idle_ms, .max_conns = cfg->tcp_max_conns,
                              .max_conns_per_client = cfg->limits.tcp_max_conns_per_client};
     struct node *n = calloc(1, sizeof(*n));
@@ -97,9 +103,12 @@ static struct node *node_open(struct fe_secure *s, const struct config *cfg, enu
     n->addr = *a;
     net_addr_str(a, as, sizeof(as));
     doh_settings(n, cfg, relay);
-    n->tcp = fe_tcp_new_tls(s->loop, a, s->qe, &to, &n->addr, tls,
-                            kind == KIND_DOH ? &fe_doh_proto : NULL, &n->doh);
-    if (!n->tcp) {
+    if (kind == KIND_DOQ)
+        n->doq = fe_doq_new(s->loop, a, s->qe, &qo, &n->addr, quic);
+    else
+        n->tcp = fe_tcp_new_tls(s->loop, a, s->qe, &to, &n->addr, tls,
+                                kind == KIND_DOH ? &fe_doh_proto : NULL, &n->doh);
+    if (!n->tcp && !n->doq) {
         log_err("cannot listen on %s/%s: %s%s", as, kind_names[kind],
                 strerror(errno),
                 errno == EACCES ? " (a privileged port needs a restart as root)" : "");
@@ -113,12 +122,13 @@ static struct node *node_open(struct fe_secure *s, const struct config *cfg, enu
 int fe_secure_apply(struct fe_secure *s, const struct config *cfg)
 {
     const struct cfg_secure *sc = &cfg->secure;
-    struct tlssrv_ctx *tls = NULL;
+    struct tlssrv_ctx *tls = NULL, *quic = NULL;
     struct fe_relay *relay = NULL;
     struct node *old = s->nodes, *fresh = NULL, *kept = NULL;
     const struct { enum kind kind; const struct net_addr *v; size_t n; } lists[] = {
         {KIND_DOT, sc->tls, sc->n_tls},
         {KIND_DOH, sc->https, sc->n_https},
+        {KIND_DOQ, sc->quic, sc->n_quic},
     };
     int rc;
 
@@ -126,8 +136,13 @@ int fe_secure_apply(struct fe_secure *s, const struct config *cfg)
         if ((rc = tlssrv_ctx_new(sc->cert, sc->key, &tls)))
             return rc;
     }
+    if (sc->n_quic && (rc = tlssrv_ctx_new_quic(sc->cert, sc->key, &quic))) {
+        tlssrv_ctx_unref(tls);
+        return rc;
+    }
     if ((rc = fe_relay_new(s->loop, cfg, &relay))) {
         tlssrv_ctx_unref(tls);
+        tlssrv_ctx_unref(quic);
         return rc;
     }
     /* bind what is new first: a failure leaves the old set serving */
@@ -139,7 +154,7 @@ int fe_secure_apply(struct fe_secure *s, const struct config *cfg)
                 kept = n;
                 continue;
             }
-            if (!(n = node_open(s, cfg, lists[l].kind, &lists[l].v[i], tls, relay))) {
+            if (!(n = node_open(s, cfg, lists[l].kind, &lists[l].v[i], tls, quic, relay))) {
                 rc = errno == ENOMEM ? DV_ENOMEM : DV_EIO;
                 goto undo;
             }
@@ -153,7 +168,10 @@ int fe_secure_apply(struct fe_secure *s, const struct config *cfg)
         node_close(n);
     }
     for (struct node *n = kept; n; n = n->next) {
-        fe_tcp_set_tls(n->tcp, tls);
+        if (n->doq)
+            fe_doq_set_tls(n->doq, quic);
+        else
+            fe_tcp_set_tls(n->tcp, tls);
         doh_settings(n, cfg, relay);
     }
     /* kept, then fresh, is the new set */
@@ -166,6 +184,8 @@ int fe_secure_apply(struct fe_secure *s, const struct config *cfg)
     }
     tlssrv_ctx_unref(s->tls);
     s->tls = tls;
+    tlssrv_ctx_unref(s->quic);
+    s->quic = quic;
     fe_relay_unref(s->relay);
     s->relay = relay;
     return 0;
@@ -174,6 +194,7 @@ undo:
         struct node *n = fresh;
         fresh = n->next;
         fe_tcp_close(n->tcp);
+        fe_doq_close(n->doq);
         free(n);
     }
     /* put the kept ones back in front of what was not looked at */
@@ -185,6 +206,7 @@ undo:
     }
     s->nodes = old;
     tlssrv_ctx_unref(tls);
+    tlssrv_ctx_unref(quic);
     fe_relay_unref(relay);
     return rc;
 }
@@ -208,6 +230,7 @@ void fe_secure_del(struct fe_secure *s)
         node_close(n);
     }
     tlssrv_ctx_unref(s->tls);
+    tlssrv_ctx_unref(s->quic);
     fe_relay_unref(s->relay);
     free(s);
 }

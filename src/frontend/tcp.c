@@ -401,27 +401,12 @@ static void conn_idle_cb(struct ev_loop *loop, ev_timer *w, int revents)
     conn_close(c);
 }
 
-/* The same client: the address without the port. */
-static bool same_host(const struct net_addr *a, const struct net_addr *b)
-{
-    if (a->ss.ss_family != b->ss.ss_family)
-        return false;
-    if (a->ss.ss_family == AF_INET)
-        return ((const struct sockaddr_in *)&a->ss)->sin_addr.s_addr ==
-               ((const struct sockaddr_in *)&b->ss)->sin_addr.s_addr;
-    if (a->ss.ss_family == AF_INET6)
-        return !memcmp(&((const struct sockaddr_in6 *)&a->ss)->sin6_addr,
-                       &((const struct sockaddr_in6 *)&b->ss)->sin6_addr,
-                       sizeof(struct in6_addr));
-    return false;
-}
-
 static size_t conns_of(const struct fe_tcp *t, const struct net_addr *peer)
 {
     size_t n = 0;
 
     for (const struct tcp_conn *c = t->conns; c; c = c->next)
-        n += same_host(&c->peer, peer);
+        n += net_addr_same_host(&c->peer, peer);
     return n;
 }
 

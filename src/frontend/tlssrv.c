@@ -15,6 +15,8 @@
 #include <wolfssl/ssl.h>
 #include <wolfssl/error-ssl.h>
 
+#include <ngtcp2/ngtcp2_crypto_wolfssl.h>
+
 struct tlssrv_ctx {
     WOLFSSL_CTX *ctx;
     unsigned refs;
@@ -28,7 +30,21 @@ struct tlssrv_conn {
     bool shut;
 };
 
-int tlssrv_ctx_new(const char *cert, const char *key, struct tlssrv_ctx **pctx)
+/* QUIC needs ALPN (RFC 9001 8.1); DoQ's is "doq" (RFC 9250 4.1.1). */
+static int quic_alpn_cb(WOLFSSL *ssl, const unsigned char **out, unsigned char *outlen,
+                        const unsigned char *in, unsigned int inlen, void *arg)
+{
+    for (unsigned i = 0; i < inlen && i + 1 + in[i] <= inlen; i += 1u + in[i]) {
+        if (in[i] == 3 && !memcmp(in + i + 1, "doq", 3)) {
+            *out = in + i + 1;
+            *outlen = 3;
+            return 0; /* SSL_TLSEXT_ERR_OK */
+        }
+    }
+    return fatal_return;
+}
+
+static int ctx_new(const char *cert, const char *key, bool quic, struct tlssrv_ctx **pctx)
 {
     struct tlssrv_ctx *t;
     int rc = DV_EINVAL;
@@ -43,9 +59,15 @@ int tlssrv_ctx_new(const char *cert, const char *key, struct tlssrv_ctx **pctx)
         free(t);
         return DV_ENOMEM;
     }
-    if (wolfSSL_CTX_SetMinVersion(t->ctx, WOLFSSL_TLSV1_2) != WOLFSSL_SUCCESS) {
+    if (wolfSSL_CTX_SetMinVersion(t->ctx, WOLFSSL_TLSV1_2) != WOLFSSL_SUCCESS ||
+        (quic && ngtcp2_crypto_wolfssl_configure_server_context(t->ctx) != 0)) {
         rc = DV_ETLS;
         goto fail;
+    }
+    if (quic) {
+        /* QUIC's early data is unbounded here; flow control bounds it */
+        (void)wolfSSL_CTX_set_max_early_data(t->ctx, UINT32_MAX);
+        wolfSSL_CTX_set_alpn_select_cb(t->ctx, quic_alpn_cb, NULL);
     }
     if (wolfSSL_CTX_use_certificate_chain_file(t->ctx, cert) != WOLFSSL_SUCCESS) {
         log_err("tls listener: cannot load the certificate chain from %s "
@@ -67,6 +89,21 @@ fail:
     wolfSSL_CTX_free(t->ctx);
     free(t);
     return rc;
+}
+
+int tlssrv_ctx_new(const char *cert, const char *key, struct tlssrv_ctx **pctx)
+{
+    return ctx_new(cert, key, false, pctx);
+}
+
+int tlssrv_ctx_new_quic(const char *cert, const char *key, struct tlssrv_ctx **pctx)
+{
+    return ctx_new(cert, key, true, pctx);
+}
+
+void *tlssrv_ctx_native(struct tlssrv_ctx *t)
+{
+    return t->ctx;
 }
 
 void tlssrv_ctx_ref(struct tlssrv_ctx *t)
@@ -209,6 +246,11 @@ int tlssrv_ctx_new(const char *cert, const char *key, struct tlssrv_ctx **pctx)
     log_err("tls listener: built without wolfSSL");
     return DV_ETLS;
 }
+int tlssrv_ctx_new_quic(const char *cert, const char *key, struct tlssrv_ctx **pctx)
+{
+    return tlssrv_ctx_new(cert, key, pctx);
+}
+void *tlssrv_ctx_native(struct tlssrv_ctx *t) { (void)t; return NULL; }
 void tlssrv_ctx_ref(struct tlssrv_ctx *t) { (void)t; }
 void tlssrv_ctx_unref(struct tlssrv_ctx *t) { (void)t; }
 int tlssrv_conn_new(struct tlssrv_ctx *t, int fd, const char *alpn, struct tlssrv_conn **pconn)

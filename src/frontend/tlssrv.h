@@ -24,6 +24,11 @@ struct tlssrv_conn;
  * mismatched); DV_ENOMEM; DV_ETLS (built without TLS). The caller holds the
  * one reference. */
 int tlssrv_ctx_new(const char *cert, const char *key, struct tlssrv_ctx **pctx);
+/* The same for QUIC (DoQ): TLS 1.3 only with its handshake carried by
+ * ngtcp2, ALPN "doq" required, early data (0-RTT) allowed on resumption. */
+int tlssrv_ctx_new_quic(const char *cert, const char *key, struct tlssrv_ctx **pctx);
+/* The context's WOLFSSL_CTX, for a QUIC connection's WOLFSSL. */
+void *tlssrv_ctx_native(struct tlssrv_ctx *ctx);
 void tlssrv_ctx_ref(struct tlssrv_ctx *ctx);
 /* Drops a reference; the last one frees ctx. NULL is ignored. */
 void tlssrv_ctx_unref(struct tlssrv_ctx *ctx);
