@@ -523,6 +523,7 @@ static struct dq_conn *conn_new(struct fe_doq *d, const ngtcp2_pkt_hd *hd, const
     wolfSSL_set_app_data(c->ssl, &c->ref);
     wolfSSL_set_accept_state(c->ssl);
     wolfSSL_set_quic_early_data_enabled(c->ssl, 1);
+    (void)wolfSSL_UseALPN(c->ssl, (char *)"doq", 3, WOLFSSL_ALPN_FAILED_ON_MISMATCH);
     ngtcp2_conn_set_tls_native_handle(c->conn, c->ssl);
     ev_init(&c->timer, conn_timer_cb);
     c->timer.data = c;

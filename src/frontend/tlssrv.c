@@ -30,20 +30,6 @@ struct tlssrv_conn {
     bool shut;
 };
 
-/* QUIC needs ALPN (RFC 9001 8.1); DoQ's is "doq" (RFC 9250 4.1.1). */
-static int quic_alpn_cb(WOLFSSL *ssl, const unsigned char **out, unsigned char *outlen,
-                        const unsigned char *in, unsigned int inlen, void *arg)
-{
-    for (unsigned i = 0; i < inlen && i + 1 + in[i] <= inlen; i += 1u + in[i]) {
-        if (in[i] == 3 && !memcmp(in + i + 1, "doq", 3)) {
-            *out = in + i + 1;
-            *outlen = 3;
-            return 0; /* SSL_TLSEXT_ERR_OK */
-        }
-    }
-    return fatal_return;
-}
-
 static int ctx_new(const char *cert, const char *key, bool quic, struct tlssrv_ctx **pctx)
 {
     struct tlssrv_ctx *t;
@@ -67,7 +53,6 @@ static int ctx_new(const char *cert, const char *key, bool quic, struct tlssrv_c
     if (quic) {
         /* QUIC's early data is unbounded here; flow control bounds it */
         (void)wolfSSL_CTX_set_max_early_data(t->ctx, UINT32_MAX);
-        wolfSSL_CTX_set_alpn_select_cb(t->ctx, quic_alpn_cb, NULL);
     }
     if (wolfSSL_CTX_use_certificate_chain_file(t->ctx, cert) != WOLFSSL_SUCCESS) {
         log_err("tls listener: cannot load the certificate chain from %s "

@@ -25,7 +25,7 @@ struct tlssrv_conn;
  * one reference. */
 int tlssrv_ctx_new(const char *cert, const char *key, struct tlssrv_ctx **pctx);
 /* The same for QUIC (DoQ): TLS 1.3 only with its handshake carried by
- * ngtcp2, ALPN "doq" required, early data (0-RTT) allowed on resumption. */
+ * ngtcp2, early data (0-RTT) allowed on resumption; the listener sets ALPN. */
 int tlssrv_ctx_new_quic(const char *cert, const char *key, struct tlssrv_ctx **pctx);
 /* The context's WOLFSSL_CTX, for a QUIC connection's WOLFSSL. */
 void *tlssrv_ctx_native(struct tlssrv_ctx *ctx);

@@ -58,11 +58,13 @@ class Secure:
         self.install(*certs[0])
         self.tls_port = helpers.free_port()
         self.https_port = helpers.free_port()
+        self.quic_port = helpers.free_port()
         self.cfg = self.dir / "dnsveil.toml"
         self.cfg.write_text(f"""\
 [server]
 listen_tls = "127.0.0.1:{self.tls_port}"
 listen_https = "127.0.0.1:{self.https_port}"
+listen_quic = "127.0.0.1:{self.quic_port}"
 cert = "{self.cert}"
 key = "{self.key}"
 tcp_idle_timeout_ms = 3000
@@ -515,6 +517,90 @@ def test_doh_certificate_reload(secure, pki):
     for cl in (c, c2):
         assert cl.one("POST", "/dns-query", wire)[0] == 200
         cl.close()
+
+
+# --------------------------------------------------------------------------
+# DNS over QUIC
+
+QUIC_KDIG = helpers.REPO / "build" / "peers" / "kdig"
+
+
+def quic_kdig(secure, name, rdtype, extra=(), timeout=3):
+    if not QUIC_KDIG.exists():
+        pytest.skip("no QUIC-capable kdig: run tests/peers/build_kdig.sh")
+    cmd = [str(QUIC_KDIG), "@127.0.0.1", "-p", str(secure.quic_port), name, rdtype, "+quic",
+           "+tls-ca=%s" % secure.ca.cert, "+tls-hostname=%s" % secure.name,
+           "+time=%d" % timeout, "+retry=0"] + list(extra)
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=30).stdout
+    return out, helpers.parse_text_output(out)
+
+
+def test_doq_kdig_equals_plain(secure):
+    for name, rdtype in NAMES:
+        want = secure.plain(name, rdtype)
+        out, got = quic_kdig(secure, name, rdtype)
+        assert "(QUIC)" in out, out
+        assert_same(want, got, (name, rdtype))
+
+
+def doq_counters(secure):
+    """Stops the daemon and reads the DoQ listener's closing line."""
+    problems = secure.d.stop()
+    assert not problems, problems
+    import re
+    m = re.search(r"doq listener: (\d+) connections, (\d+) queries \((\d+) as 0-RTT\), "
+                  r"(\d+) Retry sent, (\d+) refused", secure.d.log_text())
+    assert m, secure.d.log_text()[-2000:]
+    return dict(zip(("conns", "queries", "early", "retries", "refused"), map(int, m.groups())))
+
+
+def quic_client(dnsveil, secure):
+    """dnsveil's own quic:// upstream (tickets, 0-RTT) in front of the listener."""
+    return dnsveil("quic://%s:%d#127.0.0.1" % (secure.name, secure.quic_port), timeout=4000,
+                   extra=["--tls-ca", str(secure.ca.cert)])
+
+
+def ask(d, name, rdtype="A"):
+    return dns.query.tcp(helpers.make_query(name, rdtype, edns=0), d.host, port=d.port,
+                         timeout=6)
+
+
+def test_doq_zero_rtt_for_returning_clients(dnsveil, secure):
+    client = quic_client(dnsveil, secure)
+    assert ask(client, "www.test.").answer
+    # the listener closes the idle connection after 3 s; the next query
+    # comes on a new one, resumed, as 0-RTT data
+    time.sleep(4.5)
+    r = ask(client, "test.", "MX")
+    assert r.answer
+    st = doq_counters(secure)
+    assert st["conns"] >= 2 and st["early"] >= 1, st
+
+
+def test_doq_retry_under_load(dnsveil, knot, pki, cfgdir):
+    """With 2 connections allowed, a Retry is asked from the second on: the
+    client proves its address and is served."""
+    sec = Secure(dnsveil, knot, pki, cfgdir / "retry", extra_server="tcp_max_connections = 2")
+    client = quic_client(dnsveil, sec)
+    assert ask(client, "www.test.").answer   # holds one connection open
+    out, got = quic_kdig(sec, "www.test.", "A")
+    assert got.rcode == "NOERROR" and got.answer, out
+    st = doq_counters(sec)
+    assert st["retries"] >= 1, st
+
+
+def test_doq_connection_caps(dnsveil, knot, pki, cfgdir):
+    sec = Secure(dnsveil, knot, pki, cfgdir / "cap",
+                 extra_server="tcp_max_connections_per_client = 1")
+    client = quic_client(dnsveil, sec)
+    assert ask(client, "www.test.").answer   # the one connection 127.0.0.1 may hold
+    out, got = quic_kdig(sec, "www.test.", "A", timeout=2)
+    assert not got.answer, out
+    # the held connection still answers, and so does every other listener
+    assert ask(client, "test.", "MX").answer
+    assert_serving(sec)
+    st = doq_counters(sec)
+    assert st["refused"] >= 1, st
 
 
 # --------------------------------------------------------------------------
