@@ -16,6 +16,7 @@ struct doh_conn {
     struct dohsrv *srv;
     struct tcp_conn *c;
     struct fe_relay *relay; /* referenced; NULL = not a relay */
+    bool in_recv;           /* inside dohsrv_recv: nghttp2 may not be re-entered */
 };
 
 /* One relayed request's way back. */
@@ -36,6 +37,8 @@ static void pump(struct doh_conn *dc)
     const uint8_t *p;
     long n;
 
+    if (dc->in_recv)
+        return; /* doh_input pumps once nghttp2 returns */
     while ((n = dohsrv_send(dc->srv, &p)) > 0) {
         if (fe_conn_write(dc->c, p, (size_t)n)) {
             fe_conn_finish(dc->c);
@@ -179,7 +182,9 @@ static void doh_input(void *st, struct tcp_conn *c)
                                 "Content-Length: 0\r\nConnection: close\r\n\r\n";
     struct doh_conn *dc = st;
     struct buf *in = fe_conn_in(c);
+    dc->in_recv = true;
     int rc = dohsrv_recv(dc->srv, buf_head(in), buf_used(in));
+    dc->in_recv = false;
 
     buf_consume(in, buf_used(in));
     if (rc) {

@@ -20,6 +20,7 @@
  * alike. */
 #include <errno.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -494,6 +495,8 @@ static void tcp_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
             return;
         }
         c->shaking = c->tls != NULL;
+        /* answers are written as they complete: never held back for an ACK */
+        (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &(int){1}, sizeof(int));
         c->t = t;
         c->fd = fd;
         c->peer = peer;
