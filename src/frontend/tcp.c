@@ -58,6 +58,7 @@ struct tcp_conn {
     struct tlssrv_conn *tls; /* DoT: NULL on a plain listener */
     void *ps;                /* the stream protocol's state (DoH), or NULL */
     bool shaking;            /* the TLS handshake is not done yet */
+    bool keepalive;          /* the client sent edns-tcp-keepalive (RFC 7828) */
     struct buf in, out;
 };
 
@@ -254,6 +255,31 @@ static void conn_flush(struct tcp_conn *c)
     conn_update(c);
 }
 
+/* RFC 7828: a client that asked for edns-tcp-keepalive is told our idle
+ * timeout in every answer that has an OPT RR. msg is returned unchanged
+ * when the option does not fit or the OPT RR is not last. */
+static const uint8_t *with_keepalive(const struct tcp_conn *c, const uint8_t *msg, size_t *len)
+{
+    static uint8_t buf[DNS_MSG_MAX];
+    size_t n = *len;
+    struct dns_rr opt;
+    unsigned t = c->t->opts.idle_timeout_ms / 100; /* in units of 100 ms */
+    uint8_t v[2];
+
+    if (t > 0xffff)
+        t = 0xffff;
+    v[0] = (uint8_t)(t >> 8);
+    v[1] = (uint8_t)t;
+    if (n > sizeof(buf) - 6)
+        return msg;
+    memcpy(buf, msg, n);
+    if (dns_edns_strip_opt(buf, &n, DNS_OPT_KEEPALIVE) || dns_msg_find_opt(buf, n, &opt) != 1 ||
+        dns_edns_add_opt(buf, &n, sizeof(buf), opt.off, DNS_OPT_KEEPALIVE, v, 2))
+        return msg;
+    *len = n;
+    return buf;
+}
+
 static void tcp_send(void *ctx, const struct query_client *qc, const uint8_t *msg, size_t len)
 {
     struct tcp_conn *c = ctx;
@@ -261,6 +287,8 @@ static void tcp_send(void *ctx, const struct query_client *qc, const uint8_t *ms
 
     if (c->fd < 0)
         return; /* the client went away; nobody to answer */
+    if (c->keepalive)
+        msg = with_keepalive(c, msg, &len);
     dns_put16(pfx, (uint16_t)len);
     if (buf_append(&c->out, pfx, 2) || buf_append(&c->out, msg, len)) {
         conn_close(c);
@@ -297,6 +325,15 @@ static const struct query_sink_ops tcp_sink = {
     .release = tcp_release,
 };
 
+static bool query_has_keepalive(const uint8_t *msg, size_t len)
+{
+    struct dns_rr opt;
+    struct dns_edns e;
+
+    return dns_msg_find_opt(msg, len, &opt) == 1 && dns_edns_read(msg, len, &opt, &e) == 0 &&
+           e.has_keepalive;
+}
+
 /* Hands complete frames to the query engine while there is room for their
  * answers. A zero-length frame is not DNS: the connection is closed. */
 static void conn_parse(struct tcp_conn *c)
@@ -317,6 +354,8 @@ static void conn_parse(struct tcp_conn *c)
         }
         if (buf_used(&c->in) < 2 + flen)
             break;
+        if (!c->keepalive)
+            c->keepalive = query_has_keepalive(buf_head(&c->in) + 2, flen);
         query_submit(c->t->qe, buf_head(&c->in) + 2, flen, &qc);
         parsed = true;
         if (c->fd >= 0)

@@ -202,6 +202,21 @@ def test_dot_pipelined_out_of_order(secure):
         assert r.question == q.question
 
 
+def test_dot_edns_tcp_keepalive(secure):
+    """RFC 7828: a client that sends edns-tcp-keepalive is told the idle
+    timeout (3 s here, in units of 100 ms); one that does not is not."""
+    import dns.edns
+    q = helpers.make_query("www.test.", "A", edns=0)
+    q.use_edns(0, options=[dns.edns.GenericOption(11, b"")])
+    with secure.dot_connect() as s:
+        r = dot_exchange(s, q)
+        opts = [o for o in r.options if o.otype == 11]
+        assert r.answer and len(opts) == 1 and opts[0].to_wire() == b"\x00\x1e", r.options
+    with secure.dot_connect() as s:
+        r = dot_exchange(s, helpers.make_query("www.test.", "A", edns=0))
+        assert r.answer and not [o for o in r.options if o.otype == 11], r.options
+
+
 def test_dot_session_resumption(secure):
     ctx = secure.ssl_ctx()
     with secure.dot_connect(ctx=ctx) as s:
