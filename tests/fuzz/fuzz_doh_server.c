@@ -2,8 +2,9 @@
  * takes the input as a client's bytes (HEADERS with any pseudo-headers,
  * paths, query strings and content types, DATA bodies of any size,
  * RST_STREAM, SETTINGS, GOAWAY, garbage) and answers every query it hands
- * out at once with the query itself, QR set; whatever it sends back is
- * drained after each chunk.
+ * out at once with the query itself, QR set, and every ODoH relay request
+ * (POST /proxy?targethost=..&targetpath=..) with its own body; whatever it
+ * sends back is drained after each chunk.
  *
  * An odd first byte puts a valid client preface (the magic and an empty
  * SETTINGS frame) in front of the rest, so the fuzzer spends its time past
@@ -30,7 +31,16 @@ static void on_query(void *arg, int32_t sid, const uint8_t *msg, size_t len)
     (void)dohsrv_answer(cur, sid, ans, len);
 }
 
-static const struct dohsrv_events events = {.query = on_query};
+/* ODoH relay requests get the target's verdict at once: the body back. */
+static void on_relay(void *arg, int32_t sid, const char *host, const char *path,
+                     const uint8_t *body, size_t len)
+{
+    if (!host[0] || path[0] != '/' || len == 0 || len > DOHSRV_BODY_MAX)
+        abort(); /* dohsrv hands out only checked relay requests */
+    (void)dohsrv_reply(cur, sid, 200, "application/oblivious-dns-message", body, len);
+}
+
+static const struct dohsrv_events events = {.query = on_query, .relay = on_relay};
 
 static void drain(struct dohsrv *s)
 {
@@ -44,7 +54,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static const uint8_t preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
                                      "\x00\x00\x00\x04\x00\x00\x00\x00\x00";
-    struct dohsrv_opts o = {.path = "/dns-query", .max_streams = 8};
+    struct dohsrv_opts o = {.path = "/dns-query", .max_streams = 8, .relay_path = "/proxy"};
     struct dohsrv *s;
 
     if (size < 2 || dohsrv_new(&o, &events, NULL, &s))
