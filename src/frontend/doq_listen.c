@@ -34,7 +34,7 @@
 #include "core/err.h"
 #include "core/log.h"
 #include "frontend/frontend.h"
-#include "frontend/tlssrv.h"
+#include "tls/tlssrv.h"
 #include "resolve/query.h"
 
 #ifdef DV_HAVE_TLS

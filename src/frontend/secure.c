@@ -13,7 +13,7 @@
 #include "frontend/doh_listen.h"
 #include "frontend/frontend.h"
 #include "frontend/relay.h"
-#include "frontend/tlssrv.h"
+#include "tls/tlssrv.h"
 
 enum kind { KIND_DOT, KIND_DOH, KIND_DOQ };
 

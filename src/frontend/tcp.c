@@ -33,7 +33,7 @@
 #include "frontend/accept.h"
 #include "frontend/frontend.h"
 #include "frontend/stream.h"
-#include "frontend/tlssrv.h"
+#include "tls/tlssrv.h"
 #include "resolve/query.h"
 
 enum {

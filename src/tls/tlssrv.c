@@ -1,5 +1,5 @@
 /* tlssrv — wolfSSL server contexts and connections; see tlssrv.h. */
-#include "frontend/tlssrv.h"
+#include "tls/tlssrv.h"
 
 #include <stdlib.h>
 #include <string.h>

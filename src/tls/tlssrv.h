@@ -10,8 +10,8 @@
  * returning clients resume. ALPN: a client that offers protocols must offer
  * the listener's, a client that offers none is served (RFC 7858 clients
  * predate ALPN). */
-#ifndef DV_FRONTEND_TLSSRV_H
-#define DV_FRONTEND_TLSSRV_H
+#ifndef DV_TLS_TLSSRV_H
+#define DV_TLS_TLSSRV_H
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -43,7 +43,7 @@ void tlssrv_conn_free(struct tlssrv_conn *c);
 /* Advances the handshake: 0 once complete, DV_EAGAIN, DV_ETLS (protocol or
  * ALPN failure, logged at debug level: clients are untrusted) or DV_ECONN. */
 int tlssrv_conn_handshake(struct tlssrv_conn *c);
-/* As the client layer's (upstream/tls.h): the count, DV_EAGAIN, DV_ECONN or
+/* As the client layer's (tls/tls.h): the count, DV_EAGAIN, DV_ECONN or
  * DV_ETLS; after DV_EAGAIN a write must offer the same bytes again. */
 long tlssrv_conn_read(struct tlssrv_conn *c, void *buf, size_t len);
 long tlssrv_conn_write(struct tlssrv_conn *c, const void *buf, size_t len);
