@@ -398,12 +398,13 @@ def test_doh_kdig_post_and_get_equal_plain(secure):
 
 def test_doh_dig_equals_plain(secure):
     need("dig")
-    for name, rdtype in NAMES:
-        want = secure.plain(name, rdtype)
-        got = helpers.run_dig("127.0.0.1", secure.https_port, name, rdtype, tcp=True,
-                              opts=["+https", "+tls-ca=%s" % secure.ca.cert,
-                                    "+tls-hostname=dns.test"])
-        assert_same(want, got, (name, rdtype))
+    for mode in ("+https", "+https-get"):
+        for name, rdtype in NAMES:
+            want = secure.plain(name, rdtype)
+            got = helpers.run_dig("127.0.0.1", secure.https_port, name, rdtype, tcp=True,
+                                  opts=[mode, "+tls-ca=%s" % secure.ca.cert,
+                                        "+tls-hostname=dns.test"])
+            assert_same(want, got, (mode, name, rdtype))
 
 
 def test_doh_dnspython_equals_plain(secure):
@@ -590,6 +591,33 @@ def test_doq_zero_rtt_for_returning_clients(dnsveil, secure):
     assert r.answer
     st = doq_counters(secure)
     assert st["conns"] >= 2 and st["early"] >= 1, st
+
+
+def test_doq_certificate_reload(dnsveil, secure, pki, tmp_path):
+    """A client that pins the renewed certificate's key fails on the old
+    one and gets answers once SIGHUP has loaded the new pair."""
+    ca, certs = pki
+    conf = tmp_path / "client.toml"
+    conf.write_text(f"""\
+[upstreams.q]
+url = "quic://{secure.name}:{secure.quic_port}"
+bootstrap = ["127.0.0.1"]
+tls_ca = "{ca.cert}"
+pins = ["{tlspeers.spki_pin(certs[1][0])}"]
+[cache]
+enabled = false
+""")
+    client = dnsveil(timeout=3000, extra=["-c", str(conf)])
+    assert ask(client, "www.test.").rcode() == dns.rcode.SERVFAIL
+    secure.install(*certs[1])
+    assert "reloaded:" in secure.reload()
+    end = time.monotonic() + 15
+    while True:  # the client backs off after the pin failure; it retries
+        r = ask(client, "www.test.")
+        if r.answer or time.monotonic() > end:
+            break
+        time.sleep(0.5)
+    assert r.answer, r
 
 
 def test_doq_retry_under_load(dnsveil, knot, pki, cfgdir):
