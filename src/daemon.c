@@ -20,6 +20,7 @@
 #include "frontend/frontend.h"
 #include "frontend/metrics.h"
 #include "frontend/status.h"
+#include "frontend/secure.h"
 #include "resolve/cache.h"
 #include "resolve/obs.h"
 #include "resolve/policy.h"
@@ -60,6 +61,7 @@ struct daemon {
     struct obs *obs;        /* per-listener, per-rule and top-k counters */
     struct status *status;  /* the status page's history */
     double start_time;      /* Unix seconds */
+    struct fe_secure *secure; /* the DoT/DoH listeners */
 };
 
 static bool str_same(const char *a, const char *b)
@@ -601,6 +603,12 @@ void daemon_reload(struct daemon *d)
         log_err("reload failed; still running the previous configuration");
         return;
     }
+    /* first: a certificate or key that does not load changes nothing */
+    if (fe_secure_apply(d->secure, rt.cfg)) {
+        runtime_free(&rt);
+        log_err("reload failed; still running the previous configuration");
+        return;
+    }
     if (apply_listeners(d, rt.cfg)) {
         runtime_free(&rt);
         log_err("reload failed; still running the previous configuration");
@@ -750,6 +758,8 @@ struct daemon *daemon_new(struct ev_loop *loop, const struct daemon_cli *cli, st
     apply_cache(d, d->rt.cfg, &d->rt);
     if (apply_listeners(d, d->rt.cfg))
         goto fail;
+    if (!(d->secure = fe_secure_new(loop, d->qe)) || fe_secure_apply(d->secure, d->rt.cfg))
+        goto fail;
     apply_metrics(d, d->rt.cfg, NULL);
     if (d->rt.cfg->metrics_enabled && !d->metrics)
         goto fail;
@@ -781,6 +791,8 @@ bool daemon_has_cache(const struct daemon *d)
 void daemon_stop_listening(struct daemon *d)
 {
     stop_listeners(d);
+    fe_secure_del(d->secure);
+    d->secure = NULL;
 }
 
 size_t daemon_pending(const struct daemon *d)
@@ -796,6 +808,7 @@ void daemon_free(struct daemon *d)
     metrics_del(d->metrics);
     control_del(d->control);
     stop_listeners(d);
+    fe_secure_del(d->secure);
     if (d->qe)
         query_engine_set_obs(d->qe, NULL);
     query_engine_del(d->qe);

@@ -14,6 +14,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/types.h>
+#include <unistd.h>
 
 #include "config/stamp.h"
 #include "config/toml.h"
@@ -123,6 +124,16 @@ void config_free(struct config *c)
     free(c->rules);
     free(c->listeners);
     free(c->limits.allow);
+    free(c->secure.tls);
+    free(c->secure.https);
+    free(c->secure.https_path);
+    free(c->secure.quic);
+    free(c->secure.cert);
+    free(c->secure.key);
+    for (size_t i = 0; i < c->secure.n_relay_targets; i++)
+        free(c->secure.relay_targets[i]);
+    free(c->secure.relay_targets);
+    free(c->secure.relay_path);
     free(c->user);
     free(c->ca_file);
     free(c->control);
@@ -666,6 +677,126 @@ static void parse_tls_time_check(struct ctx *x, const struct toml_node *t)
              "'tls_time_check' = \"%s\": expected \"auto\" or \"strict\"", s);
 }
 
+/* listen_tls / listen_https: the address list of one encrypted listener
+ * kind; arg says which and its default port. */
+struct secure_list {
+    struct net_addr **v;
+    size_t *n;
+    uint16_t port;
+};
+
+static void add_secure_listen(struct ctx *x, const struct toml_node *n, const char *s, void *arg)
+{
+    struct secure_list *l = arg;
+    struct net_addr a;
+
+    if (net_addr_parse(s, l->port, &a)) {
+        cerr(x, n, "listen address \"%s\": expected IP[:PORT] or [IPv6]:PORT", s);
+        return;
+    }
+    for (size_t i = 0; i < *l->n; i++)
+        if (net_addr_eq(&(*l->v)[i], &a)) {
+            cerr(x, n, "listen address \"%s\" is listed twice", s);
+            return;
+        }
+    struct net_addr *v = realloc(*l->v, (*l->n + 1) * sizeof(*v));
+    if (!v) {
+        x->oom = true;
+        return;
+    }
+    *l->v = v;
+    v[(*l->n)++] = a;
+}
+
+/* An odoh_relay_targets entry: HOST[:PORT] (an IPv6 literal in brackets),
+ * then optionally '#' and the IP addresses to reach a named host at. */
+static void add_relay_target(struct ctx *x, const struct toml_node *n, const char *s, void *arg)
+{
+    struct cfg_secure *sc = arg;
+    const char *hash = strchr(s, '#');
+    size_t alen = hash ? (size_t)(hash - s) : strlen(s);
+    bool bad = alen == 0 || alen > 255 || strcspn(s, "/?@ \t") < alen;
+
+    for (const char *p = hash ? hash + 1 : NULL; p && *p && !bad;) {
+        size_t l = strcspn(p, ",");
+        char ip[64];
+        struct net_addr a;
+        if (l == 0 || l >= sizeof(ip)) {
+            bad = true;
+            break;
+        }
+        memcpy(ip, p, l);
+        ip[l] = 0;
+        bad = net_addr_parse(ip, 443, &a) != 0;
+        p += l + (p[l] == ',');
+    }
+    if (bad) {
+        cerr(x, n, "odoh_relay_targets entry \"%s\": expected HOST[:PORT] with optional "
+                   "#IP[,IP...] (the targethost a client names)", s);
+        return;
+    }
+    char **v = realloc(sc->relay_targets, (sc->n_relay_targets + 1) * sizeof(*v));
+    if (!v) {
+        x->oom = true;
+        return;
+    }
+    sc->relay_targets = v;
+    if ((v[sc->n_relay_targets] = xstrdup(x, s)))
+        sc->n_relay_targets++;
+}
+
+static void check_path(struct ctx *x, const struct toml_node *t, const char *key, const char *p)
+{
+    if (p && (p[0] != '/' || strpbrk(p, "?# \t") || strlen(p) > 200))
+        cerr(x, toml_table_get(t, key),
+             "'%s' = \"%s\": expected an absolute path such as \"/dns-query\" "
+             "(no query, fragment or spaces; at most 200 bytes)", key, p);
+}
+
+/* The encrypted listeners of [server] (see struct cfg_secure). */
+static void parse_server_secure(struct ctx *x, const struct toml_node *t)
+{
+    struct cfg_secure *sc = &x->c->secure;
+    struct secure_list tls = {&sc->tls, &sc->n_tls, 853};
+    struct secure_list https = {&sc->https, &sc->n_https, 443};
+    struct secure_list quic = {&sc->quic, &sc->n_quic, 853};
+    const struct toml_node *first = toml_table_get(t, "listen_tls");
+
+    each_string(x, t, "listen_tls", add_secure_listen, &tls);
+    each_string(x, t, "listen_https", add_secure_listen, &https);
+    each_string(x, t, "listen_quic", add_secure_listen, &quic);
+    set_str(x, t, "https_path", &sc->https_path);
+    set_str(x, t, "cert", &sc->cert);
+    set_str(x, t, "key", &sc->key);
+    if (sc->https_path && (sc->https_path[0] != '/' || strpbrk(sc->https_path, "?# \t") ||
+                           strlen(sc->https_path) > 200))
+        cerr(x, toml_table_get(t, "https_path"),
+             "'https_path' = \"%s\": expected an absolute path such as \"/dns-query\" "
+             "(no query, fragment or spaces; at most 200 bytes)", sc->https_path);
+    each_string(x, t, "odoh_relay_targets", add_relay_target, sc);
+    set_str(x, t, "odoh_relay_path", &sc->relay_path);
+    check_path(x, t, "odoh_relay_path", sc->relay_path);
+    if (sc->n_relay_targets && !sc->n_https)
+        cerr(x, toml_table_get(t, "odoh_relay_targets"),
+             "'odoh_relay_targets' needs a DoH listener ('listen_https') to relay on");
+    if (sc->relay_path &&
+        !strcmp(sc->relay_path, sc->https_path ? sc->https_path : "/dns-query"))
+        cerr(x, toml_table_get(t, "odoh_relay_path"),
+             "'odoh_relay_path' must differ from 'https_path'");
+    if (!first)
+        first = toml_table_get(t, "listen_https");
+    if (!first)
+        first = toml_table_get(t, "listen_quic");
+    if ((sc->n_tls || sc->n_https || sc->n_quic) && (!sc->cert || !sc->key))
+        cerr(x, first, "encrypted listeners need both 'cert' and 'key' (PEM files) in [server]");
+    for (int i = 0; i < 2; i++) {
+        const char *key = i ? "key" : "cert";
+        const char *path = i ? sc->key : sc->cert;
+        if (path && access(path, R_OK))
+            cerr(x, toml_table_get(t, key), "'%s' = \"%s\": %s", key, path, strerror(errno));
+    }
+}
+
 static void parse_server(struct ctx *x, const struct toml_node *t)
 {
     static const char *const keys[] = {"listen", "user", "timeout_ms", "tcp_idle_timeout_ms",
@@ -674,6 +805,8 @@ static void parse_server(struct ctx *x, const struct toml_node *t)
                                        "rate_limit", "rate_limit_burst", "max_inflight",
                                        "max_inflight_per_client",
                                        "tcp_max_connections_per_client", "tls_time_check",
+                                       "listen_tls", "listen_https", "listen_quic", "https_path",
+                                       "cert", "key", "odoh_relay_targets", "odoh_relay_path",
                                        NULL};
 
     check_keys(x, t, "[server]", keys);
@@ -687,6 +820,7 @@ static void parse_server(struct ctx *x, const struct toml_node *t)
     get_bool(x, t, "answer_special_names", &x->c->answer_special_names);
     parse_server_limits(x, t);
     parse_tls_time_check(x, t);
+    parse_server_secure(x, t);
     if (x->c->control && !x->c->control[0]) {
         free(x->c->control);
         x->c->control = NULL;

@@ -85,6 +85,24 @@ struct cfg_limits {
     unsigned tcp_max_conns_per_client;
 };
 
+/* [server] encrypted listeners for clients (frontend/): DNS over TLS and
+ * DNS over HTTPS, with one certificate chain and key. */
+struct cfg_secure {
+    struct net_addr *tls;     /* listen_tls: DoT (RFC 7858), default port 853 */
+    size_t n_tls;
+    struct net_addr *https;   /* listen_https: DoH (RFC 8484), default port 443 */
+    size_t n_https;
+    char *https_path;         /* the DoH path; NULL = "/dns-query" */
+    struct net_addr *quic;    /* listen_quic: DoQ (RFC 9250), default port 853 */
+    size_t n_quic;
+    char *cert, *key;         /* PEM files, read at start and at every reload */
+    /* ODoH relay (RFC 9230 Oblivious Proxy) on the DoH listeners: off
+     * unless targets are listed */
+    char **relay_targets;     /* "HOST[:PORT][#IP,...]": targethost values allowed */
+    size_t n_relay_targets;
+    char *relay_path;         /* where relay requests come; NULL = "/proxy" */
+};
+
 struct cfg_rule {
     uint8_t **domains;      /* wire names, lower-case; match name or below */
     size_t *domain_lens;
@@ -140,6 +158,7 @@ struct config {
     unsigned tcp_idle_ms;     /* idle client TCP connections close after this */
     unsigned tcp_max_conns;   /* client TCP connections per listener */
     struct cfg_limits limits;
+    struct cfg_secure secure;
     char *user;               /* drop to this user after binding as root */
     char *ca_file;            /* default CA bundle for every TLS upstream (--tls-ca) */
     char *control;            /* control socket path; NULL = none */

@@ -102,6 +102,20 @@ bool net_addr_eq(const struct net_addr *a, const struct net_addr *b)
     return a->len == b->len && memcmp(&a->ss, &b->ss, a->len) == 0;
 }
 
+bool net_addr_same_host(const struct net_addr *a, const struct net_addr *b)
+{
+    if (a->ss.ss_family != b->ss.ss_family)
+        return false;
+    if (a->ss.ss_family == AF_INET)
+        return ((const struct sockaddr_in *)&a->ss)->sin_addr.s_addr ==
+               ((const struct sockaddr_in *)&b->ss)->sin_addr.s_addr;
+    if (a->ss.ss_family == AF_INET6)
+        return !memcmp(&((const struct sockaddr_in6 *)&a->ss)->sin6_addr,
+                       &((const struct sockaddr_in6 *)&b->ss)->sin6_addr,
+                       sizeof(struct in6_addr));
+    return false;
+}
+
 uint16_t net_addr_port(const struct net_addr *a)
 {
     if (a->ss.ss_family == AF_INET)

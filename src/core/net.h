@@ -18,6 +18,8 @@ int net_addr_parse(const char *s, uint16_t default_port, struct net_addr *out);
 /* "1.2.3.4:53" / "[::1]:53" into out (always NUL-terminated). */
 const char *net_addr_str(const struct net_addr *a, char *out, size_t cap);
 bool net_addr_eq(const struct net_addr *a, const struct net_addr *b);
+/* The same IP address, ports aside (one client's connections). */
+bool net_addr_same_host(const struct net_addr *a, const struct net_addr *b);
 uint16_t net_addr_port(const struct net_addr *a);
 /* True for 0.0.0.0 and :: (a listener on every address). */
 bool net_addr_is_any(const struct net_addr *a);

@@ -8,12 +8,15 @@
 
 #include <ev.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "core/net.h"
 
 struct query_engine;
 struct fe_udp;
 struct fe_tcp;
+struct tlssrv_ctx;
+struct fe_stream_proto;
 
 struct fe_tcp_opts {
     unsigned idle_timeout_ms; /* RFC 7766 §6.2.3: close idle clients */
@@ -29,6 +32,16 @@ struct fe_udp *fe_udp_new(struct ev_loop *loop, const struct net_addr *a,
 struct fe_tcp *fe_tcp_new(struct ev_loop *loop, const struct net_addr *a,
                           struct query_engine *qe, const struct fe_tcp_opts *o,
                           const struct net_addr *local);
+/* An encrypted listener: the TCP listener with its bytes through TLS from
+ * tls (referenced), carrying RFC 7766 frames (DoT, RFC 7858) when proto is
+ * NULL, else proto (DoH, stream.h) with proto_arg. Same bounds, same close. */
+struct fe_tcp *fe_tcp_new_tls(struct ev_loop *loop, const struct net_addr *a,
+                              struct query_engine *qe, const struct fe_tcp_opts *o,
+                              const struct net_addr *local, struct tlssrv_ctx *tls,
+                              const struct fe_stream_proto *proto, void *proto_arg);
+/* New connections use tls from now on (a reloaded certificate); open ones
+ * keep the context they started with. */
+void fe_tcp_set_tls(struct fe_tcp *t, struct tlssrv_ctx *tls);
 void fe_udp_set_local(struct fe_udp *u, const struct net_addr *local);
 void fe_tcp_set_local(struct fe_tcp *t, const struct net_addr *local);
 
@@ -38,6 +51,34 @@ void fe_udp_close(struct fe_udp *u);
 /* Stops accepting; idle connections close now, busy ones after their last
  * reply. Then drops the owner's reference. */
 void fe_tcp_close(struct fe_tcp *t);
+
+/* ---- DNS over QUIC (RFC 9250, doq_listen.c) ---- */
+struct fe_doq;
+
+struct fe_doq_opts {
+    unsigned idle_timeout_ms;      /* QUIC max_idle_timeout */
+    unsigned max_conns;            /* open at once; further Initials go unanswered */
+    unsigned max_conns_per_client; /* per client address; 0 = no limit */
+    unsigned retry_above;          /* open connections from which a Retry is asked */
+};
+
+struct fe_doq_stats {
+    uint64_t conns, queries, early_queries; /* early: sent as 0-RTT data */
+    uint64_t retries, bad_tokens, refused;  /* refused: at a connection cap */
+};
+
+/* Binds a UDP socket and serves DoQ with the QUIC server context tls
+ * (tlssrv_ctx_new_quic; referenced). NULL with errno on failure. */
+struct fe_doq *fe_doq_new(struct ev_loop *loop, const struct net_addr *a, struct query_engine *qe,
+                          const struct fe_doq_opts *o, const struct net_addr *local,
+                          struct tlssrv_ctx *tls);
+/* New connections use tls from now on; open ones keep theirs. */
+void fe_doq_set_tls(struct fe_doq *d, struct tlssrv_ctx *tls);
+void fe_doq_set_local(struct fe_doq *d, const struct net_addr *local);
+void fe_doq_stats(const struct fe_doq *d, struct fe_doq_stats *out);
+/* Logs the counters, closes every connection (NO_ERROR) and the socket;
+ * answers still held by the query engine find their connection closed. */
+void fe_doq_close(struct fe_doq *d);
 
 /* Open TCP client connections (for tests of the connection cap and drain). */
 size_t fe_tcp_conns(const struct fe_tcp *t);

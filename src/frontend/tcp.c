@@ -12,19 +12,28 @@
  * connections, and at the listener's cap the oldest idle connection makes
  * room for a new one instead of every newcomer waiting in the backlog (a
  * connection gets a quarter of the idle timeout to send its first query
- * before it can be closed that way). */
+ * before it can be closed that way).
+ *
+ * With a TLS context the same listener serves DNS over TLS (RFC 7858): the
+ * handshake runs first under the same deadline as a frame, then the bytes
+ * go through TLS instead of straight to the socket; every bound above holds
+ * alike. */
 #include <errno.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include "core/buf.h"
+#include "core/err.h"
 #include "core/log.h"
 #include "dns/dns.h"
 #include "frontend/accept.h"
 #include "frontend/frontend.h"
+#include "frontend/stream.h"
+#include "tls/tlssrv.h"
 #include "resolve/query.h"
 
 enum {
@@ -46,6 +55,10 @@ struct tcp_conn {
     struct net_addr peer;
     struct net_addr dst; /* on a wildcard listener: the address connected to */
     bool has_dst;
+    struct tlssrv_conn *tls; /* DoT: NULL on a plain listener */
+    void *ps;                /* the stream protocol's state (DoH), or NULL */
+    bool shaking;            /* the TLS handshake is not done yet */
+    bool keepalive;          /* the client sent edns-tcp-keepalive (RFC 7828) */
     struct buf in, out;
 };
 
@@ -62,6 +75,9 @@ struct fe_tcp {
     struct tcp_conn *conns;
     size_t nconns;
     bool full; /* accept stopped: at the cap with no idle connection to close */
+    struct tlssrv_ctx *tls; /* DoT: new connections use it; NULL = plain */
+    const struct fe_stream_proto *proto; /* NULL: RFC 7766 framing */
+    void *proto_arg;
     ev_timer wake; /* full only while the idle connections are new: until then */
 };
 
@@ -81,6 +97,7 @@ static void tcp_unref(struct fe_tcp *t)
         return;
     if (t->fd >= 0)
         close(t->fd);
+    tlssrv_ctx_unref(t->tls);
     free(t);
 }
 
@@ -91,6 +108,8 @@ static void conn_unref(struct tcp_conn *c)
     buf_free(&c->in);
     buf_free(&c->out);
     struct fe_tcp *t = c->t;
+    if (c->ps)
+        t->proto->free(c->ps);
     free(c);
     tcp_unref(t);
 }
@@ -103,6 +122,11 @@ static void conn_close(struct tcp_conn *c)
         return;
     ev_io_stop(t->loop, &c->io);
     ev_timer_stop(t->loop, &c->idle);
+    if (c->tls) {
+        tlssrv_conn_shutdown(c->tls);
+        tlssrv_conn_free(c->tls);
+        c->tls = NULL;
+    }
     close(c->fd);
     c->fd = -1;
     if (c->prev)
@@ -122,6 +146,8 @@ static void conn_close(struct tcp_conn *c)
 
 static bool conn_has_frame(const struct tcp_conn *c)
 {
+    if (c->t->proto)
+        return false; /* the protocol consumes all it is given */
     return buf_used(&c->in) >= 2 && buf_used(&c->in) >= 2u + dns_get16(buf_head(&c->in));
 }
 
@@ -134,6 +160,15 @@ static void conn_update(struct tcp_conn *c)
 
     if (c->fd < 0)
         return;
+    if (c->shaking) {
+        ev = tlssrv_conn_wants_write(c->tls) ? EV_WRITE : EV_READ;
+        if (ev != (c->io.events & (EV_READ | EV_WRITE))) {
+            ev_io_stop(loop, &c->io);
+            ev_io_set(&c->io, c->fd, ev);
+            ev_io_start(loop, &c->io);
+        }
+        return;
+    }
     if (!c->eof && !c->t->closing && buf_used(&c->out) < TCP_OUT_HIGH &&
         c->pending < TCP_MAX_PENDING)
         ev |= EV_READ;
@@ -151,14 +186,63 @@ static void conn_update(struct tcp_conn *c)
     }
     /* frames held back while we were backed up: the socket may never become
      * readable again for them, so parse them from the loop */
-    if ((ev & EV_READ) && conn_has_frame(c))
+    if ((ev & EV_READ) && (conn_has_frame(c) || (c->tls && tlssrv_conn_pending(c->tls))))
         ev_feed_event(loop, &c->io, EV_READ);
+}
+
+/* send() or its TLS equivalent: the count, or -1 with errno (EAGAIN to wait
+ * for writability, anything else to close). */
+static ssize_t conn_send(struct tcp_conn *c, const void *p, size_t len)
+{
+    if (!c->tls)
+        return send(c->fd, p, len, MSG_NOSIGNAL);
+    long n = tlssrv_conn_write(c->tls, p, len);
+    if (n >= 0)
+        return n;
+    errno = n == DV_EAGAIN ? EAGAIN : ECONNRESET;
+    return -1;
+}
+
+/* recv() or its TLS equivalent, with the same returns (0 at EOF). */
+static ssize_t conn_recv(struct tcp_conn *c, void *p, size_t len)
+{
+    if (!c->tls)
+        return recv(c->fd, p, len, 0);
+    long n = tlssrv_conn_read(c->tls, p, len);
+    if (n >= 0)
+        return n;
+    if (n == DV_ECONN)
+        return 0;
+    errno = n == DV_EAGAIN ? EAGAIN : ECONNRESET;
+    return -1;
+}
+
+/* Advances a DoT handshake; once done the connection reads queries. */
+static void conn_handshake(struct tcp_conn *c)
+{
+    int rc = tlssrv_conn_handshake(c->tls);
+
+    if (rc == DV_EAGAIN) {
+        conn_update(c);
+        return;
+    }
+    if (rc) {
+        conn_close(c);
+        return;
+    }
+    c->shaking = false;
+    if (c->t->proto && !(c->ps = c->t->proto->open(c->t->proto_arg, c))) {
+        conn_close(c);
+        return;
+    }
+    conn_update(c);
+    ev_feed_event(c->t->loop, &c->io, EV_READ); /* a query may have come with it */
 }
 
 static void conn_flush(struct tcp_conn *c)
 {
     while (buf_used(&c->out)) {
-        ssize_t n = send(c->fd, buf_head(&c->out), buf_used(&c->out), MSG_NOSIGNAL);
+        ssize_t n = conn_send(c, buf_head(&c->out), buf_used(&c->out));
         if (n < 0) {
             if (errno == EAGAIN || errno == EINTR)
                 break;
@@ -171,6 +255,31 @@ static void conn_flush(struct tcp_conn *c)
     conn_update(c);
 }
 
+/* RFC 7828: a client that asked for edns-tcp-keepalive is told our idle
+ * timeout in every answer that has an OPT RR. msg is returned unchanged
+ * when the option does not fit or the OPT RR is not last. */
+static const uint8_t *with_keepalive(const struct tcp_conn *c, const uint8_t *msg, size_t *len)
+{
+    static uint8_t buf[DNS_MSG_MAX];
+    size_t n = *len;
+    struct dns_rr opt;
+    unsigned t = c->t->opts.idle_timeout_ms / 100; /* in units of 100 ms */
+    uint8_t v[2];
+
+    if (t > 0xffff)
+        t = 0xffff;
+    v[0] = (uint8_t)(t >> 8);
+    v[1] = (uint8_t)t;
+    if (n > sizeof(buf) - 6)
+        return msg;
+    memcpy(buf, msg, n);
+    if (dns_edns_strip_opt(buf, &n, DNS_OPT_KEEPALIVE) || dns_msg_find_opt(buf, n, &opt) != 1 ||
+        dns_edns_add_opt(buf, &n, sizeof(buf), opt.off, DNS_OPT_KEEPALIVE, v, 2))
+        return msg;
+    *len = n;
+    return buf;
+}
+
 static void tcp_send(void *ctx, const struct query_client *qc, const uint8_t *msg, size_t len)
 {
     struct tcp_conn *c = ctx;
@@ -178,6 +287,8 @@ static void tcp_send(void *ctx, const struct query_client *qc, const uint8_t *ms
 
     if (c->fd < 0)
         return; /* the client went away; nobody to answer */
+    if (c->keepalive)
+        msg = with_keepalive(c, msg, &len);
     dns_put16(pfx, (uint16_t)len);
     if (buf_append(&c->out, pfx, 2) || buf_append(&c->out, msg, len)) {
         conn_close(c);
@@ -214,6 +325,15 @@ static const struct query_sink_ops tcp_sink = {
     .release = tcp_release,
 };
 
+static bool query_has_keepalive(const uint8_t *msg, size_t len)
+{
+    struct dns_rr opt;
+    struct dns_edns e;
+
+    return dns_msg_find_opt(msg, len, &opt) == 1 && dns_edns_read(msg, len, &opt, &e) == 0 &&
+           e.has_keepalive;
+}
+
 /* Hands complete frames to the query engine while there is room for their
  * answers. A zero-length frame is not DNS: the connection is closed. */
 static void conn_parse(struct tcp_conn *c)
@@ -234,6 +354,8 @@ static void conn_parse(struct tcp_conn *c)
         }
         if (buf_used(&c->in) < 2 + flen)
             break;
+        if (!c->keepalive)
+            c->keepalive = query_has_keepalive(buf_head(&c->in) + 2, flen);
         query_submit(c->t->qe, buf_head(&c->in) + 2, flen, &qc);
         parsed = true;
         if (c->fd >= 0)
@@ -261,7 +383,7 @@ static void conn_read(struct tcp_conn *c)
     }
     size_t room = c->in.cap - c->in.len;
     bool first = buf_used(&c->in) == 0;
-    ssize_t n = recv(c->fd, c->in.data + c->in.len, room < TCP_READ_CHUNK ? room : TCP_READ_CHUNK, 0);
+    ssize_t n = conn_recv(c, c->in.data + c->in.len, room < TCP_READ_CHUNK ? room : TCP_READ_CHUNK);
     if (n < 0) {
         if (errno == EAGAIN || errno == EINTR)
             return;
@@ -275,6 +397,14 @@ static void conn_read(struct tcp_conn *c)
         return;
     }
     c->in.len += (size_t)n;
+    if (c->t->proto) {
+        /* only requests and answers extend its life (fe_conn_touch) */
+        c->refs++;
+        c->t->proto->input(c->ps, c);
+        conn_update(c);
+        conn_unref(c);
+        return;
+    }
     /* a frame's deadline runs from its first byte: later bytes do not
      * extend it, so a client dribbling one byte at a time is closed */
     if (first)
@@ -287,6 +417,11 @@ static void conn_io_cb(struct ev_loop *loop, ev_io *w, int revents)
     struct tcp_conn *c = w->data;
 
     c->refs++;
+    if (c->shaking) {
+        conn_handshake(c);
+        conn_unref(c);
+        return;
+    }
     if (revents & EV_WRITE)
         conn_flush(c);
     if ((revents & EV_READ) && c->fd >= 0)
@@ -306,27 +441,12 @@ static void conn_idle_cb(struct ev_loop *loop, ev_timer *w, int revents)
     conn_close(c);
 }
 
-/* The same client: the address without the port. */
-static bool same_host(const struct net_addr *a, const struct net_addr *b)
-{
-    if (a->ss.ss_family != b->ss.ss_family)
-        return false;
-    if (a->ss.ss_family == AF_INET)
-        return ((const struct sockaddr_in *)&a->ss)->sin_addr.s_addr ==
-               ((const struct sockaddr_in *)&b->ss)->sin_addr.s_addr;
-    if (a->ss.ss_family == AF_INET6)
-        return !memcmp(&((const struct sockaddr_in6 *)&a->ss)->sin6_addr,
-                       &((const struct sockaddr_in6 *)&b->ss)->sin6_addr,
-                       sizeof(struct in6_addr));
-    return false;
-}
-
 static size_t conns_of(const struct fe_tcp *t, const struct net_addr *peer)
 {
     size_t n = 0;
 
     for (const struct tcp_conn *c = t->conns; c; c = c->next)
-        n += same_host(&c->peer, peer);
+        n += net_addr_same_host(&c->peer, peer);
     return n;
 }
 
@@ -408,6 +528,14 @@ static void tcp_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
             close(fd);
             return;
         }
+        if (t->tls && tlssrv_conn_new(t->tls, fd, t->proto ? t->proto->alpn : "dot", &c->tls)) {
+            free(c);
+            close(fd);
+            return;
+        }
+        c->shaking = c->tls != NULL;
+        /* answers are written as they complete: never held back for an ACK */
+        (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &(int){1}, sizeof(int));
         c->t = t;
         c->fd = fd;
         c->peer = peer;
@@ -496,4 +624,89 @@ size_t fe_tcp_conns(const struct fe_tcp *t)
 void fe_tcp_set_local(struct fe_tcp *t, const struct net_addr *local)
 {
     t->local = local;
+}
+
+struct fe_tcp *fe_tcp_new_tls(struct ev_loop *loop, const struct net_addr *a,
+                              struct query_engine *qe, const struct fe_tcp_opts *o,
+                              const struct net_addr *local, struct tlssrv_ctx *tls,
+                              const struct fe_stream_proto *proto, void *proto_arg)
+{
+    struct fe_tcp *t = fe_tcp_new(loop, a, qe, o, local);
+
+    if (t) {
+        fe_tcp_set_tls(t, tls);
+        t->proto = proto;
+        t->proto_arg = proto_arg;
+    }
+    return t;
+}
+
+void fe_tcp_set_tls(struct fe_tcp *t, struct tlssrv_ctx *tls)
+{
+    tlssrv_ctx_ref(tls);
+    tlssrv_ctx_unref(t->tls);
+    t->tls = tls;
+}
+
+/* ---- the stream protocol's side (stream.h) ---- */
+
+struct buf *fe_conn_in(struct tcp_conn *c)
+{
+    return &c->in;
+}
+
+int fe_conn_write(struct tcp_conn *c, const void *p, size_t len)
+{
+    if (c->fd < 0)
+        return 0;
+    return buf_append(&c->out, p, len) ? DV_ENOMEM : 0;
+}
+
+void fe_conn_flush(struct tcp_conn *c)
+{
+    if (c->fd >= 0)
+        conn_flush(c);
+}
+
+void fe_conn_hold(struct tcp_conn *c)
+{
+    tcp_hold(c);
+}
+
+void fe_conn_release(struct tcp_conn *c)
+{
+    tcp_release(c);
+}
+
+void fe_conn_client(const struct tcp_conn *c, struct query_client *qc)
+{
+    qc->peer = c->peer;
+    qc->local = c->t->local;
+    qc->dst = c->dst;
+    qc->has_dst = c->has_dst;
+    qc->tcp = true;
+}
+
+struct query_engine *fe_conn_qe(const struct tcp_conn *c)
+{
+    return c->t->qe;
+}
+
+void fe_conn_touch(struct tcp_conn *c)
+{
+    if (c->fd < 0)
+        return;
+    ev_timer_again(c->t->loop, &c->idle);
+    c->active = ev_now(c->t->loop);
+}
+
+void fe_conn_finish(struct tcp_conn *c)
+{
+    c->eof = true;
+    conn_update(c);
+}
+
+bool fe_conn_closed(const struct tcp_conn *c)
+{
+    return c->fd < 0;
 }

@@ -117,7 +117,7 @@ int doh_answer_rc(const struct h2_req *r)
 #include "core/log.h"
 #include "upstream/conn.h"
 #include "upstream/happy.h"
-#include "upstream/tls.h"
+#include "tls/tls.h"
 #include "upstream/upstream.h"
 
 enum {

@@ -9,7 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "upstream/h2.h"
+#include "tls/h2.h"
 #include "upstream/upstream.h"
 
 /* Base64url without padding (RFC 4648 5, as RFC 8484 4.1 asks for GET) of

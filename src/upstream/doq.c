@@ -116,7 +116,7 @@ int doq_error_to_rc(uint64_t code)
 #include "core/rand.h"
 #include "upstream/conn.h"
 #include "upstream/happy.h"
-#include "upstream/tls.h"
+#include "tls/tls.h"
 
 enum {
     DOQ_CID_LEN = 16,

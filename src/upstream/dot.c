@@ -43,7 +43,7 @@
 #include "upstream/conn.h"
 #include "upstream/happy.h"
 #include "upstream/frame.h"
-#include "upstream/tls.h"
+#include "tls/tls.h"
 #include "upstream/upstream.h"
 
 enum {

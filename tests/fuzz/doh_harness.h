@@ -15,7 +15,7 @@
 
 #include "core/err.h"
 #include "upstream/doh.h"
-#include "upstream/h2.h"
+#include "tls/h2.h"
 
 struct harness_req {
     struct h2_req h;

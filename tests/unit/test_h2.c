@@ -1,4 +1,4 @@
-/* Unit tests for the pure HTTP/2 exchange (src/upstream/h2.h) that DoH and
+/* Unit tests for the pure HTTP/2 exchange (src/tls/h2.h) that DoH and
  * ODoH share: hand-made server frames in, one event per request out, with
  * the status, media type verdict, Cache-Control max-age and body ODoH needs
  * (a configs fetch, a 401, a cancelled request). */
@@ -12,7 +12,7 @@
 #include <cmocka.h>
 
 #include "core/err.h"
-#include "upstream/h2.h"
+#include "tls/h2.h"
 
 #if defined(DV_HAVE_NGHTTP2)
 

@@ -1,5 +1,5 @@
 /* tls — wolfSSL client contexts and connections; see tls.h for the contract. */
-#include "upstream/tls.h"
+#include "tls/tls.h"
 
 #ifdef DV_HAVE_TLS
 

@@ -1,4 +1,4 @@
-#include "upstream/h2.h"
+#include "tls/h2.h"
 
 #include "core/err.h"
 

@@ -8,8 +8,8 @@
  * Events are called from inside h2_recv, h2_send and h2_abort. An event
  * handler may not call back into the session (the caller's transport queues
  * the outcome and acts on it once the call returns, see conn_scope). */
-#ifndef DV_UPSTREAM_H2_H
-#define DV_UPSTREAM_H2_H
+#ifndef DV_TLS_H2_H
+#define DV_TLS_H2_H
 
 #include <stdbool.h>
 #include <stddef.h>

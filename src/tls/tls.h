@@ -13,8 +13,8 @@
  * SubjectPublicKeyInfo of at least one certificate the server presented (leaf
  * or intermediates, as sent) must equal one of them. A failure is logged once
  * with the upstream's name and the reason, and the connection is unusable. */
-#ifndef DV_UPSTREAM_TLS_H
-#define DV_UPSTREAM_TLS_H
+#ifndef DV_TLS_TLS_H
+#define DV_TLS_TLS_H
 
 #include <stdbool.h>
 #include <stddef.h>
