@@ -30,7 +30,7 @@
 #include "upstream/bootres.h"
 #include "upstream/odoh.h"
 #include "upstream/pool.h"
-#include "upstream/tls_time.h"
+#include "tls/tls_time.h"
 #include "upstream/upstream.h"
 
 /* The objects built from one config: kept together so a reload can build a

@@ -187,7 +187,7 @@ struct config {
 
     /* [server] tls_time_check: "strict" checks certificate validity dates
      * even while the clock is earlier than the build ("auto", the default,
-     * does not; see upstream/tls_time.h) */
+     * does not; see tls/tls_time.h) */
     bool tls_time_strict;
     struct cfg_status status;
 };

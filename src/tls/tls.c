@@ -20,7 +20,7 @@
 
 #include "core/err.h"
 #include "core/log.h"
-#include "upstream/tls_time.h"
+#include "tls/tls_time.h"
 #include "upstream/upstream.h"
 
 #define TLS_SYSTEM_CA "/etc/ssl/certs/ca-certificates.crt"

@@ -14,7 +14,7 @@
 
 #include "config/config.h"
 #include "core/err.h"
-#include "upstream/tls_time.h"
+#include "tls/tls_time.h"
 
 static void test_rule(void **state)
 {

@@ -1,5 +1,5 @@
 /* tls_time — see tls_time.h. */
-#include "upstream/tls_time.h"
+#include "tls/tls_time.h"
 
 #include <stdio.h>
 #include <time.h>
