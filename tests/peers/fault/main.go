@@ -6,7 +6,7 @@
 //	nx       NXDOMAIN            sf       SERVFAIL
 //	drop     no answer at all    slow     answer after 1 s
 //	vslow    answer after 4 s    tc       TC over UDP (full answer over TCP)
-//	garbage  random bytes in place of the message (UDP: after our ID and QR)
+//	garbage  random bytes in place of the message (after the ID, with QR)
 //	trunc    the answer cut in the middle of its record
 //	badid    the answer with another ID
 //	wrongq   the answer to another question
@@ -137,11 +137,10 @@ func answerBytes(q *dns.Msg, k string, stream bool) []byte {
 	}
 	switch k {
 	case "garbage":
+		// the query's ID and QR, so the bytes are taken as the reply
 		g := garbage(48)
-		if !stream { // our ID and QR, so the datagram is taken as the reply
-			binary.BigEndian.PutUint16(g, q.Id)
-			g[2] |= 0x80
-		}
+		binary.BigEndian.PutUint16(g, q.Id)
+		g[2] |= 0x80
 		return g
 	case "trunc":
 		return wire[:len(wire)-7]
