@@ -130,6 +130,12 @@ enum {
  * otherwise silent connection idle out; none when there is nothing to wait
  * for, so an unused connection goes away by the idle timeout */
 #define DOQ_KEEPALIVE (500 * NGTCP2_MILLISECONDS)
+/* Queries waiting and not one datagram back for this long, PINGs going out
+ * all the while: the server forgot the connection without telling us (a
+ * restarted server that sends no stateless reset just drops our packets),
+ * and the idle timeout would keep every query failing until it ran out.
+ * The queries move once to a new connection. */
+#define DOQ_SILENT (2 * NGTCP2_SECONDS)
 
 struct doq;
 struct doq_conn;
@@ -169,6 +175,7 @@ struct doq_conn {
     bool early_rejected;
     bool handshake_done;
     bool heard;            /* a datagram came back: the address answers */
+    ngtcp2_tstamp quiet_since; /* the last datagram, or when a stream began to wait */
     ev_timer eyeball;      /* gives up on a silent address (happy eyeballs) */
     uint8_t pending[1500]; /* one datagram the socket would not take yet */
     size_t pending_len;
@@ -331,6 +338,7 @@ static void conn_wio_cb(struct ev_loop *loop, ev_io *w, int revents);
 static void conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents);
 static void conn_eyeball_cb(struct ev_loop *loop, ev_timer *w, int revents);
 static void doq_schedule(struct doq *up);
+static bool conn_waiting(const struct doq_conn *c);
 
 static ngtcp2_conn *get_conn(ngtcp2_crypto_conn_ref *ref)
 {
@@ -690,6 +698,8 @@ static void conn_arm_timer(struct doq_conn *c)
     struct ev_loop *loop = c->up->u->loop;
 
     ev_timer_stop(loop, &c->timer);
+    if (c->handshake_done && c->quiet_since + DOQ_SILENT < expiry && conn_waiting(c))
+        expiry = c->quiet_since + DOQ_SILENT;
     if (expiry == UINT64_MAX)
         return;
     ev_timer_set(&c->timer, expiry > now ? (double)(expiry - now) / NGTCP2_SECONDS : 0., 0.);
@@ -761,13 +771,19 @@ static int conn_write(struct doq_conn *c)
 }
 
 /* Keep-alive only while some query still waits for its answer. */
+/* True while a stream of c waits for its answer. */
+static bool conn_waiting(const struct doq_conn *c)
+{
+    for (const struct doq_query *q = c->streams.head; q; q = q->next)
+        if (q->done.x && !q->rx.msg)
+            return true;
+    return false;
+}
+
 static void conn_update_keepalive(struct doq_conn *c)
 {
-    bool waiting = false;
-
-    for (struct doq_query *q = c->streams.head; q && !waiting; q = q->next)
-        waiting = q->done.x && !q->rx.msg;
-    ngtcp2_conn_set_keep_alive_timeout(c->conn, waiting ? DOQ_KEEPALIVE : UINT64_MAX);
+    ngtcp2_conn_set_keep_alive_timeout(c->conn,
+                                       conn_waiting(c) ? DOQ_KEEPALIVE : UINT64_MAX);
 }
 
 /* Gives queued queries streams, as many as the server allows: before the
@@ -791,6 +807,8 @@ static int conn_open_streams(struct doq_conn *c)
         queue_remove(up, q);
         q->sid = sid;
         q->c = c;
+        if (!conn_waiting(c))
+            c->quiet_since = now_ts();
         ql_push(&c->streams, q);
     }
     return 0;
@@ -981,6 +999,8 @@ static void conn_rio_cb(struct ev_loop *loop, ev_io *w, int revents)
             mm[i].msg_hdr.msg_iovlen = 1;
         }
         int n = recvmmsg(c->fd, mm, DOQ_RX_BATCH, 0, NULL);
+        if (n > 0)
+            c->quiet_since = now_ts();
         if (n > 0 && !c->heard) {
             c->heard = true;
             ev_timer_stop(loop, &c->eyeball);
@@ -1045,6 +1065,13 @@ static void conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
     int rv;
 
     conn_scope_enter(&up->scope);
+    if (c->handshake_done && now_ts() >= c->quiet_since + DOQ_SILENT && conn_waiting(c)) {
+        log_info("upstream %s: doq: no reply for %d ms with queries waiting: new connection",
+                 up->u->name, (int)(DOQ_SILENT / NGTCP2_MILLISECONDS));
+        conn_drop(c, DV_ETIMEOUT, true, true);
+        conn_scope_leave(&up->scope);
+        return;
+    }
     rv = ngtcp2_conn_handle_expiry(c->conn, now_ts());
     if (rv)
         conn_fail(c, rv);

@@ -95,15 +95,22 @@ class FaultPeer(helpers.Peer):
     def start(self, cert=None, key=None, addr="192.0.2.1"):
         binary = need_go_peer("fault")
         self.port = helpers.free_port()
-        cmd = [str(binary), "-plain", "127.0.0.1:%d" % self.port, "-addr", addr,
-               "-log-queries"]
+        self.cmd = [str(binary), "-plain", "127.0.0.1:%d" % self.port, "-addr", addr,
+                    "-log-queries"]
         self.tls_ports = {}
         if cert:
             for t in ("dot", "doh", "doq"):
                 self.tls_ports[t] = helpers.free_port()
-                cmd += ["-" + t, "127.0.0.1:%d" % self.tls_ports[t]]
-            cmd += ["-cert", str(cert), "-key", str(key)]
-        return self.spawn_until(cmd, "ready")
+                self.cmd += ["-" + t, "127.0.0.1:%d" % self.tls_ports[t]]
+            self.cmd += ["-cert", str(cert), "-key", str(key)]
+        return self.spawn_until(self.cmd, "ready")
+
+    def restart_killed(self):
+        """SIGKILL, then the same peer again on the same ports: every
+        connection it had is forgotten without a word to the client."""
+        kill9(self.proc)
+        self.log.write_text("")
+        return self.spawn_until(self.cmd, "ready")
 
     def url(self, transport):
         if transport in ("udp", "tcp"):
