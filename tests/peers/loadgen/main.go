@@ -2,7 +2,7 @@
 // reply, for dnsveil's load and fault tests: which query got how many
 // replies, when, with which rcode and first A address. Query i asks
 // "KIND.i.RUN.ZONE" A, its kind drawn in turn from -mix, so every name is
-// unique. The queries are spread over -sockets sockets; a reply is matched
+// unique; kind "hot" asks one of -hot-pool names again and again. The queries are spread over -sockets sockets; a reply is matched
 // by its socket and ID and must carry the question asked.
 //
 // Output: one line per query to -out ("i kind sent_unix_ns rtt_us rcode
@@ -43,6 +43,7 @@ func main() {
 	run := flag.String("run", strconv.FormatInt(time.Now().UnixNano()%1000000, 36), "run tag in every name")
 	wait := flag.Duration("wait", 6*time.Second, "how long to wait for replies after the last query")
 	outPath := flag.String("out", "", "file for the per-query lines")
+	hotPool := flag.Int("hot-pool", 100, "kind \"hot\" asks hot.(i mod this).ZONE, the same names again (cache hits)")
 	flag.Parse()
 
 	var kinds []string
@@ -63,7 +64,11 @@ func main() {
 	kindOf := make([]string, *count)
 	for i := range names {
 		kindOf[i] = kinds[i%len(kinds)]
-		names[i] = fmt.Sprintf("%s.%d.%s.%s", kindOf[i], i, *run, *zone)
+		if kindOf[i] == "hot" {
+			names[i] = fmt.Sprintf("hot.%d.%s", i%*hotPool, *zone)
+		} else {
+			names[i] = fmt.Sprintf("%s.%d.%s.%s", kindOf[i], i, *run, *zone)
+		}
 	}
 	recs := make([]record, *count)
 	for i := range recs {
