@@ -7,6 +7,7 @@ dozen files per target); the fuzzer grows its own corpus in build/.
 
 Run again after changing it: python3 tests/fuzz/make_corpus.py"""
 
+import random
 import shutil
 import struct
 import sys
@@ -40,6 +41,10 @@ def query(name, rdtype="A", edns=True, do=False, cookie=False, pad=False, qid=0x
     return q
 
 
+def ordered(rds):
+    return sorted(rds, key=lambda rd: rd.to_digestable())
+
+
 def answer(name, rdtype="A", edns=True, qid=0x1234):
     """The answer knotd gives from the test zone (authoritative data,
     CNAME chains followed, NXDOMAIN/NODATA with the SOA)."""
@@ -55,7 +60,7 @@ def answer(name, rdtype="A", edns=True, qid=0x1234):
             break
         rds = node.get_rdataset(dns.rdataclass.IN, t)
         if rds is not None:
-            r.answer.append(dns.rrset.from_rdata_list(target, rds.ttl, list(rds)))
+            r.answer.append(dns.rrset.from_rdata_list(target, rds.ttl, ordered(rds)))
             break
         cname = node.get_rdataset(dns.rdataclass.IN, dns.rdatatype.CNAME)
         if cname is None:
@@ -144,6 +149,18 @@ def toml_files():
     return out
 
 
+# from the stamp tests (tests/unit/test_config.c, tests/integration)
+STAMPS = [
+    b"AgcAAAAAAAAABzEuMC4wLjEAEmRucy5jbG91ZGZsYXJlLmNvbQovZG5zLXF1ZXJ5",
+    b"AwcAAAAAAAAACzEuMS4xLjE6ODUzj6qqqqqqqqqqqqqqqqqqqhC7u7u7u7u7u7u7u7u7u7u7FmNsb3VkZmxhcmUt"
+    b"ZG5zLmNvbTo4NTMA",
+    b"AQAAAAAAAAAADjIwOC42Ny4yMjAuMjIwILc1EUAgbyJdPivYItf9aR6hwzzI1maNDL4Ev6vKQ_t5GzIuZG5zY3J5"
+    b"cHQtY2VydC5vcGVuZG5zLmNvbQ",
+    b"AAAAAAAAAAAACTEyNy4wLjAuOQ",
+    b"AgMAAAAAAAAAAAAWWzI2MDY6NDcwMDo0NzAwOjoxMTEzXQovZG5zLXF1ZXJ5",
+]
+
+
 def seeds():
     msgs = queries() + answers()
     a0 = answers(qid=0)
@@ -158,13 +175,8 @@ def seeds():
                     [bytes([9]) + frame(a0[0]) + b"\x00", bytes([11]) + frame(a0[2])[:30]],
         "fuzz_doh": [b"\x01" + s for s in doh_streams()] +
                     [b"\x00" + h2frame(4, 0, 0, b"") + doh_streams()[0]],
-        "fuzz_stamp": [b"\x00sdns://AgcAAAAAAAAABzEuMC4wLjEAEmRucy5jbG91ZGZsYXJlLmNvbQovZG5zLXF1ZXJ5",
-                       b"\x00sdns://AwcAAAAAAAAACzEuMS4xLjE6ODUzj6qqqqqqqqqqqqqqqqqqqhC7u7u7u7u7u7"
-                       b"u7u7u7u7u7FmNsb3VkZmxhcmUtZG5zLmNvbTo4NTMA",
-                       b"\x00sdns://AQAAAAAAAAAADjIwOC42Ny4yMjAuMjIwILc1EUAgbyJdPivYItf9aR6hwzzI1"
-                       b"maNDL4Ev6vKQ_t5GzIuZG5zY3J5cHQtY2VydC5vcGVuZG5zLmNvbQ",
-                       b"\x00sdns://AAAAAAAAAAAACTEyNy4wLjAuOQ",
-                       b"\x00sdns://AgMAAAAAAAAAAAAWWzI2MDY6NDcwMDo0NzAwOjoxMTEzXQovZG5zLXF1ZXJ5"],
+        # an odd first byte: the rest is the payload after "sdns://"
+        "fuzz_stamp": [b"\x01" + s for s in STAMPS],
         "fuzz_toml": toml_files(),
         "fuzz_domainset": [b"\x07example\x03com\x00\nexample.com\n*.ads.example\n# c\n",
                            b"0.0.0.0 ads.example tracker.example\n127.0.0.1 localhost\n"
@@ -179,6 +191,7 @@ def seeds():
 
 
 def main():
+    random.seed(0)  # the same bytes every run: dnspython shuffles RRsets on output
     targets = {p.stem for p in HERE.glob("fuzz_*.c")}
     all_seeds = seeds()
     missing = targets - set(all_seeds)
