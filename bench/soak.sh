@@ -188,7 +188,7 @@ for label, col, unit in (("RSS", 1, "KiB"), ("open fds", 2, "fds")):
               label, rows[0][col], rows[-1][col], min(r[col] for r in rows),
               max(r[col] for r in rows), unit, 60 * slope([(r[0], r[col]) for r in rows]),
               unit, 60 * slope([(r[0], r[col]) for r in half]), unit))
-print("samples: %d" % len(rows))
+print("samples (s RSS-KiB fds): " + ", ".join("%d %d %d" % r for r in rows))
 PY
 if [ "$bad" -ne 0 ]; then
   echo "soak: queries lost or answered twice" >&2
