@@ -5,12 +5,15 @@
 # RSS and open descriptors are sampled every SOAK_SAMPLE seconds; at the end
 # it prints each one's least-squares slope (whole run, and second half, once
 # the cache has filled) and the load generators' tallies. Exit status 1 when
-# any query went unanswered or was answered twice.
+# any query went unanswered or was answered twice, or the daemon did not
+# exit cleanly.
 #
 # The upstream is the Go fault peer (tests/peers/fault) serving all four
 # transports from one process; the rules route plain.soak.test. to the plain
 # upstream, dot.soak.test. to DoT, and so on. The load is tests/peers/loadgen,
-# one per transport, which records every reply. A benchmark, not a test.
+# one per transport, which records every reply. At the end the daemon must
+# exit 0 on SIGTERM (an ASan build then reports any leak). A benchmark, not
+# a test.
 #
 # Usage: bench/soak.sh   (DNSVEIL_BIN=build/debug/dnsveil, SOAK_SECONDS=1800,
 #                         SOAK_RATE=250 q/s per transport, SOAK_RESTART=300,
@@ -190,6 +193,15 @@ for label, col, unit in (("RSS", 1, "KiB"), ("open fds", 2, "fds")):
               unit, 60 * slope([(r[0], r[col]) for r in half]), unit))
 print("samples (s RSS-KiB fds): " + ", ".join("%d %d %d" % r for r in rows))
 PY
+# a clean exit, and with a sanitizer build no leak report
+kill -TERM "$dv"
+rc=0
+wait "$dv" || rc=$?
+if [ "$rc" -ne 0 ] || grep -q "Sanitizer" "$work/dnsveil.log"; then
+  tail -n 60 "$work/dnsveil.log" >&2
+  echo "soak: dnsveil exited with status $rc" >&2
+  bad=1
+fi
 if [ "$bad" -ne 0 ]; then
   echo "soak: queries lost or answered twice" >&2
   exit 1
