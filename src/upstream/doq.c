@@ -770,7 +770,6 @@ static int conn_write(struct doq_conn *c)
     return 0;
 }
 
-/* Keep-alive only while some query still waits for its answer. */
 /* True while a stream of c waits for its answer. */
 static bool conn_waiting(const struct doq_conn *c)
 {
@@ -780,6 +779,7 @@ static bool conn_waiting(const struct doq_conn *c)
     return false;
 }
 
+/* Keep-alive only while some query still waits for its answer. */
 static void conn_update_keepalive(struct doq_conn *c)
 {
     ngtcp2_conn_set_keep_alive_timeout(c->conn,
