@@ -99,7 +99,11 @@ def test_upstream_killed_under_load(transport, tmp_path, knots, pki, dnsveil):
     assert {r.rcode for r in recs} <= {0, 2}, summary  # NOERROR or SERVFAIL only
     before = [r for r in recs if r.recv_ns < killed_ns]
     after = [r for r in recs if r.recv_ns >= killed_ns]
-    assert before and all(r.addr == FIRST for r in before if r.rcode == 0), summary
+    # the first upstream answers until it dies (a slot timeout on a loaded
+    # machine may send the odd query on to the second: not more than 1%)
+    assert before, summary
+    assert sum(1 for r in before if r.addr == SECOND) <= 0.01 * len(before), summary
+    assert sum(1 for r in before if r.addr == FIRST) >= 0.99 * len(before), summary
     survivor = [r.recv_ns for r in after if r.addr == SECOND]
     assert survivor, "no answer from the survivor after the kill: " + summary
     failover_ms = (min(survivor) - killed_ns) / 1e6
