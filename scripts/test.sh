@@ -77,6 +77,7 @@ PEER_PKGS=(
     systemd man-db shellcheck                          # unit verify/security, resolved helper
     debhelper dpkg-dev lintian                         # the Debian package test
     golang-github-cloudflare-circl-dev golang-golang-x-crypto-dev  # Go ODoH target and relay (HPKE)
+    valgrind                                           # scripts/valgrind-dnsveil.sh (memcheck by hand)
 )
 
 missing_pkgs() {
