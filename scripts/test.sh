@@ -80,6 +80,7 @@ PEER_PKGS=(
     faketime                                           # a clock in the past (test_rtc.py)
     busybox                                            # the OpenWrt scripts (test_openwrt.py)
     python3-prometheus-client chromium                 # metrics parser, status page in a browser
+    valgrind                                           # scripts/valgrind-dnsveil.sh (memcheck by hand)
 )
 
 missing_pkgs() {
@@ -325,6 +326,8 @@ run_fuzzer() {   # run_fuzzer BINARY: one time-boxed libFuzzer run
     local args=(-max_total_time="$FUZZ_SECONDS" -timeout=10 -rss_limit_mb=2048
                 -print_final_stats=1 -artifact_prefix="build/fuzz-artifacts/$name-" "$corpus")
     if [ -d "$seeds" ]; then args+=("$seeds"); fi
+    # a dictionary of the format's tokens, when the target has one
+    if [ -f "tests/fuzz/$name.dict" ]; then args=(-dict="tests/fuzz/$name.dict" "${args[@]}"); fi
     timeout $((FUZZ_SECONDS + 120)) "$f" "${args[@]}" >"$LOGDIR/$name.log" 2>&1
 }
 

@@ -275,6 +275,13 @@ int dns_query_parse(const uint8_t *msg, size_t len, struct dns_query_info *qi);
  * most one OPT. 0, DV_EMALFORMED or DV_EMISMATCH. */
 int dns_response_check(const uint8_t *msg, size_t len, const struct dns_question *q);
 
+/* An upstream's final answer for q: dns_response_check, and no TC. Plain
+ * DNS retries a truncated UDP answer over TCP before it gets this far, and
+ * over TCP, TLS, HTTP/2 or QUIC there is nothing to truncate: a TC answer
+ * is a broken one (it must not be forwarded or cached). 0, DV_EMALFORMED,
+ * DV_EMISMATCH or DV_EPROTO (TC). */
+int dns_upstream_answer_check(const uint8_t *msg, size_t len, const struct dns_question *q);
+
 /* Builds an error reply (header + the question if qi->q parsed + an OPT RR if
  * the query had one) with rcode into out. qi may have come from a failed
  * dns_query_parse (only hdr is then trusted; the question is echoed only when

@@ -495,6 +495,15 @@ int dns_response_check(const uint8_t *msg, size_t len, const struct dns_question
     return 0;
 }
 
+int dns_upstream_answer_check(const uint8_t *msg, size_t len, const struct dns_question *q)
+{
+    int rc = dns_response_check(msg, len, q);
+
+    if (rc == 0 && (dns_get16(msg + 2) & DNS_FLAG_TC))
+        return DV_EPROTO;
+    return rc;
+}
+
 int dns_reply_error(const struct dns_query_info *qi, bool have_question, int rcode,
                     uint8_t *out, size_t cap)
 {

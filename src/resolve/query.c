@@ -577,7 +577,7 @@ static void xfer_done(struct xfer *x, int rc, const uint8_t *ans, size_t len)
         attempt_failed(a, rc);
         return;
     }
-    rc = dns_response_check(ans, len, &f->key);
+    rc = dns_upstream_answer_check(ans, len, &f->key);
     if (rc) {
         report_bad_answer(f->qe, a->u, &f->key, rc);
         ustats_fail(&a->u->stats, DV_EPROTO);

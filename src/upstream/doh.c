@@ -104,6 +104,9 @@ int doh_answer_rc(const struct h2_req *r)
         return DV_EHTTP; /* counted by status in the metrics */
     if (!r->ctype_ok || buf_used(&r->resp) < DNS_HDR_LEN)
         return DV_EPROTO;
+    /* the query went with ID 0 (RFC 8484 4.1): another ID is another answer */
+    if (dns_get16(buf_head(&r->resp)) != 0)
+        return DV_EPROTO;
     return 0;
 }
 

@@ -30,7 +30,8 @@ int doh_authority(const char *host, uint16_t port, char *out, size_t cap);
 
 /* The verdict on a complete DoH response (h2.h): 0 when it carries an
  * answer (status 200, content-type application/dns-message, at least a DNS
- * header), DV_ESERVFAIL for a 5xx status, else DV_EPROTO. */
+ * header with the query's ID 0), DV_ESERVFAIL for a 5xx status, else
+ * DV_EPROTO. */
 int doh_answer_rc(const struct h2_req *r);
 
 /* One HTTP exchange on a DoH upstream's connections (ODoH: the target's

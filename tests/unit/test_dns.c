@@ -693,6 +693,13 @@ static void test_response_match(void **state)
     assert_int_equal(dns_response_check(b.msg, b.len, &q), 0);
     q.name_len = (uint16_t)dns_name_from_str("www.example.net", q.name);
     assert_int_equal(dns_response_check(b.msg, b.len, &q), DV_EMISMATCH);
+    assert_int_equal(dns_upstream_answer_check(b.msg, b.len, &q), DV_EMISMATCH);
+
+    /* an upstream's final answer never has TC (it came over a stream) */
+    assert_int_equal(dns_upstream_answer_check(b.msg, b.len, &b.q), 0);
+    b.msg[2] |= DNS_FLAG_TC >> 8;
+    assert_int_equal(dns_response_check(b.msg, b.len, &b.q), 0);
+    assert_int_equal(dns_upstream_answer_check(b.msg, b.len, &b.q), DV_EPROTO);
 }
 
 static const struct dns_question q_example = {

@@ -239,7 +239,13 @@ static void test_response_answered(void **state)
     static const uint8_t goaway[] = {FRAME(0, 4, 0, 0), FRAME(8, 7, 0, 0), 0, 0, 0, 1,
                                      0, 0, 0, 0, OK_HEADERS(1), BODY12(1, 0)};
 
+    /* a good answer on 1; on 3 one with ID 0x4242 where ID 0 was asked */
+    static const uint8_t other_id[] = {FRAME(0, 4, 0, 0), OK_HEADERS(1), BODY12(1, 0),
+                                       OK_HEADERS(3), FRAME(12, 0, 1, 3), 0x42, 0x42, 0x81,
+                                       0x80, 0, 1, 0, 0, 0, 0, 0, 0};
+
     (void)state;
+    assert_int_equal(doh_harness_response(other_id, sizeof(other_id)), 1);
     assert_int_equal(doh_harness_response(two, sizeof(two)), 2);
     assert_int_equal(doh_harness_response(bad, sizeof(bad)), 0);
     assert_int_equal(doh_harness_response(goaway, sizeof(goaway)), 1);
