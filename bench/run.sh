@@ -17,21 +17,25 @@
 # idle and after the runs; binary size. Misses ask names nobody asked.
 # A benchmark, not a test: it prints figures and asserts nothing.
 #
-# Usage: bench/run.sh [--quick]   (--quick: ~2 minutes; DNSVEIL_BIN,
-#        BENCH_RATE=2000 BENCH_SAT=8 BENCH_FIXED=5 BENCH_CPU=8 override)
+# Usage: bench/run.sh [--quick]   (--quick: shorter runs, ~4 minutes on 2
+#        cores; DNSVEIL_BIN; BENCH_SAT=8 BENCH_FIXED=5 BENCH_CPU=8 seconds;
+#        BENCH_RATE overrides every path's fixed rate: udp 5000, dot 2000,
+#        doh 1000, doq 2000, hit 15000 q/s)
 # Needs: knot unbound dnsdist stubby dnsperf openssl dnsutils (installed when
 #        missing and root, services not started); build/peers/doq for DoQ.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DNSVEIL_BIN=${DNSVEIL_BIN:-$root/build/release/dnsveil}
-RATE=${BENCH_RATE:-2000}
 SAT=${BENCH_SAT:-8}
 FIXED=${BENCH_FIXED:-5}
 CPUSEC=${BENCH_CPU:-8}
 if [ "${1:-}" = --quick ]; then
-  RATE=${BENCH_RATE:-1000}; SAT=${BENCH_SAT:-3}; FIXED=${BENCH_FIXED:-3}; CPUSEC=${BENCH_CPU:-4}
+  SAT=${BENCH_SAT:-3}; FIXED=${BENCH_FIXED:-3}; CPUSEC=${BENCH_CPU:-4}
 fi
+# the fixed rate per path (the rates of issue 18's measurements)
+declare -A RATES=([udp]=5000 [dot]=2000 [doh]=1000 [doq]=2000 [hit]=15000)
+RATE=${BENCH_RATE:-}
 
 BENCH=run
 # shellcheck source=bench/lib.sh
@@ -98,6 +102,8 @@ server:
     trust-anchor-signaling: no
     root-key-sentinel: no
     access-control: 127.0.0.0/8 allow
+    # else unbound answers every .test name itself (RFC 6761 default zone)
+    local-zone: "test." nodefault
     tls-cert-bundle: "$work/ca.pem"
     num-queries-per-thread: 4096
 forward-zone:
@@ -156,6 +162,9 @@ lat() {  # lat KIND dnsperf-args... -> "p50 p99" in ms at $RATE
   qfile "$1" "$work/qa"; shift
   dnsperf -d "$work/qa" -l "$FIXED" -c 10 -Q "$RATE" -t 3 -v "$@" > "$work/lat.out" 2>&1 || true
   awk '/^> / && $NF ~ /^[0-9.]+$/ { print $NF * 1000 }' "$work/lat.out" | sort -n > "$work/lat.sorted"
+  # answered NOERROR/NXDOMAIN, of all sent (timeouts and SERVFAIL count against)
+  OK=$(awk '/^> / { n++; if ($2 == "NOERROR" || $2 == "NXDOMAIN") ok++ }
+            END { printf "%.1f", n ? 100 * ok / n : 0 }' "$work/lat.out")
   awk '{ v[NR] = $1 }
        END { if (!NR) { printf "- -"; exit }
              i = int(NR * 0.5) + 1; if (i > NR) i = NR
@@ -189,40 +198,44 @@ pair() {  # pair KIND A B: both loaded at once -> "µs/q of A" "µs/q of B"
 for s in "${!P[@]}"; do dnsperf -s 127.0.0.1 -p "${P[$s]}" -d "$work/hit" -n 2 -t 3 >/dev/null 2>&1 || true; done
 
 rows=()
-row() {  # row PATH SERVER QPS P50 P99 CPU RSS0 RSS1 SIZE
-  rows+=("$(printf '| %-5s | %-24s | %8s | %6s | %6s | %-22s | %7s | %7s | %7s |' "$@")")
+row() {  # row PATH SERVER QPS RATE P50 P99 OK% CPU RSS0 RSS1 SIZE
+  rows+=("$(printf '| %-5s | %-26s | %8s | %6s | %6s | %6s | %6s | %-26s | %7s | %7s | %7s |' "$@")")
 }
 size_kb() { [ -n "$1" ] && [ -e "$1" ] && echo $(( $(stat -L -c %s "$1") / 1024 )) || echo -; }
 
 serve() {  # serve PATH KIND NAME LABEL [CPU]: one proxy's row
   local p50 p99 q
   q=$(sat "$2" -s 127.0.0.1 -p "${P[$3]}")
-  read -r p50 p99 <<<"$(lat "$2" -s 127.0.0.1 -p "${P[$3]}")"
-  row "$1" "$4" "$q" "$p50" "$p99" "${5:--}" "${RSS0[$3]}" "$(rss_kb "${PID[$3]}")" "$(size_kb "${BIN[$3]}")"
+  lat "$2" -s 127.0.0.1 -p "${P[$3]}" > "$work/lat.res"
+  read -r p50 p99 < "$work/lat.res" || true  # no newline at its end
+  row "$1" "$4" "$q" "$RATE" "$p50" "$p99" "$OK" "${5:--}" "${RSS0[$3]}" "$(rss_kb "${PID[$3]}")" "$(size_kb "${BIN[$3]}")"
 }
 
 ceiling() {  # ceiling PATH KIND LABEL dnsperf-args...
   local path=$1 kind=$2 label=$3 p50 p99 q; shift 3
   q=$(sat "$kind" "$@")
-  read -r p50 p99 <<<"$(lat "$kind" "$@")"
-  row "$path" "$label" "$q" "$p50" "$p99" "-" "-" "-" "-"
+  lat "$kind" "$@" > "$work/lat.res"
+  read -r p50 p99 < "$work/lat.res" || true  # no newline at its end
+  row "$path" "$label" "$q" "$RATE" "$p50" "$p99" "$OK" "-" "-" "-" "-"
 }
 
 cpu_cell() {  # cpu_cell KIND DV OTHER -> sets CPU_DV CPU_OTHER (strings)
   local a b
   read -r a b <<<"$(pair "$1" "$2" "$3")"
-  CPU_DV=$a; CPU_OTHER="$b (dnsveil $a, $(awk -v a="$a" -v b="$b" 'BEGIN { printf "%.2f", b > 0 ? a / b : 0 }')x)"
+  CPU_DV=$a; CPU_OTHER="$b (dnsveil $a: $(awk -v a="$a" -v b="$b" 'BEGIN { printf "%.2f", (b > 0) ? a / b : 0 }')x)"
 }
 
-echo "bench/run.sh: $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs, rate $RATE q/s, saturation ${SAT}s, CPU pairs ${CPUSEC}s" >&2
+echo "bench/run.sh: $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs, saturation ${SAT}s, CPU pairs ${CPUSEC}s" >&2
 
 # udp
+RATE=${BENCH_RATE:-${RATES[udp]}}
 if [ -n "${P[dd-udp]:-}" ]; then cpu_cell miss dv-udp dd-udp; fi
 serve udp miss dv-udp "dnsveil udp://" "${CPU_DV:-}"
 [ -n "${P[dd-udp]:-}" ] && serve udp miss dd-udp "dnsdist" "$CPU_OTHER"
 ceiling udp miss "(unbound direct)" -s 127.0.0.1 -p "$UB"
 
 # dot
+RATE=${BENCH_RATE:-${RATES[dot]}}
 CPU_DV=""; declare -A CPUO
 for c in ub-dot dd-dot st-dot; do
   [ -n "${P[$c]:-}" ] || continue
@@ -235,6 +248,7 @@ serve dot miss dv-dot "dnsveil tls://" "${DVD:-}"
 ceiling dot miss "(dnsperf -m dot)" -m dot -s 127.0.0.1 -p "$UB_TLS"
 
 # doh
+RATE=${BENCH_RATE:-${RATES[doh]}}
 CPU_DV=""; CPU_OTHER=""
 [ -n "${P[dd-doh]:-}" ] && cpu_cell miss dv-doh dd-doh
 serve doh miss dv-doh "dnsveil https://" "${CPU_DV:-}"
@@ -243,13 +257,15 @@ ceiling doh miss "(dnsperf -m doh)" -m doh -s 127.0.0.1 -p "$UB_DOH" \
   -O "doh-uri=https://127.0.0.1:$UB_DOH/dns-query" -O doh-method=POST
 
 # doq: against our own DoT
+RATE=${BENCH_RATE:-${RATES[doq]}}
 if [ -n "${P[dv-doq]:-}" ]; then
   cpu_cell miss dv-doq dv-dot
   serve doq miss dv-doq "dnsveil quic://" "$CPU_DV"
-  row doq "dnsveil tls:// (same run)" - - - "$(cut -d' ' -f1 <<<"$CPU_OTHER")" - - -
+  row doq "dnsveil tls:// (same run)" - "$RATE" - - - "$(cut -d' ' -f1 <<<"$CPU_OTHER")" - - -
 fi
 
 # hit
+RATE=${BENCH_RATE:-${RATES[hit]}}
 CPU_DV=""; CPU_OTHER=""
 [ -n "${P[dd-hit]:-}" ] && cpu_cell hit dv-hit dd-hit
 serve hit hit dv-hit "dnsveil cache" "${CPU_DV:-}"
@@ -257,8 +273,8 @@ serve hit hit dv-hit "dnsveil cache" "${CPU_DV:-}"
 ceiling hit hit "(knotd direct)" -s 127.0.0.1 -p "$KNOT"
 
 echo
-echo "$(date -u '+%Y-%m-%d') bench/run.sh${1:+ $1}: $(nproc) CPUs shared by everything; latency at $RATE q/s; CPU µs per query with dnsveil loaded at once (ratio dnsveil/other)"
+echo "$(date -u '+%Y-%m-%d') bench/run.sh${1:+ $1}: $(nproc) CPUs shared by everything; latency, ok % (NOERROR/NXDOMAIN of all sent) and CPU at the q/s column; CPU µs per query measured with dnsveil loaded at once (ratio dnsveil/other)"
 echo
-printf '| %-5s | %-24s | %8s | %6s | %6s | %-22s | %7s | %7s | %7s |\n' path server "QPS max" "p50 ms" "p99 ms" "CPU µs/query" "RSS KiB" "loaded" "bin KiB"
-echo "| --- | --- | ---: | ---: | ---: | --- | ---: | ---: | ---: |"
+printf '| %-5s | %-26s | %8s | %6s | %6s | %6s | %6s | %-26s | %7s | %7s | %7s |\n' path server "QPS max" "q/s" "p50 ms" "p99 ms" "ok %" "CPU µs/query" "RSS KiB" "loaded" "bin KiB"
+echo "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: |"
 printf '%s\n' "${rows[@]}"
