@@ -224,6 +224,8 @@ server:
     trust-anchor-signaling: no
     root-key-sentinel: no
     access-control: 127.0.0.0/8 allow
+    # else unbound answers every .test name itself (RFC 6761 default zone)
+    local-zone: "test." nodefault
     tls-cert-bundle: "$work/ca.pem"
 forward-zone:
     name: "."
