@@ -7,7 +7,8 @@
 # divided by N. The dumps stay in $BENCH_OUT (default /tmp/dnsveil-callgrind)
 # for callgrind_annotate.
 #
-# Usage: bench/callgrind.sh [PATH...]  (PATH: udp dot doh doq hit; default all)
+# Usage: bench/callgrind.sh [PATH...]  (PATH: udp dot doh doq hit; default all;
+#        valgrind and the servers are installed when missing and root)
 #        BENCH_QUERIES=2000 BENCH_RATE=500 DNSVEIL_BIN=build/release/dnsveil
 set -euo pipefail
 
@@ -19,6 +20,7 @@ OUT=${BENCH_OUT:-/tmp/dnsveil-callgrind}
 BENCH=callgrind
 # shellcheck source=bench/lib.sh
 . "$root/bench/lib.sh"
+bench_install knot unbound dnsperf dnsutils valgrind
 bench_need knotd unbound dnsperf openssl dig valgrind callgrind_control
 [ -x "$DNSVEIL_BIN" ] || bench_die "no dnsveil at $DNSVEIL_BIN"
 mkdir -p "$OUT"
