@@ -8,38 +8,19 @@
 #   DURATION=20 bash bench/cache.sh
 set -euo pipefail
 
-cd "$(dirname "$0")/.."
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
 DURATION=${DURATION:-10}
 CLIENTS=${CLIENTS:-4}
-BIN=${DNSVEIL_BIN:-build/release/dnsveil}
+BIN=${DNSVEIL_BIN:-$root/build/release/dnsveil}
 
-need=()
-for p in knot dnsdist dnsperf; do
-    dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
-done
-if [ ${#need[@]} -gt 0 ]; then
-    restore=0
-    if [ ! -e /usr/sbin/policy-rc.d ]; then
-        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
-        chmod +x /usr/sbin/policy-rc.d
-        restore=1
-    fi
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need[@]}" >/dev/null
-    [ "$restore" = 1 ] && rm -f /usr/sbin/policy-rc.d
-fi
-[ -x "$BIN" ] || { echo "build dnsveil first (bash scripts/setup.sh, or set DNSVEIL_BIN)" >&2; exit 1; }
-
-work=$(mktemp -d /tmp/dnsveil-bench.XXXXXX)
+BENCH=cache
+# shellcheck source=bench/lib.sh
+. "$root/bench/lib.sh"
+bench_install knot dnsdist dnsperf
+bench_need knotd dnsdist dnsperf dig
+[ -x "$BIN" ] || bench_die "build dnsveil first (bash scripts/setup.sh, or set DNSVEIL_BIN)"
 chmod 755 "$work"
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 KNOT=$(port); VEIL=$(port); DIST=$(port)
 
 # a zone with 100,000 names, each with a one-hour TTL so nothing expires
@@ -61,14 +42,14 @@ zone:
   - domain: bench.
     file: "$work/bench.zone"
 EOF
-knotd -c "$work/knot.conf" >"$work/knot.log" 2>&1 &
+knotd -c "$work/knot.conf" >"$work/knotd.log" 2>&1 &
 pids+=($!)
 
 # both caches sized to hold the 100,000-name set
 printf '[cache]\nsize = "64MiB"\n' >"$work/dnsveil.toml"
 chmod 644 "$work/dnsveil.toml"
 "$BIN" -c "$work/dnsveil.toml" -l "127.0.0.1:$VEIL" -u "udp://127.0.0.1:$KNOT" >"$work/dnsveil.log" 2>&1 &
-pids+=($!)
+veil_pid=$!; pids+=($veil_pid)
 
 cat >"$work/dnsdist.conf" <<EOF
 setSecurityPollSuffix("")
@@ -78,7 +59,7 @@ pc = newPacketCache(200000, {maxTTL=86400})
 getPool(""):setCache(pc)
 EOF
 dnsdist --supervised --disable-syslog -C "$work/dnsdist.conf" >"$work/dnsdist.log" 2>&1 &
-pids+=($!)
+dist_pid=$!; pids+=($dist_pid)
 
 for ((i = 0; i < 100; i++)); do
     dig +short +time=1 +tries=1 @127.0.0.1 -p "$KNOT" h1.bench >/dev/null 2>&1 && break
@@ -95,7 +76,6 @@ qps() { # server port datafile -> queries per second
 }
 warm() { dnsperf -s 127.0.0.1 -p "$1" -d "$2" -n 1 -c "$CLIENTS" -q 200 >/dev/null 2>&1; }
 
-rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 
 # twice: dnsveil's S3-FIFO admits a name to its main queue on the second
 # sight, as it is meant to against one-hit floods
@@ -110,6 +90,6 @@ for set in names10 names100k; do
     d=$(qps dnsdist "$DIST" "$work/$set")
     printf '%-24s %14s %14s %8s\n' "$set" "$v" "$d" "$(awk -v a="$v" -v b="$d" 'BEGIN {printf "%.2fx", (b ? a / b : 0)}')"
 done
-printf '\nRSS after the run: dnsveil %s KiB, dnsdist %s KiB\n' "$(rss "${pids[1]}")" "$(rss "${pids[2]}")"
+printf '\nRSS after the run: dnsveil %s KiB, dnsdist %s KiB\n' "$(rss_kb "$veil_pid")" "$(rss_kb "$dist_pid")"
 printf 'dnsperf: %s clients, %s s per figure; both proxies and dnsperf share this machine (%s cores)\n' \
     "$CLIENTS" "$DURATION" "$(nproc)"

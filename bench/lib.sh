@@ -102,3 +102,108 @@ summ() {
        /Latency StdDev/ {sd=$4*1000}
        END {printf "%10.0f %9.2f %9.2f %9.2f %9.2f %8s", qps, avg, mn, mx, sd, lost}'
 }
+
+# ---- shared by dot.sh, cache.sh, run.sh -----------------------------------
+
+bench_install() {  # bench_install PKG...: missing Debian packages, services not started
+  local need=() p restore=0
+  for p in "$@"; do dpkg -s "$p" >/dev/null 2>&1 || need+=("$p"); done
+  [ ${#need[@]} -eq 0 ] && return 0
+  [ "$(id -u)" -eq 0 ] || { echo "bench/$BENCH: not root, so no ${need[*]}" >&2; return 0; }
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+    chmod +x /usr/sbin/policy-rc.d
+    restore=1
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q -o DPkg::Lock::Timeout=900 \
+    --no-install-recommends "${need[@]}" >/dev/null || true
+  if [ "$restore" = 1 ]; then rm -f /usr/sbin/policy-rc.d; fi
+}
+
+bench_unbound() {  # one unbound in front of knotd: UDP $UB, DoT $UB_TLS, DoH $UB_DOH
+  UB=$(port); UB_TLS=$(port); UB_DOH=$(port)
+  cat > "$work/unbound.conf" <<UBCONF
+server:
+    interface: 127.0.0.1@$UB
+    interface: 127.0.0.1@$UB_TLS
+    interface: 127.0.0.1@$UB_DOH
+    tls-port: $UB_TLS
+    https-port: $UB_DOH
+    http-endpoint: "/dns-query"
+    http-max-streams: 1000
+    tls-service-key: "$work/srv.key"
+    tls-service-pem: "$work/srv.pem"
+    do-daemonize: no
+    username: ""
+    chroot: ""
+    directory: "$work"
+    pidfile: "$work/unbound.pid"
+    use-syslog: no
+    logfile: ""
+    verbosity: 0
+    num-threads: 1
+    do-ip6: no
+    do-not-query-localhost: no
+    module-config: "iterator"
+    qname-minimisation: no
+    prefetch: no
+    trust-anchor-signaling: no
+    root-key-sentinel: no
+    local-zone: "test." nodefault
+    access-control: 127.0.0.0/8 allow
+    incoming-num-tcp: 512
+    num-queries-per-thread: 4096
+    msg-cache-size: 256m
+    rrset-cache-size: 256m
+forward-zone:
+    name: "."
+    forward-addr: 127.0.0.1@$KNOT
+remote-control:
+    control-enable: no
+UBCONF
+  unbound -d -c "$work/unbound.conf" >"$work/unbound.log" 2>&1 & pids+=($!)
+  wait_udp "$UB" unbound
+}
+
+bench_doq_peer() {  # the Go DoQ peer (tests/peers/doq) in front of knotd on $DOQ
+  DOQ=$(port)
+  "$root/build/peers/doq" -listen "127.0.0.1:$DOQ" -cert "$work/srv.pem" -key "$work/srv.key" \
+    -upstream "127.0.0.1:$KNOT" >"$work/doqpeer.log" 2>&1 & pids+=($!)
+  sleep 0.5
+}
+
+bench_dv_conf() {  # bench_dv_conf NAME URL CACHE: $work/NAME.toml, one upstream
+  local plain=
+  case $2 in udp://* | tcp://*) plain='allow_plaintext = true' ;; esac
+  printf '[cache]\nenabled = %s\n[upstreams.u]\nurl = "%s"\n[groups.default]\nupstreams = ["u"]\n%s\n' \
+    "$3" "$2" "$plain" > "$work/$1.toml"
+}
+
+bench_dnsveil() {  # bench_dnsveil NAME URL [CACHE]: dnsveil on $DV, its pid in $DV_PID
+  DV=$(port)
+  bench_dv_conf "$1" "$2" "${3:-false}"
+  "$DNSVEIL_BIN" -c "$work/$1.toml" -l "127.0.0.1:$DV" --tls-ca "$work/ca.pem" \
+    >"$work/$1.log" 2>&1 & DV_PID=$!; pids+=($DV_PID)
+  wait_udp "$DV" "$1"
+}
+
+bench_dnsdist() {  # bench_dnsdist NAME LUA-SERVER-LINE...: dnsdist on $DD, pid $DD_PID
+  local name=$1; shift
+  DD=$(port)
+  {
+    echo 'setSecurityPollSuffix("")'
+    echo "setLocal(\"127.0.0.1:$DD\")"
+    echo 'setACL({"127.0.0.0/8"})'
+    printf '%s\n' "$@"
+  } > "$work/$name.conf"
+  dnsdist --supervised --disable-syslog -C "$work/$name.conf" >"$work/$name.log" 2>&1 &
+  DD_PID=$!; pids+=($DD_PID)
+  wait_udp "$DD" "$name"
+}
+
+cpu_ticks() {  # cpu_ticks PID: utime+stime of every thread, in clock ticks
+  cat /proc/"$1"/task/*/stat 2>/dev/null |
+    awk '{ sub(/^.*\) /, ""); s += $12 + $13 } END { print s + 0 }'
+}
+
+rss_kb() { awk '/VmRSS/ { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }

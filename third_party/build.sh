@@ -225,6 +225,12 @@ read_flags() {  # FILE: its words, comment lines skipped
   awk '!/^[[:space:]]*#/ { for (i = 1; i <= NF; i++) print $i }' "$1"
 }
 mapfile -t wolfssl_flags < <(read_flags "$here/wolfssl.flags")
+# and the target's own (wolfssl-x86_64.flags: its AES-NI code)
+target_arch=${host%%-*}
+[ -n "$target_arch" ] || target_arch=$(uname -m)
+if [ -f "$here/wolfssl-$target_arch.flags" ]; then
+  mapfile -t -O "${#wolfssl_flags[@]}" wolfssl_flags < <(read_flags "$here/wolfssl-$target_arch.flags")
+fi
 mapfile -t ngtcp2_flags < <(read_flags "$here/ngtcp2.flags")
 if [ ${#wolfssl_flags[@]} -eq 0 ] || [ ${#ngtcp2_flags[@]} -eq 0 ]; then
   die "empty flags files in $here"

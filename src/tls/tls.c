@@ -4,10 +4,12 @@
 #ifdef DV_HAVE_TLS
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -25,7 +27,11 @@
 
 #define TLS_SYSTEM_CA "/etc/ssl/certs/ca-certificates.crt"
 
-enum { PIN_LEN = 32, NAMES_MAX = 256 };
+enum {
+    PIN_LEN = 32,
+    NAMES_MAX = 256,
+    RX_CAP = 32768, /* two full records, or a burst of many small ones */
+};
 
 struct tls_ctx {
     WOLFSSL_CTX *ctx;
@@ -51,11 +57,19 @@ struct tls_conn {
     bool resumed;
     bool shut;
     unsigned tickets;     /* new tickets saved from this connection */
+    bool ticket_came;     /* wolfSSL took a ticket since the last check */
     uint32_t ticket_sig;  /* fingerprint of the ticket we hold, to spot new ones */
     bool time_relaxed;    /* a validity-date error was forgiven (tls_time.h) */
     int verr;             /* first error the verify callback saw */
     int vdepth;
     char vnames[NAMES_MAX]; /* names of the certificate behind verr */
+    /* Our own read buffer under wolfSSL (io_recv): one recv takes every
+     * record the socket holds, where wolfSSL alone reads each record's
+     * header and body with a system call apiece. */
+    int fd;
+    uint8_t *rx;
+    size_t rx_off, rx_len;
+    bool rx_drained;      /* the last recv came back short: the socket is empty */
 };
 
 static bool tls_inited;
@@ -336,6 +350,72 @@ static void log_verify_failure(const struct tls_conn *c)
     log_warn("upstream %s: certificate verify failed: %s", t->upstream, why);
 }
 
+static int ticket_cb(WOLFSSL *ssl, const unsigned char *tk, int len, void *arg);
+
+/* wolfSSL's receive callback: records come out of c->rx, refilled by one
+ * recv when empty. After a short read the socket is taken to be empty until
+ * the caller next sees EAGAIN (tls_conn_read / _handshake), which means it
+ * is back in its event loop and polls again; bytes that arrived meanwhile
+ * keep the level-triggered watcher firing, so nothing is stranded. */
+static int io_recv(WOLFSSL *ssl, char *buf, int sz, void *arg)
+{
+    struct tls_conn *c = arg;
+    (void)ssl;
+
+    if (c->rx_off == c->rx_len) {
+        if (c->rx_drained)
+            return WOLFSSL_CBIO_ERR_WANT_READ;
+        ssize_t n;
+        do
+            n = recv(c->fd, c->rx, RX_CAP, 0);
+        while (n < 0 && errno == EINTR);
+        if (n == 0)
+            return WOLFSSL_CBIO_ERR_CONN_CLOSE;
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                c->rx_drained = true;
+                return WOLFSSL_CBIO_ERR_WANT_READ;
+            }
+            return errno == ECONNRESET ? WOLFSSL_CBIO_ERR_CONN_RST : WOLFSSL_CBIO_ERR_GENERAL;
+        }
+        c->rx_off = 0;
+        c->rx_len = (size_t)n;
+        c->rx_drained = (size_t)n < RX_CAP;
+    }
+    size_t k = c->rx_len - c->rx_off;
+    if (k > (size_t)sz)
+        k = (size_t)sz;
+    memcpy(buf, c->rx + c->rx_off, k);
+    c->rx_off += k;
+    return (int)k;
+}
+
+static int io_send(WOLFSSL *ssl, char *buf, int sz, void *arg)
+{
+    struct tls_conn *c = arg;
+    ssize_t n;
+    (void)ssl;
+
+    do
+        n = send(c->fd, buf, (size_t)sz, MSG_NOSIGNAL);
+    while (n < 0 && errno == EINTR);
+    if (n >= 0)
+        return (int)n;
+    if (errno == EAGAIN || errno == EWOULDBLOCK)
+        return WOLFSSL_CBIO_ERR_WANT_WRITE;
+    if (errno == ECONNRESET)
+        return WOLFSSL_CBIO_ERR_CONN_RST;
+    return errno == EPIPE ? WOLFSSL_CBIO_ERR_CONN_CLOSE : WOLFSSL_CBIO_ERR_GENERAL;
+}
+
+/* The caller goes back to its poll: the next recv may find new bytes. */
+static int io_wait(struct tls_conn *c, int rc)
+{
+    if (rc == DV_EAGAIN)
+        c->rx_drained = false;
+    return rc;
+}
+
 int tls_conn_new(struct tls_ctx *t, int fd, struct tls_conn **pconn)
 {
     struct tls_conn *c = calloc(1, sizeof(*c));
@@ -345,14 +425,23 @@ int tls_conn_new(struct tls_ctx *t, int fd, struct tls_conn **pconn)
         return DV_ENOMEM;
     time_check_refresh(t);
     c->t = t;
-    c->ssl = wolfSSL_new(t->ctx);
+    c->fd = fd;
+    c->rx = fd >= 0 ? malloc(RX_CAP) : NULL; /* QUIC moves its own bytes */
+    c->ssl = c->rx || fd < 0 ? wolfSSL_new(t->ctx) : NULL;
     if (!c->ssl) {
+        free(c->rx);
         free(c);
         return DV_ENOMEM;
     }
     wolfSSL_SetCertCbCtx(c->ssl, c);
     if (wolfSSL_set_fd(c->ssl, fd) != WOLFSSL_SUCCESS)
         goto fail;
+    if (fd >= 0) {
+        wolfSSL_SSLSetIORecv(c->ssl, io_recv);
+        wolfSSL_SSLSetIOSend(c->ssl, io_send);
+        wolfSSL_SetIOReadCtx(c->ssl, c);
+        wolfSSL_SetIOWriteCtx(c->ssl, c);
+    }
     /* SNI carries names only (RFC 6066 3); an IP is checked, never sent */
     if (!t->name_is_ip &&
         wolfSSL_UseSNI(c->ssl, WOLFSSL_SNI_HOST_NAME, t->name, (word16)strlen(t->name)) !=
@@ -367,7 +456,8 @@ int tls_conn_new(struct tls_ctx *t, int fd, struct tls_conn **pconn)
                         t->alpn_required ? WOLFSSL_ALPN_FAILED_ON_MISMATCH
                                          : WOLFSSL_ALPN_CONTINUE_ON_MISMATCH) != WOLFSSL_SUCCESS)
         goto fail;
-    if (wolfSSL_UseSessionTicket(c->ssl) != WOLFSSL_SUCCESS)
+    if (wolfSSL_UseSessionTicket(c->ssl) != WOLFSSL_SUCCESS ||
+        wolfSSL_set_SessionTicket_cb(c->ssl, ticket_cb, c) != WOLFSSL_SUCCESS)
         goto fail;
     /* a stale or rejected session only costs a full handshake */
     if (t->session)
@@ -385,6 +475,7 @@ void tls_conn_free(struct tls_conn *c)
         return;
     if (c->ssl)
         wolfSSL_free(c->ssl);
+    free(c->rx);
     free(c);
 }
 
@@ -468,14 +559,29 @@ static void check_new_ticket(struct tls_conn *c)
     bool have;
     uint32_t sig;
 
-    if (c->tickets >= 2)
+    if (!c->ticket_came || c->tickets >= 2)
         return; /* servers send their tickets up front */
+    c->ticket_came = false;
     sig = ticket_sig(c->ssl, &have);
     if (have && sig != c->ticket_sig) {
         c->ticket_sig = sig;
         c->tickets++;
         save_session(c);
     }
+}
+
+/* Told by wolfSSL as it stores a ticket, before the TLS 1.3 fields that go
+ * with it are set: the session is saved after the read returns, and no
+ * read without a ticket pays for hashing the one we hold. */
+static int ticket_cb(WOLFSSL *ssl, const unsigned char *tk, int len, void *arg)
+{
+    struct tls_conn *c = arg;
+    (void)ssl;
+    (void)tk;
+    (void)len;
+
+    c->ticket_came = true;
+    return 0;
 }
 
 static void spki_pin(WOLFSSL_X509 *x, uint8_t out[PIN_LEN], bool *ok)
@@ -535,7 +641,7 @@ int tls_conn_handshake(struct tls_conn *c)
         return 0;
     ret = wolfSSL_connect(c->ssl);
     if (ret != WOLFSSL_SUCCESS)
-        return conn_error(c, ret, "handshake");
+        return io_wait(c, conn_error(c, ret, "handshake"));
     c->want_write = false;
     c->resumed = wolfSSL_session_reused(c->ssl) == 1;
     /* a resumed session was verified, pins included, when first made */
@@ -572,7 +678,7 @@ long tls_conn_read(struct tls_conn *c, void *buf, size_t len)
     int rc = conn_error(c, n, "read");
     if (rc == DV_EAGAIN)
         check_new_ticket(c);
-    return rc;
+    return io_wait(c, rc);
 }
 
 long tls_conn_write(struct tls_conn *c, const void *buf, size_t len)

@@ -23,6 +23,7 @@
 #include <strings.h>
 
 #include "core/buf.h"
+#include "core/defer.h"
 #include "core/err.h"
 #include "dns/dns.h"
 
@@ -191,7 +192,9 @@ struct doh_up {
     struct list queue;
     struct conn_scope scope; /* callback depth, finished requests, deferred free */
     struct conn_policy pol;
-    ev_timer kick;      /* runs leave() soon after send() */
+    /* runs leave() after send(), before the loop next sleeps: every request
+     * of this turn goes out together, without a poll of its own */
+    struct defer kick;
     /* its addresses, read at each connect (a bootstrap upstream may change
      * them); only conn_open reads it, which never runs after close() */
     const struct upstream *u;
@@ -447,6 +450,8 @@ static size_t conn_live(const struct doh_conn *c)
 
 static void up_retire_suspects(struct doh_up *d);
 
+static void conn_read(struct doh_conn *c);
+
 static void conn_ready(struct doh_conn *c)
 {
     struct doh_up *d = c->d;
@@ -464,7 +469,9 @@ static void conn_ready(struct doh_conn *c)
     log_debug("upstream %s: doh connection ready (%s)", d->name,
               tls_conn_resumed(c->tls) ? "resumed" : "full handshake");
     conn_arm_timer(c);
-    conn_flush(c);
+    /* bytes that came with the end of the handshake (the server's SETTINGS)
+     * may wait in the TLS layer's buffer, where no poll sees them */
+    conn_read(c);
 }
 
 static void conn_handshake(struct doh_conn *c)
@@ -487,15 +494,18 @@ static void conn_handshake(struct doh_conn *c)
 static void conn_read(struct doh_conn *c)
 {
     uint8_t in[16384];
+    size_t live = c->h2 ? h2_live(c->h2) : 0;
 
     while (!c->dead) {
         long n = tls_conn_read(c->tls, in, sizeof(in));
         if (n > 0)
             ustats_bytes(c->d->st, (uint64_t)n, 0);
         if (n == DV_EAGAIN) {
-            /* as in dot.c: ACK at once, so a server that Nagles its answer
-             * behind a session ticket is not held for our delayed ACK */
-            conn_quickack(c->fd);
+            /* as in dot.c: ACK at once when a server that Nagles may hold
+             * an answer for it (what came answered nothing, a session
+             * ticket, or more answers are due); not when nothing is */
+            if (!c->h2 || h2_live(c->h2) == live || h2_live(c->h2))
+                conn_quickack(c->fd);
             break;
         }
         if (n < 0) {
@@ -805,7 +815,7 @@ static void up_free(struct doh_up *d)
     }
     for (struct conn_done *f; (f = conn_scope_pop(&d->scope));)
         req_free(req_of(f));
-    ev_timer_stop(d->loop, &d->kick);
+    defer_cancel(&d->kick);
     if (d->tls)
         tls_ctx_del(d->tls);
     free(d->name);
@@ -857,9 +867,9 @@ static void up_destroy(void *arg)
     up_free(arg);
 }
 
-static void kick_cb(struct ev_loop *loop, ev_timer *w, int revents)
+static void kick_cb(void *arg)
 {
-    struct doh_up *d = w->data;
+    struct doh_up *d = arg;
 
     enter(d);
     leave(d);
@@ -886,8 +896,7 @@ static int doh_open(struct upstream *u)
         return DV_ENOMEM;
     d->loop = u->loop;
     conn_scope_init(&d->scope, up_settle, req_release, up_destroy, d);
-    ev_timer_init(&d->kick, kick_cb, 0., 0.);
-    d->kick.data = d;
+    defer_init(&d->kick, kick_cb, d);
     conn_policy_init(&d->pol, &u->cfg);
     d->addr = u->addr;
     d->u = u;
@@ -929,7 +938,7 @@ static int up_queue(struct doh_up *d, struct xfer *x, struct doh_req *r)
     list_push(&d->queue, &r->link);
     x->tpriv = r;
     if (!d->scope.depth)
-        ev_timer_start(d->loop, &d->kick); /* 0 s: dispatched on the next turn */
+        defer_arm(d->loop, &d->kick); /* dispatched before the loop sleeps */
     return 0;
 }
 
@@ -1032,7 +1041,7 @@ static void doh_cancel(struct upstream *u, struct xfer *x)
     x->tpriv = NULL;
     /* the stream, if open, is reset and no longer names r */
     if (r->where == R_CONN && !r->d->scope.depth)
-        ev_timer_start(r->d->loop, &r->d->kick); /* flush the RST_STREAM */
+        defer_arm(r->d->loop, &r->d->kick); /* flush the RST_STREAM */
     req_detach(r);
     req_free(r);
 }

@@ -34,6 +34,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/defer.h"
 #include "core/err.h"
 #include "dns/dns.h"
 #include "upstream/upstream.h"
@@ -197,7 +198,7 @@ struct doq {
     struct qlist queue;       /* waiting for a stream */
     size_t nqueued;           /* in queue */
     struct conn_scope scope;  /* callback depth, finished queries, deferred free */
-    ev_prepare kick;          /* runs the queue before the loop next polls */
+    struct defer kick;        /* runs the queue before the loop next polls */
     uint8_t tp[DOQ_TP_MAX];   /* the server's transport parameters, for 0-RTT */
     size_t tplen;
     uint8_t token[DOQ_TOKEN_MAX]; /* proves our address next time: no Retry */
@@ -340,6 +341,7 @@ static void doq_destroy(void *arg)
 {
     struct doq *up = arg;
 
+    defer_cancel(&up->kick);
     tls_ctx_del(up->tls);
     free(up);
 }
@@ -1198,12 +1200,11 @@ static void conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 /* ---- the transport ------------------------------------------------------- */
 
 /* Runs the queue: a connection when there is none, streams, writes. */
-static void doq_kick_cb(struct ev_loop *loop, ev_prepare *w, int revents)
+static void doq_kick_cb(void *arg)
 {
-    struct doq *up = w->data;
+    struct doq *up = arg;
 
     conn_scope_enter(&up->scope);
-    ev_prepare_stop(loop, &up->kick);
     if (!up->conn && up->queue.head) {
         int rc = conn_new(up, &up->conn);
         while (rc && race_next(up)) /* refused at once: the next address */
@@ -1224,8 +1225,7 @@ static void doq_kick_cb(struct ev_loop *loop, ev_prepare *w, int revents)
 
 static void doq_schedule(struct doq *up)
 {
-    if (!ev_is_active(&up->kick))
-        ev_prepare_start(up->u->loop, &up->kick);
+    defer_arm(up->u->loop, &up->kick);
 }
 
 static int doq_open(struct upstream *u)
@@ -1238,8 +1238,7 @@ static int doq_open(struct upstream *u)
     up->u = u;
     up->st = &u->stats;
     conn_scope_init(&up->scope, NULL, dq_delivered, doq_destroy, up);
-    ev_prepare_init(&up->kick, doq_kick_cb);
-    up->kick.data = up;
+    defer_init(&up->kick, doq_kick_cb, up);
     ev_init(&up->stagger, race_stagger_cb);
     up->stagger.data = up;
     rc = tls_ctx_new_upstream(u, DOQ_ALPN, true, &up->tls);
@@ -1323,7 +1322,7 @@ static void doq_close(struct upstream *u)
 
     if (!up)
         return;
-    ev_prepare_stop(u->loop, &up->kick);
+    defer_cancel(&up->kick);
     race_stop(up);
     if (up->conn) {
         ngtcp2_ccerr_set_application_error(&up->conn->ccerr, DOQ_NO_ERROR, NULL, 0);

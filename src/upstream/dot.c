@@ -36,6 +36,7 @@
 #include <unistd.h>
 
 #include "core/buf.h"
+#include "core/defer.h"
 #include "core/err.h"
 #include "core/log.h"
 #include "core/rand.h"
@@ -117,6 +118,7 @@ struct dot_up {
     struct qlist wait;      /* accepted, no connection yet */
     struct conn_policy pol;
     struct conn_scope scope; /* callback depth, answers to deliver, deferred free */
+    struct defer flush;     /* queries assigned this loop turn go out before it sleeps */
     /* its addresses, read at each connect (a bootstrap upstream may change
      * them); only dc_open reads it, which never runs after close() */
     const struct upstream *u;
@@ -565,16 +567,20 @@ static int dc_answer(struct dot_conn *c, const uint8_t *msg, size_t len)
 static int dc_read(struct dot_conn *c)
 {
     struct dot_up *up = c->up;
+    size_t answered = c->qs.n;
 
     for (;;) {
         long n = dc_recv(c, rxbuf, sizeof(rxbuf));
         if (n > 0)
             ustats_bytes(up->st, (uint64_t)n, 0);
         if (n == DV_EAGAIN) {
-            /* ACK now: we may have nothing to send that would carry it, and
-             * what arrived may be no data for us at all (a TLS 1.3 session
-             * ticket) while the server's answer waits behind it for our ACK */
-            conn_quickack(c->fd);
+            /* ACK now when a server that Nagles may hold an answer for it:
+             * what arrived was no answer (a TLS 1.3 session ticket) or more
+             * answers are due. Not when queries about to go out carry the
+             * ACK, nor when nothing is awaited (a system call per query at
+             * a steady rate for nothing). */
+            if ((answered == c->qs.n || c->live) && !buf_used(&c->out))
+                conn_quickack(c->fd);
             return 0;
         }
         if (n < 0) {
@@ -738,6 +744,7 @@ static void up_free(void *arg)
     struct dot_up *up = arg;
     struct conn_done *d;
 
+    defer_cancel(&up->flush);
     up_settle(up);
     while ((d = conn_scope_pop(&up->scope)))
         q_delivered(d);
@@ -788,16 +795,33 @@ static void up_dispatch(struct dot_up *up, bool may_complete)
             ql_push(&up->wait, q, true);
             break;
         }
-        if (c->st == DC_READY && !(c->events & EV_WRITE)) {
-            ev_io_stop(up->loop, &c->io);
-            ev_io_set(&c->io, c->fd, c->events | EV_WRITE);
-            c->events |= EV_WRITE;
-            ev_io_start(up->loop, &c->io);
-        }
+        if (c->st == DC_READY)
+            defer_arm(up->loop, &up->flush);
     }
     if (!may_complete || up->n_conns > up->n_suspect)
         return;
     complete_all(up, &up->wait, DV_ECONN);
+}
+
+/* Before the loop sleeps: every query assigned during this turn (a burst the
+ * listener read together) leaves in one write, so one TLS record, without
+ * a trip through the poller for EV_WRITE. */
+static void up_flush(void *arg)
+{
+    struct dot_up *up = arg;
+
+    conn_scope_enter(&up->scope);
+    for (struct dot_conn *c = up->conns, *next; c; c = next) {
+        next = c->next;
+        if (c->st != DC_READY || !buf_used(&c->out) || (c->events & EV_WRITE))
+            continue;
+        int rc = dc_flush(c);
+        if (rc)
+            dc_fail(c, rc);
+        else
+            dc_set_events(c);
+    }
+    conn_scope_leave(&up->scope);
 }
 
 /* Copies the query, adds the keepalive option and, over TLS, pads it. */
@@ -844,6 +868,7 @@ static int dot_open(struct upstream *u)
     up->u = u;
     conn_policy_init(&up->pol, &u->cfg);
     conn_scope_init(&up->scope, up_settle, q_delivered, up_free, up);
+    defer_init(&up->flush, up_flush, up);
     up->name = strdup(u->name);
     if (!up->name) {
         free(up);
@@ -924,6 +949,7 @@ static void dot_close(struct upstream *u)
         return;
     u->priv = NULL;
     up->st = &ustats_sink;
+    defer_cancel(&up->flush);
     while (up->conns)
         dc_teardown(up->conns, true);
     while ((q = ql_pop(&up->wait))) {

@@ -292,6 +292,7 @@ class SpoofingPeer:
         self.target = target_port
         self.mode = mode
         self.qnames = []
+        self.ports = []  # the source port of each query
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.bind(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
@@ -311,6 +312,7 @@ class SpoofingPeer:
             q = dns.message.from_wire(data)
             qname = q.question[0].name.to_text()
             self.qnames.append(qname)
+            self.ports.append(peer[1])
             fake = "evil.test." if self.mode == "other" else qname.lower()
             f = dns.message.make_response(dns.message.make_query(fake, "A"))
             f.id = q.id
@@ -366,6 +368,23 @@ def test_f10_0x20_case_checked_on_the_answer(knot, spoofer, dnsveil):
     assert all(n != n.lower() for n in sent), sent  # 26 letters each, randomised
     assert len(set(sent)) == len(sent)
     assert d.stats()[0]["upstream_ignored"] >= len(names)
+
+
+def test_udp_sockets_reused_over_random_ports(knot, spoofer, dnsveil):
+    """udp:// spreads queries over a few connected sockets on random ports
+    and reuses each for several queries (not socket + connect + close per
+    query); the 0x20 check and the spoof drops hold on shared sockets."""
+    p = spoofer("case")
+    d = dnsveil("udp://127.0.0.1:%d" % p.port, timeout=2000)
+    # 26 letters each: a spoof in lower case matches one query in 2**26
+    names = ["abcdefghijklmnopqrstuvwxyz-pool%d.test." % i for i in range(40)]
+    for name in names:
+        r = ask(d.host, d.port, name)
+        assert r.rcode() == dns.rcode.NXDOMAIN and not r.answer, (name, r)
+    ports = [port for n, port in zip(p.qnames, p.ports) if n.lower() in names]
+    assert len(ports) == len(names)
+    # several ports (an off-path guess stays a guess), far fewer than queries
+    assert 2 <= len(set(ports)) <= 20, sorted(set(ports))
 
 
 # --------------------------------------------------------------------------
