@@ -1,8 +1,9 @@
 """File-descriptor exhaustion and recovery: the running daemon's
 RLIMIT_NOFILE is lowered (prlimit(2), as prlimit(1) does) to the number of
 descriptors it holds, so it cannot open one more. Cached names are still
-answered from the cache, the rest get SERVFAIL or REFUSED within the
-deadline (never silence), a TCP client waits in the backlog; once the
+answered from the cache; the rest are forwarded through the udp:// socket
+pool, which recycles its own descriptors, or get SERVFAIL or REFUSED at
+once when no descriptor is to be had (never silence), a TCP client waits in the backlog; once the
 limit is back, it serves normally."""
 
 import os
@@ -22,6 +23,7 @@ import helpers
 TIMEOUT_MS = 2000
 CACHED = ["www.test.", "mail.test.", "target.test."]
 UNCACHED = ["multi.test.", "ns.test.", "mail2.test.", "ttl5.test.", "c3.test."]
+STARVED = 100  # more than the open udp:// sockets can still carry
 
 
 def ask(d, name):
@@ -54,12 +56,18 @@ def test_fd_exhaustion_and_recovery(knot, dnsveil):
         for name in CACHED:
             r, ms = ask(d, name)
             assert r.rcode() == dns.rcode.NOERROR and r.answer, r.to_text()
-        starved = []
-        for name in UNCACHED:
-            r, ms = ask(d, name)
-            starved.append((name, dns.rcode.to_text(r.rcode()), round(ms)))
-            assert r.rcode() in (dns.rcode.SERVFAIL, dns.rcode.REFUSED), r.to_text()
-            assert not r.answer
+        # names nobody asked: the udp:// socket pool keeps forwarding at the
+        # limit (a retired socket's descriptor is what its successor takes),
+        # and a query that finds no descriptor gets SERVFAIL at once. Every
+        # one gets exactly one reply in time either way, and the daemon never
+        # holds more descriptors than the limit (checked below).
+        starved = {}
+        for i in range(STARVED):
+            r, ms = ask(d, "s%d.fds.test." % i)
+            rc = dns.rcode.to_text(r.rcode())
+            starved[rc] = starved.get(rc, 0) + 1
+            assert r.rcode() in (dns.rcode.NXDOMAIN, dns.rcode.SERVFAIL,
+                                 dns.rcode.REFUSED), r.to_text()
             assert ms < TIMEOUT_MS + faults.MARGIN_MS
         # a TCP client now: the kernel takes the connection, the daemon
         # cannot accept it yet; it must be served once descriptors are back
