@@ -32,44 +32,7 @@ bench_cert srv doh.test
 bench_knotd
 
 # ---- unbound: DoH on UB_DOH, forwards everything to knotd
-UB=$(port); UB_DOH=$(port)
-cat > "$work/unbound.conf" <<EOF
-server:
-    interface: 127.0.0.1@$UB
-    interface: 127.0.0.1@$UB_DOH
-    https-port: $UB_DOH
-    http-endpoint: "/dns-query"
-    http-max-streams: 1000
-    tls-service-key: "$work/srv.key"
-    tls-service-pem: "$work/srv.pem"
-    do-daemonize: no
-    username: ""
-    chroot: ""
-    directory: "$work"
-    pidfile: "$work/unbound.pid"
-    use-syslog: no
-    logfile: ""
-    verbosity: 0
-    num-threads: 1
-    do-ip6: no
-    do-not-query-localhost: no
-    module-config: "iterator"
-    qname-minimisation: no
-    prefetch: no
-    trust-anchor-signaling: no
-    root-key-sentinel: no
-    local-zone: "test." nodefault
-    access-control: 127.0.0.0/8 allow
-    incoming-num-tcp: 256
-    num-queries-per-thread: 4096
-forward-zone:
-    name: "."
-    forward-addr: 127.0.0.1@$KNOT
-remote-control:
-    control-enable: no
-EOF
-unbound -d -c "$work/unbound.conf" >"$work/unbound.log" 2>&1 & pids+=($!)
-wait_udp "$UB" unbound
+bench_unbound   # UDP on $UB, DoH on $UB_DOH (lib.sh)
 URL="https://127.0.0.1:$UB_DOH/dns-query"
 
 # ---- dnsveil: UDP in, DoH out, cache off so every query goes upstream
