@@ -631,20 +631,12 @@ static int check_pins(struct tls_conn *c)
              t->upstream, b64);
     return DV_ETLS;
 }
-
-int tls_conn_handshake(struct tls_conn *c)
+/* What every finished handshake checks, over TCP or QUIC: pins (a resumed
+ * session was verified, pins included, when it was first made) and the ALPN
+ * the server had to select. 0 (c is ready) or DV_ETLS. */
+static int conn_established(struct tls_conn *c)
 {
-    bool have;
-    int ret;
-
-    if (c->ready)
-        return 0;
-    ret = wolfSSL_connect(c->ssl);
-    if (ret != WOLFSSL_SUCCESS)
-        return io_wait(c, conn_error(c, ret, "handshake"));
-    c->want_write = false;
     c->resumed = wolfSSL_session_reused(c->ssl) == 1;
-    /* a resumed session was verified, pins included, when first made */
     if (!c->resumed && c->t->n_pins && check_pins(c))
         return DV_ETLS;
     if (c->t->alpn_required) {
@@ -658,6 +650,23 @@ int tls_conn_handshake(struct tls_conn *c)
         }
     }
     c->ready = true;
+    return 0;
+}
+
+
+int tls_conn_handshake(struct tls_conn *c)
+{
+    bool have;
+    int ret;
+
+    if (c->ready)
+        return 0;
+    ret = wolfSSL_connect(c->ssl);
+    if (ret != WOLFSSL_SUCCESS)
+        return io_wait(c, conn_error(c, ret, "handshake"));
+    c->want_write = false;
+    if (conn_established(c))
+        return DV_ETLS;
     log_debug("upstream %s: tls: %s, %s, %s", c->t->upstream, wolfSSL_get_version(c->ssl),
               wolfSSL_get_cipher(c->ssl), c->resumed ? "resumed session" : "full handshake");
     c->ticket_sig = ticket_sig(c->ssl, &have);
@@ -745,21 +754,8 @@ int tls_conn_quic_completed(struct tls_conn *c)
 {
     bool have;
 
-    c->resumed = wolfSSL_session_reused(c->ssl) == 1;
-    /* a resumed session was verified, pins included, when first made */
-    if (!c->resumed && c->t->n_pins && check_pins(c))
+    if (conn_established(c))
         return DV_ETLS;
-    if (c->t->alpn_required) {
-        char *proto = NULL;
-        word16 plen = 0;
-        if (wolfSSL_ALPN_GetProtocol(c->ssl, &proto, &plen) != WOLFSSL_SUCCESS ||
-            plen != strlen(c->t->alpn) || memcmp(proto, c->t->alpn, plen) != 0) {
-            log_warn("upstream %s: tls: server did not select ALPN '%s'", c->t->upstream,
-                     c->t->alpn);
-            return DV_ETLS;
-        }
-    }
-    c->ready = true;
     log_debug("upstream %s: quic tls: %s, %s", c->t->upstream, wolfSSL_get_cipher(c->ssl),
               c->resumed ? "resumed session" : "full handshake");
     c->ticket_sig = ticket_sig(c->ssl, &have);
