@@ -184,6 +184,8 @@ struct doq_conn {
      * streams until it wins */
     bool racer;
     bool lost_race;        /* closed because another attempt won */
+    bool migrating;        /* moved to a new path that is being validated */
+    bool migrate_failed;   /* ... which failed: doq_migrate_fallback_cb replaces it */
     struct doq_conn *rnext; /* in up->racers */
     size_t aidx;           /* its address in u->addrs */
     unsigned num;          /* for log lines */
@@ -214,6 +216,7 @@ struct doq {
     struct doq_conn *racers;  /* attempts besides conn, oldest first */
     ev_timer stagger;         /* starts the next attempt */
     struct ustats *st;        /* u's counters; ustats_sink once closed */
+    struct defer migrate_fallback; /* a failed migration: connect afresh */
 };
 
 static uint8_t rxbuf[DOQ_RX_BATCH][DOQ_MAX_UDP];
@@ -342,6 +345,7 @@ static void doq_destroy(void *arg)
     struct doq *up = arg;
 
     defer_cancel(&up->kick);
+    defer_cancel(&up->migrate_fallback);
     tls_ctx_del(up->tls);
     free(up);
 }
@@ -356,6 +360,11 @@ static void race_arm(struct doq *up, double after);
 static void conn_stall_cb(struct ev_loop *loop, ev_timer *w, int revents);
 static void conn_watch_stall(struct doq_conn *c, bool waiting);
 static void doq_schedule(struct doq *up);
+static int doq_migrate_validated_cb(ngtcp2_conn *conn, uint32_t flags, const ngtcp2_path *path,
+                                    const ngtcp2_path *fallback,
+                                    ngtcp2_path_validation_result res, void *user_data);
+static void doq_migrate_fallback_cb(void *arg);
+static bool doq_migrate(struct doq *up);
 
 static ngtcp2_conn *get_conn(ngtcp2_crypto_conn_ref *ref)
 {
@@ -572,6 +581,7 @@ static const ngtcp2_callbacks conn_callbacks = {
     .extend_max_local_streams_bidi = extend_max_streams_cb,
     .tls_early_data_rejected = early_data_rejected_cb,
     .recv_new_token = recv_new_token_cb,
+    .path_validation = doq_migrate_validated_cb,
 };
 
 static int conn_new(struct doq *up, struct doq_conn **pc)
@@ -1239,6 +1249,7 @@ static int doq_open(struct upstream *u)
     up->st = &u->stats;
     conn_scope_init(&up->scope, NULL, dq_delivered, doq_destroy, up);
     defer_init(&up->kick, doq_kick_cb, up);
+    defer_init(&up->migrate_fallback, doq_migrate_fallback_cb, up);
     ev_init(&up->stagger, race_stagger_cb);
     up->stagger.data = up;
     rc = tls_ctx_new_upstream(u, DOQ_ALPN, true, &up->tls);
@@ -1323,6 +1334,7 @@ static void doq_close(struct upstream *u)
     if (!up)
         return;
     defer_cancel(&up->kick);
+    defer_cancel(&up->migrate_fallback);
     race_stop(up);
     if (up->conn) {
         ngtcp2_ccerr_set_application_error(&up->conn->ccerr, DOQ_NO_ERROR, NULL, 0);
@@ -1403,9 +1415,12 @@ static void doq_netchange(struct upstream *u)
     if (!up->conn && !up->queue.head)
         return; /* not in use: the next query connects on the new network anyway */
     conn_scope_enter(&up->scope);
-    /* QUIC could move the connection to the new path (client migration),
-     * but only where the server allows it; a new connection with 0-RTT
-     * costs no round trip more and works with every server */
+    if (doq_migrate(up)) {
+        conn_scope_leave(&up->scope);
+        return;
+    }
+    /* not movable (see doq_migrate): a new connection with 0-RTT costs no
+     * round trip more and works with every server */
     const ngtcp2_transport_params *tp =
         up->conn && up->conn->handshake_done
             ? ngtcp2_conn_get_remote_transport_params(up->conn->conn)
@@ -1415,6 +1430,141 @@ static void doq_netchange(struct upstream *u)
                       : !tp ? "still in its handshake"
                       : tp->disable_active_migration ? "not migratable (the server forbids it)"
                                                      : "dropped");
+    doq_replace(up);
+    conn_scope_leave(&up->scope);
+}
+
+/* ---- connection migration (RFC 9000 9) ----------------------------------- */
+
+/* Whether a and b hold the same IP address, ports aside. */
+static bool doq_same_host(const ngtcp2_addr *a, const struct sockaddr_storage *b)
+{
+    const struct sockaddr *sa = (const struct sockaddr *)a->addr;
+
+    if (sa->sa_family != b->ss_family)
+        return false;
+    if (sa->sa_family == AF_INET)
+        return !memcmp(&((const struct sockaddr_in *)sa)->sin_addr,
+                       &((const struct sockaddr_in *)b)->sin_addr, sizeof(struct in_addr));
+    if (sa->sa_family == AF_INET6)
+        return !memcmp(&((const struct sockaddr_in6 *)sa)->sin6_addr,
+                       &((const struct sockaddr_in6 *)b)->sin6_addr, sizeof(struct in6_addr));
+    return false;
+}
+
+/* The network changed under the established connection. When a new socket
+ * to the server gets another local address from the kernel (ours is gone,
+ * or the route now leaves by another interface) and the server allows
+ * active migration, the connection moves to that socket with its streams
+ * in flight: ngtcp2 sends from the new path at once, on a fresh connection
+ * ID, and validates it with PATH_CHALLENGE meanwhile
+ * (doq_migrate_validated_cb). false when it did not move: the caller
+ * reconnects with 0-RTT. Inside the scope. */
+static bool doq_migrate(struct doq *up)
+{
+    struct doq_conn *c = up->conn;
+    struct upstream *u = up->u;
+    const ngtcp2_transport_params *tp;
+    struct sockaddr_storage local;
+    socklen_t locallen = sizeof(local);
+    struct net_addr to;
+    char from_s[NET_ADDRSTRLEN], to_s[NET_ADDRSTRLEN];
+    int fd, rv;
+
+    if (!c || !c->handshake_done || c->racer || up->racers)
+        return false;
+    tp = ngtcp2_conn_get_remote_transport_params(c->conn);
+    if (!tp || tp->disable_active_migration)
+        return false;
+    const ngtcp2_path *cur = ngtcp2_conn_get_path(c->conn);
+    if (cur->remote.addrlen > sizeof(to.ss))
+        return false;
+    memcpy(&to.ss, cur->remote.addr, cur->remote.addrlen);
+    to.len = cur->remote.addrlen;
+    fd = conn_connect(&to, SOCK_DGRAM, u->name);
+    if (fd < 0)
+        return false;
+    if (getsockname(fd, (struct sockaddr *)&local, &locallen) < 0 ||
+        doq_same_host(&cur->local, &local)) {
+        close(fd); /* the path we have is still the one the kernel picks */
+        return false;
+    }
+    ngtcp2_path_storage ps;
+    ngtcp2_path_storage_init(&ps, (const struct sockaddr *)&local, locallen,
+                             (const struct sockaddr *)&to.ss, to.len, NULL);
+    struct net_addr was = {.len = 0}, now = {.ss = local, .len = locallen};
+    if (cur->local.addrlen <= sizeof(was.ss)) {
+        memcpy(&was.ss, cur->local.addr, cur->local.addrlen);
+        was.len = cur->local.addrlen;
+    }
+    net_addr_str(&was, from_s, sizeof(from_s));
+    net_addr_str(&now, to_s, sizeof(to_s));
+    rv = ngtcp2_conn_initiate_immediate_migration(c->conn, &ps.path, now_ts());
+    if (rv) {
+        close(fd);
+        /* no spare connection ID from the server, or the handshake not yet
+         * confirmed: the server did not make it possible, nothing failed */
+        if (rv != NGTCP2_ERR_CONN_ID_BLOCKED && rv != NGTCP2_ERR_INVALID_STATE)
+            ustats_migration(up->st, false);
+        log_info("upstream %s: doq connection %u cannot migrate from %s to %s: %s", u->name,
+                 c->num, from_s, to_s, ngtcp2_strerror(rv));
+        return false;
+    }
+    /* the old socket's address is gone or no longer routed: what is left
+     * to send goes on the new one, and what it held back is QUIC's to
+     * repair */
+    ev_io_stop(u->loop, &c->rio);
+    ev_io_stop(u->loop, &c->wio);
+    close(c->fd);
+    c->fd = fd;
+    c->pending_len = 0;
+    ev_io_set(&c->rio, fd, EV_READ);
+    ev_io_set(&c->wio, fd, EV_WRITE);
+    ev_io_start(u->loop, &c->rio);
+    ngtcp2_path_storage_init(&c->ps, (const struct sockaddr *)&local, locallen,
+                             (const struct sockaddr *)&to.ss, to.len, NULL);
+    c->migrating = true;
+    c->migrate_failed = false;
+    c->last_rx = now_ts(); /* the new path gets its own time before a stall */
+    log_info("upstream %s: network changed: doq connection %u migrates from %s to %s", u->name,
+             c->num, from_s, to_s);
+    conn_flush(c);
+    return true;
+}
+
+/* ngtcp2 validated the new path, or gave up on it: count it, and on
+ * failure connect afresh once ngtcp2 has returned. */
+static int doq_migrate_validated_cb(ngtcp2_conn *conn, uint32_t flags, const ngtcp2_path *path,
+                                    const ngtcp2_path *fallback,
+                                    ngtcp2_path_validation_result res, void *user_data)
+{
+    struct doq_conn *c = user_data;
+    struct doq *up = c->up;
+
+    /* aborted: a newer migration replaced this one and reports for both */
+    if (!c->migrating || res == NGTCP2_PATH_VALIDATION_RESULT_ABORTED)
+        return 0;
+    c->migrating = false;
+    ustats_migration(up->st, res == NGTCP2_PATH_VALIDATION_RESULT_SUCCESS);
+    if (res == NGTCP2_PATH_VALIDATION_RESULT_SUCCESS) {
+        log_info("upstream %s: doq connection %u migrated: the new path is validated",
+                 up->u->name, c->num);
+        return 0;
+    }
+    log_info("upstream %s: doq connection %u: the new path failed validation; connecting afresh",
+             up->u->name, c->num);
+    c->migrate_failed = true;
+    defer_arm(up->u->loop, &up->migrate_fallback);
+    return 0;
+}
+
+static void doq_migrate_fallback_cb(void *arg)
+{
+    struct doq *up = arg;
+
+    if (!up->conn || !up->conn->migrate_failed)
+        return;
+    conn_scope_enter(&up->scope);
     doq_replace(up);
     conn_scope_leave(&up->scope);
 }
