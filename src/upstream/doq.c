@@ -184,8 +184,11 @@ struct doq_conn {
      * streams until it wins */
     bool racer;
     bool lost_race;        /* closed because another attempt won */
+    /* connection migration (doq_migrate and after it) */
     bool migrating;        /* moved to a new path that is being validated */
-    bool migrate_failed;   /* ... which failed: doq_migrate_fallback_cb replaces it */
+    bool migrate_failed;   /* ... which failed: doq_migrate_later_cb reconnects */
+    bool migrate_wanted;   /* the route is gone: doq_migrate_later_cb moves c */
+    bool moved_early;      /* moved on a send error, before netmon told us */
     struct doq_conn *rnext; /* in up->racers */
     size_t aidx;           /* its address in u->addrs */
     unsigned num;          /* for log lines */
@@ -216,7 +219,7 @@ struct doq {
     struct doq_conn *racers;  /* attempts besides conn, oldest first */
     ev_timer stagger;         /* starts the next attempt */
     struct ustats *st;        /* u's counters; ustats_sink once closed */
-    struct defer migrate_fallback; /* a failed migration: connect afresh */
+    struct defer migrate_later; /* migration work outside ngtcp2's calls */
 };
 
 static uint8_t rxbuf[DOQ_RX_BATCH][DOQ_MAX_UDP];
@@ -345,7 +348,7 @@ static void doq_destroy(void *arg)
     struct doq *up = arg;
 
     defer_cancel(&up->kick);
-    defer_cancel(&up->migrate_fallback);
+    defer_cancel(&up->migrate_later);
     tls_ctx_del(up->tls);
     free(up);
 }
@@ -363,8 +366,10 @@ static void doq_schedule(struct doq *up);
 static int doq_migrate_validated_cb(ngtcp2_conn *conn, uint32_t flags, const ngtcp2_path *path,
                                     const ngtcp2_path *fallback,
                                     ngtcp2_path_validation_result res, void *user_data);
-static void doq_migrate_fallback_cb(void *arg);
+static void doq_migrate_later_cb(void *arg);
+static void doq_migrate_soon(struct doq_conn *c);
 static bool doq_migrate(struct doq *up);
+static bool doq_can_migrate(struct doq_conn *c);
 
 static ngtcp2_conn *get_conn(ngtcp2_crypto_conn_ref *ref)
 {
@@ -717,11 +722,15 @@ static bool conn_send(struct doq_conn *c, const uint8_t *pkt, size_t len)
             ev_io_start(c->up->u->loop, &c->wio);
             return true;
         }
-        /* a lost datagram is QUIC's to repair; only a refused port is final */
-        if (errno == ECONNREFUSED || errno == EHOSTUNREACH || errno == ENETUNREACH) {
+        /* a lost datagram is QUIC's to repair; only a refused port is final,
+         * or a lost route unless the connection can move (doq_can_migrate) */
+        if (errno == ECONNREFUSED ||
+            ((errno == EHOSTUNREACH || errno == ENETUNREACH) && !doq_can_migrate(c))) {
             log_debug("upstream %s: doq: send: %s", c->up->u->name, strerror(errno));
             return false;
         }
+        if (errno == EHOSTUNREACH || errno == ENETUNREACH)
+            doq_migrate_soon(c);
         return true;
     }
 }
@@ -1249,7 +1258,7 @@ static int doq_open(struct upstream *u)
     up->st = &u->stats;
     conn_scope_init(&up->scope, NULL, dq_delivered, doq_destroy, up);
     defer_init(&up->kick, doq_kick_cb, up);
-    defer_init(&up->migrate_fallback, doq_migrate_fallback_cb, up);
+    defer_init(&up->migrate_later, doq_migrate_later_cb, up);
     ev_init(&up->stagger, race_stagger_cb);
     up->stagger.data = up;
     rc = tls_ctx_new_upstream(u, DOQ_ALPN, true, &up->tls);
@@ -1334,7 +1343,7 @@ static void doq_close(struct upstream *u)
     if (!up)
         return;
     defer_cancel(&up->kick);
-    defer_cancel(&up->migrate_fallback);
+    defer_cancel(&up->migrate_later);
     race_stop(up);
     if (up->conn) {
         ngtcp2_ccerr_set_application_error(&up->conn->ccerr, DOQ_NO_ERROR, NULL, 0);
@@ -1452,6 +1461,18 @@ static bool doq_same_host(const ngtcp2_addr *a, const struct sockaddr_storage *b
     return false;
 }
 
+/* Whether c could move to another path: established, and the server
+ * allows it. */
+static bool doq_can_migrate(struct doq_conn *c)
+{
+    const ngtcp2_transport_params *tp;
+
+    if (!c->handshake_done || c->racer || c->up->racers)
+        return false;
+    tp = ngtcp2_conn_get_remote_transport_params(c->conn);
+    return tp && !tp->disable_active_migration;
+}
+
 /* The network changed under the established connection. When a new socket
  * to the server gets another local address from the kernel (ours is gone,
  * or the route now leaves by another interface) and the server allows
@@ -1464,17 +1485,13 @@ static bool doq_migrate(struct doq *up)
 {
     struct doq_conn *c = up->conn;
     struct upstream *u = up->u;
-    const ngtcp2_transport_params *tp;
     struct sockaddr_storage local;
     socklen_t locallen = sizeof(local);
     struct net_addr to;
     char from_s[NET_ADDRSTRLEN], to_s[NET_ADDRSTRLEN];
     int fd, rv;
 
-    if (!c || !c->handshake_done || c->racer || up->racers)
-        return false;
-    tp = ngtcp2_conn_get_remote_transport_params(c->conn);
-    if (!tp || tp->disable_active_migration)
+    if (!c || !doq_can_migrate(c))
         return false;
     const ngtcp2_path *cur = ngtcp2_conn_get_path(c->conn);
     if (cur->remote.addrlen > sizeof(to.ss))
@@ -1484,10 +1501,19 @@ static bool doq_migrate(struct doq *up)
     fd = conn_connect(&to, SOCK_DGRAM, u->name);
     if (fd < 0)
         return false;
-    if (getsockname(fd, (struct sockaddr *)&local, &locallen) < 0 ||
-        doq_same_host(&cur->local, &local)) {
-        close(fd); /* the path we have is still the one the kernel picks */
+    if (getsockname(fd, (struct sockaddr *)&local, &locallen) < 0) {
+        close(fd);
         return false;
+    }
+    if (doq_same_host(&cur->local, &local)) {
+        close(fd); /* the path we have is still the one the kernel picks */
+        if (!c->moved_early)
+            return false;
+        /* it moved here when the change broke a send: this is that change */
+        c->moved_early = false;
+        log_info("upstream %s: network changed: doq connection %u has migrated already",
+                 u->name, c->num);
+        return true;
     }
     ngtcp2_path_storage ps;
     ngtcp2_path_storage_init(&ps, (const struct sockaddr *)&local, locallen,
@@ -1525,6 +1551,7 @@ static bool doq_migrate(struct doq *up)
                              (const struct sockaddr *)&to.ss, to.len, NULL);
     c->migrating = true;
     c->migrate_failed = false;
+    c->moved_early = false;
     c->last_rx = now_ts(); /* the new path gets its own time before a stall */
     log_info("upstream %s: network changed: doq connection %u migrates from %s to %s", u->name,
              c->num, from_s, to_s);
@@ -1554,18 +1581,45 @@ static int doq_migrate_validated_cb(ngtcp2_conn *conn, uint32_t flags, const ngt
     log_info("upstream %s: doq connection %u: the new path failed validation; connecting afresh",
              up->u->name, c->num);
     c->migrate_failed = true;
-    defer_arm(up->u->loop, &up->migrate_fallback);
+    defer_arm(up->u->loop, &up->migrate_later);
     return 0;
 }
 
-static void doq_migrate_fallback_cb(void *arg)
+/* A send found no route any more (the address went away, so will the
+ * connection's path): the connection moves now, without waiting for
+ * netmon's report, which comes in up to NETMON_MAX_MS. Its datagrams
+ * meanwhile count as lost. */
+static void doq_migrate_soon(struct doq_conn *c)
+{
+    if (c != c->up->conn || c->migrate_wanted)
+        return;
+    c->migrate_wanted = true;
+    defer_arm(c->up->u->loop, &c->up->migrate_later);
+}
+
+/* Migration work that must not run inside ngtcp2 or the write loop: a move
+ * a send error asked for, or a new connection when the new path failed. */
+static void doq_migrate_later_cb(void *arg)
 {
     struct doq *up = arg;
+    struct doq_conn *c = up->conn;
 
-    if (!up->conn || !up->conn->migrate_failed)
+    if (!c || !(c->migrate_failed || c->migrate_wanted))
         return;
     conn_scope_enter(&up->scope);
-    doq_replace(up);
+    if (c->migrate_failed) {
+        doq_replace(up);
+    } else {
+        c->migrate_wanted = false;
+        if (doq_migrate(up)) {
+            if (up->conn == c && c->migrating)
+                c->moved_early = true;
+        } else {
+            log_info("upstream %s: doq connection %u lost its route and cannot migrate; "
+                     "a new one with 0-RTT takes over", up->u->name, c->num);
+            doq_replace(up);
+        }
+    }
     conn_scope_leave(&up->scope);
 }
 
