@@ -17,6 +17,9 @@
  * A connection lost with queries in flight (idle timeout, the path gone
  * quiet, a close without an error) moves them once to a new connection; a
  * DoQ error code from the server fails them so the caller can fail over.
+ * After a network change the connection moves to the local address the
+ * kernel now picks (client migration, the doq_migrate functions) where the
+ * server allows it; otherwise a new connection with 0-RTT takes over.
  * A host with several addresses races handshakes (happy eyeballs, the
  * race_* functions): the first attempt is the primary and carries any 0-RTT
  * streams, later ones start 250 ms apart or at once after a failure, and the
@@ -368,7 +371,7 @@ static int doq_migrate_validated_cb(ngtcp2_conn *conn, uint32_t flags, const ngt
                                     ngtcp2_path_validation_result res, void *user_data);
 static void doq_migrate_later_cb(void *arg);
 static void doq_migrate_soon(struct doq_conn *c);
-static bool doq_migrate(struct doq *up);
+static bool doq_migrate(struct doq *up, const char *why);
 static bool doq_can_migrate(struct doq_conn *c);
 
 static ngtcp2_conn *get_conn(ngtcp2_crypto_conn_ref *ref)
@@ -1424,7 +1427,7 @@ static void doq_netchange(struct upstream *u)
     if (!up->conn && !up->queue.head)
         return; /* not in use: the next query connects on the new network anyway */
     conn_scope_enter(&up->scope);
-    if (doq_migrate(up)) {
+    if (doq_migrate(up, "network changed")) {
         conn_scope_leave(&up->scope);
         return;
     }
@@ -1480,8 +1483,8 @@ static bool doq_can_migrate(struct doq_conn *c)
  * in flight: ngtcp2 sends from the new path at once, on a fresh connection
  * ID, and validates it with PATH_CHALLENGE meanwhile
  * (doq_migrate_validated_cb). false when it did not move: the caller
- * reconnects with 0-RTT. Inside the scope. */
-static bool doq_migrate(struct doq *up)
+ * reconnects with 0-RTT. why starts the log line. Inside the scope. */
+static bool doq_migrate(struct doq *up, const char *why)
 {
     struct doq_conn *c = up->conn;
     struct upstream *u = up->u;
@@ -1511,8 +1514,8 @@ static bool doq_migrate(struct doq *up)
             return false;
         /* it moved here when the change broke a send: this is that change */
         c->moved_early = false;
-        log_info("upstream %s: network changed: doq connection %u has migrated already",
-                 u->name, c->num);
+        log_info("upstream %s: %s: doq connection %u has migrated already", u->name, why,
+                 c->num);
         return true;
     }
     ngtcp2_path_storage ps;
@@ -1553,8 +1556,8 @@ static bool doq_migrate(struct doq *up)
     c->migrate_failed = false;
     c->moved_early = false;
     c->last_rx = now_ts(); /* the new path gets its own time before a stall */
-    log_info("upstream %s: network changed: doq connection %u migrates from %s to %s", u->name,
-             c->num, from_s, to_s);
+    log_info("upstream %s: %s: doq connection %u migrates from %s to %s", u->name, why, c->num,
+             from_s, to_s);
     conn_flush(c);
     return true;
 }
@@ -1611,7 +1614,7 @@ static void doq_migrate_later_cb(void *arg)
         doq_replace(up);
     } else {
         c->migrate_wanted = false;
-        if (doq_migrate(up)) {
+        if (doq_migrate(up, "route lost")) {
             if (up->conn == c && c->migrating)
                 c->moved_early = true;
         } else {
