@@ -371,6 +371,7 @@ static int doq_migrate_validated_cb(ngtcp2_conn *conn, uint32_t flags, const ngt
                                     ngtcp2_path_validation_result res, void *user_data);
 static void doq_migrate_later_cb(void *arg);
 static void doq_migrate_soon(struct doq_conn *c);
+static void doq_migrate_abandoned(struct doq_conn *c);
 static bool doq_migrate(struct doq *up, const char *why);
 static bool doq_can_migrate(struct doq_conn *c);
 
@@ -949,6 +950,7 @@ static void conn_drop(struct doq_conn *c, int rc, bool retry, bool send_close)
             dq_complete(q, rc);
         }
     }
+    doq_migrate_abandoned(c);
     ev_io_stop(loop, &c->rio);
     ev_io_stop(loop, &c->wio);
     ev_timer_stop(loop, &c->timer);
@@ -1586,6 +1588,18 @@ static int doq_migrate_validated_cb(ngtcp2_conn *conn, uint32_t flags, const ngt
     c->migrate_failed = true;
     defer_arm(up->u->loop, &up->migrate_later);
     return 0;
+}
+
+/* c ends (stalled, idle, closed) while its new path is still being
+ * validated: that migration failed too. */
+static void doq_migrate_abandoned(struct doq_conn *c)
+{
+    if (!c->migrating)
+        return;
+    c->migrating = false;
+    ustats_migration(c->up->st, false);
+    log_info("upstream %s: doq connection %u closed before its new path was validated",
+             c->up->u->name, c->num);
 }
 
 /* A send found no route any more (the address went away, so will the

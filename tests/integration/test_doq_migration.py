@@ -229,3 +229,37 @@ def test_reconnects_when_the_server_forbids_migration(world, change):
     assert w.counter("dnsveil_upstream_connections_opened_total", transport="doq") > conns
     assert w.counter("dnsveil_upstream_handshakes_total", transport="doq",
                      kind="early_accepted") >= 1
+
+
+def test_failed_path_validation_reconnects(world):
+    """The server allows migration, but nothing it sends reaches the
+    client's new address: the migrated connection's path never validates.
+    That counts as a failed migration and a new connection takes over, which
+    works once the path does."""
+    w = world("dnsveil")
+    rc, _ = w.ask("warm.test.")
+    assert rc == dns.rcode.NOERROR
+    conns = w.counter("dnsveil_upstream_connections_opened_total", transport="doq")
+    srv = w.pair.server
+    srv.ip("route", "add", "blackhole", "default", "table", "99")
+    srv.ip("rule", "add", "to", netns.CLIENT_B, "lookup", "99")
+    netns.Pair.move_default_route(w.pair)
+    end = time.monotonic() + 5
+    while "migrates from" not in w.dnsveil.text() and time.monotonic() < end:
+        time.sleep(0.05)
+    assert "migrates from" in w.dnsveil.text(), w.dnsveil.text()[-3000:]
+    t0 = time.monotonic()
+    failed = wait_counter(w, "dnsveil_upstream_migrations_total", 1, deadline=20,
+                          result="failed")
+    print("\nnew path given up after %.1f s" % (time.monotonic() - t0))
+    assert failed == 1, w.dnsveil.text()[-3000:]
+    srv.ip("rule", "del", "to", netns.CLIENT_B, "lookup", "99")
+    end = time.monotonic() + 15
+    rc = None
+    while rc != dns.rcode.NOERROR and time.monotonic() < end:
+        rc, _ = w.ask("after-failure.test.", timeout=3)
+    assert rc == dns.rcode.NOERROR, w.dnsveil.text()[-3000:]
+    assert w.counter("dnsveil_upstream_migrations_total", result="ok") == 0
+    assert w.counter("dnsveil_upstream_connections_opened_total", transport="doq") > conns
+    text = w.dnsveil.text()
+    assert "new path failed validation" in text or "before its new path was validated" in text
