@@ -435,6 +435,22 @@ static int stream_close_cb(ngtcp2_conn *conn, uint32_t flags, int64_t sid,
     return 0;
 }
 
+/* A client that migrated (RFC 9000 9) proved its new address: its queries
+ * count as from there now (access rules, rate limits, the query log). */
+static int path_validated_cb(ngtcp2_conn *conn, uint32_t flags, const ngtcp2_path *path,
+                             const ngtcp2_path *fallback, ngtcp2_path_validation_result res,
+                             void *user_data)
+{
+    struct dq_conn *c = user_data;
+
+    if (res == NGTCP2_PATH_VALIDATION_RESULT_SUCCESS &&
+        path->remote.addrlen <= sizeof(c->peer.ss)) {
+        memcpy(&c->peer.ss, path->remote.addr, path->remote.addrlen);
+        c->peer.len = path->remote.addrlen;
+    }
+    return 0;
+}
+
 static const ngtcp2_callbacks callbacks = {
     .recv_client_initial = ngtcp2_crypto_recv_client_initial_cb,
     .recv_crypto_data = ngtcp2_crypto_recv_crypto_data_cb,
@@ -451,6 +467,7 @@ static const ngtcp2_callbacks callbacks = {
     .remove_connection_id = remove_cid_cb,
     .recv_stream_data = recv_stream_data_cb,
     .stream_close = stream_close_cb,
+    .path_validation = path_validated_cb,
 };
 
 /* ---- connections ---- */

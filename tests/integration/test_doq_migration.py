@@ -51,7 +51,7 @@ class World:
     """unbound and a DoQ server (dnsveil's listener or the Go peer) in the
     server namespace, the dnsveil under test in the client namespace."""
 
-    def __init__(self, made, tmp_path, pki, server):
+    def __init__(self, made, tmp_path, pki, server, server_conf=""):
         self.tmp = tmp_path
         self.procs = []
         self.checked = []  # dnsveils whose exit and log must be clean
@@ -65,8 +65,8 @@ class World:
         netns.wait_answer(srv, 53, host=netns.SERVER, proc=unbound)
         if server == "dnsveil":
             scfg = tmp_path / "server.toml"
-            scfg.write_text('[server]\nlisten_quic = "%s:8853"\ncert = "%s"\nkey = "%s"\n'
-                            % (netns.SERVER, cert, key))
+            scfg.write_text('[server]\nlisten_quic = "%s:8853"\ncert = "%s"\nkey = "%s"\n%s\n'
+                            % (netns.SERVER, cert, key, server_conf))
             self.server = self.spawn(srv, [helpers.dnsveil_bin(), "-c", scfg,
                                            "-l", "127.0.0.1:%d" % PORT,
                                            "-u", "udp://%s:53" % netns.SERVER, "-v"],
@@ -146,8 +146,8 @@ class World:
 def world(tmp_path, pki):
     made = []
 
-    def make(server):
-        return World(made, tmp_path, pki, server)
+    def make(server, server_conf=""):
+        return World(made, tmp_path, pki, server, server_conf)
 
     yield make
     problems = []
@@ -263,3 +263,20 @@ def test_failed_path_validation_reconnects(world):
     assert w.counter("dnsveil_upstream_connections_opened_total", transport="doq") > conns
     text = w.dnsveil.text()
     assert "new path failed validation" in text or "before its new path was validated" in text
+
+
+def test_server_judges_a_migrated_client_by_its_new_address(world):
+    """dnsveil's DoQ listener answers only the client's first address: once
+    the client has migrated to its new one (and proved it), its queries are
+    judged by that address and refused, not served on the strength of
+    where the connection began."""
+    w = world("dnsveil", 'allow = ["127.0.0.0/8", "%s/32"]' % netns.CLIENT_A)
+    rc, _ = w.ask("warm.test.")
+    assert rc == dns.rcode.NOERROR
+    netns.Pair.move_address(w.pair)
+    rcs = [w.ask("moved%d.test." % i)[0] for i in range(3)]
+    assert "migrates from" in w.dnsveil.text(), w.dnsveil.text()[-3000:]
+    assert dns.rcode.NOERROR not in rcs, rcs
+    w.server.stop()
+    counts = re.findall(r"refused_clients=(\d+)", w.server.text())
+    assert counts and int(counts[-1]) >= 1, w.server.text()[-2000:]
