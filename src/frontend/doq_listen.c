@@ -170,6 +170,20 @@ static void send_pkt(struct fe_doq *d, const uint8_t *pkt, size_t len, const str
     /* a datagram lost to a full socket buffer is QUIC's to repair */
 }
 
+/* Sends what ngtcp2 just wrote to the peer address of the path it wrote it
+ * for (c->ps): after a client migrated (RFC 9000 9), that is its new
+ * address, while c->peer stays the one it connected from. */
+static void send_on_path(struct dq_conn *c, const uint8_t *pkt, size_t len)
+{
+    struct net_addr to;
+
+    if (c->ps.path.remote.addrlen > sizeof(to.ss))
+        return;
+    memcpy(&to.ss, c->ps.path.remote.addr, c->ps.path.remote.addrlen);
+    to.len = c->ps.path.remote.addrlen;
+    send_pkt(c->d, pkt, len, &to);
+}
+
 /* Closes c now: ngtcp2 state, TLS, timer; its streams are forgotten (a held
  * one keeps c's memory until the query engine lets go). */
 static void conn_close(struct dq_conn *c)
@@ -209,7 +223,7 @@ static void conn_close_send(struct dq_conn *c)
         ngtcp2_ssize n = ngtcp2_conn_write_connection_close(c->conn, &c->ps.path, &pi, buf,
                                                             sizeof(buf), &c->ccerr, now_ts());
         if (n > 0)
-            send_pkt(c->d, buf, (size_t)n, &c->peer);
+            send_on_path(c, buf, (size_t)n);
     }
     conn_close(c);
 }
@@ -275,7 +289,7 @@ static void conn_write(struct dq_conn *c)
         }
         if (n == 0)
             break;
-        send_pkt(c->d, buf, (size_t)n, &c->peer);
+        send_on_path(c, buf, (size_t)n);
     }
     ngtcp2_conn_update_pkt_tx_time(c->conn, ts);
     conn_arm_timer(c);
@@ -421,6 +435,22 @@ static int stream_close_cb(ngtcp2_conn *conn, uint32_t flags, int64_t sid,
     return 0;
 }
 
+/* A client that migrated (RFC 9000 9) proved its new address: its queries
+ * count as from there now (access rules, rate limits, the query log). */
+static int path_validated_cb(ngtcp2_conn *conn, uint32_t flags, const ngtcp2_path *path,
+                             const ngtcp2_path *fallback, ngtcp2_path_validation_result res,
+                             void *user_data)
+{
+    struct dq_conn *c = user_data;
+
+    if (res == NGTCP2_PATH_VALIDATION_RESULT_SUCCESS &&
+        path->remote.addrlen <= sizeof(c->peer.ss)) {
+        memcpy(&c->peer.ss, path->remote.addr, path->remote.addrlen);
+        c->peer.len = path->remote.addrlen;
+    }
+    return 0;
+}
+
 static const ngtcp2_callbacks callbacks = {
     .recv_client_initial = ngtcp2_crypto_recv_client_initial_cb,
     .recv_crypto_data = ngtcp2_crypto_recv_crypto_data_cb,
@@ -437,6 +467,7 @@ static const ngtcp2_callbacks callbacks = {
     .remove_connection_id = remove_cid_cb,
     .recv_stream_data = recv_stream_data_cb,
     .stream_close = stream_close_cb,
+    .path_validation = path_validated_cb,
 };
 
 /* ---- connections ---- */

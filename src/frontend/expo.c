@@ -89,6 +89,21 @@ static void codes(struct buf *b, const struct upstream *u, const char *name,
     }
 }
 
+/* DoQ connections moved to a new local address after a network change,
+ * by whether the new path validated (failed ones were reconnected). */
+static void render_migrations(const struct expo_view *v, struct buf *b)
+{
+    head(b, "dnsveil_upstream_migrations_total", "counter",
+         "QUIC connection migrations after a local address change, by result (ok, failed).");
+    for (size_t i = 0; i < v->nups; i++) {
+        const struct ustats *s = &v->ups[i]->stats;
+        up_series(b, "dnsveil_upstream_migrations_total", v->ups[i], "result=\"ok\"");
+        metrics_printf(b, " %llu\n", (unsigned long long)s->migrations_ok);
+        up_series(b, "dnsveil_upstream_migrations_total", v->ups[i], "result=\"failed\"");
+        metrics_printf(b, " %llu\n", (unsigned long long)s->migrations_failed);
+    }
+}
+
 static void render_upstreams(const struct expo_view *v, struct buf *b)
 {
     uint64_t now = net_now_ms();
@@ -196,6 +211,7 @@ static void render_upstreams(const struct expo_view *v, struct buf *b)
     up_counter(b, "dnsveil_upstream_received_bytes_total",
                "Bytes received, counted as dnsveil_upstream_sent_bytes_total.", v,
                offsetof(struct ustats, bytes_in));
+    render_migrations(v, b);
 }
 
 static void listener_series(struct buf *b, const char *name, const struct obs_listener *l,

@@ -17,6 +17,9 @@
  * A connection lost with queries in flight (idle timeout, the path gone
  * quiet, a close without an error) moves them once to a new connection; a
  * DoQ error code from the server fails them so the caller can fail over.
+ * After a network change the connection moves to the local address the
+ * kernel now picks (client migration, the doq_migrate functions) where the
+ * server allows it; otherwise a new connection with 0-RTT takes over.
  * A host with several addresses races handshakes (happy eyeballs, the
  * race_* functions): the first attempt is the primary and carries any 0-RTT
  * streams, later ones start 250 ms apart or at once after a failure, and the
@@ -184,6 +187,11 @@ struct doq_conn {
      * streams until it wins */
     bool racer;
     bool lost_race;        /* closed because another attempt won */
+    /* connection migration (doq_migrate and after it) */
+    bool migrating;        /* moved to a new path that is being validated */
+    bool migrate_failed;   /* ... which failed: doq_migrate_later_cb reconnects */
+    bool migrate_wanted;   /* the route is gone: doq_migrate_later_cb moves c */
+    bool moved_early;      /* moved on a send error, before netmon told us */
     struct doq_conn *rnext; /* in up->racers */
     size_t aidx;           /* its address in u->addrs */
     unsigned num;          /* for log lines */
@@ -214,6 +222,7 @@ struct doq {
     struct doq_conn *racers;  /* attempts besides conn, oldest first */
     ev_timer stagger;         /* starts the next attempt */
     struct ustats *st;        /* u's counters; ustats_sink once closed */
+    struct defer migrate_later; /* migration work outside ngtcp2's calls */
 };
 
 static uint8_t rxbuf[DOQ_RX_BATCH][DOQ_MAX_UDP];
@@ -342,6 +351,7 @@ static void doq_destroy(void *arg)
     struct doq *up = arg;
 
     defer_cancel(&up->kick);
+    defer_cancel(&up->migrate_later);
     tls_ctx_del(up->tls);
     free(up);
 }
@@ -356,6 +366,14 @@ static void race_arm(struct doq *up, double after);
 static void conn_stall_cb(struct ev_loop *loop, ev_timer *w, int revents);
 static void conn_watch_stall(struct doq_conn *c, bool waiting);
 static void doq_schedule(struct doq *up);
+static int doq_migrate_validated_cb(ngtcp2_conn *conn, uint32_t flags, const ngtcp2_path *path,
+                                    const ngtcp2_path *fallback,
+                                    ngtcp2_path_validation_result res, void *user_data);
+static void doq_migrate_later_cb(void *arg);
+static void doq_migrate_soon(struct doq_conn *c);
+static void doq_migrate_abandoned(struct doq_conn *c);
+static bool doq_migrate(struct doq *up, const char *why);
+static bool doq_can_migrate(struct doq_conn *c);
 
 static ngtcp2_conn *get_conn(ngtcp2_crypto_conn_ref *ref)
 {
@@ -572,6 +590,7 @@ static const ngtcp2_callbacks conn_callbacks = {
     .extend_max_local_streams_bidi = extend_max_streams_cb,
     .tls_early_data_rejected = early_data_rejected_cb,
     .recv_new_token = recv_new_token_cb,
+    .path_validation = doq_migrate_validated_cb,
 };
 
 static int conn_new(struct doq *up, struct doq_conn **pc)
@@ -707,11 +726,15 @@ static bool conn_send(struct doq_conn *c, const uint8_t *pkt, size_t len)
             ev_io_start(c->up->u->loop, &c->wio);
             return true;
         }
-        /* a lost datagram is QUIC's to repair; only a refused port is final */
-        if (errno == ECONNREFUSED || errno == EHOSTUNREACH || errno == ENETUNREACH) {
+        /* a lost datagram is QUIC's to repair; only a refused port is final,
+         * or a lost route unless the connection can move (doq_can_migrate) */
+        if (errno == ECONNREFUSED ||
+            ((errno == EHOSTUNREACH || errno == ENETUNREACH) && !doq_can_migrate(c))) {
             log_debug("upstream %s: doq: send: %s", c->up->u->name, strerror(errno));
             return false;
         }
+        if (errno == EHOSTUNREACH || errno == ENETUNREACH)
+            doq_migrate_soon(c);
         return true;
     }
 }
@@ -927,6 +950,7 @@ static void conn_drop(struct doq_conn *c, int rc, bool retry, bool send_close)
             dq_complete(q, rc);
         }
     }
+    doq_migrate_abandoned(c);
     ev_io_stop(loop, &c->rio);
     ev_io_stop(loop, &c->wio);
     ev_timer_stop(loop, &c->timer);
@@ -1239,6 +1263,7 @@ static int doq_open(struct upstream *u)
     up->st = &u->stats;
     conn_scope_init(&up->scope, NULL, dq_delivered, doq_destroy, up);
     defer_init(&up->kick, doq_kick_cb, up);
+    defer_init(&up->migrate_later, doq_migrate_later_cb, up);
     ev_init(&up->stagger, race_stagger_cb);
     up->stagger.data = up;
     rc = tls_ctx_new_upstream(u, DOQ_ALPN, true, &up->tls);
@@ -1323,6 +1348,7 @@ static void doq_close(struct upstream *u)
     if (!up)
         return;
     defer_cancel(&up->kick);
+    defer_cancel(&up->migrate_later);
     race_stop(up);
     if (up->conn) {
         ngtcp2_ccerr_set_application_error(&up->conn->ccerr, DOQ_NO_ERROR, NULL, 0);
@@ -1403,9 +1429,12 @@ static void doq_netchange(struct upstream *u)
     if (!up->conn && !up->queue.head)
         return; /* not in use: the next query connects on the new network anyway */
     conn_scope_enter(&up->scope);
-    /* QUIC could move the connection to the new path (client migration),
-     * but only where the server allows it; a new connection with 0-RTT
-     * costs no round trip more and works with every server */
+    if (doq_migrate(up, "network changed")) {
+        conn_scope_leave(&up->scope);
+        return;
+    }
+    /* not movable (see doq_migrate): a new connection with 0-RTT costs no
+     * round trip more and works with every server */
     const ngtcp2_transport_params *tp =
         up->conn && up->conn->handshake_done
             ? ngtcp2_conn_get_remote_transport_params(up->conn->conn)
@@ -1416,6 +1445,198 @@ static void doq_netchange(struct upstream *u)
                       : tp->disable_active_migration ? "not migratable (the server forbids it)"
                                                      : "dropped");
     doq_replace(up);
+    conn_scope_leave(&up->scope);
+}
+
+/* ---- connection migration (RFC 9000 9) ----------------------------------- */
+
+/* Whether a and b hold the same IP address, ports aside. */
+static bool doq_same_host(const ngtcp2_addr *a, const struct sockaddr_storage *b)
+{
+    const struct sockaddr *sa = (const struct sockaddr *)a->addr;
+
+    if (sa->sa_family != b->ss_family)
+        return false;
+    if (sa->sa_family == AF_INET)
+        return !memcmp(&((const struct sockaddr_in *)sa)->sin_addr,
+                       &((const struct sockaddr_in *)b)->sin_addr, sizeof(struct in_addr));
+    if (sa->sa_family == AF_INET6)
+        return !memcmp(&((const struct sockaddr_in6 *)sa)->sin6_addr,
+                       &((const struct sockaddr_in6 *)b)->sin6_addr, sizeof(struct in6_addr));
+    return false;
+}
+
+/* Whether c could move to another path: established, and the server
+ * allows it. */
+static bool doq_can_migrate(struct doq_conn *c)
+{
+    const ngtcp2_transport_params *tp;
+
+    if (!c->handshake_done || c->racer || c->up->racers)
+        return false;
+    tp = ngtcp2_conn_get_remote_transport_params(c->conn);
+    return tp && !tp->disable_active_migration;
+}
+
+/* The network changed under the established connection. When a new socket
+ * to the server gets another local address from the kernel (ours is gone,
+ * or the route now leaves by another interface) and the server allows
+ * active migration, the connection moves to that socket with its streams
+ * in flight: ngtcp2 sends from the new path at once, on a fresh connection
+ * ID, and validates it with PATH_CHALLENGE meanwhile
+ * (doq_migrate_validated_cb). false when it did not move: the caller
+ * reconnects with 0-RTT. why starts the log line. Inside the scope. */
+static bool doq_migrate(struct doq *up, const char *why)
+{
+    struct doq_conn *c = up->conn;
+    struct upstream *u = up->u;
+    struct sockaddr_storage local;
+    socklen_t locallen = sizeof(local);
+    struct net_addr to;
+    char from_s[NET_ADDRSTRLEN], to_s[NET_ADDRSTRLEN];
+    int fd, rv;
+
+    if (!c || !doq_can_migrate(c))
+        return false;
+    const ngtcp2_path *cur = ngtcp2_conn_get_path(c->conn);
+    if (cur->remote.addrlen > sizeof(to.ss))
+        return false;
+    memcpy(&to.ss, cur->remote.addr, cur->remote.addrlen);
+    to.len = cur->remote.addrlen;
+    fd = conn_connect(&to, SOCK_DGRAM, u->name);
+    if (fd < 0)
+        return false;
+    if (getsockname(fd, (struct sockaddr *)&local, &locallen) < 0) {
+        close(fd);
+        return false;
+    }
+    if (doq_same_host(&cur->local, &local)) {
+        close(fd); /* the path we have is still the one the kernel picks */
+        if (!c->moved_early)
+            return false;
+        /* it moved here when the change broke a send: this is that change */
+        c->moved_early = false;
+        log_info("upstream %s: %s: doq connection %u has migrated already", u->name, why,
+                 c->num);
+        return true;
+    }
+    ngtcp2_path_storage ps;
+    ngtcp2_path_storage_init(&ps, (const struct sockaddr *)&local, locallen,
+                             (const struct sockaddr *)&to.ss, to.len, NULL);
+    struct net_addr was = {.len = 0}, now = {.ss = local, .len = locallen};
+    if (cur->local.addrlen <= sizeof(was.ss)) {
+        memcpy(&was.ss, cur->local.addr, cur->local.addrlen);
+        was.len = cur->local.addrlen;
+    }
+    net_addr_str(&was, from_s, sizeof(from_s));
+    net_addr_str(&now, to_s, sizeof(to_s));
+    rv = ngtcp2_conn_initiate_immediate_migration(c->conn, &ps.path, now_ts());
+    if (rv) {
+        close(fd);
+        /* no spare connection ID from the server, or the handshake not yet
+         * confirmed: the server did not make it possible, nothing failed */
+        if (rv != NGTCP2_ERR_CONN_ID_BLOCKED && rv != NGTCP2_ERR_INVALID_STATE)
+            ustats_migration(up->st, false);
+        log_info("upstream %s: doq connection %u cannot migrate from %s to %s: %s", u->name,
+                 c->num, from_s, to_s, ngtcp2_strerror(rv));
+        return false;
+    }
+    /* the old socket's address is gone or no longer routed: what is left
+     * to send goes on the new one, and what it held back is QUIC's to
+     * repair */
+    ev_io_stop(u->loop, &c->rio);
+    ev_io_stop(u->loop, &c->wio);
+    close(c->fd);
+    c->fd = fd;
+    c->pending_len = 0;
+    ev_io_set(&c->rio, fd, EV_READ);
+    ev_io_set(&c->wio, fd, EV_WRITE);
+    ev_io_start(u->loop, &c->rio);
+    ngtcp2_path_storage_init(&c->ps, (const struct sockaddr *)&local, locallen,
+                             (const struct sockaddr *)&to.ss, to.len, NULL);
+    c->migrating = true;
+    c->migrate_failed = false;
+    c->moved_early = false;
+    c->last_rx = now_ts(); /* the new path gets its own time before a stall */
+    log_info("upstream %s: %s: doq connection %u migrates from %s to %s", u->name, why, c->num,
+             from_s, to_s);
+    conn_flush(c);
+    return true;
+}
+
+/* ngtcp2 validated the new path, or gave up on it: count it, and on
+ * failure connect afresh once ngtcp2 has returned. */
+static int doq_migrate_validated_cb(ngtcp2_conn *conn, uint32_t flags, const ngtcp2_path *path,
+                                    const ngtcp2_path *fallback,
+                                    ngtcp2_path_validation_result res, void *user_data)
+{
+    struct doq_conn *c = user_data;
+    struct doq *up = c->up;
+
+    /* aborted: a newer migration replaced this one and reports for both */
+    if (!c->migrating || res == NGTCP2_PATH_VALIDATION_RESULT_ABORTED)
+        return 0;
+    c->migrating = false;
+    ustats_migration(up->st, res == NGTCP2_PATH_VALIDATION_RESULT_SUCCESS);
+    if (res == NGTCP2_PATH_VALIDATION_RESULT_SUCCESS) {
+        log_info("upstream %s: doq connection %u migrated: the new path is validated",
+                 up->u->name, c->num);
+        return 0;
+    }
+    log_info("upstream %s: doq connection %u: the new path failed validation; connecting afresh",
+             up->u->name, c->num);
+    c->migrate_failed = true;
+    defer_arm(up->u->loop, &up->migrate_later);
+    return 0;
+}
+
+/* c ends (stalled, idle, closed) while its new path is still being
+ * validated: that migration failed too. */
+static void doq_migrate_abandoned(struct doq_conn *c)
+{
+    if (!c->migrating)
+        return;
+    c->migrating = false;
+    ustats_migration(c->up->st, false);
+    log_info("upstream %s: doq connection %u closed before its new path was validated",
+             c->up->u->name, c->num);
+}
+
+/* A send found no route any more (the address went away, so will the
+ * connection's path): the connection moves now, without waiting for
+ * netmon's report, which comes in up to NETMON_MAX_MS. Its datagrams
+ * meanwhile count as lost. */
+static void doq_migrate_soon(struct doq_conn *c)
+{
+    if (c != c->up->conn || c->migrate_wanted)
+        return;
+    c->migrate_wanted = true;
+    defer_arm(c->up->u->loop, &c->up->migrate_later);
+}
+
+/* Migration work that must not run inside ngtcp2 or the write loop: a move
+ * a send error asked for, or a new connection when the new path failed. */
+static void doq_migrate_later_cb(void *arg)
+{
+    struct doq *up = arg;
+    struct doq_conn *c = up->conn;
+
+    if (!c || !(c->migrate_failed || c->migrate_wanted))
+        return;
+    conn_scope_enter(&up->scope);
+    if (c->migrate_failed) {
+        doq_replace(up);
+    } else {
+        c->migrate_wanted = false;
+        if (doq_migrate(up, "route lost")) {
+            if (up->conn == c && c->migrating)
+                c->moved_early = true;
+        } else {
+            log_info("upstream %s: doq connection %u lost its route and cannot migrate; "
+                     "a new one with 0-RTT takes over", up->u->name, c->num);
+            doq_replace(up);
+        }
+    }
     conn_scope_leave(&up->scope);
 }
 

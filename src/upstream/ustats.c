@@ -124,6 +124,16 @@ void ustats_doq_error(struct ustats *s, uint64_t code)
     code_add(s->doq, &s->doq_other, code);
 }
 
+void ustats_migration(struct ustats *s, bool ok)
+{
+    if (!s)
+        return;
+    if (ok)
+        s->migrations_ok++;
+    else
+        s->migrations_failed++;
+}
+
 double ustats_quantile(const struct ustats *s, double q)
 {
     if (!s->lat_count)

@@ -9,6 +9,7 @@
 #ifndef DV_UPSTREAM_USTATS_H
 #define DV_UPSTREAM_USTATS_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 enum ustats_fail {
@@ -54,6 +55,7 @@ struct ustats {
     uint64_t bytes_in, bytes_out;      /* DNS transport payload: TLS, HTTP/2, QUIC bytes */
     struct ustats_code http[USTATS_NCODES], doq[USTATS_NCODES];
     uint64_t http_other, doq_other;
+    uint64_t migrations_ok, migrations_failed; /* DoQ connections moved to a new path */
 };
 
 /* Where a transport points its counters once close() ran: its remaining
@@ -72,6 +74,8 @@ void ustats_conn_closed(struct ustats *s);
 void ustats_bytes(struct ustats *s, uint64_t in, uint64_t out);
 void ustats_http_status(struct ustats *s, unsigned status);
 void ustats_doq_error(struct ustats *s, uint64_t code);
+/* A QUIC connection migration that ended: its new path validated, or not. */
+void ustats_migration(struct ustats *s, bool ok);
 
 /* A monotonic clock in microseconds, for latencies below a millisecond. */
 uint64_t ustats_now_us(void);
