@@ -56,6 +56,7 @@ enum {
     DOQ_STREAMS = 100,     /* streams a connection may have open at once */
     DOQ_PKT = 1452,        /* largest datagram we send */
     DOQ_RX = 65536,
+    DOQ_TOKEN_LIFETIME_S = 86400, /* a NEW_TOKEN token spares its client a Retry this long */
 };
 
 struct dq_conn;
@@ -172,12 +173,15 @@ static void send_pkt(struct fe_doq *d, const uint8_t *pkt, size_t len, const str
 
 /* Closes c now: ngtcp2 state, TLS, timer; its streams are forgotten (a held
  * one keeps c's memory until the query engine lets go). */
+static void conn_account_close(struct dq_conn *c);
+
 static void conn_close(struct dq_conn *c)
 {
     struct fe_doq *d = c->d;
 
     if (!c->conn)
         return;
+    conn_account_close(c);
     ev_timer_stop(d->loop, &c->timer);
     while (c->streams)
         stream_forget(c->streams);
@@ -421,6 +425,49 @@ static int stream_close_cb(ngtcp2_conn *conn, uint32_t flags, int64_t sid,
     return 0;
 }
 
+/* ---- address validation tokens and close accounting ---- */
+
+/* RFC 9000 8.1.3: a token for the client's next connection, so that it
+ * skips the Retry round trip (and keeps its 0-RTT) while we are loaded.
+ * Bound to the client's IP address (not its port: the next connection
+ * comes from another one) and to this listener's secret. */
+static int handshake_completed_cb(ngtcp2_conn *conn, void *user_data)
+{
+    struct dq_conn *c = user_data;
+    struct fe_doq *d = c->d;
+    uint8_t token[NGTCP2_CRYPTO_MAX_REGULAR_TOKENLEN];
+    ngtcp2_ssize n = ngtcp2_crypto_generate_regular_token(
+        token, d->secret, sizeof(d->secret), (const ngtcp2_sockaddr *)&c->peer.ss, c->peer.len,
+        now_ts());
+
+    if (n > 0 && ngtcp2_conn_submit_new_token(conn, token, (size_t)n) == 0)
+        d->st.tokens_sent++;
+    return 0; /* no token costs the client a Retry next time, nothing more */
+}
+
+/* Whether hd carries a NEW_TOKEN token of ours for peer, still fresh. A bad
+ * one is no error (RFC 9000 8.1.3: the client may have it from another
+ * server): the client is treated as unvalidated. */
+static bool token_regular_ok(const struct fe_doq *d, const ngtcp2_pkt_hd *hd,
+                             const struct net_addr *peer)
+{
+    return hd->tokenlen && hd->token[0] == NGTCP2_CRYPTO_TOKEN_MAGIC_REGULAR &&
+           ngtcp2_crypto_verify_regular_token(hd->token, hd->tokenlen, d->secret,
+                                              sizeof(d->secret),
+                                              (const ngtcp2_sockaddr *)&peer->ss, peer->len,
+                                              DOQ_TOKEN_LIFETIME_S * NGTCP2_SECONDS,
+                                              now_ts()) == 0;
+}
+
+/* Counts why c ends: before its handshake completed (a bad certificate for
+ * the client, a wrong ALPN, a client that went away) is a failure; a
+ * listener shutting down is not. */
+static void conn_account_close(struct dq_conn *c)
+{
+    if (!c->d->closing && !ngtcp2_conn_get_handshake_completed2(c->conn))
+        c->d->st.handshake_failures++;
+}
+
 static const ngtcp2_callbacks callbacks = {
     .recv_client_initial = ngtcp2_crypto_recv_client_initial_cb,
     .recv_crypto_data = ngtcp2_crypto_recv_crypto_data_cb,
@@ -437,6 +484,7 @@ static const ngtcp2_callbacks callbacks = {
     .remove_connection_id = remove_cid_cb,
     .recv_stream_data = recv_stream_data_cb,
     .stream_close = stream_close_cb,
+    .handshake_completed = handshake_completed_cb,
 };
 
 /* ---- connections ---- */
@@ -450,6 +498,8 @@ static void conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
     c->in_ngtcp2 = true;
     rv = ngtcp2_conn_handle_expiry(c->conn, now_ts());
     c->in_ngtcp2 = false;
+    if (rv == NGTCP2_ERR_IDLE_CLOSE && ngtcp2_conn_get_handshake_completed2(c->conn))
+        c->d->st.idle_closed++;
     if (rv)
         conn_close(c); /* the idle timeout, or the handshake's: nothing to say */
     else
@@ -466,8 +516,10 @@ static struct dq_conn *conn_find(struct fe_doq *d, const uint8_t *dcid, size_t l
     return NULL;
 }
 
+/* odcid: the client came back with a Retry token of ours for it; else
+ * new_token: it presented a valid NEW_TOKEN token (its address is proven). */
 static struct dq_conn *conn_new(struct fe_doq *d, const ngtcp2_pkt_hd *hd, const ngtcp2_cid *odcid,
-                                const struct net_addr *peer)
+                                bool new_token, const struct net_addr *peer)
 {
     struct dq_conn *c = calloc(1, sizeof(*c));
     ngtcp2_settings st;
@@ -487,6 +539,10 @@ static struct dq_conn *conn_new(struct fe_doq *d, const ngtcp2_pkt_hd *hd, const
         st.token = hd->token;
         st.tokenlen = hd->tokenlen;
         st.token_type = NGTCP2_TOKEN_TYPE_RETRY;
+    } else if (new_token) {
+        st.token = hd->token;
+        st.tokenlen = hd->tokenlen;
+        st.token_type = NGTCP2_TOKEN_TYPE_NEW_TOKEN;
     }
     ngtcp2_transport_params_default(&p);
     p.initial_max_streams_bidi = DOQ_STREAMS;
@@ -643,7 +699,7 @@ static void handle_pkt(struct fe_doq *d, const uint8_t *pkt, size_t len,
         d->st.refused++;
         return; /* the client's Initial goes unanswered: it gives up */
     }
-    bool validated = false;
+    bool validated = false, new_token = false;
     if (hd.tokenlen && hd.token[0] == NGTCP2_CRYPTO_TOKEN_MAGIC_RETRY2) {
         if (ngtcp2_crypto_verify_retry_token2(&odcid, hd.token, hd.tokenlen, d->secret,
                                               sizeof(d->secret), hd.version,
@@ -653,11 +709,14 @@ static void handle_pkt(struct fe_doq *d, const uint8_t *pkt, size_t len,
             return;
         }
         validated = true;
+    } else if (token_regular_ok(d, &hd, peer)) {
+        new_token = true;
+        d->st.tokens_accepted++;
     } else if (d->nconns >= d->opts.retry_above) {
         send_retry(d, &hd, peer);
         return;
     }
-    if (!(c = conn_new(d, &hd, validated ? &odcid : NULL, peer)))
+    if (!(c = conn_new(d, &hd, validated ? &odcid : NULL, new_token, peer)))
         return;
     conn_read(c, pkt, len, peer);
 }
@@ -728,6 +787,7 @@ void fe_doq_set_local(struct fe_doq *d, const struct net_addr *local)
 void fe_doq_stats(const struct fe_doq *d, struct fe_doq_stats *out)
 {
     *out = d->st;
+    out->open = d->nconns;
 }
 
 void fe_doq_close(struct fe_doq *d)
