@@ -25,6 +25,7 @@
  * ngtcp2 is never re-entered from its own callbacks: an answer given from
  * inside one (a cache hit) is written once ngtcp2 returns. */
 #include <errno.h>
+#include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -56,6 +57,7 @@ enum {
     DOQ_STREAMS = 100,     /* streams a connection may have open at once */
     DOQ_PKT = 1452,        /* largest datagram we send */
     DOQ_RX = 65536,
+    DOQ_CMSG = CMSG_SPACE(sizeof(struct in6_pktinfo)),
     DOQ_TOKEN_LIFETIME_S = 86400, /* a NEW_TOKEN token spares its client a Retry this long */
 };
 
@@ -99,6 +101,9 @@ struct fe_doq {
     struct query_engine *qe;
     const struct net_addr *local;
     struct net_addr bound;
+    struct net_addr rx_dst; /* where the datagram being handled was sent: bound, or
+                               on a wildcard address the one read with pktinfo */
+    bool pktinfo;           /* bound to a wildcard address */
     struct fe_doq_opts opts;
     struct tlssrv_ctx *tls;
     int fd;
@@ -163,10 +168,82 @@ static void stream_forget(struct dq_stream *s)
     stream_unref(s);
 }
 
-static void send_pkt(struct fe_doq *d, const uint8_t *pkt, size_t len, const struct net_addr *to)
+/* Fills cbuf with the control message that makes a datagram leave from
+ * the local address from (on a wildcard socket: the address the client
+ * sent to, or it would not recognise the reply). Returns its length. */
+static size_t pktinfo_put(const struct sockaddr *from, uint8_t *cbuf)
 {
-    while (sendto(d->fd, pkt, len, MSG_DONTWAIT, (const struct sockaddr *)&to->ss, to->len) < 0 &&
-           errno == EINTR)
+    struct msghdr mh = {.msg_control = cbuf, .msg_controllen = DOQ_CMSG};
+    struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+
+    memset(cbuf, 0, DOQ_CMSG);
+    if (from->sa_family == AF_INET) {
+        struct in_pktinfo pi = {0};
+        pi.ipi_spec_dst = ((const struct sockaddr_in *)from)->sin_addr;
+        cm->cmsg_level = IPPROTO_IP;
+        cm->cmsg_type = IP_PKTINFO;
+        cm->cmsg_len = CMSG_LEN(sizeof(pi));
+        memcpy(CMSG_DATA(cm), &pi, sizeof(pi));
+        return CMSG_SPACE(sizeof(pi));
+    }
+    const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)from;
+    struct in6_pktinfo pi6 = {.ipi6_addr = sin6->sin6_addr, .ipi6_ifindex = sin6->sin6_scope_id};
+    cm->cmsg_level = IPPROTO_IPV6;
+    cm->cmsg_type = IPV6_PKTINFO;
+    cm->cmsg_len = CMSG_LEN(sizeof(pi6));
+    memcpy(CMSG_DATA(cm), &pi6, sizeof(pi6));
+    return CMSG_SPACE(sizeof(pi6));
+}
+
+/* The destination of a received datagram from its IP(V6)_PKTINFO, with the
+ * listener's port (and, for IPv6, the interface as the scope, so that a
+ * link-local address answers on its link). false when there is none. */
+static bool pktinfo_get(struct msghdr *mh, uint16_t port, struct net_addr *dst)
+{
+    for (struct cmsghdr *cm = CMSG_FIRSTHDR(mh); cm; cm = CMSG_NXTHDR(mh, cm)) {
+        if (cm->cmsg_level == IPPROTO_IP && cm->cmsg_type == IP_PKTINFO) {
+            struct in_pktinfo pi;
+            struct sockaddr_in *sin = (struct sockaddr_in *)&dst->ss;
+            memcpy(&pi, CMSG_DATA(cm), sizeof(pi));
+            memset(dst, 0, sizeof(*dst));
+            sin->sin_family = AF_INET;
+            sin->sin_addr = pi.ipi_addr;
+            sin->sin_port = port;
+            dst->len = sizeof(*sin);
+            return true;
+        }
+        if (cm->cmsg_level == IPPROTO_IPV6 && cm->cmsg_type == IPV6_PKTINFO) {
+            struct in6_pktinfo pi;
+            struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&dst->ss;
+            memcpy(&pi, CMSG_DATA(cm), sizeof(pi));
+            memset(dst, 0, sizeof(*dst));
+            sin6->sin6_family = AF_INET6;
+            sin6->sin6_addr = pi.ipi6_addr;
+            sin6->sin6_port = port;
+            if (IN6_IS_ADDR_LINKLOCAL(&pi.ipi6_addr))
+                sin6->sin6_scope_id = pi.ipi6_ifindex;
+            dst->len = sizeof(*sin6);
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Sends one datagram to `to`, from the local address `from` when the
+ * socket is on a wildcard address (NULL: the kernel picks). */
+static void send_pkt(struct fe_doq *d, const uint8_t *pkt, size_t len, const struct net_addr *to,
+                     const struct sockaddr *from)
+{
+    uint8_t cbuf[DOQ_CMSG];
+    struct iovec iov = {.iov_base = (void *)pkt, .iov_len = len};
+    struct msghdr mh = {.msg_name = (void *)&to->ss, .msg_namelen = to->len,
+                        .msg_iov = &iov, .msg_iovlen = 1};
+
+    if (d->pktinfo && from && from->sa_family == to->ss.ss_family) {
+        mh.msg_control = cbuf;
+        mh.msg_controllen = pktinfo_put(from, cbuf);
+    }
+    while (sendmsg(d->fd, &mh, MSG_DONTWAIT) < 0 && errno == EINTR)
         ;
     /* a datagram lost to a full socket buffer is QUIC's to repair */
 }
@@ -213,7 +290,7 @@ static void conn_close_send(struct dq_conn *c)
         ngtcp2_ssize n = ngtcp2_conn_write_connection_close(c->conn, &c->ps.path, &pi, buf,
                                                             sizeof(buf), &c->ccerr, now_ts());
         if (n > 0)
-            send_pkt(c->d, buf, (size_t)n, &c->peer);
+            send_pkt(c->d, buf, (size_t)n, &c->peer, (const struct sockaddr *)c->ps.path.local.addr);
     }
     conn_close(c);
 }
@@ -279,7 +356,7 @@ static void conn_write(struct dq_conn *c)
         }
         if (n == 0)
             break;
-        send_pkt(c->d, buf, (size_t)n, &c->peer);
+        send_pkt(c->d, buf, (size_t)n, &c->peer, (const struct sockaddr *)c->ps.path.local.addr);
     }
     ngtcp2_conn_update_pkt_tx_time(c->conn, ts);
     conn_arm_timer(c);
@@ -531,7 +608,7 @@ static struct dq_conn *conn_new(struct fe_doq *d, const ngtcp2_pkt_hd *hd, const
     c->d = d;
     c->peer = *peer;
     ngtcp2_ccerr_default(&c->ccerr);
-    ngtcp2_path_storage_init(&c->ps, (const struct sockaddr *)&d->bound.ss, d->bound.len,
+    ngtcp2_path_storage_init(&c->ps, (const struct sockaddr *)&d->rx_dst.ss, d->rx_dst.len,
                              (const struct sockaddr *)&peer->ss, peer->len, NULL);
     ngtcp2_settings_default(&st);
     st.initial_ts = now_ts();
@@ -603,6 +680,8 @@ static void conn_read(struct dq_conn *c, const uint8_t *pkt, size_t len,
 
     path.remote.addr = (ngtcp2_sockaddr *)&peer->ss;
     path.remote.addrlen = peer->len;
+    path.local.addr = (ngtcp2_sockaddr *)&c->d->rx_dst.ss;
+    path.local.addrlen = c->d->rx_dst.len;
     c->refs++;
     c->in_ngtcp2 = true;
     rv = ngtcp2_conn_read_pkt(c->conn, &path, &pi, pkt, len, now_ts());
@@ -646,7 +725,7 @@ static void send_retry(struct fe_doq *d, const ngtcp2_pkt_hd *hd, const struct n
                                   token, (size_t)tl);
     if (n > 0) {
         d->st.retries++;
-        send_pkt(d, buf, (size_t)n, peer);
+        send_pkt(d, buf, (size_t)n, peer, (const struct sockaddr *)&d->rx_dst.ss);
     }
 }
 
@@ -661,7 +740,7 @@ static void send_version_negotiation(struct fe_doq *d, const ngtcp2_version_cid 
                                                           vc->scidlen, vc->dcid, vc->dcidlen, sv,
                                                           1);
     if (n > 0)
-        send_pkt(d, buf, (size_t)n, peer);
+        send_pkt(d, buf, (size_t)n, peer, (const struct sockaddr *)&d->rx_dst.ss);
 }
 
 static size_t conns_of(const struct fe_doq *d, const struct net_addr *peer)
@@ -721,6 +800,41 @@ static void handle_pkt(struct fe_doq *d, const uint8_t *pkt, size_t len,
     conn_read(c, pkt, len, peer);
 }
 
+/* recvfrom, and on a wildcard socket the datagram's destination into
+ * d->rx_dst (what replies leave from and the path's local address). */
+static ssize_t recv_pkt(struct fe_doq *d, uint8_t *buf, size_t cap, struct net_addr *peer)
+{
+    uint8_t cbuf[DOQ_CMSG];
+    struct iovec iov = {.iov_base = buf, .iov_len = cap};
+    struct msghdr mh = {.msg_name = &peer->ss, .msg_namelen = sizeof(peer->ss),
+                        .msg_iov = &iov, .msg_iovlen = 1,
+                        .msg_control = d->pktinfo ? cbuf : NULL,
+                        .msg_controllen = d->pktinfo ? sizeof(cbuf) : 0};
+    ssize_t n = recvmsg(d->fd, &mh, MSG_DONTWAIT);
+
+    if (n < 0)
+        return n;
+    peer->len = mh.msg_namelen;
+    uint16_t port = d->bound.ss.ss_family == AF_INET
+                        ? ((const struct sockaddr_in *)&d->bound.ss)->sin_port
+                        : ((const struct sockaddr_in6 *)&d->bound.ss)->sin6_port;
+    if (!d->pktinfo || !pktinfo_get(&mh, port, &d->rx_dst))
+        d->rx_dst = d->bound;
+    return n;
+}
+
+/* On a wildcard address, asks the kernel for each datagram's destination. */
+static void pktinfo_enable(struct fe_doq *d)
+{
+    int one = 1;
+
+    d->pktinfo = net_addr_is_any(&d->bound);
+    if (d->pktinfo && d->bound.ss.ss_family == AF_INET)
+        setsockopt(d->fd, IPPROTO_IP, IP_PKTINFO, &one, sizeof(one));
+    else if (d->pktinfo)
+        setsockopt(d->fd, IPPROTO_IPV6, IPV6_RECVPKTINFO, &one, sizeof(one));
+}
+
 static void doq_io_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     struct fe_doq *d = w->data;
@@ -729,9 +843,7 @@ static void doq_io_cb(struct ev_loop *loop, ev_io *w, int revents)
     d->refs++;
     for (int i = 0; i < 64 && !d->closing; i++) {
         struct net_addr peer;
-        peer.len = sizeof(peer.ss);
-        ssize_t n = recvfrom(d->fd, buf, sizeof(buf), MSG_DONTWAIT, (struct sockaddr *)&peer.ss,
-                             &peer.len);
+        ssize_t n = recv_pkt(d, buf, sizeof(buf), &peer);
         if (n < 0)
             break;
         handle_pkt(d, buf, (size_t)n, &peer);
@@ -764,6 +876,8 @@ struct fe_doq *fe_doq_new(struct ev_loop *loop, const struct net_addr *a, struct
     d->bound.len = sizeof(d->bound.ss);
     if (getsockname(fd, (struct sockaddr *)&d->bound.ss, &d->bound.len) < 0)
         d->bound = *a;
+    d->rx_dst = d->bound;
+    pktinfo_enable(d);
     rand_bytes(d->secret, sizeof(d->secret));
     fe_doq_set_tls(d, tls);
     ev_io_init(&d->io, doq_io_cb, fd, EV_READ);

@@ -221,3 +221,76 @@ def test_retry_under_load_and_new_token_spares_returning_clients(listener, dnsve
     # resumed: the query went as 0-RTT data and was counted
     assert m["early_queries_total"] > early, m
     assert m["handshake_failures_total"] == 0, m
+
+
+# --------------------------------------------------------------------------
+# a wildcard address answers from the address the client sent to
+
+@pytest.fixture
+def netns():
+    """A network namespace made for the test, its one interface its own
+    loopback: the wildcard socket is bound there only."""
+    if shutil.which("ip") is None or os.geteuid() != 0:
+        pytest.skip("needs root and iproute2 for a network namespace")
+    name = "dvquic%d" % os.getpid()
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name])
+
+
+def test_wildcard_listener_replies_from_queried_address(netns, pki, cfgdir):
+    """kdig's QUIC socket is connected to the address it asked: a reply from
+    any other source (127.0.0.1 for a query to 127.0.0.5, without pktinfo)
+    never reaches it."""
+    if not KDIG.exists():
+        pytest.skip("no QUIC-capable kdig: run tests/peers/build_kdig.sh")
+    ca, crt, key, _ = pki
+    port = 8853
+    cfg = cfgdir / "c.toml"
+    cfg.write_text(f"""\
+[server]
+listen = ["127.0.0.1:5300"]
+listen_quic = ["0.0.0.0:{port}", "[::]:{port}"]
+cert = "{crt}"
+key = "{key}"
+[upstreams.unused]
+url = "udp://127.0.0.1:9"
+[[rules]]
+domains = ["www.test"]
+action = "answer"
+answer = ["192.0.2.77"]
+""")
+    os.chmod(cfg, 0o644)
+    log = open(cfgdir / "log", "wb")
+    proc = subprocess.Popen(["ip", "netns", "exec", netns, helpers.dnsveil_bin(), "-c", str(cfg),
+                             "-v"], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        targets = ["127.0.0.1", "127.0.0.5", "127.1.2.3"]
+        v6 = subprocess.run(["ip", "netns", "exec", netns, "ip", "-6", "addr", "show", "lo"],
+                            capture_output=True, text=True).stdout
+        if "::1" in v6:
+            targets.append("::1")
+        end = time.monotonic() + 15
+        while b"listening on [::]:%d/quic" % port not in (cfgdir / "log").read_bytes():
+            assert proc.poll() is None and time.monotonic() < end, \
+                (cfgdir / "log").read_text(errors="replace")
+            time.sleep(0.1)
+        for dst in targets:
+            out = subprocess.run(["ip", "netns", "exec", netns, str(KDIG), "@" + dst, "-p",
+                                  str(port), "www.test.", "A", "+quic", "+tls-ca=%s" % ca.cert,
+                                  "+tls-hostname=%s" % NAME, "+time=3", "+retry=0"],
+                                 capture_output=True, text=True, timeout=30).stdout
+            got = helpers.parse_text_output(out)
+            assert "(QUIC)" in out and got.rcode == "NOERROR", (dst, out)
+            assert "192.0.2.77" in out, (dst, out)
+    finally:
+        proc.terminate()
+        rc = proc.wait(10)
+        log.close()
+        text = (cfgdir / "log").read_text(errors="replace")
+    assert rc == 0, text
+    for marker in helpers.SANITIZER_MARKERS:
+        assert marker not in text, text
