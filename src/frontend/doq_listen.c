@@ -7,7 +7,11 @@
  * the listener or that client is at its cap; once half the connection cap
  * is in use, a client must first prove its address with a Retry token
  * (stateless, keyed by a secret drawn at start), so spoofed Initials cost
- * one small packet each.
+ * one small packet each. A client that brings the NEW_TOKEN token its last
+ * connection was given (RFC 9000 8.1.3) has proven its address already and
+ * skips that round trip. On a wildcard address each datagram's destination
+ * is read with IP(V6)_PKTINFO and the connection's packets leave from it:
+ * a reply from another local address is not one the client would accept.
  *
  * Each query is one client bidirectional stream: the 2-byte length, the
  * message with Message ID 0, then FIN (doq_rx_feed, shared with the
@@ -248,10 +252,10 @@ static void send_pkt(struct fe_doq *d, const uint8_t *pkt, size_t len, const str
     /* a datagram lost to a full socket buffer is QUIC's to repair */
 }
 
-/* Closes c now: ngtcp2 state, TLS, timer; its streams are forgotten (a held
- * one keeps c's memory until the query engine lets go). */
 static void conn_account_close(struct dq_conn *c);
 
+/* Closes c now: ngtcp2 state, TLS, timer; its streams are forgotten (a held
+ * one keeps c's memory until the query engine lets go). */
 static void conn_close(struct dq_conn *c)
 {
     struct fe_doq *d = c->d;
@@ -911,10 +915,12 @@ void fe_doq_close(struct fe_doq *d)
     d->closing = true;
     ev_io_stop(d->loop, &d->io);
     log_info("doq listener: %llu connections, %llu queries (%llu as 0-RTT), %llu Retry sent, "
-             "%llu refused at the caps",
+             "%llu refused at the caps, %llu handshake failures, %llu NEW_TOKEN sent, "
+             "%llu accepted",
              (unsigned long long)d->st.conns, (unsigned long long)d->st.queries,
              (unsigned long long)d->st.early_queries, (unsigned long long)d->st.retries,
-             (unsigned long long)d->st.refused);
+             (unsigned long long)d->st.refused, (unsigned long long)d->st.handshake_failures,
+             (unsigned long long)d->st.tokens_sent, (unsigned long long)d->st.tokens_accepted);
     while (d->conns) {
         struct dq_conn *c = d->conns;
         ngtcp2_ccerr_set_application_error(&c->ccerr, DOQ_NO_ERROR, NULL, 0);
