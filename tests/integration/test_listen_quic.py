@@ -223,6 +223,48 @@ def test_retry_under_load_and_new_token_spares_returning_clients(listener, dnsve
     assert m["handshake_failures_total"] == 0, m
 
 
+def initial_with_token(token):
+    """A client Initial whose header carries token: enough for the listener
+    to look at the token (it decides on Retry before any decryption); the
+    payload is padding, as from an attacker who spoofs addresses."""
+    dcid, scid = os.urandom(16), os.urandom(8)
+    head = bytes([0xC3]) + (1).to_bytes(4, "big") + bytes([len(dcid)]) + dcid + \
+        bytes([len(scid)]) + scid
+    assert len(token) < 64
+    head += bytes([len(token)]) + token  # a 1-byte varint
+    rest = 1200 - len(head) - 2
+    return head + (0x4000 | rest).to_bytes(2, "big") + bytes(rest)
+
+
+def test_forged_tokens_are_not_accepted(listener):
+    """tcp_max_connections = 1 asks every new client for a Retry. An Initial
+    with a Retry token we never issued is dropped and counted; one with a
+    NEW_TOKEN token we never issued is treated as no token at all: a Retry
+    (RFC 9000 8.1.3), never a connection. Then a real client is served."""
+    lst = listener(extra_server="tcp_max_connections = 1")
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(2)
+    s.connect(("127.0.0.1", lst.port))
+    try:
+        # magic 0xB7: a Retry token (ngtcp2's RETRY2 format), not ours
+        s.send(initial_with_token(bytes([0xB7]) + os.urandom(40)))
+        m = lst.wait_metric("bad_tokens_total", lambda v: v >= 1, timeout=5)
+        assert m["bad_tokens_total"] == 1 and m["retry_sent_total"] == 0, m
+        # magic 0x36: a NEW_TOKEN token, not ours
+        s.send(initial_with_token(bytes([0x36]) + os.urandom(40)))
+        reply = s.recv(2048)
+        assert reply[0] & 0xF0 == 0xF0, reply[:8].hex()  # long header, type Retry
+    finally:
+        s.close()
+    m = lst.metrics()
+    assert m["retry_sent_total"] == 1 and m["new_tokens_accepted_total"] == 0, m
+    assert m["connections_total"] == 0, m
+    out, got = lst.kdig()  # kdig follows the Retry
+    assert got.answer, out
+    m = lst.metrics()
+    assert m["retry_sent_total"] == 2 and m["connections_total"] == 1, m
+
+
 # --------------------------------------------------------------------------
 # a wildcard address answers from the address the client sent to
 
