@@ -19,9 +19,10 @@
 # row showed ~1 QPS with nearly every query "lost" although its 200s were
 # counted. dnsdist itself was fine (kdig, curl and Python's h2 get every
 # answer on one connection). dnsperf's POST writes the HEADERS and DATA
-# frames in two writes without TCP_NODELAY, so at low concurrency a POST
-# waits out the server's delayed ACK (~40 ms) whoever the server is; GET
-# is one frame and the cleaner figure.
+# frames in two writes without TCP_NODELAY, so at a low rate the DATA
+# waits for the server's delayed ACK of the HEADERS (p50 ~26 ms for both
+# servers at 500 q/s) whoever the server is; GET is one frame and the
+# cleaner figure.
 #
 # Usage: bench/listen.sh                (DNSVEIL_BIN=build/release/dnsveil)
 #        SECONDS_PER_RUN=20 RATE=3000 OUTSTANDING=200 CLIENTS=4 bench/listen.sh
