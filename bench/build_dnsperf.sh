@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# Build a dnsperf >= 2.15.1 (build/peers/dnsperf) from the Debian source
-# package of trixie (else sid) for the DoH benchmarks.
+# Build a dnsperf >= 2.15.1 (build/peers/dnsperf) from a Debian source
+# package for the DoH benchmarks: the first of trixie, sid that has one
+# (on 2026-11-30 trixie has 2.14.0, still with the bug; sid 2.16.0).
 #
-# Why: Debian 12's dnsperf 2.10 drops DoH answers whenever several arrive
-# in one read (fixed upstream in 2.15.1: "responses could be dropped due to
-# incorrect handling in callbacks from libnghttp2"). A server that batches
-# its HTTP/2 writes -- dnsdist's h2o-based DoH frontend does -- then looks
-# stalled: its 200s are counted, yet every query is "lost" and dnsperf
-# waits out its timeout for each. Nothing of dnsperf is committed here.
+# Why: Debian 12's dnsperf 2.10 loses DoH answers once several queries are
+# in flight on a connection (its nghttp2 callbacks kept one answer buffer;
+# dnsperf 2.15.1 fixed it). Against dnsdist's h2o-based DoH frontend, which
+# sends answers together, that looked like a stall: its 200s were counted,
+# yet nearly every query was "lost" and waited out dnsperf's timeout (with
+# one query in flight, or with 2.16, every answer arrives). Nothing of
+# dnsperf is committed here.
 #
 #   bench/build_dnsperf.sh        prints the binary's path; exit 0
 #   exit 3: impossible here (no source package, no build deps), reason on stderr

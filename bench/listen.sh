@@ -12,13 +12,14 @@
 # all its threads), so a server that merely got less of the shared CPU is
 # told apart from one that costs more per query.
 #
-# The client is dnsperf >= 2.15.1, built from Debian's trixie source by
-# bench/build_dnsperf.sh (or DNSPERF=...). Debian 12's dnsperf 2.10 loses
-# DoH answers that arrive together in one read, which dnsdist's DoH
-# frontend (h2o, batched writes) does all the time: with it dnsdist's DoH
-# row showed ~1 QPS with nearly every query "lost" although its 200s were
-# counted. dnsdist itself was fine (kdig, curl and Python's h2 get every
-# answer on one connection). dnsperf's POST writes the HEADERS and DATA
+# The client is dnsperf >= 2.15.1, built from Debian's source (sid's 2.16
+# today) by bench/build_dnsperf.sh (or DNSPERF=...). Debian 12's dnsperf
+# 2.10 loses DoH answers once several queries are in flight on a
+# connection: with it dnsdist's DoH row showed ~1 QPS with nearly every
+# query "lost" although its 200s were counted. dnsdist itself was fine
+# (curl, and Python's h2 with several streams on one connection, get every
+# answer with the right ID; 2.10 with one query in flight, and 2.16 at
+# any depth, lose none). dnsperf's POST writes the HEADERS and DATA
 # frames in two writes without TCP_NODELAY, so at a low rate the DATA
 # waits for the server's delayed ACK of the HEADERS (p50 ~26 ms for both
 # servers at 500 q/s) whoever the server is; GET is one frame and the
