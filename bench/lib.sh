@@ -94,12 +94,14 @@ for i in range(400000):
     print('b%d-$run-%s.test A' % (i, tag))" > "$work/names"
 }
 
-# dnsperf output -> "QPS avg_ms min_ms max_ms sd_ms lost"
+# dnsperf output -> "QPS avg_ms min_ms max_ms sd_ms lost" (the queries'
+# latency: over TCP, DoT and DoH a second "Average Latency" follows under
+# "Connection Statistics", the connection setup's)
 summ() {
   awk '/Queries per second/ {qps=$4}
        /Queries lost/ {lost=$3}
-       /Average Latency/ {avg=$4*1000; gsub(/,/,"",$6); gsub(/\)/,"",$8); mn=$6*1000; mx=$8*1000}
-       /Latency StdDev/ {sd=$4*1000}
+       /Average Latency/ && !nl++ {avg=$4*1000; gsub(/,/,"",$6); gsub(/\)/,"",$8); mn=$6*1000; mx=$8*1000}
+       /Latency StdDev/ && !ns++ {sd=$4*1000}
        END {printf "%10.0f %9.2f %9.2f %9.2f %9.2f %8s", qps, avg, mn, mx, sd, lost}'
 }
 

@@ -520,6 +520,7 @@ static void metrics_render(void *arg, struct buf *b)
     for (size_t i = 0; i < d->rt.cfg->n_upstreams; i++)
         metrics_printf(b, "dnsveil_upstream_rtt_ms{upstream=\"%s\"} %.1f\n",
                        d->rt.ups[i]->name, d->rt.ups[i]->rtt_ewma);
+    fe_secure_metrics(d->secure, b);
     struct expo_view v = expo_view_of(d);
     expo_render(&v, b);
 }

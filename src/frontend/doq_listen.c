@@ -7,7 +7,11 @@
  * the listener or that client is at its cap; once half the connection cap
  * is in use, a client must first prove its address with a Retry token
  * (stateless, keyed by a secret drawn at start), so spoofed Initials cost
- * one small packet each.
+ * one small packet each. A client that brings the NEW_TOKEN token its last
+ * connection was given (RFC 9000 8.1.3) has proven its address already and
+ * skips that round trip. On a wildcard address each datagram's destination
+ * is read with IP(V6)_PKTINFO and the connection's packets leave from it:
+ * a reply from another local address is not one the client would accept.
  *
  * Each query is one client bidirectional stream: the 2-byte length, the
  * message with Message ID 0, then FIN (doq_rx_feed, shared with the
@@ -25,6 +29,7 @@
  * ngtcp2 is never re-entered from its own callbacks: an answer given from
  * inside one (a cache hit) is written once ngtcp2 returns. */
 #include <errno.h>
+#include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -56,6 +61,8 @@ enum {
     DOQ_STREAMS = 100,     /* streams a connection may have open at once */
     DOQ_PKT = 1452,        /* largest datagram we send */
     DOQ_RX = 65536,
+    DOQ_CMSG = CMSG_SPACE(sizeof(struct in6_pktinfo)),
+    DOQ_TOKEN_LIFETIME_S = 86400, /* a NEW_TOKEN token spares its client a Retry this long */
 };
 
 struct dq_conn;
@@ -98,6 +105,9 @@ struct fe_doq {
     struct query_engine *qe;
     const struct net_addr *local;
     struct net_addr bound;
+    struct net_addr rx_dst; /* where the datagram being handled was sent: bound, or
+                               on a wildcard address the one read with pktinfo */
+    bool pktinfo;           /* bound to a wildcard address */
     struct fe_doq_opts opts;
     struct tlssrv_ctx *tls;
     int fd;
@@ -162,10 +172,82 @@ static void stream_forget(struct dq_stream *s)
     stream_unref(s);
 }
 
-static void send_pkt(struct fe_doq *d, const uint8_t *pkt, size_t len, const struct net_addr *to)
+/* Fills cbuf with the control message that makes a datagram leave from
+ * the local address from (on a wildcard socket: the address the client
+ * sent to, or it would not recognise the reply). Returns its length. */
+static size_t pktinfo_put(const struct sockaddr *from, uint8_t *cbuf)
 {
-    while (sendto(d->fd, pkt, len, MSG_DONTWAIT, (const struct sockaddr *)&to->ss, to->len) < 0 &&
-           errno == EINTR)
+    struct msghdr mh = {.msg_control = cbuf, .msg_controllen = DOQ_CMSG};
+    struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+
+    memset(cbuf, 0, DOQ_CMSG);
+    if (from->sa_family == AF_INET) {
+        struct in_pktinfo pi = {0};
+        pi.ipi_spec_dst = ((const struct sockaddr_in *)from)->sin_addr;
+        cm->cmsg_level = IPPROTO_IP;
+        cm->cmsg_type = IP_PKTINFO;
+        cm->cmsg_len = CMSG_LEN(sizeof(pi));
+        memcpy(CMSG_DATA(cm), &pi, sizeof(pi));
+        return CMSG_SPACE(sizeof(pi));
+    }
+    const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)from;
+    struct in6_pktinfo pi6 = {.ipi6_addr = sin6->sin6_addr, .ipi6_ifindex = sin6->sin6_scope_id};
+    cm->cmsg_level = IPPROTO_IPV6;
+    cm->cmsg_type = IPV6_PKTINFO;
+    cm->cmsg_len = CMSG_LEN(sizeof(pi6));
+    memcpy(CMSG_DATA(cm), &pi6, sizeof(pi6));
+    return CMSG_SPACE(sizeof(pi6));
+}
+
+/* The destination of a received datagram from its IP(V6)_PKTINFO, with the
+ * listener's port (and, for IPv6, the interface as the scope, so that a
+ * link-local address answers on its link). false when there is none. */
+static bool pktinfo_get(struct msghdr *mh, uint16_t port, struct net_addr *dst)
+{
+    for (struct cmsghdr *cm = CMSG_FIRSTHDR(mh); cm; cm = CMSG_NXTHDR(mh, cm)) {
+        if (cm->cmsg_level == IPPROTO_IP && cm->cmsg_type == IP_PKTINFO) {
+            struct in_pktinfo pi;
+            struct sockaddr_in *sin = (struct sockaddr_in *)&dst->ss;
+            memcpy(&pi, CMSG_DATA(cm), sizeof(pi));
+            memset(dst, 0, sizeof(*dst));
+            sin->sin_family = AF_INET;
+            sin->sin_addr = pi.ipi_addr;
+            sin->sin_port = port;
+            dst->len = sizeof(*sin);
+            return true;
+        }
+        if (cm->cmsg_level == IPPROTO_IPV6 && cm->cmsg_type == IPV6_PKTINFO) {
+            struct in6_pktinfo pi;
+            struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&dst->ss;
+            memcpy(&pi, CMSG_DATA(cm), sizeof(pi));
+            memset(dst, 0, sizeof(*dst));
+            sin6->sin6_family = AF_INET6;
+            sin6->sin6_addr = pi.ipi6_addr;
+            sin6->sin6_port = port;
+            if (IN6_IS_ADDR_LINKLOCAL(&pi.ipi6_addr))
+                sin6->sin6_scope_id = pi.ipi6_ifindex;
+            dst->len = sizeof(*sin6);
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Sends one datagram to `to`, from the local address `from` when the
+ * socket is on a wildcard address (NULL: the kernel picks). */
+static void send_pkt(struct fe_doq *d, const uint8_t *pkt, size_t len, const struct net_addr *to,
+                     const struct sockaddr *from)
+{
+    uint8_t cbuf[DOQ_CMSG];
+    struct iovec iov = {.iov_base = (void *)pkt, .iov_len = len};
+    struct msghdr mh = {.msg_name = (void *)&to->ss, .msg_namelen = to->len,
+                        .msg_iov = &iov, .msg_iovlen = 1};
+
+    if (d->pktinfo && from && from->sa_family == to->ss.ss_family) {
+        mh.msg_control = cbuf;
+        mh.msg_controllen = pktinfo_put(from, cbuf);
+    }
+    while (sendmsg(d->fd, &mh, MSG_DONTWAIT) < 0 && errno == EINTR)
         ;
     /* a datagram lost to a full socket buffer is QUIC's to repair */
 }
@@ -181,8 +263,10 @@ static void send_on_path(struct dq_conn *c, const uint8_t *pkt, size_t len)
         return;
     memcpy(&to.ss, c->ps.path.remote.addr, c->ps.path.remote.addrlen);
     to.len = c->ps.path.remote.addrlen;
-    send_pkt(c->d, pkt, len, &to);
+    send_pkt(c->d, pkt, len, &to, (const struct sockaddr *)c->ps.path.local.addr);
 }
+
+static void conn_account_close(struct dq_conn *c);
 
 /* Closes c now: ngtcp2 state, TLS, timer; its streams are forgotten (a held
  * one keeps c's memory until the query engine lets go). */
@@ -192,6 +276,7 @@ static void conn_close(struct dq_conn *c)
 
     if (!c->conn)
         return;
+    conn_account_close(c);
     ev_timer_stop(d->loop, &c->timer);
     while (c->streams)
         stream_forget(c->streams);
@@ -451,6 +536,49 @@ static int path_validated_cb(ngtcp2_conn *conn, uint32_t flags, const ngtcp2_pat
     return 0;
 }
 
+/* ---- address validation tokens and close accounting ---- */
+
+/* RFC 9000 8.1.3: a token for the client's next connection, so that it
+ * skips the Retry round trip (and keeps its 0-RTT) while we are loaded.
+ * Bound to the client's IP address (not its port: the next connection
+ * comes from another one) and to this listener's secret. */
+static int handshake_completed_cb(ngtcp2_conn *conn, void *user_data)
+{
+    struct dq_conn *c = user_data;
+    struct fe_doq *d = c->d;
+    uint8_t token[NGTCP2_CRYPTO_MAX_REGULAR_TOKENLEN];
+    ngtcp2_ssize n = ngtcp2_crypto_generate_regular_token(
+        token, d->secret, sizeof(d->secret), (const ngtcp2_sockaddr *)&c->peer.ss, c->peer.len,
+        now_ts());
+
+    if (n > 0 && ngtcp2_conn_submit_new_token(conn, token, (size_t)n) == 0)
+        d->st.tokens_sent++;
+    return 0; /* no token costs the client a Retry next time, nothing more */
+}
+
+/* Whether hd carries a NEW_TOKEN token of ours for peer, still fresh. A bad
+ * one is no error (RFC 9000 8.1.3: the client may have it from another
+ * server): the client is treated as unvalidated. */
+static bool token_regular_ok(const struct fe_doq *d, const ngtcp2_pkt_hd *hd,
+                             const struct net_addr *peer)
+{
+    return hd->tokenlen && hd->token[0] == NGTCP2_CRYPTO_TOKEN_MAGIC_REGULAR &&
+           ngtcp2_crypto_verify_regular_token(hd->token, hd->tokenlen, d->secret,
+                                              sizeof(d->secret),
+                                              (const ngtcp2_sockaddr *)&peer->ss, peer->len,
+                                              DOQ_TOKEN_LIFETIME_S * NGTCP2_SECONDS,
+                                              now_ts()) == 0;
+}
+
+/* Counts why c ends: before its handshake completed (a bad certificate for
+ * the client, a wrong ALPN, a client that went away) is a failure; a
+ * listener shutting down is not. */
+static void conn_account_close(struct dq_conn *c)
+{
+    if (!c->d->closing && !ngtcp2_conn_get_handshake_completed2(c->conn))
+        c->d->st.handshake_failures++;
+}
+
 static const ngtcp2_callbacks callbacks = {
     .recv_client_initial = ngtcp2_crypto_recv_client_initial_cb,
     .recv_crypto_data = ngtcp2_crypto_recv_crypto_data_cb,
@@ -468,6 +596,7 @@ static const ngtcp2_callbacks callbacks = {
     .recv_stream_data = recv_stream_data_cb,
     .stream_close = stream_close_cb,
     .path_validation = path_validated_cb,
+    .handshake_completed = handshake_completed_cb,
 };
 
 /* ---- connections ---- */
@@ -481,6 +610,8 @@ static void conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
     c->in_ngtcp2 = true;
     rv = ngtcp2_conn_handle_expiry(c->conn, now_ts());
     c->in_ngtcp2 = false;
+    if (rv == NGTCP2_ERR_IDLE_CLOSE && ngtcp2_conn_get_handshake_completed2(c->conn))
+        c->d->st.idle_closed++;
     if (rv)
         conn_close(c); /* the idle timeout, or the handshake's: nothing to say */
     else
@@ -497,8 +628,10 @@ static struct dq_conn *conn_find(struct fe_doq *d, const uint8_t *dcid, size_t l
     return NULL;
 }
 
+/* odcid: the client came back with a Retry token of ours for it; else
+ * new_token: it presented a valid NEW_TOKEN token (its address is proven). */
 static struct dq_conn *conn_new(struct fe_doq *d, const ngtcp2_pkt_hd *hd, const ngtcp2_cid *odcid,
-                                const struct net_addr *peer)
+                                bool new_token, const struct net_addr *peer)
 {
     struct dq_conn *c = calloc(1, sizeof(*c));
     ngtcp2_settings st;
@@ -510,7 +643,7 @@ static struct dq_conn *conn_new(struct fe_doq *d, const ngtcp2_pkt_hd *hd, const
     c->d = d;
     c->peer = *peer;
     ngtcp2_ccerr_default(&c->ccerr);
-    ngtcp2_path_storage_init(&c->ps, (const struct sockaddr *)&d->bound.ss, d->bound.len,
+    ngtcp2_path_storage_init(&c->ps, (const struct sockaddr *)&d->rx_dst.ss, d->rx_dst.len,
                              (const struct sockaddr *)&peer->ss, peer->len, NULL);
     ngtcp2_settings_default(&st);
     st.initial_ts = now_ts();
@@ -518,6 +651,10 @@ static struct dq_conn *conn_new(struct fe_doq *d, const ngtcp2_pkt_hd *hd, const
         st.token = hd->token;
         st.tokenlen = hd->tokenlen;
         st.token_type = NGTCP2_TOKEN_TYPE_RETRY;
+    } else if (new_token) {
+        st.token = hd->token;
+        st.tokenlen = hd->tokenlen;
+        st.token_type = NGTCP2_TOKEN_TYPE_NEW_TOKEN;
     }
     ngtcp2_transport_params_default(&p);
     p.initial_max_streams_bidi = DOQ_STREAMS;
@@ -578,6 +715,8 @@ static void conn_read(struct dq_conn *c, const uint8_t *pkt, size_t len,
 
     path.remote.addr = (ngtcp2_sockaddr *)&peer->ss;
     path.remote.addrlen = peer->len;
+    path.local.addr = (ngtcp2_sockaddr *)&c->d->rx_dst.ss;
+    path.local.addrlen = c->d->rx_dst.len;
     c->refs++;
     c->in_ngtcp2 = true;
     rv = ngtcp2_conn_read_pkt(c->conn, &path, &pi, pkt, len, now_ts());
@@ -621,7 +760,7 @@ static void send_retry(struct fe_doq *d, const ngtcp2_pkt_hd *hd, const struct n
                                   token, (size_t)tl);
     if (n > 0) {
         d->st.retries++;
-        send_pkt(d, buf, (size_t)n, peer);
+        send_pkt(d, buf, (size_t)n, peer, (const struct sockaddr *)&d->rx_dst.ss);
     }
 }
 
@@ -636,7 +775,7 @@ static void send_version_negotiation(struct fe_doq *d, const ngtcp2_version_cid 
                                                           vc->scidlen, vc->dcid, vc->dcidlen, sv,
                                                           1);
     if (n > 0)
-        send_pkt(d, buf, (size_t)n, peer);
+        send_pkt(d, buf, (size_t)n, peer, (const struct sockaddr *)&d->rx_dst.ss);
 }
 
 static size_t conns_of(const struct fe_doq *d, const struct net_addr *peer)
@@ -674,7 +813,7 @@ static void handle_pkt(struct fe_doq *d, const uint8_t *pkt, size_t len,
         d->st.refused++;
         return; /* the client's Initial goes unanswered: it gives up */
     }
-    bool validated = false;
+    bool validated = false, new_token = false;
     if (hd.tokenlen && hd.token[0] == NGTCP2_CRYPTO_TOKEN_MAGIC_RETRY2) {
         if (ngtcp2_crypto_verify_retry_token2(&odcid, hd.token, hd.tokenlen, d->secret,
                                               sizeof(d->secret), hd.version,
@@ -684,13 +823,51 @@ static void handle_pkt(struct fe_doq *d, const uint8_t *pkt, size_t len,
             return;
         }
         validated = true;
+    } else if (token_regular_ok(d, &hd, peer)) {
+        new_token = true;
+        d->st.tokens_accepted++;
     } else if (d->nconns >= d->opts.retry_above) {
         send_retry(d, &hd, peer);
         return;
     }
-    if (!(c = conn_new(d, &hd, validated ? &odcid : NULL, peer)))
+    if (!(c = conn_new(d, &hd, validated ? &odcid : NULL, new_token, peer)))
         return;
     conn_read(c, pkt, len, peer);
+}
+
+/* recvfrom, and on a wildcard socket the datagram's destination into
+ * d->rx_dst (what replies leave from and the path's local address). */
+static ssize_t recv_pkt(struct fe_doq *d, uint8_t *buf, size_t cap, struct net_addr *peer)
+{
+    uint8_t cbuf[DOQ_CMSG];
+    struct iovec iov = {.iov_base = buf, .iov_len = cap};
+    struct msghdr mh = {.msg_name = &peer->ss, .msg_namelen = sizeof(peer->ss),
+                        .msg_iov = &iov, .msg_iovlen = 1,
+                        .msg_control = d->pktinfo ? cbuf : NULL,
+                        .msg_controllen = d->pktinfo ? sizeof(cbuf) : 0};
+    ssize_t n = recvmsg(d->fd, &mh, MSG_DONTWAIT);
+
+    if (n < 0)
+        return n;
+    peer->len = mh.msg_namelen;
+    uint16_t port = d->bound.ss.ss_family == AF_INET
+                        ? ((const struct sockaddr_in *)&d->bound.ss)->sin_port
+                        : ((const struct sockaddr_in6 *)&d->bound.ss)->sin6_port;
+    if (!d->pktinfo || !pktinfo_get(&mh, port, &d->rx_dst))
+        d->rx_dst = d->bound;
+    return n;
+}
+
+/* On a wildcard address, asks the kernel for each datagram's destination. */
+static void pktinfo_enable(struct fe_doq *d)
+{
+    int one = 1;
+
+    d->pktinfo = net_addr_is_any(&d->bound);
+    if (d->pktinfo && d->bound.ss.ss_family == AF_INET)
+        setsockopt(d->fd, IPPROTO_IP, IP_PKTINFO, &one, sizeof(one));
+    else if (d->pktinfo)
+        setsockopt(d->fd, IPPROTO_IPV6, IPV6_RECVPKTINFO, &one, sizeof(one));
 }
 
 static void doq_io_cb(struct ev_loop *loop, ev_io *w, int revents)
@@ -701,9 +878,7 @@ static void doq_io_cb(struct ev_loop *loop, ev_io *w, int revents)
     d->refs++;
     for (int i = 0; i < 64 && !d->closing; i++) {
         struct net_addr peer;
-        peer.len = sizeof(peer.ss);
-        ssize_t n = recvfrom(d->fd, buf, sizeof(buf), MSG_DONTWAIT, (struct sockaddr *)&peer.ss,
-                             &peer.len);
+        ssize_t n = recv_pkt(d, buf, sizeof(buf), &peer);
         if (n < 0)
             break;
         handle_pkt(d, buf, (size_t)n, &peer);
@@ -736,6 +911,8 @@ struct fe_doq *fe_doq_new(struct ev_loop *loop, const struct net_addr *a, struct
     d->bound.len = sizeof(d->bound.ss);
     if (getsockname(fd, (struct sockaddr *)&d->bound.ss, &d->bound.len) < 0)
         d->bound = *a;
+    d->rx_dst = d->bound;
+    pktinfo_enable(d);
     rand_bytes(d->secret, sizeof(d->secret));
     fe_doq_set_tls(d, tls);
     ev_io_init(&d->io, doq_io_cb, fd, EV_READ);
@@ -759,6 +936,7 @@ void fe_doq_set_local(struct fe_doq *d, const struct net_addr *local)
 void fe_doq_stats(const struct fe_doq *d, struct fe_doq_stats *out)
 {
     *out = d->st;
+    out->open = d->nconns;
 }
 
 void fe_doq_close(struct fe_doq *d)
@@ -768,10 +946,12 @@ void fe_doq_close(struct fe_doq *d)
     d->closing = true;
     ev_io_stop(d->loop, &d->io);
     log_info("doq listener: %llu connections, %llu queries (%llu as 0-RTT), %llu Retry sent, "
-             "%llu refused at the caps",
+             "%llu refused at the caps, %llu handshake failures, %llu NEW_TOKEN sent, "
+             "%llu accepted",
              (unsigned long long)d->st.conns, (unsigned long long)d->st.queries,
              (unsigned long long)d->st.early_queries, (unsigned long long)d->st.retries,
-             (unsigned long long)d->st.refused);
+             (unsigned long long)d->st.refused, (unsigned long long)d->st.handshake_failures,
+             (unsigned long long)d->st.tokens_sent, (unsigned long long)d->st.tokens_accepted);
     while (d->conns) {
         struct dq_conn *c = d->conns;
         ngtcp2_ccerr_set_application_error(&c->ccerr, DOQ_NO_ERROR, NULL, 0);

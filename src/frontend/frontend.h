@@ -65,6 +65,11 @@ struct fe_doq_opts {
 struct fe_doq_stats {
     uint64_t conns, queries, early_queries; /* early: sent as 0-RTT data */
     uint64_t retries, bad_tokens, refused;  /* refused: at a connection cap */
+    uint64_t handshake_failures; /* closed before the handshake completed */
+    uint64_t idle_closed;        /* closed by the idle timeout */
+    uint64_t tokens_sent;        /* NEW_TOKEN frames (RFC 9000 8.1.3) */
+    uint64_t tokens_accepted;    /* returning clients validated by one: no Retry */
+    uint64_t open;               /* connections open now (a gauge) */
 };
 
 /* Binds a UDP socket and serves DoQ with the QUIC server context tls

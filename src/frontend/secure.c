@@ -2,6 +2,7 @@
 #include "frontend/secure.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -12,6 +13,7 @@
 #include "core/log.h"
 #include "frontend/doh_listen.h"
 #include "frontend/frontend.h"
+#include "frontend/metrics.h"
 #include "frontend/relay.h"
 #include "tls/tlssrv.h"
 
@@ -218,6 +220,59 @@ size_t fe_secure_count(const struct fe_secure *s)
     for (const struct node *p = s->nodes; p; p = p->next)
         n++;
     return n;
+}
+
+/* The DoQ listeners' counters, one series per listener. */
+static const struct {
+    const char *name, *type, *help;
+    size_t off;
+} doq_series[] = {
+#define DOQ_SERIES(n, t, f, h) {"dnsveil_doq_listener_" n, t, h, offsetof(struct fe_doq_stats, f)}
+    DOQ_SERIES("connections_total", "counter", conns, "DoQ connections accepted."),
+    DOQ_SERIES("connections_open", "gauge", open, "DoQ connections open now."),
+    DOQ_SERIES("queries_total", "counter", queries, "Queries received over DoQ."),
+    DOQ_SERIES("early_queries_total", "counter", early_queries,
+               "Queries accepted as 0-RTT early data (RFC 9250 4.5)."),
+    DOQ_SERIES("retry_sent_total", "counter", retries,
+               "Retry packets sent to validate a client address under load."),
+    DOQ_SERIES("bad_tokens_total", "counter", bad_tokens,
+               "Initials dropped for a Retry token that did not verify."),
+    DOQ_SERIES("new_tokens_sent_total", "counter", tokens_sent,
+               "NEW_TOKEN tokens given to clients after the handshake."),
+    DOQ_SERIES("new_tokens_accepted_total", "counter", tokens_accepted,
+               "Returning clients whose NEW_TOKEN token proved their address."),
+    DOQ_SERIES("refused_total", "counter", refused,
+               "New connections refused at the listener or per-client cap."),
+    DOQ_SERIES("idle_closed_total", "counter", idle_closed,
+               "Connections closed by the idle timeout."),
+    DOQ_SERIES("handshake_failures_total", "counter", handshake_failures,
+               "Connections that ended before their handshake completed."),
+#undef DOQ_SERIES
+};
+
+void fe_secure_metrics(const struct fe_secure *s, struct buf *b)
+{
+    bool any = false;
+
+    for (const struct node *n = s ? s->nodes : NULL; n; n = n->next)
+        any |= n->doq != NULL;
+    if (!any)
+        return;
+    for (size_t i = 0; i < sizeof(doq_series) / sizeof(doq_series[0]); i++) {
+        metrics_printf(b, "# HELP %s %s\n# TYPE %s %s\n", doq_series[i].name, doq_series[i].help,
+                       doq_series[i].name, doq_series[i].type);
+        for (const struct node *n = s->nodes; n; n = n->next) {
+            struct fe_doq_stats st;
+            char a[NET_ADDRSTRLEN];
+            if (!n->doq)
+                continue;
+            fe_doq_stats(n->doq, &st);
+            metrics_printf(b, "%s{listener=\"%s\"} %llu\n", doq_series[i].name,
+                           net_addr_str(&n->addr, a, sizeof(a)),
+                           (unsigned long long)*(const uint64_t *)((const char *)&st +
+                                                                    doq_series[i].off));
+        }
+    }
 }
 
 void fe_secure_del(struct fe_secure *s)

@@ -1,4 +1,4 @@
-/* secure — the encrypted listeners of one daemon (DoT, DoH) and the
+/* secure — the encrypted listeners of one daemon (DoT, DoH, DoQ) and the
  * certificate they present. Applying a configuration loads the certificate
  * and key again (a SIGHUP is how a renewed certificate is picked up), keeps
  * the sockets whose address is still wanted, binds new ones and closes the
@@ -9,6 +9,7 @@
 #include <ev.h>
 #include <stddef.h>
 
+struct buf;
 struct config;
 struct fe_secure;
 struct query_engine;
@@ -21,6 +22,9 @@ struct fe_secure *fe_secure_new(struct ev_loop *loop, struct query_engine *qe);
 int fe_secure_apply(struct fe_secure *s, const struct config *cfg);
 /* Open listeners of either kind. */
 size_t fe_secure_count(const struct fe_secure *s);
+/* Appends the DoQ listeners' counters (Prometheus text, one series per
+ * listener address) to b; nothing without a DoQ listener. s may be NULL. */
+void fe_secure_metrics(const struct fe_secure *s, struct buf *b);
 /* Closes every listener (replies in flight are still sent) and frees s. */
 void fe_secure_del(struct fe_secure *s);
 
