@@ -32,6 +32,17 @@ enum {
     CONN_QUERY_ROOM = 160,
 };
 
+/* ---- one vocabulary ------------------------------------------------------ */
+
+/* Where a connection is in its life; every transport's connection struct
+ * has it as `state`. */
+enum conn_state { CONN_CONNECTING, CONN_HANDSHAKE, CONN_READY, CONN_DEAD };
+
+/* Where a request is: in the upstream's wait list, sent (on a connection,
+ * or an exchange in flight), or finished and queued in the scope; a
+ * transport's request struct has it as `where`. */
+enum conn_req_where { CONN_REQ_NONE, CONN_REQ_WAIT, CONN_REQ_SENT, CONN_REQ_DONE };
+
 /* ---- policy -------------------------------------------------------------- */
 
 /* Embedded per upstream: conn_policy_init; nothing to free. */
