@@ -43,6 +43,35 @@ enum conn_state { CONN_CONNECTING, CONN_HANDSHAKE, CONN_READY, CONN_DEAD };
  * transport's request struct has it as `where`. */
 enum conn_req_where { CONN_REQ_NONE, CONN_REQ_WAIT, CONN_REQ_SENT, CONN_REQ_DONE };
 
+/* ---- request lists -------------------------------------------------------- */
+
+/* The lists every transport keeps its requests on (waiting for a
+ * connection, in flight on one, failed together): intrusive and counted,
+ * and an element knows the list it is on, so it can leave it without the
+ * caller naming it. Zero-initialized is empty, and a link on no list. */
+struct conn_link {
+    struct conn_link *prev, *next;
+    struct conn_list *on;
+};
+
+struct conn_list {
+    struct conn_link *head, *tail;
+    size_t n;
+};
+
+/* The element that holds link l as its member m; NULL for a NULL l. */
+#define conn_elem(l, type, m) \
+    ((l) ? (type *)(void *)((char *)(l) - offsetof(type, m)) : (type *)NULL)
+
+void conn_list_push(struct conn_list *l, struct conn_link *e);
+void conn_list_push_front(struct conn_list *l, struct conn_link *e);
+/* Takes e off the list it is on; nothing when it is on none. */
+void conn_list_unlink(struct conn_link *e);
+/* Unlinks and returns the first element, or NULL. */
+struct conn_link *conn_list_pop(struct conn_list *l);
+/* Moves all of src in front of dst, in their order (src ends empty). */
+void conn_list_splice_front(struct conn_list *dst, struct conn_list *src);
+
 /* ---- policy -------------------------------------------------------------- */
 
 /* Embedded per upstream: conn_policy_init; nothing to free. */

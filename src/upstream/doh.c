@@ -143,7 +143,7 @@ struct doh_conn;
 struct doh_up;
 
 struct doh_req {
-    struct list_link link; /* the upstream's wait list */
+    struct conn_link link; /* the upstream's wait list */
     enum conn_req_where where;
     struct doh_up *up;
     struct doh_conn *c;    /* while CONN_REQ_SENT */
@@ -185,7 +185,7 @@ struct doh_up {
     struct net_addr addr;
     struct tls_ctx *tls;
     struct doh_conn *conns;
-    struct list wait;
+    struct conn_list wait;
     struct conn_scope scope; /* callback depth, finished requests, deferred free */
     struct conn_policy pol;
     /* leaves the scope after send(), before the loop next sleeps: every request
@@ -211,7 +211,7 @@ static void doh_req_free(struct doh_req *r)
 
 static struct doh_req *doh_req_of(struct conn_done *f)
 {
-    return (struct doh_req *)(void *)((char *)f - offsetof(struct doh_req, done));
+    return conn_elem(f, struct doh_req, done);
 }
 
 static struct doh_req *doh_req_of_h2(struct h2_req *h)
@@ -221,7 +221,7 @@ static struct doh_req *doh_req_of_h2(struct h2_req *h)
 
 static struct doh_req *doh_wait_head(const struct doh_up *up)
 {
-    return list_elem(up->wait.head, struct doh_req, link);
+    return conn_elem(up->wait.head, struct doh_req, link);
 }
 
 /* An unused connection closes after the upstream's idle_timeout_ms (s). */
@@ -242,7 +242,7 @@ static void doh_req_detach(struct doh_req *r)
 {
     switch (r->where) {
     case CONN_REQ_WAIT:
-        list_unlink(&r->up->wait, &r->link);
+        conn_list_unlink(&r->link);
         break;
     case CONN_REQ_SENT:
         h2_cancel(r->c->h2, &r->h);
@@ -276,7 +276,7 @@ static void doh_req_retry(struct doh_req *r, int rc)
     }
     doh_req_detach(r);
     r->where = CONN_REQ_WAIT;
-    list_push(&r->up->wait, &r->link);
+    conn_list_push(&r->up->wait, &r->link);
 }
 
 /* ------------------------------------------------------------ connections */
@@ -761,7 +761,7 @@ static void doh_up_dispatch(struct doh_up *up)
         }
         if (best) {
             struct doh_req *r = doh_wait_head(up);
-            list_unlink(&up->wait, &r->link);
+            conn_list_unlink(&r->link);
             r->where = CONN_REQ_NONE;
             int rc = doh_conn_submit(best, r);
             if (rc == 0 && !ev_is_active(&best->stall))
@@ -773,7 +773,7 @@ static void doh_up_dispatch(struct doh_up *up)
                 doh_conn_serialize(best, SIZE_MAX);
             if (rc && h2_draining(best->h2)) {
                 r->where = CONN_REQ_WAIT; /* out of stream IDs: another connection */
-                list_push(&up->wait, &r->link);
+                conn_list_push(&up->wait, &r->link);
             } else if (rc) {
                 doh_req_finish(r, rc);
             }
@@ -912,7 +912,7 @@ static int doh_req_queue(struct doh_up *up, struct xfer *x, struct doh_req *r)
     r->done.x = x;
     r->h.sid = -1;
     r->where = CONN_REQ_WAIT;
-    list_push(&up->wait, &r->link);
+    conn_list_push(&up->wait, &r->link);
     x->tpriv = r;
     if (!up->scope.depth)
         defer_arm(up->loop, &up->kick); /* dispatched before the loop sleeps */

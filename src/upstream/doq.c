@@ -143,22 +143,17 @@ struct doq_up;
 struct doq_conn;
 
 struct doq_req {
-    struct doq_req *prev, *next; /* in exactly one of: wait, conn streams */
+    struct conn_link link; /* on one of: up->wait, c->streams, a list being moved */
     struct doq_up *up;
     struct doq_conn *c;   /* while a stream of c carries it */
     struct conn_done done; /* done.x: NULL once done ran or the owner cancelled */
     int64_t sid;          /* -1 while queued */
     size_t sent;          /* bytes of wire handed to ngtcp2 */
     bool blocked;         /* stream flow control: wait for MAX_STREAM_DATA */
-    bool queued;          /* in up->wait */
     bool retried;         /* already moved once to a new connection */
     struct doq_rx rx;
     size_t len;           /* prefix + query */
     uint8_t wire[];       /* 2-byte length, then the query with ID 0 */
-};
-
-struct qlist {
-    struct doq_req *head, *tail;
 };
 
 struct doq_conn {
@@ -173,7 +168,7 @@ struct doq_conn {
     ngtcp2_tstamp last_rx, waiting_since;
     bool waiting;
     ngtcp2_path_storage ps;
-    struct qlist streams;  /* queries with an open stream, oldest first */
+    struct conn_list streams;  /* queries with an open stream, oldest first */
     ngtcp2_ccerr ccerr;    /* what we close with when we close */
     int fail_rc;           /* set by a callback that failed the connection */
     bool early;            /* 0-RTT offered */
@@ -195,8 +190,7 @@ struct doq_up {
     struct upstream *u;
     struct tls_ctx *tls;
     struct doq_conn *conn;
-    struct qlist wait;        /* waiting for a stream */
-    size_t n_wait;            /* in wait */
+    struct conn_list wait;        /* waiting for a stream */
     struct conn_scope scope;  /* callback depth, finished queries, deferred free */
     struct defer kick;        /* runs the wait list before the loop next polls */
     uint8_t tp[DOQ_TP_MAX];   /* the server's transport parameters, for 0-RTT */
@@ -229,69 +223,14 @@ static ngtcp2_tstamp doq_now(void)
 
 /* ---- lists --------------------------------------------------------------- */
 
-static void doq_list_push(struct qlist *l, struct doq_req *q)
+static struct doq_req *doq_req_first(const struct conn_list *l)
 {
-    q->next = NULL;
-    q->prev = l->tail;
-    if (l->tail)
-        l->tail->next = q;
-    else
-        l->head = q;
-    l->tail = q;
+    return conn_elem(l->head, struct doq_req, link);
 }
 
-static void doq_list_remove(struct qlist *l, struct doq_req *q)
+static struct doq_req *doq_req_next(const struct doq_req *q)
 {
-    if (q->prev)
-        q->prev->next = q->next;
-    else
-        l->head = q->next;
-    if (q->next)
-        q->next->prev = q->prev;
-    else
-        l->tail = q->prev;
-    q->prev = q->next = NULL;
-}
-
-/* Moves all of src in front of dst, keeping order: requeued queries were
- * asked before the ones still waiting. */
-static void doq_list_prepend(struct qlist *dst, struct qlist *src)
-{
-    if (!src->head)
-        return;
-    src->tail->next = dst->head;
-    if (dst->head)
-        dst->head->prev = src->tail;
-    else
-        dst->tail = src->tail;
-    dst->head = src->head;
-    src->head = src->tail = NULL;
-}
-
-/* ---- queries ------------------------------------------------------------- */
-
-static void doq_wait_push(struct doq_up *up, struct doq_req *q)
-{
-    doq_list_push(&up->wait, q);
-    q->queued = true;
-    up->n_wait++;
-}
-
-static void doq_wait_remove(struct doq_up *up, struct doq_req *q)
-{
-    doq_list_remove(&up->wait, q);
-    q->queued = false;
-    up->n_wait--;
-}
-
-/* Puts the queries of l back at the front of the queue, in their order. */
-static void doq_wait_requeue(struct doq_up *up, struct qlist *l)
-{
-    for (struct doq_req *q = l->head; q; q = q->next) {
-        q->queued = true;
-        up->n_wait++;
-    }
-    doq_list_prepend(&up->wait, l);
+    return conn_elem(q->link.next, struct doq_req, link);
 }
 
 static void doq_req_free(struct doq_req *q)
@@ -303,7 +242,7 @@ static void doq_req_free(struct doq_req *q)
 /* Frees q once nothing holds it any more. */
 static void doq_req_put(struct doq_req *q)
 {
-    if (!q->done.x && !q->done.queued && !q->c && !q->queued)
+    if (!q->done.x && !q->done.queued && !q->c && !q->link.on)
         doq_req_free(q);
 }
 
@@ -328,7 +267,7 @@ static void doq_req_finish(struct doq_req *q, int rc)
 
 static struct doq_req *doq_req_of(struct conn_done *d)
 {
-    return (struct doq_req *)(void *)((char *)d - offsetof(struct doq_req, done));
+    return conn_elem(d, struct doq_req, done);
 }
 
 /* After done ran: q goes when nothing else holds it. */
@@ -451,7 +390,7 @@ static int doq_stream_close_cb(ngtcp2_conn *conn, uint32_t flags, int64_t sid,
         doq_req_finish(q, (flags & NGTCP2_STREAM_CLOSE_FLAG_APP_ERROR_CODE_SET)
                            ? doq_error_to_rc(app_error_code)
                            : DV_EPROTO);
-    doq_list_remove(&c->streams, q);
+    conn_list_unlink(&q->link);
     q->c = NULL;
     q->sid = -1;
     doq_req_put(q);
@@ -484,22 +423,22 @@ static int doq_extend_max_streams_cb(ngtcp2_conn *conn, uint64_t max_streams, vo
 static int doq_early_data_rejected_cb(ngtcp2_conn *conn, void *user_data)
 {
     struct doq_conn *c = user_data;
-    struct qlist again = {NULL, NULL};
+    struct conn_list again = {0};
     unsigned n = 0;
 
     c->early_rejected = true;
     while (c->streams.head) {
-        struct doq_req *q = c->streams.head;
-        doq_list_remove(&c->streams, q);
+        struct doq_req *q = doq_req_first(&c->streams);
+        conn_list_unlink(&q->link);
         doq_req_reset_stream(q);
         if (q->done.x && !q->done.queued) {
-            doq_list_push(&again, q);
+            conn_list_push(&again, &q->link);
             n++;
         } else {
             doq_req_put(q);
         }
     }
-    doq_wait_requeue(c->up, &again);
+    conn_list_splice_front(&c->up->wait, &again);
     log_debug("upstream %s: doq: 0-RTT rejected, %u queries will be sent again",
               c->up->u->name, n);
     return 0;
@@ -732,7 +671,7 @@ static void doq_conn_arm_timer(struct doq_conn *c)
 /* The next stream with bytes ngtcp2 may take now, oldest first. */
 static struct doq_req *doq_conn_next_tx(struct doq_conn *c)
 {
-    for (struct doq_req *q = c->streams.head; q; q = q->next)
+    for (struct doq_req *q = doq_req_first(&c->streams); q; q = doq_req_next(q))
         if (q->sent < q->len && !q->blocked)
             return q;
     return NULL;
@@ -798,7 +737,7 @@ static void doq_conn_update_keepalive(struct doq_conn *c)
 {
     bool waiting = false;
 
-    for (struct doq_req *q = c->streams.head; q && !waiting; q = q->next)
+    for (struct doq_req *q = doq_req_first(&c->streams); q && !waiting; q = doq_req_next(q))
         waiting = q->done.x && !q->rx.msg;
     ngtcp2_conn_set_keep_alive_timeout(c->conn, waiting ? DOQ_KEEPALIVE : UINT64_MAX);
     doq_conn_watch_stall(c, waiting);
@@ -813,7 +752,7 @@ static int doq_conn_open_streams(struct doq_conn *c)
     if (c->racer || (!c->handshake_done && (!c->early || c->early_rejected)))
         return 0;
     while (up->wait.head) {
-        struct doq_req *q = up->wait.head;
+        struct doq_req *q = doq_req_first(&up->wait);
         int64_t sid;
         int rv = ngtcp2_conn_open_bidi_stream(c->conn, &sid, q);
         if (rv == NGTCP2_ERR_STREAM_ID_BLOCKED)
@@ -822,10 +761,10 @@ static int doq_conn_open_streams(struct doq_conn *c)
             ngtcp2_ccerr_set_liberr(&c->ccerr, rv, NULL, 0);
             return rv;
         }
-        doq_wait_remove(up, q);
+        conn_list_unlink(&q->link);
         q->sid = sid;
         q->c = c;
-        doq_list_push(&c->streams, q);
+        conn_list_push(&c->streams, &q->link);
     }
     return 0;
 }
@@ -882,7 +821,7 @@ static void doq_conn_fail(struct doq_conn *c, int rc, bool retry, bool send_clos
 {
     struct doq_up *up = c->up;
     struct ev_loop *loop = up->u->loop;
-    struct qlist again = {NULL, NULL};
+    struct conn_list again = {0};
     bool racer = c->racer; /* a side attempt: the queue is not its to fail */
 
     if (send_close && !ngtcp2_conn_in_closing_period(c->conn) &&
@@ -906,24 +845,24 @@ static void doq_conn_fail(struct doq_conn *c, int rc, bool retry, bool send_clos
     if (!c->handshake_done && !c->lost_race && up->conn && up->race_left)
         doq_race_arm(up, 0.);
     while (c->streams.head) {
-        struct doq_req *q = c->streams.head;
-        doq_list_remove(&c->streams, q);
+        struct doq_req *q = doq_req_first(&c->streams);
+        conn_list_unlink(&q->link);
         doq_req_reset_stream(q);
         if (q->done.x && !q->done.queued && c->lost_race) {
-            doq_list_push(&again, q); /* early data to the loser: not a retry */
+            conn_list_push(&again, &q->link); /* early data to the loser: not a retry */
         } else if (q->done.x && !q->done.queued && retry && !q->retried) {
             q->retried = true;
-            doq_list_push(&again, q);
+            conn_list_push(&again, &q->link);
         } else {
             doq_req_finish(q, rc);
             doq_req_put(q);
         }
     }
-    doq_wait_requeue(up, &again);
+    conn_list_splice_front(&up->wait, &again);
     if (!c->handshake_done && !retry && !racer && !c->lost_race) {
         while (up->wait.head) {
-            struct doq_req *q = up->wait.head;
-            doq_wait_remove(up, q);
+            struct doq_req *q = doq_req_first(&up->wait);
+            conn_list_unlink(&q->link);
             doq_req_finish(q, rc);
         }
     }
@@ -1159,7 +1098,7 @@ static void doq_conn_read_cb(struct ev_loop *loop, ev_io *w, int revents)
     tls_conn_quic_tickets(c->tls);
     /* a MAX_DATA may have lifted connection-level flow control, which has no
      * per-stream callback: let blocked streams try again */
-    for (struct doq_req *q = c->streams.head; q; q = q->next)
+    for (struct doq_req *q = doq_req_first(&c->streams); q; q = doq_req_next(q))
         q->blocked = false;
     doq_conn_flush(c);
     conn_scope_leave(&up->scope);
@@ -1212,8 +1151,8 @@ static void doq_up_kick_cb(void *arg)
         if (rc) {
             log_debug("upstream %s: doq: cannot connect: %s", up->u->name, dv_strerror(rc));
             while (up->wait.head) {
-                struct doq_req *q = up->wait.head;
-                doq_wait_remove(up, q);
+                struct doq_req *q = doq_req_first(&up->wait);
+                conn_list_unlink(&q->link);
                 doq_req_finish(q, rc);
             }
         }
@@ -1266,7 +1205,7 @@ static int doq_send(struct upstream *u, struct xfer *x)
 
     if (x->len < DNS_HDR_LEN || x->len > DNS_MSG_MAX)
         return DV_EINVAL;
-    if (up->n_wait >= DOQ_QUEUE_MAX) {
+    if (up->wait.n >= DOQ_QUEUE_MAX) {
         log_debug("upstream %s: too many queries waiting", u->name);
         return DV_ECONN;
     }
@@ -1286,7 +1225,7 @@ static int doq_send(struct upstream *u, struct xfer *x)
     q->up = up;
     q->done.x = x;
     doq_rx_init(&q->rx);
-    doq_wait_push(up, q);
+    conn_list_push(&up->wait, &q->link);
     x->tpriv = q;
     doq_up_schedule(up);
     return 0;
@@ -1311,8 +1250,8 @@ static void doq_cancel(struct upstream *u, struct xfer *x)
         }
         return;
     }
-    if (q->queued)
-        doq_wait_remove(up, q);
+    if (q->link.on == &up->wait)
+        conn_list_unlink(&q->link);
     doq_req_put(q);
 }
 
@@ -1330,8 +1269,8 @@ static void doq_close(struct upstream *u)
     }
     /* nothing is pending (the caller's promise), so these are all orphans */
     while (up->wait.head) {
-        struct doq_req *q = up->wait.head;
-        doq_wait_remove(up, q);
+        struct doq_req *q = doq_req_first(&up->wait);
+        conn_list_unlink(&q->link);
         doq_req_free(q);
     }
     for (struct conn_done *d; (d = conn_scope_pop(&up->scope));)

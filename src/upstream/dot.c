@@ -59,11 +59,6 @@ enum {
 struct dot_up;
 struct dot_conn;
 
-struct qlist {
-    struct dot_req *head, *tail;
-    size_t n;
-};
-
 /* One query. done.x is NULL once cancelled: a query already on the wire
  * keeps its ID reserved until its answer or its connection goes, so a late
  * answer can never be taken for a newer query's. */
@@ -71,8 +66,7 @@ struct dot_req {
     struct conn_done done;  /* done.x: the caller's xfer */
     uint8_t *ans;           /* the answer, until delivered */
     struct dot_conn *c;     /* set while in c's ID table */
-    struct qlist *list;     /* the list it is on, or NULL */
-    struct dot_req *next, *prev;
+    struct conn_link link;  /* on up->wait, c->qs, or a list being failed */
     struct dot_req *hnext;    /* ID table chain */
     uint16_t wire_id;
     bool retried;
@@ -94,7 +88,7 @@ struct dot_conn {
     struct frame_rd fr;
     struct buf out;         /* framed queries the TLS layer has not taken yet */
     size_t out_retry;       /* length TLS asked us to offer again after EAGAIN */
-    struct qlist qs;        /* in flight, cancelled ones included */
+    struct conn_list qs;        /* in flight, cancelled ones included */
     struct dot_req *ids[DOT_ID_BUCKETS];
     unsigned live;          /* in flight with a caller still waiting */
     uint64_t idle_ms;
@@ -113,7 +107,7 @@ struct dot_up {
     unsigned n_conns;
     unsigned n_suspect;     /* of n_conns */
     struct dot_conn *graveyard;
-    struct qlist wait;      /* accepted, no connection yet */
+    struct conn_list wait;      /* accepted, no connection yet */
     struct conn_policy pol;
     struct conn_scope scope; /* callback depth, answers to deliver, deferred free */
     struct defer kick;     /* queries assigned this loop turn go out before it sleeps */
@@ -126,57 +120,6 @@ struct dot_up {
 static uint8_t dot_rxbuf[16384];
 
 /* ---- small helpers ------------------------------------------------------ */
-
-static void dot_list_push(struct qlist *l, struct dot_req *q, bool front)
-{
-    q->list = l;
-    if (front) {
-        q->prev = NULL;
-        q->next = l->head;
-        if (l->head)
-            l->head->prev = q;
-        else
-            l->tail = q;
-        l->head = q;
-    } else {
-        q->next = NULL;
-        q->prev = l->tail;
-        if (l->tail)
-            l->tail->next = q;
-        else
-            l->head = q;
-        l->tail = q;
-    }
-    l->n++;
-}
-
-static void dot_list_unlink(struct dot_req *q)
-{
-    struct qlist *l = q->list;
-
-    if (!l)
-        return;
-    if (q->prev)
-        q->prev->next = q->next;
-    else
-        l->head = q->next;
-    if (q->next)
-        q->next->prev = q->prev;
-    else
-        l->tail = q->prev;
-    l->n--;
-    q->list = NULL;
-    q->next = q->prev = NULL;
-}
-
-static struct dot_req *dot_list_pop(struct qlist *l)
-{
-    struct dot_req *q = l->head;
-
-    if (q)
-        dot_list_unlink(q);
-    return q;
-}
 
 static struct dot_req *dot_id_find(const struct dot_conn *c, uint16_t id)
 {
@@ -210,6 +153,11 @@ static uint16_t dot_id_pick(const struct dot_conn *c)
     while (dot_id_find(c, id))
         id++;
     return id;
+}
+
+static struct dot_req *dot_req_pop(struct conn_list *l)
+{
+    return conn_elem(conn_list_pop(l), struct dot_req, link);
 }
 
 static void dot_req_free(struct dot_req *q)
@@ -354,7 +302,7 @@ static void dot_conn_free(struct dot_conn *c)
     struct dot_req *q;
 
     ustats_conn_closed(c->up->st);
-    while ((q = dot_list_pop(&c->qs)))
+    while ((q = dot_req_pop(&c->qs)))
         dot_req_free(q); /* cancelled leftovers only: live ones were handed back */
     frame_free(&c->fr);
     buf_free(&c->out);
@@ -397,11 +345,11 @@ static void dot_conn_close(struct dot_conn *c, bool polite)
 }
 
 /* Fails every query on l with rc, delivered when the callback unwinds. */
-static void dot_reqs_fail(struct dot_up *up, struct qlist *l, int rc)
+static void dot_reqs_fail(struct dot_up *up, struct conn_list *l, int rc)
 {
     struct dot_req *q;
 
-    while ((q = dot_list_pop(l))) {
+    while ((q = dot_req_pop(l))) {
         if (q->done.x)
             conn_scope_complete(&up->scope, &q->done, rc, NULL, 0);
         else
@@ -415,7 +363,7 @@ static void dot_conn_fail(struct dot_conn *c, int rc)
 {
     struct dot_up *up = c->up;
     bool was_ready = c->state == CONN_READY;
-    struct qlist failed = {0};
+    struct conn_list failed = {0};
     struct dot_req *q;
 
     if (c->state == CONN_DEAD)
@@ -430,16 +378,16 @@ static void dot_conn_fail(struct dot_conn *c, int rc)
                   dv_strerror(rc), c->live);
     }
     /* back to front so the retried keep their order at the head of wait */
-    while ((q = c->qs.tail)) {
-        dot_list_unlink(q);
+    while ((q = conn_elem(c->qs.tail, struct dot_req, link))) {
+        conn_list_unlink(&q->link);
         dot_id_remove(c, q);
         if (!q->done.x)
             dot_req_free(q);
         else if (was_ready && !q->retried) {
             q->retried = true;
-            dot_list_push(&up->wait, q, true);
+            conn_list_push_front(&up->wait, &q->link);
         } else
-            dot_list_push(&failed, q, true);
+            conn_list_push_front(&failed, &q->link);
     }
     c->live = 0;
     dot_reqs_fail(up, &failed, rc);
@@ -462,7 +410,7 @@ static int dot_conn_submit(struct dot_conn *c, struct dot_req *q)
     q->c = c;
     q->hnext = c->ids[q->wire_id % DOT_ID_BUCKETS];
     c->ids[q->wire_id % DOT_ID_BUCKETS] = q;
-    dot_list_push(&c->qs, q, false);
+    conn_list_push(&c->qs, &q->link);
     c->live++;
     c->last_active = net_now_ms();
     if (!ev_is_active(&c->stall))
@@ -538,7 +486,7 @@ static int dot_conn_answer(struct dot_conn *c, const uint8_t *msg, size_t len)
         return 0;
     }
     dot_id_remove(c, q);
-    dot_list_unlink(q);
+    conn_list_unlink(&q->link);
     c->last_active = net_now_ms();
     if (!q->done.x) {
         log_debug("upstream %s: late answer to a cancelled query dropped", up->name);
@@ -734,7 +682,7 @@ static void dot_up_settle(void *arg)
 /* After done: the delivered query goes. */
 static void dot_req_release(struct conn_done *d)
 {
-    dot_req_free((struct dot_req *)(void *)((char *)d - offsetof(struct dot_req, done)));
+    dot_req_free(conn_elem(d, struct dot_req, done));
 }
 
 static void dot_up_destroy(void *arg)
@@ -788,9 +736,9 @@ static void dot_up_dispatch(struct dot_up *up, bool may_complete)
         struct dot_conn *c = dot_up_pick(up);
         if (!c)
             break;
-        q = dot_list_pop(&up->wait);
+        q = dot_req_pop(&up->wait);
         if (dot_conn_submit(c, q)) {
-            dot_list_push(&up->wait, q, true);
+            conn_list_push_front(&up->wait, &q->link);
             break;
         }
         if (c->state == CONN_READY)
@@ -907,10 +855,10 @@ static int dot_send(struct upstream *u, struct xfer *x)
         return rc;
     q->done.x = x;
     x->tpriv = q;
-    dot_list_push(&up->wait, q, false);
+    conn_list_push(&up->wait, &q->link);
     dot_up_dispatch(up, false);
-    if (q->list == &up->wait && up->n_conns == up->n_suspect) {
-        dot_list_unlink(q);
+    if (q->link.on == &up->wait && up->n_conns == up->n_suspect) {
+        conn_list_unlink(&q->link);
         dot_req_free(q);
         x->tpriv = NULL;
         return DV_ECONN;
@@ -934,7 +882,7 @@ static void dot_cancel(struct upstream *u, struct xfer *x)
     }
     if (q->done.queued)
         conn_scope_remove(&up->scope, &q->done); /* answered, not yet delivered */
-    dot_list_unlink(q);
+    conn_list_unlink(&q->link);
     dot_req_free(q);
 }
 
@@ -950,7 +898,7 @@ static void dot_close(struct upstream *u)
     defer_cancel(&up->kick);
     while (up->conns)
         dot_conn_close(up->conns, true);
-    while ((q = dot_list_pop(&up->wait))) {
+    while ((q = dot_req_pop(&up->wait))) {
         if (q->done.x)
             q->done.x->tpriv = NULL;
         dot_req_free(q);
@@ -970,11 +918,11 @@ static void dot_conn_requeue(struct dot_conn *c)
     struct dot_req *q;
 
     dot_conn_close(c, false);
-    while ((q = c->qs.tail)) {
-        dot_list_unlink(q);
+    while ((q = conn_elem(c->qs.tail, struct dot_req, link))) {
+        conn_list_unlink(&q->link);
         dot_id_remove(c, q);
         if (q->done.x)
-            dot_list_push(&up->wait, q, true);
+            conn_list_push_front(&up->wait, &q->link);
         else
             dot_req_free(q);
     }

@@ -53,7 +53,6 @@ void odoh_stats_get(struct odoh_stats *out)
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/list.h"
 #include "core/log.h"
 #include "core/net.h"
 #include "dns/dns.h"
@@ -87,7 +86,7 @@ struct odoh_relay {
 struct odoh_up;
 
 struct odoh_req {
-    struct list_link link;
+    struct conn_link link;
     enum conn_req_where where;
     struct odoh_up *up;
     struct conn_done done;
@@ -120,16 +119,16 @@ struct odoh_up {
     uint64_t fetch_retry_at;
     struct doh_http fetch;
     ev_timer fetch_timer;
-    struct list wait, flight;
+    struct conn_list wait, flight;
     struct conn_scope scope;
     ev_timer kick;
 };
 
 /* ------------------------------------------------------------ requests */
 
-static struct odoh_req *odoh_req_first(const struct list *l)
+static struct odoh_req *odoh_req_first(const struct conn_list *l)
 {
-    return list_elem(l->head, struct odoh_req, link);
+    return conn_elem(l->head, struct odoh_req, link);
 }
 
 static void odoh_req_unseal(struct odoh_req *r)
@@ -149,7 +148,7 @@ static void odoh_req_free(struct odoh_req *r)
 
 static struct odoh_req *odoh_req_of(struct conn_done *f)
 {
-    return list_elem(f, struct odoh_req, done);
+    return conn_elem(f, struct odoh_req, done);
 }
 
 /* Takes r out of wherever it is; an exchange in flight is cancelled. */
@@ -157,10 +156,10 @@ static void odoh_req_detach(struct odoh_req *r)
 {
     switch (r->where) {
     case CONN_REQ_WAIT:
-        list_unlink(&r->up->wait, &r->link);
+        conn_list_unlink(&r->link);
         break;
     case CONN_REQ_SENT:
-        list_unlink(&r->up->flight, &r->link);
+        conn_list_unlink(&r->link);
         r->via->ops->cancel(r->via, &r->http.x);
         break;
     case CONN_REQ_DONE:
@@ -183,7 +182,7 @@ static void odoh_req_wait(struct odoh_req *r)
 {
     odoh_req_detach(r);
     r->where = CONN_REQ_WAIT;
-    list_push(&r->up->wait, &r->link);
+    conn_list_push(&r->up->wait, &r->link);
 }
 
 /* ------------------------------------------------------------ relays */
@@ -277,7 +276,7 @@ static int odoh_req_send(struct odoh_req *r)
     if (rc == 0) {
         stats.queries++;
         r->where = CONN_REQ_SENT;
-        list_push(&up->flight, &r->link);
+        conn_list_push(&up->flight, &r->link);
     }
     return rc;
 }
@@ -318,7 +317,7 @@ static void odoh_req_http_done(struct xfer *hx, int rc, const uint8_t *body, siz
     int st = r->http.status;
 
     conn_scope_enter(&up->scope);
-    list_unlink(&up->flight, &r->link);
+    conn_list_unlink(&r->link);
     r->where = CONN_REQ_NONE;
     if (rc || st >= 500) {
         /* unreachable or failing: the next relay. A 502 or 504 says the
@@ -472,7 +471,7 @@ static void odoh_up_settle(void *arg)
     if (odoh_cfg_usable(up)) {
         while (up->wait.head) {
             struct odoh_req *r = odoh_req_first(&up->wait);
-            list_unlink(&up->wait, &r->link);
+            conn_list_unlink(&r->link);
             r->where = CONN_REQ_NONE;
             odoh_req_start(r);
         }
@@ -678,7 +677,7 @@ static int odoh_send(struct upstream *u, struct xfer *x)
     r->up = up;
     r->done.x = x;
     r->where = CONN_REQ_WAIT;
-    list_push(&up->wait, &r->link);
+    conn_list_push(&up->wait, &r->link);
     x->tpriv = r;
     if (!up->scope.depth)
         ev_timer_start(up->loop, &up->kick); /* sealed and sent on the next turn */
