@@ -91,6 +91,46 @@ void conn_list_splice_front(struct conn_list *dst, struct conn_list *src)
     src->n = 0;
 }
 
+/* ---- the send prologue and the watchers ----------------------------------- */
+
+int conn_send_check(const struct xfer *x, size_t waiting, const char *name)
+{
+    /* a query near 64 KiB is no real query, and the room keeps every frame
+     * length and every buffer of x->len + CONN_QUERY_ROOM within bounds */
+    if (x->len < DNS_HDR_LEN || x->len > DNS_MSG_MAX - CONN_QUERY_ROOM)
+        return DV_EINVAL;
+    if (waiting >= CONN_WAIT_MAX) {
+        log_debug("upstream %s: too many queries waiting", name);
+        return DV_ECONN; /* the server cannot keep up: do not hoard queries */
+    }
+    return 0;
+}
+
+void conn_io_watch(struct ev_loop *loop, ev_io *io, int fd, int events)
+{
+    if (ev_is_active(io) == (events != 0) && (io->events & (EV_READ | EV_WRITE)) == events &&
+        io->fd == fd)
+        return;
+    ev_io_stop(loop, io);
+    ev_io_set(io, fd, events);
+    if (events)
+        ev_io_start(loop, io);
+}
+
+void conn_timer_arm(struct ev_loop *loop, ev_timer *t, double after)
+{
+    ev_timer_stop(loop, t);
+    ev_timer_set(t, after, 0.);
+    ev_timer_start(loop, t);
+}
+
+void conn_stall_init(ev_timer *t, void (*cb)(struct ev_loop *, ev_timer *, int), void *data)
+{
+    ev_init(t, cb);
+    t->repeat = CONN_STALL_CHECK_MS / 1000.0;
+    t->data = data;
+}
+
 /* ---- policy -------------------------------------------------------------- */
 
 void conn_policy_init(struct conn_policy *p, const struct cfg_upstream *cfg)

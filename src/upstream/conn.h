@@ -30,6 +30,7 @@ enum {
     CONN_PAD_BLOCK = 128, /* RFC 8467 4.1: queries in 128-byte blocks */
     /* room a query may grow by: an OPT RR, a keepalive option, padding */
     CONN_QUERY_ROOM = 160,
+    CONN_WAIT_MAX = 16384, /* requests waiting for a connection or a stream */
 };
 
 /* ---- one vocabulary ------------------------------------------------------ */
@@ -71,6 +72,22 @@ void conn_list_unlink(struct conn_link *e);
 struct conn_link *conn_list_pop(struct conn_list *l);
 /* Moves all of src in front of dst, in their order (src ends empty). */
 void conn_list_splice_front(struct conn_list *dst, struct conn_list *src);
+
+/* ---- the send prologue and the watchers ----------------------------------- */
+
+/* What every transport's send checks first: x is a DNS message that still
+ * fits one (DNS_MSG_MAX, a 16-bit frame) after growing by CONN_QUERY_ROOM,
+ * and waiting (the requests already queued) is below CONN_WAIT_MAX. 0,
+ * DV_EINVAL, or DV_ECONN (so the query moves to another upstream). */
+int conn_send_check(const struct xfer *x, size_t waiting, const char *name);
+/* Points io at fd for events (EV_READ, EV_WRITE or both; 0 stops it),
+ * touching libev only when they change. */
+void conn_io_watch(struct ev_loop *loop, ev_io *io, int fd, int events);
+/* (Re)starts t to fire once after `after` seconds. */
+void conn_timer_arm(struct ev_loop *loop, ev_timer *t, double after);
+/* Sets up (not starting) the stall check of a connection: cb every
+ * CONN_STALL_CHECK_MS with data in w->data. */
+void conn_stall_init(ev_timer *t, void (*cb)(struct ev_loop *, ev_timer *, int), void *data);
 
 /* ---- policy -------------------------------------------------------------- */
 

@@ -128,7 +128,6 @@ enum {
     DOH_STREAMS_CAP = 1000,  /* our own bound on streams per connection */
     DOH_RETRIES = 2,         /* refused streams are retried on another connection */
     DOH_OUT_HIGH = 256 * 1024, /* stop serializing frames while this much is unsent */
-    DOH_WAIT_MAX = 16384,    /* queries waiting for a stream */
 };
 
 /* seconds */
@@ -162,7 +161,6 @@ struct doh_conn {
     bool dead;     /* failed; freed by doh_up_settle */
     bool suspect;  /* the network changed under it: no new streams */
     int fd;
-    int events;
     ev_io io;
     ev_timer timer;
     struct happy *happy; /* racing the addresses; fd is -1 meanwhile */
@@ -283,17 +281,13 @@ static void doh_req_retry(struct doh_req *r, int rc)
 
 static void doh_conn_io_cb(struct ev_loop *loop, ev_io *w, int revents);
 static void doh_conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents);
-static void doh_conn_stall_init(struct doh_conn *c);
+static void doh_conn_stall_cb(struct ev_loop *loop, ev_timer *w, int revents);
 static void doh_req_response(struct doh_req *r);
 
 static void doh_conn_watch(struct doh_conn *c, int events)
 {
-    if (c->fd < 0 || c->events == events)
-        return;
-    ev_io_stop(c->up->loop, &c->io);
-    ev_io_set(&c->io, c->fd, events);
-    ev_io_start(c->up->loop, &c->io);
-    c->events = events;
+    if (c->fd >= 0)
+        conn_io_watch(c->up->loop, &c->io, c->fd, events);
 }
 
 /* Fails every stream of c and marks it for doh_up_settle to free. Streams the
@@ -566,9 +560,7 @@ static void doh_conn_arm_timer(struct doh_conn *c)
         if (c->idle_since + doh_up_idle_s(c->up) < at)
             at = c->idle_since + doh_up_idle_s(c->up);
     }
-    ev_timer_stop(c->up->loop, &c->timer);
-    ev_timer_set(&c->timer, at > now ? at - now : 0., 0.);
-    ev_timer_start(c->up->loop, &c->timer);
+    conn_timer_arm(c->up->loop, &c->timer, at > now ? at - now : 0.);
 }
 
 static void doh_conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
@@ -623,7 +615,6 @@ static void doh_conn_happy_cb(void *arg, int fd, int err)
             doh_up_conn_failed(up, "tls");
             doh_conn_fail(c, DV_ETLS);
         } else {
-            c->events = 0;
             doh_conn_watch(c, EV_WRITE);
         }
     }
@@ -646,7 +637,7 @@ static struct doh_conn *doh_conn_open(struct doh_up *up)
     buf_init(&c->out);
     ev_init(&c->timer, doh_conn_timer_cb);
     c->timer.data = c;
-    doh_conn_stall_init(c);
+    conn_stall_init(&c->stall, doh_conn_stall_cb, c);
     c->opened = ev_now(up->loop);
     ustats_conn_opened(up->st); /* doh_conn_free counts the close, on failure too */
     if (up->u->n_addrs > 1) {
@@ -665,7 +656,6 @@ static struct doh_conn *doh_conn_open(struct doh_up *up)
     }
     ev_io_init(&c->io, doh_conn_io_cb, c->fd, EV_WRITE);
     c->io.data = c;
-    c->events = EV_WRITE;
     if (c->fd >= 0)
         ev_io_start(up->loop, &c->io);
     doh_conn_arm_timer(c);
@@ -905,8 +895,8 @@ static int doh_req_queue(struct doh_up *up, struct xfer *x, struct doh_req *r)
         live |= !c->dead && !doh_conn_draining(c) && !c->suspect;
     if (!live && conn_policy_backoff(&up->pol, net_now_ms()))
         return DV_ECONN; /* backing off: let the query try elsewhere now */
-    if (up->wait.n >= DOH_WAIT_MAX)
-        return DV_ECONN; /* the server cannot keep up: do not hoard queries */
+    if (up->wait.n >= CONN_WAIT_MAX)
+        return DV_ECONN; /* an ODoH exchange: as conn_send_check */
     buf_init(&r->h.resp);
     r->up = up;
     r->done.x = x;
@@ -943,8 +933,8 @@ static int doh_send(struct upstream *u, struct xfer *x)
     size_t cap, qlen;
     int rc;
 
-    if (x->len < DNS_HDR_LEN || x->len > DNS_MSG_MAX)
-        return DV_EINVAL;
+    if ((rc = conn_send_check(x, up->wait.n, up->name)))
+        return rc;
     r = calloc(1, sizeof(*r));
     if (!r)
         return DV_ENOMEM;
@@ -1099,13 +1089,6 @@ static void doh_conn_stall_cb(struct ev_loop *loop, ev_timer *w, int revents)
     c->suspect = true;
     doh_conn_open(up);
     conn_scope_leave(&up->scope);
-}
-
-static void doh_conn_stall_init(struct doh_conn *c)
-{
-    ev_init(&c->stall, doh_conn_stall_cb);
-    c->stall.repeat = CONN_STALL_CHECK_MS / 1000.0;
-    c->stall.data = c;
 }
 
 static void doh_netchange(struct upstream *u)

@@ -126,7 +126,6 @@ enum {
     DOQ_RX_BATCH = 16,     /* datagrams per recvmmsg */
     DOQ_RX_ROUNDS = 4,     /* recvmmsg calls per wakeup before writing again */
     DOQ_MAX_UDP = 1472,    /* largest datagram we accept (transport parameter) */
-    DOQ_QUEUE_MAX = 16384, /* queries waiting for a stream, as DoT's wait list */
 };
 
 #define DOQ_ALPN "doq"
@@ -602,9 +601,8 @@ static int doq_conn_open(struct doq_up *up, struct doq_conn **pc)
     ev_io_init(&c->rio, doq_conn_read_cb, c->fd, EV_READ);
     ev_io_init(&c->wio, doq_conn_write_cb, c->fd, EV_WRITE);
     ev_init(&c->timer, doq_conn_timer_cb);
-    ev_init(&c->stall, doq_conn_stall_cb);
-    c->stall.repeat = CONN_STALL_CHECK_MS / 1000.0;
-    c->rio.data = c->wio.data = c->timer.data = c->stall.data = c;
+    conn_stall_init(&c->stall, doq_conn_stall_cb, c);
+    c->rio.data = c->wio.data = c->timer.data = c;
     ev_io_start(u->loop, &c->rio);
     if (up->race_left)
         doq_race_arm(up, HAPPY_STAGGER_MS / 1000.0);
@@ -661,11 +659,11 @@ static void doq_conn_arm_timer(struct doq_conn *c)
     ngtcp2_tstamp now = doq_now();
     struct ev_loop *loop = c->up->u->loop;
 
-    ev_timer_stop(loop, &c->timer);
     if (expiry == UINT64_MAX)
-        return;
-    ev_timer_set(&c->timer, expiry > now ? (double)(expiry - now) / NGTCP2_SECONDS : 0., 0.);
-    ev_timer_start(loop, &c->timer);
+        ev_timer_stop(loop, &c->timer);
+    else
+        conn_timer_arm(loop, &c->timer,
+                       expiry > now ? (double)(expiry - now) / NGTCP2_SECONDS : 0.);
 }
 
 /* The next stream with bytes ngtcp2 may take now, oldest first. */
@@ -946,9 +944,7 @@ static void doq_conn_liberr(struct doq_conn *c, int rv)
 /* The next attempt starts after `after` seconds. */
 static void doq_race_arm(struct doq_up *up, double after)
 {
-    ev_timer_stop(up->u->loop, &up->stagger);
-    ev_timer_set(&up->stagger, after, 0.);
-    ev_timer_start(up->u->loop, &up->stagger);
+    conn_timer_arm(up->u->loop, &up->stagger, after);
 }
 
 /* No handshake has completed in 250 ms (or an attempt failed): start one
@@ -1203,12 +1199,8 @@ static int doq_send(struct upstream *u, struct xfer *x)
     size_t qlen = x->len;
     int rc;
 
-    if (x->len < DNS_HDR_LEN || x->len > DNS_MSG_MAX)
-        return DV_EINVAL;
-    if (up->wait.n >= DOQ_QUEUE_MAX) {
-        log_debug("upstream %s: too many queries waiting", u->name);
-        return DV_ECONN;
-    }
+    if ((rc = conn_send_check(x, up->wait.n, u->name)))
+        return rc;
     q = calloc(1, sizeof(*q) + 2 + x->len + CONN_QUERY_ROOM);
     if (!q)
         return DV_ENOMEM;

@@ -51,7 +51,6 @@ enum {
     DOT_SETUP_MS = 10000,      /* connect + handshake */
     DOT_CONN_MAX_IDS = 4096,   /* in flight per connection, cancelled ones included */
     DOT_OUT_HIGH = 256 * 1024, /* queued bytes per connection before it counts as full */
-    DOT_WAIT_MAX = 16384,      /* queries waiting for a connection */
     DOT_WRITE_CHUNK = 16384,   /* one TLS record */
     DOT_ID_BUCKETS = 256,
 };
@@ -80,7 +79,6 @@ struct dot_conn {
     enum conn_state state;
     int fd;
     ev_io io;
-    int events;
     ev_timer timer;         /* setup deadline, then idle check */
     ev_timer stall;         /* while queries are out: has the path died? */
     struct tls_conn *tls;   /* NULL in plaintext mode */
@@ -170,7 +168,7 @@ static void dot_req_free(struct dot_req *q)
 
 static void dot_conn_io_cb(struct ev_loop *loop, ev_io *w, int revents);
 static void dot_conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents);
-static void dot_conn_stall_init(struct dot_conn *c);
+static void dot_conn_stall_cb(struct ev_loop *loop, ev_timer *w, int revents);
 static void dot_up_dispatch(struct dot_up *up, bool may_complete);
 
 /* The stream under the framing: TLS, or the bare socket for tcp://. Both
@@ -227,19 +225,12 @@ static void dot_conn_watch(struct dot_conn *c)
         ev = dot_conn_wants_write(c) ? EV_WRITE : EV_READ;
     else
         ev = EV_READ | (buf_used(&c->out) || dot_conn_wants_write(c) ? EV_WRITE : 0);
-    if (ev == c->events)
-        return;
-    ev_io_stop(c->up->loop, &c->io);
-    ev_io_set(&c->io, c->fd, ev);
-    ev_io_start(c->up->loop, &c->io);
-    c->events = ev;
+    conn_io_watch(c->up->loop, &c->io, c->fd, ev);
 }
 
 static void dot_conn_arm_timer(struct dot_conn *c, uint64_t ms)
 {
-    ev_timer_stop(c->up->loop, &c->timer);
-    ev_timer_set(&c->timer, (double)ms / 1000.0, 0.);
-    ev_timer_start(c->up->loop, &c->timer);
+    conn_timer_arm(c->up->loop, &c->timer, (double)ms / 1000.0);
 }
 
 static void dot_conn_happy_cb(void *arg, int fd, int err);
@@ -275,12 +266,11 @@ static struct dot_conn *dot_conn_open(struct dot_up *up)
     c->state = CONN_CONNECTING;
     ev_io_init(&c->io, dot_conn_io_cb, c->fd, EV_WRITE);
     c->io.data = c;
-    c->events = EV_WRITE;
     if (c->fd >= 0)
         ev_io_start(up->loop, &c->io);
     ev_init(&c->timer, dot_conn_timer_cb);
     c->timer.data = c;
-    dot_conn_stall_init(c);
+    conn_stall_init(&c->stall, dot_conn_stall_cb, c);
     dot_conn_arm_timer(c, DOT_SETUP_MS);
     c->next = up->conns;
     up->conns = c;
@@ -625,8 +615,7 @@ static void dot_conn_happy_cb(void *arg, int fd, int err)
         if (!up->plain && tls_conn_new(up->tls, c->fd, &c->tls)) {
             dot_conn_fail(c, DV_ETLS);
         } else {
-            ev_io_set(&c->io, fd, EV_WRITE);
-            ev_io_start(up->loop, &c->io);
+            conn_io_watch(up->loop, &c->io, fd, EV_WRITE);
         }
     }
     conn_scope_leave(&up->scope);
@@ -759,7 +748,7 @@ static void dot_up_kick_cb(void *arg)
     conn_scope_enter(&up->scope);
     for (struct dot_conn *c = up->conns, *next; c; c = next) {
         next = c->next;
-        if (c->state != CONN_READY || !buf_used(&c->out) || (c->events & EV_WRITE))
+        if (c->state != CONN_READY || !buf_used(&c->out) || (c->io.events & EV_WRITE))
             continue;
         int rc = dot_conn_flush(c);
         if (rc)
@@ -841,12 +830,8 @@ static int dot_send(struct upstream *u, struct xfer *x)
     struct dot_req *q;
     int rc = 0;
 
-    if (x->len < DNS_HDR_LEN || x->len > DNS_MSG_MAX - CONN_QUERY_ROOM)
-        return DV_EINVAL;
-    if (up->wait.n >= DOT_WAIT_MAX) {
-        log_debug("upstream %s: too many queries waiting", up->name);
-        return DV_ECONN;
-    }
+    if ((rc = conn_send_check(x, up->wait.n, up->name)))
+        return rc;
     /* fail fast while backing off, so the caller tries another upstream */
     if (up->n_conns == up->n_suspect && conn_policy_backoff(&up->pol, net_now_ms()))
         return DV_ECONN;
@@ -970,13 +955,6 @@ static void dot_conn_stall_cb(struct ev_loop *loop, ev_timer *w, int revents)
     dot_conn_open(up);
     dot_up_dispatch(up, true);
     conn_scope_leave(&up->scope);
-}
-
-static void dot_conn_stall_init(struct dot_conn *c)
-{
-    ev_init(&c->stall, dot_conn_stall_cb);
-    c->stall.repeat = CONN_STALL_CHECK_MS / 1000.0;
-    c->stall.data = c;
 }
 
 static void dot_netchange(struct upstream *u)

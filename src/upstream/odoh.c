@@ -70,7 +70,6 @@ enum {
     ODOH_FETCH_TIMEOUT_S = 5,     /* a fetch without an answer by then has failed */
     ODOH_RELAY_BACKOFF_MS = 1000, /* doubling per failure ... */
     ODOH_RELAY_BACKOFF_MAX_MS = 30000,
-    ODOH_WAIT_MAX = 16384,
 };
 
 static const char odoh_ctype[] = "application/oblivious-dns-message";
@@ -665,13 +664,12 @@ static int odoh_send(struct upstream *u, struct xfer *x)
 {
     struct odoh_up *up = u->priv;
     struct odoh_req *r;
+    int rc;
 
-    if (x->len < DNS_HDR_LEN || x->len > DNS_MSG_MAX)
-        return DV_EINVAL;
+    if ((rc = conn_send_check(x, up->wait.n, up->name)))
+        return rc;
     if (!odoh_cfg_usable(up) && !up->fetching && net_now_ms() < up->fetch_retry_at)
         return DV_ECONN; /* the target's configs cannot be had just now */
-    if (up->wait.n >= ODOH_WAIT_MAX)
-        return DV_ECONN;
     if (!(r = calloc(1, sizeof(*r))))
         return DV_ENOMEM;
     r->up = up;
