@@ -20,75 +20,40 @@ enum {
 
 /* ---- request lists -------------------------------------------------------- */
 
-void conn_list_push(struct conn_list *l, struct conn_link *e)
+void conn_list_push(struct list *l, struct conn_link *e)
 {
     e->on = l;
-    e->next = NULL;
-    e->prev = l->tail;
-    if (l->tail)
-        l->tail->next = e;
-    else
-        l->head = e;
-    l->tail = e;
-    l->n++;
+    list_push(l, &e->l);
 }
 
-void conn_list_push_front(struct conn_list *l, struct conn_link *e)
+void conn_list_push_front(struct list *l, struct conn_link *e)
 {
     e->on = l;
-    e->prev = NULL;
-    e->next = l->head;
-    if (l->head)
-        l->head->prev = e;
-    else
-        l->tail = e;
-    l->head = e;
-    l->n++;
+    list_push_front(l, &e->l);
 }
 
 void conn_list_unlink(struct conn_link *e)
 {
-    struct conn_list *l = e->on;
-
-    if (!l)
+    if (!e->on)
         return;
-    if (e->prev)
-        e->prev->next = e->next;
-    else
-        l->head = e->next;
-    if (e->next)
-        e->next->prev = e->prev;
-    else
-        l->tail = e->prev;
-    l->n--;
+    list_unlink(e->on, &e->l);
     e->on = NULL;
-    e->prev = e->next = NULL;
 }
 
-struct conn_link *conn_list_pop(struct conn_list *l)
+struct conn_link *conn_list_pop(struct list *l)
 {
-    struct conn_link *e = l->head;
+    struct conn_link *e = conn_elem(l->head, struct conn_link, l);
 
     if (e)
         conn_list_unlink(e);
     return e;
 }
 
-void conn_list_splice_front(struct conn_list *dst, struct conn_list *src)
+void conn_list_splice_front(struct list *dst, struct list *src)
 {
-    if (!src->head)
-        return;
-    for (struct conn_link *e = src->head; e; e = e->next)
-        e->on = dst;
-    src->tail->next = dst->head;
-    if (dst->head)
-        dst->head->prev = src->tail;
-    else
-        dst->tail = src->tail;
-    dst->head = src->head;
-    dst->n += src->n;
-    src->head = src->tail = NULL;
-    src->n = 0;
+    for (struct list_link *e = src->head; e; e = e->next)
+        conn_elem(e, struct conn_link, l)->on = dst;
+    list_splice_front(dst, src);
 }
 
 /* ---- the send prologue and the watchers ----------------------------------- */

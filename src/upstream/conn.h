@@ -23,6 +23,7 @@
 #include <stdint.h>
 
 #include "config/config.h"
+#include "core/list.h"
 #include "core/net.h"
 #include "upstream/upstream.h"
 
@@ -47,31 +48,32 @@ enum conn_req_where { CONN_REQ_NONE, CONN_REQ_WAIT, CONN_REQ_SENT, CONN_REQ_DONE
 /* ---- request lists -------------------------------------------------------- */
 
 /* The lists every transport keeps its requests on (waiting for a
- * connection, in flight on one, failed together): intrusive and counted,
- * and an element knows the list it is on, so it can leave it without the
- * caller naming it. Zero-initialized is empty, and a link on no list. */
+ * connection, in flight on one, failed together) are core/list.h's; a
+ * request's link also knows the list it is on, so it can leave it without
+ * the caller naming it. Zero-initialized is a link on no list. */
 struct conn_link {
-    struct conn_link *prev, *next;
-    struct conn_list *on;
+    struct list_link l; /* first: a list's head and next are the conn_link */
+    struct list *on;
 };
 
-struct conn_list {
-    struct conn_link *head, *tail;
-    size_t n;
-};
+/* The element that holds link l (a struct conn_link *, or the list_link of
+ * one: a list's head) as its member m; NULL for a NULL l, which is
+ * evaluated once. */
+#define conn_elem(l, type, m) ((type *)conn_elem_at((l), offsetof(type, m)))
 
-/* The element that holds link l as its member m; NULL for a NULL l. */
-#define conn_elem(l, type, m) \
-    ((l) ? (type *)(void *)((char *)(l) - offsetof(type, m)) : (type *)NULL)
+static inline void *conn_elem_at(const void *l, size_t off)
+{
+    return l ? (void *)((char *)(uintptr_t)l - off) : NULL;
+}
 
-void conn_list_push(struct conn_list *l, struct conn_link *e);
-void conn_list_push_front(struct conn_list *l, struct conn_link *e);
+void conn_list_push(struct list *l, struct conn_link *e);
+void conn_list_push_front(struct list *l, struct conn_link *e);
 /* Takes e off the list it is on; nothing when it is on none. */
 void conn_list_unlink(struct conn_link *e);
 /* Unlinks and returns the first element, or NULL. */
-struct conn_link *conn_list_pop(struct conn_list *l);
+struct conn_link *conn_list_pop(struct list *l);
 /* Moves all of src in front of dst, in their order (src ends empty). */
-void conn_list_splice_front(struct conn_list *dst, struct conn_list *src);
+void conn_list_splice_front(struct list *dst, struct list *src);
 
 /* ---- the send prologue and the watchers ----------------------------------- */
 

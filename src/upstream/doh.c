@@ -183,7 +183,7 @@ struct doh_up {
     struct net_addr addr;
     struct tls_ctx *tls;
     struct doh_conn *conns;
-    struct conn_list wait;
+    struct list wait;
     struct conn_scope scope; /* callback depth, finished requests, deferred free */
     struct conn_policy pol;
     /* leaves the scope after send(), before the loop next sleeps: every request

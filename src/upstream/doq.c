@@ -167,7 +167,7 @@ struct doq_conn {
     ngtcp2_tstamp last_rx, waiting_since;
     bool waiting;
     ngtcp2_path_storage ps;
-    struct conn_list streams;  /* queries with an open stream, oldest first */
+    struct list streams;  /* queries with an open stream, oldest first */
     ngtcp2_ccerr ccerr;    /* what we close with when we close */
     int fail_rc;           /* set by a callback that failed the connection */
     bool early;            /* 0-RTT offered */
@@ -189,7 +189,7 @@ struct doq_up {
     struct upstream *u;
     struct tls_ctx *tls;
     struct doq_conn *conn;
-    struct conn_list wait;        /* waiting for a stream */
+    struct list wait;        /* waiting for a stream */
     struct conn_scope scope;  /* callback depth, finished queries, deferred free */
     struct defer kick;        /* runs the wait list before the loop next polls */
     uint8_t tp[DOQ_TP_MAX];   /* the server's transport parameters, for 0-RTT */
@@ -222,14 +222,14 @@ static ngtcp2_tstamp doq_now(void)
 
 /* ---- lists --------------------------------------------------------------- */
 
-static struct doq_req *doq_req_first(const struct conn_list *l)
+static struct doq_req *doq_req_first(const struct list *l)
 {
     return conn_elem(l->head, struct doq_req, link);
 }
 
 static struct doq_req *doq_req_next(const struct doq_req *q)
 {
-    return conn_elem(q->link.next, struct doq_req, link);
+    return conn_elem(q->link.l.next, struct doq_req, link);
 }
 
 static void doq_req_free(struct doq_req *q)
@@ -422,7 +422,7 @@ static int doq_extend_max_streams_cb(ngtcp2_conn *conn, uint64_t max_streams, vo
 static int doq_early_data_rejected_cb(ngtcp2_conn *conn, void *user_data)
 {
     struct doq_conn *c = user_data;
-    struct conn_list again = {0};
+    struct list again = {0};
     unsigned n = 0;
 
     c->early_rejected = true;
@@ -819,7 +819,7 @@ static void doq_conn_fail(struct doq_conn *c, int rc, bool retry, bool send_clos
 {
     struct doq_up *up = c->up;
     struct ev_loop *loop = up->u->loop;
-    struct conn_list again = {0};
+    struct list again = {0};
     bool racer = c->racer; /* a side attempt: the queue is not its to fail */
 
     if (send_close && !ngtcp2_conn_in_closing_period(c->conn) &&

@@ -86,7 +86,7 @@ struct dot_conn {
     struct frame_rd fr;
     struct buf out;         /* framed queries the TLS layer has not taken yet */
     size_t out_retry;       /* length TLS asked us to offer again after EAGAIN */
-    struct conn_list qs;        /* in flight, cancelled ones included */
+    struct list qs;        /* in flight, cancelled ones included */
     struct dot_req *ids[DOT_ID_BUCKETS];
     unsigned live;          /* in flight with a caller still waiting */
     uint64_t idle_ms;
@@ -105,7 +105,7 @@ struct dot_up {
     unsigned n_conns;
     unsigned n_suspect;     /* of n_conns */
     struct dot_conn *graveyard;
-    struct conn_list wait;      /* accepted, no connection yet */
+    struct list wait;      /* accepted, no connection yet */
     struct conn_policy pol;
     struct conn_scope scope; /* callback depth, answers to deliver, deferred free */
     struct defer kick;     /* queries assigned this loop turn go out before it sleeps */
@@ -153,7 +153,7 @@ static uint16_t dot_id_pick(const struct dot_conn *c)
     return id;
 }
 
-static struct dot_req *dot_req_pop(struct conn_list *l)
+static struct dot_req *dot_req_pop(struct list *l)
 {
     return conn_elem(conn_list_pop(l), struct dot_req, link);
 }
@@ -335,7 +335,7 @@ static void dot_conn_close(struct dot_conn *c, bool polite)
 }
 
 /* Fails every query on l with rc, delivered when the callback unwinds. */
-static void dot_reqs_fail(struct dot_up *up, struct conn_list *l, int rc)
+static void dot_reqs_fail(struct dot_up *up, struct list *l, int rc)
 {
     struct dot_req *q;
 
@@ -353,7 +353,7 @@ static void dot_conn_fail(struct dot_conn *c, int rc)
 {
     struct dot_up *up = c->up;
     bool was_ready = c->state == CONN_READY;
-    struct conn_list failed = {0};
+    struct list failed = {0};
     struct dot_req *q;
 
     if (c->state == CONN_DEAD)

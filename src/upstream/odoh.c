@@ -118,14 +118,14 @@ struct odoh_up {
     uint64_t fetch_retry_at;
     struct doh_http fetch;
     ev_timer fetch_timer;
-    struct conn_list wait, flight;
+    struct list wait, flight;
     struct conn_scope scope;
     ev_timer kick;
 };
 
 /* ------------------------------------------------------------ requests */
 
-static struct odoh_req *odoh_req_first(const struct conn_list *l)
+static struct odoh_req *odoh_req_first(const struct list *l)
 {
     return conn_elem(l->head, struct odoh_req, link);
 }
