@@ -160,6 +160,33 @@ int conn_connect(const struct net_addr *a, int type, const char *name)
     return fd;
 }
 
+bool conn_has_addr(const struct upstream *u, const char *name)
+{
+    if (u->n_addrs)
+        return true;
+    log_debug("upstream %s: no address yet", name);
+    return false;
+}
+
+int conn_stream_open(struct ev_loop *loop, const struct upstream *u, const char *name,
+                     void (*cb)(void *arg, int fd, int err), void *arg, int *pfd,
+                     struct happy **ph)
+{
+    int fd;
+
+    *pfd = -1;
+    *ph = NULL;
+    if (u->n_addrs > 1) {
+        *ph = happy_start(loop, u->addrs, u->n_addrs, SOCK_STREAM, HAPPY_STAGGER_MS, name, cb,
+                          arg);
+        return *ph ? 0 : DV_ECONN;
+    }
+    if ((fd = conn_connect(&u->addrs[0], SOCK_STREAM, name)) < 0)
+        return fd;
+    *pfd = fd;
+    return 0;
+}
+
 void conn_quickack(int fd)
 {
     int one = 1;
@@ -338,4 +365,11 @@ void conn_scope_close(struct conn_scope *s)
     s->closed = true;
     if (!s->depth)
         s->destroy(s->arg);
+}
+
+void conn_req_detach(struct conn_scope *s, struct conn_link *link, struct conn_done *d)
+{
+    conn_list_unlink(link);
+    if (d->queued)
+        conn_scope_remove(s, d);
 }

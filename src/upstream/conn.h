@@ -25,6 +25,7 @@
 #include "config/config.h"
 #include "core/list.h"
 #include "core/net.h"
+#include "upstream/happy.h"
 #include "upstream/upstream.h"
 
 enum {
@@ -120,6 +121,17 @@ void conn_policy_ok(struct conn_policy *p);
  * SOCK_DGRAM) connecting, or connected, to a. The fd, DV_EIO (no socket) or
  * DV_ECONN (refused at once; logged at debug with name). */
 int conn_connect(const struct net_addr *a, int type, const char *name);
+/* True when u has an address to connect to; false (logged at debug) while
+ * its bootstrap upstream has not answered yet, which is no failure: no
+ * backoff for that. */
+bool conn_has_addr(const struct upstream *u, const char *name);
+/* Starts a stream connection to u's addresses (u has one at least): a
+ * connect when it has one, *pfd the socket; a happy-eyeballs race when it
+ * has several (happy.h), *pfd -1 and *ph the race, whose winner cb gets.
+ * 0, or DV_E* (nothing left open). */
+int conn_stream_open(struct ev_loop *loop, const struct upstream *u, const char *name,
+                     void (*cb)(void *arg, int fd, int err), void *arg, int *pfd,
+                     struct happy **ph);
 /* Acknowledges what a stream socket received now instead of after the
  * delayed-ACK timer (Linux re-enters delayed ACKs by itself, so call it after
  * every read that got data). A server that leaves Nagle on holds its next
@@ -206,5 +218,10 @@ void conn_scope_remove(struct conn_scope *s, struct conn_done *d);
 void conn_scope_close(struct conn_scope *s);
 /* Unlinks and returns the first queued completion, or NULL. */
 struct conn_done *conn_scope_pop(struct conn_scope *s);
+/* Takes a request out of the places every transport has: off the list its
+ * link is on (a wait list, a connection's), and out of s's queue when its
+ * outcome waits there. What the transport itself holds (a stream, an ID)
+ * stays its business. */
+void conn_req_detach(struct conn_scope *s, struct conn_link *link, struct conn_done *d);
 
 #endif

@@ -238,21 +238,12 @@ static void doh_conn_unlive(struct doh_conn *c)
 /* Takes r out of wherever it is. */
 static void doh_req_detach(struct doh_req *r)
 {
-    switch (r->where) {
-    case CONN_REQ_WAIT:
-        conn_list_unlink(&r->link);
-        break;
-    case CONN_REQ_SENT:
+    if (r->where == CONN_REQ_SENT) {
         h2_cancel(r->c->h2, &r->h);
         doh_conn_unlive(r->c);
         r->c = NULL;
-        break;
-    case CONN_REQ_DONE:
-        conn_scope_remove(&r->up->scope, &r->done);
-        break;
-    case CONN_REQ_NONE:
-        break;
     }
+    conn_req_detach(&r->up->scope, &r->link, &r->done);
     r->where = CONN_REQ_NONE;
 }
 
@@ -625,12 +616,7 @@ static struct doh_conn *doh_conn_open(struct doh_up *up)
 {
     struct doh_conn *c;
 
-    if (up->u->n_addrs == 0) {
-        /* the bootstrap upstream has not answered yet: no backoff for that */
-        log_debug("upstream %s: no address yet", up->name);
-        return NULL;
-    }
-    if (!(c = calloc(1, sizeof(*c))))
+    if (!conn_has_addr(up->u, up->name) || !(c = calloc(1, sizeof(*c))))
         return NULL;
     c->up = up;
     c->fd = -1;
@@ -640,20 +626,10 @@ static struct doh_conn *doh_conn_open(struct doh_up *up)
     conn_stall_init(&c->stall, doh_conn_stall_cb, c);
     c->opened = ev_now(up->loop);
     ustats_conn_opened(up->st); /* doh_conn_free counts the close, on failure too */
-    if (up->u->n_addrs > 1) {
-        c->happy = happy_start(up->loop, up->u->addrs, up->u->n_addrs, SOCK_STREAM,
-                               HAPPY_STAGGER_MS, up->name, doh_conn_happy_cb, c);
-        if (!c->happy)
-            goto fail;
-    } else {
-        c->fd = conn_connect(&up->u->addrs[0], SOCK_STREAM, up->name);
-        if (c->fd < 0) {
-            c->fd = -1;
-            goto fail;
-        }
-        if (tls_conn_new(up->tls, c->fd, &c->tls))
-            goto fail;
-    }
+    if (conn_stream_open(up->loop, up->u, up->name, doh_conn_happy_cb, c, &c->fd, &c->happy))
+        goto fail;
+    if (c->fd >= 0 && tls_conn_new(up->tls, c->fd, &c->tls))
+        goto fail;
     ev_io_init(&c->io, doh_conn_io_cb, c->fd, EV_WRITE);
     c->io.data = c;
     if (c->fd >= 0)

@@ -529,8 +529,7 @@ static int doq_conn_open(struct doq_up *up, struct doq_conn **pc)
         return DV_ENOMEM;
     c->up = up;
     ngtcp2_ccerr_default(&c->ccerr);
-    if (!u->n_addrs) {
-        log_debug("upstream %s: no address yet", u->name);
+    if (!conn_has_addr(u, u->name)) {
         free(c);
         return DV_ECONN;
     }

@@ -239,30 +239,16 @@ static struct dot_conn *dot_conn_open(struct dot_up *up)
 {
     struct dot_conn *c;
 
-    if (up->u->n_addrs == 0) {
-        /* the bootstrap upstream has not answered yet: no backoff for that */
-        log_debug("upstream %s: no address yet", up->name);
-        return NULL;
-    }
-    if (!(c = calloc(1, sizeof(*c))))
+    if (!conn_has_addr(up->u, up->name) || !(c = calloc(1, sizeof(*c))))
         return NULL;
     c->up = up;
     c->idle_ms = up->pol.idle_ms;
     frame_init(&c->fr);
     buf_init(&c->out);
-    c->fd = -1;
-    if (up->u->n_addrs > 1) {
-        c->happy = happy_start(up->loop, up->u->addrs, up->u->n_addrs, SOCK_STREAM,
-                               HAPPY_STAGGER_MS, up->name, dot_conn_happy_cb, c);
-        if (!c->happy)
-            goto fail;
-    } else {
-        c->fd = conn_connect(&up->u->addrs[0], SOCK_STREAM, up->name);
-        if (c->fd < 0)
-            goto fail;
-        if (!up->plain && tls_conn_new(up->tls, c->fd, &c->tls))
-            goto fail;
-    }
+    if (conn_stream_open(up->loop, up->u, up->name, dot_conn_happy_cb, c, &c->fd, &c->happy))
+        goto fail;
+    if (c->fd >= 0 && !up->plain && tls_conn_new(up->tls, c->fd, &c->tls))
+        goto fail;
     c->state = CONN_CONNECTING;
     ev_io_init(&c->io, dot_conn_io_cb, c->fd, EV_WRITE);
     c->io.data = c;
@@ -865,9 +851,8 @@ static void dot_cancel(struct upstream *u, struct xfer *x)
         q->c->live--;
         return;
     }
-    if (q->done.queued)
-        conn_scope_remove(&up->scope, &q->done); /* answered, not yet delivered */
-    conn_list_unlink(&q->link);
+    /* waiting, or answered and not yet delivered */
+    conn_req_detach(&up->scope, &q->link, &q->done);
     dot_req_free(q);
 }
 

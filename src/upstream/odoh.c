@@ -153,20 +153,9 @@ static struct odoh_req *odoh_req_of(struct conn_done *f)
 /* Takes r out of wherever it is; an exchange in flight is cancelled. */
 static void odoh_req_detach(struct odoh_req *r)
 {
-    switch (r->where) {
-    case CONN_REQ_WAIT:
-        conn_list_unlink(&r->link);
-        break;
-    case CONN_REQ_SENT:
-        conn_list_unlink(&r->link);
+    if (r->where == CONN_REQ_SENT)
         r->via->ops->cancel(r->via, &r->http.x);
-        break;
-    case CONN_REQ_DONE:
-        conn_scope_remove(&r->up->scope, &r->done);
-        break;
-    case CONN_REQ_NONE:
-        break;
-    }
+    conn_req_detach(&r->up->scope, &r->link, &r->done);
     r->where = CONN_REQ_NONE;
 }
 
