@@ -157,8 +157,7 @@ struct doh_req {
 struct doh_conn {
     struct doh_conn *next;
     struct doh_up *up;
-    enum conn_state state;
-    bool dead;     /* failed; freed by doh_up_settle */
+    enum conn_state state; /* CONN_DEAD: failed, freed by doh_up_settle */
     bool suspect;  /* the network changed under it: no new streams */
     int fd;
     ev_io io;
@@ -286,9 +285,9 @@ static void doh_conn_watch(struct doh_conn *c, int events)
  * can fail over. */
 static void doh_conn_fail(struct doh_conn *c, int rc)
 {
-    if (c->dead)
+    if (c->state == CONN_DEAD)
         return;
-    c->dead = true;
+    c->state = CONN_DEAD;
     happy_cancel(c->happy);
     c->happy = NULL;
     if (c->fd >= 0) {
@@ -379,7 +378,7 @@ static int doh_conn_serialize(struct doh_conn *c, size_t high)
  * takes to the socket. */
 static void doh_conn_flush(struct doh_conn *c)
 {
-    if (c->dead || c->state != CONN_READY)
+    if (c->state == CONN_DEAD || c->state != CONN_READY)
         return;
     for (;;) {
         if (doh_conn_serialize(c, DOH_OUT_HIGH))
@@ -412,7 +411,7 @@ static void doh_conn_flush(struct doh_conn *c)
 
 static bool doh_conn_has_room(const struct doh_conn *c)
 {
-    return !c->dead && !c->suspect && c->state == CONN_READY && h2_has_room(c->h2, DOH_STREAMS_CAP);
+    return c->state != CONN_DEAD && !c->suspect && c->state == CONN_READY && h2_has_room(c->h2, DOH_STREAMS_CAP);
 }
 
 static bool doh_conn_draining(const struct doh_conn *c)
@@ -475,7 +474,7 @@ static void doh_conn_read(struct doh_conn *c)
     uint8_t in[16384];
     size_t live = c->h2 ? h2_live(c->h2) : 0;
 
-    while (!c->dead) {
+    while (c->state != CONN_DEAD) {
         long n = tls_conn_read(c->tls, in, sizeof(in));
         if (n > 0)
             ustats_bytes(c->up->st, (uint64_t)n, 0);
@@ -524,10 +523,10 @@ static void doh_conn_io_cb(struct ev_loop *loop, ev_io *w, int revents)
     } else {
         if (revents & EV_READ)
             doh_conn_read(c);
-        if (!c->dead && (revents & EV_WRITE))
+        if (c->state != CONN_DEAD && (revents & EV_WRITE))
             doh_conn_flush(c);
     }
-    if (!c->dead)
+    if (c->state != CONN_DEAD)
         doh_conn_arm_timer(c);
     conn_scope_leave(&up->scope);
 }
@@ -573,7 +572,7 @@ static void doh_conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
         log_debug("upstream %s: doh connection idle, closing", up->name);
         h2_terminate(c->h2);
         doh_conn_flush(c);
-        if (!c->dead)
+        if (c->state != CONN_DEAD)
             doh_conn_fail(c, DV_ECONN);
     } else if (!c->ping_out && (c->waiting ? now >= c->waiting_since + DOH_PING_BUSY
                                            : now >= c->last_rx + DOH_PING_IDLE)) {
@@ -583,7 +582,7 @@ static void doh_conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
             doh_conn_flush(c);
         }
     }
-    if (!c->dead)
+    if (c->state != CONN_DEAD)
         doh_conn_arm_timer(c);
     conn_scope_leave(&up->scope);
 }
@@ -717,7 +716,7 @@ static void doh_up_dispatch(struct doh_up *up)
         bool pending = false;
 
         for (struct doh_conn *c = up->conns; c; c = c->next) {
-            if (c->dead || doh_conn_draining(c) || c->suspect)
+            if (c->state == CONN_DEAD || doh_conn_draining(c) || c->suspect)
                 continue;
             live++;
             if (c->state != CONN_READY)
@@ -793,9 +792,9 @@ static void doh_up_settle(void *arg)
     doh_up_dispatch(up);
     for (struct doh_conn **pc = &up->conns; *pc;) {
         struct doh_conn *c = *pc;
-        if (!c->dead && c->state == CONN_READY && (buf_used(&c->out) || h2_want_write(c->h2)))
+        if (c->state != CONN_DEAD && c->state == CONN_READY && (buf_used(&c->out) || h2_want_write(c->h2)))
             doh_conn_flush(c);
-        if (c->dead) {
+        if (c->state == CONN_DEAD) {
             *pc = c->next;
             doh_conn_free(c);
         } else {
@@ -868,7 +867,7 @@ static int doh_req_queue(struct doh_up *up, struct xfer *x, struct doh_req *r)
     bool live = false;
 
     for (struct doh_conn *c = up->conns; c; c = c->next)
-        live |= !c->dead && !doh_conn_draining(c) && !c->suspect;
+        live |= c->state != CONN_DEAD && !doh_conn_draining(c) && !c->suspect;
     if (!live && conn_policy_backoff(&up->pol, net_now_ms()))
         return DV_ECONN; /* backing off: let the query try elsewhere now */
     if (up->wait.n >= CONN_WAIT_MAX)
@@ -998,7 +997,7 @@ static void doh_close(struct upstream *u)
         return;
     up->st = &ustats_sink;
     for (struct doh_conn *c = up->conns; c; c = c->next) {
-        if (c->dead)
+        if (c->state == CONN_DEAD)
             continue;
         if (c->state == CONN_READY) {
             h2_terminate(c->h2);
@@ -1016,9 +1015,9 @@ static void doh_close(struct upstream *u)
  * wait list for another connection (the path failed, not the queries). */
 static void doh_conn_requeue(struct doh_conn *c)
 {
-    if (c->dead)
+    if (c->state == CONN_DEAD)
         return;
-    c->dead = true;
+    c->state = CONN_DEAD;
     happy_cancel(c->happy);
     c->happy = NULL;
     if (c->fd >= 0)
@@ -1034,7 +1033,7 @@ static void doh_conn_requeue(struct doh_conn *c)
 static void doh_up_retire_suspects(struct doh_up *up)
 {
     for (struct doh_conn *c = up->conns; c; c = c->next) {
-        if (c->suspect && !c->dead) {
+        if (c->suspect && c->state != CONN_DEAD) {
             if (doh_conn_live(c))
                 log_debug("upstream %s: %zu requests moved off a suspect connection", up->name,
                           doh_conn_live(c));
@@ -1052,7 +1051,7 @@ static void doh_conn_stall_cb(struct ev_loop *loop, ev_timer *w, int revents)
     struct doh_conn *c = w->data;
     struct doh_up *up = c->up;
 
-    if (c->dead || c->suspect || !doh_conn_live(c)) {
+    if (c->state == CONN_DEAD || c->suspect || !doh_conn_live(c)) {
         ev_timer_stop(loop, w);
         return;
     }
@@ -1076,7 +1075,7 @@ static void doh_netchange(struct upstream *u)
     conn_scope_enter(&up->scope);
     conn_policy_ok(&up->pol); /* a backoff from the old network means nothing now */
     for (struct doh_conn *c = up->conns; c; c = c->next) {
-        if (c->dead)
+        if (c->state == CONN_DEAD)
             continue;
         active = true;
         if (c->state != CONN_READY || conn_local_gone(c->fd)) {
