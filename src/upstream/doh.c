@@ -378,7 +378,7 @@ static int doh_conn_serialize(struct doh_conn *c, size_t high)
  * takes to the socket. */
 static void doh_conn_flush(struct doh_conn *c)
 {
-    if (c->state == CONN_DEAD || c->state != CONN_READY)
+    if (c->state != CONN_READY)
         return;
     for (;;) {
         if (doh_conn_serialize(c, DOH_OUT_HIGH))
@@ -411,7 +411,7 @@ static void doh_conn_flush(struct doh_conn *c)
 
 static bool doh_conn_has_room(const struct doh_conn *c)
 {
-    return c->state != CONN_DEAD && !c->suspect && c->state == CONN_READY && h2_has_room(c->h2, DOH_STREAMS_CAP);
+    return c->state == CONN_READY && !c->suspect && h2_has_room(c->h2, DOH_STREAMS_CAP);
 }
 
 static bool doh_conn_draining(const struct doh_conn *c)
@@ -792,7 +792,7 @@ static void doh_up_settle(void *arg)
     doh_up_dispatch(up);
     for (struct doh_conn **pc = &up->conns; *pc;) {
         struct doh_conn *c = *pc;
-        if (c->state != CONN_DEAD && c->state == CONN_READY && (buf_used(&c->out) || h2_want_write(c->h2)))
+        if (c->state == CONN_READY && (buf_used(&c->out) || h2_want_write(c->h2)))
             doh_conn_flush(c);
         if (c->state == CONN_DEAD) {
             *pc = c->next;
