@@ -64,6 +64,7 @@ struct dot_conn;
 struct dot_req {
     struct conn_done done;  /* done.x: the caller's xfer */
     uint8_t *ans;           /* the answer, until delivered */
+    size_t ans_len;
     struct dot_conn *c;     /* set while in c's ID table */
     struct conn_link link;  /* on up->wait, c->qs, or a list being failed */
     struct dot_req *hnext;    /* ID table chain */
@@ -162,6 +163,13 @@ static void dot_req_free(struct dot_req *q)
 {
     free(q->ans);
     free(q);
+}
+
+/* Queues q's outcome (its answer with rc 0), delivered when the callback
+ * unwinds. */
+static void dot_req_finish(struct dot_up *up, struct dot_req *q, int rc)
+{
+    conn_scope_complete(&up->scope, &q->done, rc, q->ans, q->ans_len);
 }
 
 /* ---- connections -------------------------------------------------------- */
@@ -327,7 +335,7 @@ static void dot_reqs_fail(struct dot_up *up, struct list *l, int rc)
 
     while ((q = dot_req_pop(l))) {
         if (q->done.x)
-            conn_scope_complete(&up->scope, &q->done, rc, NULL, 0);
+            dot_req_finish(up, q, rc);
         else
             dot_req_free(q);
     }
@@ -471,17 +479,18 @@ static int dot_conn_answer(struct dot_conn *c, const uint8_t *msg, size_t len)
     }
     c->live--;
     if (!(dns_get16(msg + 2) & DNS_FLAG_QR)) {
-        conn_scope_complete(&up->scope, &q->done, DV_EPROTO, NULL, 0);
+        dot_req_finish(up, q, DV_EPROTO);
         return 0;
     }
     dot_conn_keepalive(c, msg, len);
     q->ans = malloc(len);
     if (!q->ans) {
-        conn_scope_complete(&up->scope, &q->done, DV_ENOMEM, NULL, 0);
+        dot_req_finish(up, q, DV_ENOMEM);
         return 0;
     }
     memcpy(q->ans, msg, len);
-    conn_scope_complete(&up->scope, &q->done, 0, q->ans, len);
+    q->ans_len = len;
+    dot_req_finish(up, q, 0);
     return 0;
 }
 
