@@ -142,7 +142,7 @@ struct doq_up;
 struct doq_conn;
 
 struct doq_req {
-    struct conn_link link; /* on one of: up->wait, c->streams, a list being moved */
+    struct conn_link link; /* on one of: up->wait, c->flight, a list being moved */
     struct doq_up *up;
     struct doq_conn *c;   /* while a stream of c carries it */
     struct conn_done done; /* done.x: NULL once done ran or the owner cancelled */
@@ -167,7 +167,7 @@ struct doq_conn {
     ngtcp2_tstamp last_rx, waiting_since;
     bool waiting;
     ngtcp2_path_storage ps;
-    struct list streams;  /* queries with an open stream, oldest first */
+    struct list flight;   /* queries with an open stream, oldest first */
     ngtcp2_ccerr ccerr;    /* what we close with when we close */
     int fail_rc;           /* set by a callback that failed the connection */
     bool early;            /* 0-RTT offered */
@@ -426,8 +426,8 @@ static int doq_early_data_rejected_cb(ngtcp2_conn *conn, void *user_data)
     unsigned n = 0;
 
     c->early_rejected = true;
-    while (c->streams.head) {
-        struct doq_req *q = doq_req_first(&c->streams);
+    while (c->flight.head) {
+        struct doq_req *q = doq_req_first(&c->flight);
         conn_list_unlink(&q->link);
         doq_req_reset_stream(q);
         if (q->done.x && !q->done.queued) {
@@ -668,7 +668,7 @@ static void doq_conn_arm_timer(struct doq_conn *c)
 /* The next stream with bytes ngtcp2 may take now, oldest first. */
 static struct doq_req *doq_conn_next_tx(struct doq_conn *c)
 {
-    for (struct doq_req *q = doq_req_first(&c->streams); q; q = doq_req_next(q))
+    for (struct doq_req *q = doq_req_first(&c->flight); q; q = doq_req_next(q))
         if (q->sent < q->len && !q->blocked)
             return q;
     return NULL;
@@ -734,7 +734,7 @@ static void doq_conn_update_keepalive(struct doq_conn *c)
 {
     bool waiting = false;
 
-    for (struct doq_req *q = doq_req_first(&c->streams); q && !waiting; q = doq_req_next(q))
+    for (struct doq_req *q = doq_req_first(&c->flight); q && !waiting; q = doq_req_next(q))
         waiting = q->done.x && !q->rx.msg;
     ngtcp2_conn_set_keep_alive_timeout(c->conn, waiting ? DOQ_KEEPALIVE : UINT64_MAX);
     doq_conn_watch_stall(c, waiting);
@@ -761,7 +761,7 @@ static int doq_conn_open_streams(struct doq_conn *c)
         conn_list_unlink(&q->link);
         q->sid = sid;
         q->c = c;
-        conn_list_push(&c->streams, &q->link);
+        conn_list_push(&c->flight, &q->link);
     }
     return 0;
 }
@@ -841,8 +841,8 @@ static void doq_conn_fail(struct doq_conn *c, int rc, bool retry, bool send_clos
     /* a failed attempt: the next address at once (RFC 8305 5) */
     if (!c->handshake_done && !c->lost_race && up->conn && up->race_left)
         doq_race_arm(up, 0.);
-    while (c->streams.head) {
-        struct doq_req *q = doq_req_first(&c->streams);
+    while (c->flight.head) {
+        struct doq_req *q = doq_req_first(&c->flight);
         conn_list_unlink(&q->link);
         doq_req_reset_stream(q);
         if (q->done.x && !q->done.queued && c->lost_race) {
@@ -1093,7 +1093,7 @@ static void doq_conn_read_cb(struct ev_loop *loop, ev_io *w, int revents)
     tls_conn_quic_tickets(c->tls);
     /* a MAX_DATA may have lifted connection-level flow control, which has no
      * per-stream callback: let blocked streams try again */
-    for (struct doq_req *q = doq_req_first(&c->streams); q; q = doq_req_next(q))
+    for (struct doq_req *q = doq_req_first(&c->flight); q; q = doq_req_next(q))
         q->blocked = false;
     doq_conn_flush(c);
     conn_scope_leave(&up->scope);

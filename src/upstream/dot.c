@@ -66,7 +66,7 @@ struct dot_req {
     uint8_t *ans;           /* the answer, until delivered */
     size_t ans_len;
     struct dot_conn *c;     /* set while in c's ID table */
-    struct conn_link link;  /* on up->wait, c->qs, or a list being failed */
+    struct conn_link link;  /* on up->wait, c->flight, or a list being failed */
     struct dot_req *hnext;    /* ID table chain */
     uint16_t wire_id;
     bool retried;
@@ -87,7 +87,7 @@ struct dot_conn {
     struct frame_rd fr;
     struct buf out;         /* framed queries the TLS layer has not taken yet */
     size_t out_retry;       /* length TLS asked us to offer again after EAGAIN */
-    struct list qs;        /* in flight, cancelled ones included */
+    struct list flight;    /* in flight, cancelled ones included */
     struct dot_req *ids[DOT_ID_BUCKETS];
     unsigned live;          /* in flight with a caller still waiting */
     uint64_t idle_ms;
@@ -286,7 +286,7 @@ static void dot_conn_free(struct dot_conn *c)
     struct dot_req *q;
 
     ustats_conn_closed(c->up->st);
-    while ((q = dot_req_pop(&c->qs)))
+    while ((q = dot_req_pop(&c->flight)))
         dot_req_free(q); /* cancelled leftovers only: live ones were handed back */
     frame_free(&c->fr);
     buf_free(&c->out);
@@ -294,7 +294,7 @@ static void dot_conn_free(struct dot_conn *c)
 }
 
 /* Stops c's I/O, closes the socket and parks c for freeing once no
- * callback is running. Its queries stay on c->qs for the caller. */
+ * callback is running. Its queries stay on c->flight for the caller. */
 static void dot_conn_close(struct dot_conn *c, bool polite)
 {
     struct dot_up *up = c->up;
@@ -362,7 +362,7 @@ static void dot_conn_fail(struct dot_conn *c, int rc)
                   dv_strerror(rc), c->live);
     }
     /* back to front so the retried keep their order at the head of wait */
-    while ((q = conn_elem(c->qs.tail, struct dot_req, link))) {
+    while ((q = conn_elem(c->flight.tail, struct dot_req, link))) {
         conn_list_unlink(&q->link);
         dot_id_remove(c, q);
         if (!q->done.x)
@@ -394,7 +394,7 @@ static int dot_conn_submit(struct dot_conn *c, struct dot_req *q)
     q->c = c;
     q->hnext = c->ids[q->wire_id % DOT_ID_BUCKETS];
     c->ids[q->wire_id % DOT_ID_BUCKETS] = q;
-    conn_list_push(&c->qs, &q->link);
+    conn_list_push(&c->flight, &q->link);
     c->live++;
     c->last_active = net_now_ms();
     if (!ev_is_active(&c->stall))
@@ -404,7 +404,7 @@ static int dot_conn_submit(struct dot_conn *c, struct dot_req *q)
 
 static bool dot_conn_has_room(const struct dot_conn *c)
 {
-    return c->state != CONN_DEAD && !c->suspect && c->qs.n < DOT_CONN_MAX_IDS &&
+    return c->state != CONN_DEAD && !c->suspect && c->flight.n < DOT_CONN_MAX_IDS &&
            buf_used(&c->out) < DOT_OUT_HIGH;
 }
 
@@ -498,7 +498,7 @@ static int dot_conn_answer(struct dot_conn *c, const uint8_t *msg, size_t len)
 static int dot_conn_read(struct dot_conn *c)
 {
     struct dot_up *up = c->up;
-    size_t answered = c->qs.n;
+    size_t answered = c->flight.n;
 
     for (;;) {
         long n = dot_conn_recv(c, dot_rxbuf, sizeof(dot_rxbuf));
@@ -510,7 +510,7 @@ static int dot_conn_read(struct dot_conn *c)
              * answers are due. Not when queries about to go out carry the
              * ACK, nor when nothing is awaited (a system call per query at
              * a steady rate for nothing). */
-            if ((answered == c->qs.n || c->live) && !buf_used(&c->out))
+            if ((answered == c->flight.n || c->live) && !buf_used(&c->out))
                 conn_quickack(c->fd);
             return 0;
         }
@@ -694,7 +694,7 @@ static struct dot_conn *dot_up_pick(struct dot_up *up)
         if (!dot_conn_has_room(c)) {
             /* full of IDs whose answers never came and nobody awaits:
              * only a new connection frees them */
-            if (c->live == 0 && c->qs.n >= DOT_CONN_MAX_IDS)
+            if (c->live == 0 && c->flight.n >= DOT_CONN_MAX_IDS)
                 dot_conn_close(c, true);
             continue;
         }
@@ -897,7 +897,7 @@ static void dot_conn_requeue(struct dot_conn *c)
     struct dot_req *q;
 
     dot_conn_close(c, false);
-    while ((q = conn_elem(c->qs.tail, struct dot_req, link))) {
+    while ((q = conn_elem(c->flight.tail, struct dot_req, link))) {
         conn_list_unlink(&q->link);
         dot_id_remove(c, q);
         if (q->done.x)
