@@ -56,6 +56,8 @@ static void test_failover_order_and_backoff(void **state)
     struct upstream *order[N];
 
     reset_health();
+    assert_int_equal(pool_fanout(p), 1); /* one upstream at a time */
+    assert_true(pool_healthy(ups[0], 1000));
     pool_plan(p, 1000, order);
     for (size_t i = 0; i < N; i++)
         assert_ptr_equal(order[i], ups[i]);
@@ -65,6 +67,8 @@ static void test_failover_order_and_backoff(void **state)
     pool_plan(p, 1000, order);
     assert_ptr_equal(order[0], ups[0]);
     pool_report(ups[0], DV_ECONN, 0, 1000);
+    assert_false(pool_healthy(ups[0], 1001));
+    assert_int_equal(pool_fails(ups[0]), 3);
     pool_plan(p, 1001, order);
     assert_ptr_equal(order[0], ups[1]);
     assert_ptr_equal(order[1], ups[2]);
