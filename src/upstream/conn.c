@@ -1,4 +1,4 @@
-/* conn — connection plumbing shared by dot, doh and doq (see conn.h). */
+/* conn — connection plumbing shared by dot, doh, doq and odoh (see conn.h). */
 #include "upstream/conn.h"
 
 #include <errno.h>

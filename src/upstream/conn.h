@@ -1,6 +1,14 @@
-/* conn — the plumbing the connection-oriented transports (dot, doh, doq)
- * share, so they behave alike where they should:
+/* conn — the plumbing the connection-oriented transports (dot, doh, doq,
+ * and odoh on top of doh) share, so they behave alike where they should and
+ * read alike: each has struct X_up, X_conn and X_req with the same field
+ * names for the same things (up, c, state, where, link, done, wait, flight,
+ * kick, scope, timer, stall), and statics named X_conn_*, X_req_*, X_up_*
+ * with the same suffix for the same role (_open, _fail, _flush, _arm_timer,
+ * _timer_cb, _stall_cb, _finish, _release, _destroy, _kick_cb, _settle).
  *
+ *   - request lists (conn_link on core/list.h), the send prologue
+ *     (conn_send_check: the one length guard), event re-arm (conn_io_watch),
+ *     timer arm (conn_timer_arm), the stall timer (conn_stall_init).
  *   - conn_policy: one upstream's connection policy — how many connections
  *     (cfg max_conns), how long an unused one lives (cfg idle_timeout_ms),
  *     and the exponential backoff with jitter after failed setups, during
@@ -35,7 +43,7 @@ enum {
     CONN_WAIT_MAX = 16384, /* requests waiting for a connection or a stream */
 };
 
-/* ---- one vocabulary ------------------------------------------------------ */
+/* ---- states ------------------------------------------------------------- */
 
 /* Where a connection is in its life; every transport's connection struct
  * has it as `state`. */
