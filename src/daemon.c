@@ -514,12 +514,12 @@ static void metrics_render(void *arg, struct buf *b)
                       "# TYPE dnsveil_upstream_up gauge\n");
     for (size_t i = 0; i < d->rt.cfg->n_upstreams; i++)
         metrics_printf(b, "dnsveil_upstream_up{upstream=\"%s\"} %d\n", d->rt.ups[i]->name,
-                       d->rt.ups[i]->down_until <= now);
+                       pool_healthy(d->rt.ups[i], now));
     metrics_printf(b, "# HELP dnsveil_upstream_rtt_ms Smoothed upstream latency.\n"
                       "# TYPE dnsveil_upstream_rtt_ms gauge\n");
     for (size_t i = 0; i < d->rt.cfg->n_upstreams; i++)
         metrics_printf(b, "dnsveil_upstream_rtt_ms{upstream=\"%s\"} %.1f\n",
-                       d->rt.ups[i]->name, d->rt.ups[i]->rtt_ewma);
+                       d->rt.ups[i]->name, pool_rtt_ms(d->rt.ups[i]));
     fe_secure_metrics(d->secure, b);
     struct expo_view v = expo_view_of(d);
     expo_render(&v, b);
@@ -833,7 +833,7 @@ void daemon_status(const struct daemon *d, char *out, size_t cap)
     size_t up = 0;
 
     for (size_t i = 0; i < d->rt.cfg->n_upstreams; i++)
-        up += d->rt.ups[i]->down_until <= now;
+        up += pool_healthy(d->rt.ups[i], now);
     query_stats(d->qe, &qs);
     snprintf(out, cap,
              "upstreams up %zu/%zu, queries %llu (cache hits %llu), SERVFAIL %llu, "

@@ -31,6 +31,27 @@ static inline void list_push(struct list *l, struct list_link *e)
     l->n++;
 }
 
+static inline void list_push_front(struct list *l, struct list_link *e)
+{
+    e->prev = NULL;
+    e->next = l->head;
+    *(l->head ? &l->head->prev : &l->tail) = e;
+    l->head = e;
+    l->n++;
+}
+
+/* Moves all of src in front of dst, keeping their order; src ends empty. */
+static inline void list_splice_front(struct list *dst, struct list *src)
+{
+    if (!src->head)
+        return;
+    src->tail->next = dst->head;
+    *(dst->head ? &dst->head->prev : &dst->tail) = src->tail;
+    dst->head = src->head;
+    dst->n += src->n;
+    *src = (struct list){0};
+}
+
 /* e must be in l. */
 static inline void list_unlink(struct list *l, struct list_link *e)
 {

@@ -137,7 +137,7 @@ static void doq_unref(struct fe_doq *d)
     free(d);
 }
 
-static void conn_unref(struct dq_conn *c)
+static void dq_conn_unref(struct dq_conn *c)
 {
     if (--c->refs > 0)
         return;
@@ -154,7 +154,7 @@ static void stream_unref(struct dq_stream *s)
     free(s->tx);
     struct dq_conn *c = s->c;
     free(s);
-    conn_unref(c);
+    dq_conn_unref(c);
 }
 
 /* ngtcp2 is done with s (closed, or the connection went). */
@@ -266,17 +266,17 @@ static void send_on_path(struct dq_conn *c, const uint8_t *pkt, size_t len)
     send_pkt(c->d, pkt, len, &to, (const struct sockaddr *)c->ps.path.local.addr);
 }
 
-static void conn_account_close(struct dq_conn *c);
+static void dq_conn_account_close(struct dq_conn *c);
 
 /* Closes c now: ngtcp2 state, TLS, timer; its streams are forgotten (a held
  * one keeps c's memory until the query engine lets go). */
-static void conn_close(struct dq_conn *c)
+static void dq_conn_close(struct dq_conn *c)
 {
     struct fe_doq *d = c->d;
 
     if (!c->conn)
         return;
-    conn_account_close(c);
+    dq_conn_account_close(c);
     ev_timer_stop(d->loop, &c->timer);
     while (c->streams)
         stream_forget(c->streams);
@@ -293,11 +293,11 @@ static void conn_close(struct dq_conn *c)
     if (c->next)
         c->next->prev = c->prev;
     d->nconns--;
-    conn_unref(c);
+    dq_conn_unref(c);
 }
 
 /* Sends a CONNECTION_CLOSE with c->ccerr, then closes. */
-static void conn_close_send(struct dq_conn *c)
+static void dq_conn_close_send(struct dq_conn *c)
 {
     uint8_t buf[DOQ_PKT];
     ngtcp2_pkt_info pi;
@@ -310,10 +310,10 @@ static void conn_close_send(struct dq_conn *c)
         if (n > 0)
             send_on_path(c, buf, (size_t)n);
     }
-    conn_close(c);
+    dq_conn_close(c);
 }
 
-static void conn_arm_timer(struct dq_conn *c)
+static void dq_conn_arm_timer(struct dq_conn *c)
 {
     ngtcp2_tstamp expiry = ngtcp2_conn_get_expiry(c->conn), now = now_ts();
 
@@ -334,7 +334,7 @@ static struct dq_stream *next_tx(struct dq_conn *c)
 
 /* Writes what ngtcp2 has: answers on their streams, then ACKs and the
  * rest, until it has nothing more. */
-static void conn_write(struct dq_conn *c)
+static void dq_conn_write(struct dq_conn *c)
 {
     uint8_t buf[DOQ_PKT];
     ngtcp2_tstamp ts = now_ts();
@@ -369,7 +369,7 @@ static void conn_write(struct dq_conn *c)
         }
         if (n < 0) {
             ngtcp2_ccerr_set_liberr(&c->ccerr, (int)n, NULL, 0);
-            conn_close_send(c);
+            dq_conn_close_send(c);
             return;
         }
         if (n == 0)
@@ -377,7 +377,7 @@ static void conn_write(struct dq_conn *c)
         send_on_path(c, buf, (size_t)n);
     }
     ngtcp2_conn_update_pkt_tx_time(c->conn, ts);
-    conn_arm_timer(c);
+    dq_conn_arm_timer(c);
 }
 
 /* ---- the query engine's side ---- */
@@ -395,7 +395,7 @@ static void sink_send(void *ctx, const struct query_client *qc, const uint8_t *m
     memcpy(s->tx + 2, msg, len);
     s->txlen = len + 2;
     if (!s->c->in_ngtcp2)
-        conn_write(s->c);
+        dq_conn_write(s->c);
 }
 
 static void sink_hold(void *ctx)
@@ -573,7 +573,7 @@ static bool token_regular_ok(const struct fe_doq *d, const ngtcp2_pkt_hd *hd,
 /* Counts why c ends: before its handshake completed (a bad certificate for
  * the client, a wrong ALPN, a client that went away) is a failure; a
  * listener shutting down is not. */
-static void conn_account_close(struct dq_conn *c)
+static void dq_conn_account_close(struct dq_conn *c)
 {
     if (!c->d->closing && !ngtcp2_conn_get_handshake_completed2(c->conn))
         c->d->st.handshake_failures++;
@@ -601,7 +601,7 @@ static const ngtcp2_callbacks callbacks = {
 
 /* ---- connections ---- */
 
-static void conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+static void dq_conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     struct dq_conn *c = w->data;
     int rv;
@@ -613,13 +613,13 @@ static void conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
     if (rv == NGTCP2_ERR_IDLE_CLOSE && ngtcp2_conn_get_handshake_completed2(c->conn))
         c->d->st.idle_closed++;
     if (rv)
-        conn_close(c); /* the idle timeout, or the handshake's: nothing to say */
+        dq_conn_close(c); /* the idle timeout, or the handshake's: nothing to say */
     else
-        conn_write(c);
-    conn_unref(c);
+        dq_conn_write(c);
+    dq_conn_unref(c);
 }
 
-static struct dq_conn *conn_find(struct fe_doq *d, const uint8_t *dcid, size_t len)
+static struct dq_conn *dq_conn_find(struct fe_doq *d, const uint8_t *dcid, size_t len)
 {
     for (struct dq_conn *c = d->conns; c; c = c->next)
         for (size_t i = 0; i < c->ncids; i++)
@@ -630,8 +630,8 @@ static struct dq_conn *conn_find(struct fe_doq *d, const uint8_t *dcid, size_t l
 
 /* odcid: the client came back with a Retry token of ours for it; else
  * new_token: it presented a valid NEW_TOKEN token (its address is proven). */
-static struct dq_conn *conn_new(struct fe_doq *d, const ngtcp2_pkt_hd *hd, const ngtcp2_cid *odcid,
-                                bool new_token, const struct net_addr *peer)
+static struct dq_conn *dq_conn_new(struct fe_doq *d, const ngtcp2_pkt_hd *hd, const ngtcp2_cid *odcid,
+                                   bool new_token, const struct net_addr *peer)
 {
     struct dq_conn *c = calloc(1, sizeof(*c));
     ngtcp2_settings st;
@@ -693,7 +693,7 @@ static struct dq_conn *conn_new(struct fe_doq *d, const ngtcp2_pkt_hd *hd, const
     wolfSSL_set_quic_early_data_enabled(c->ssl, 1);
     (void)wolfSSL_UseALPN(c->ssl, (char *)"doq", 3, WOLFSSL_ALPN_FAILED_ON_MISMATCH);
     ngtcp2_conn_set_tls_native_handle(c->conn, c->ssl);
-    ev_init(&c->timer, conn_timer_cb);
+    ev_init(&c->timer, dq_conn_timer_cb);
     c->timer.data = c;
     c->refs = 1;
     c->next = d->conns;
@@ -706,7 +706,7 @@ static struct dq_conn *conn_new(struct fe_doq *d, const ngtcp2_pkt_hd *hd, const
     return c;
 }
 
-static void conn_read(struct dq_conn *c, const uint8_t *pkt, size_t len,
+static void dq_conn_read(struct dq_conn *c, const uint8_t *pkt, size_t len,
                       const struct net_addr *peer)
 {
     ngtcp2_pkt_info pi = {0};
@@ -723,7 +723,7 @@ static void conn_read(struct dq_conn *c, const uint8_t *pkt, size_t len,
     c->in_ngtcp2 = false;
     if (rv) {
         if (rv == NGTCP2_ERR_DRAINING || rv == NGTCP2_ERR_CLOSING || rv == NGTCP2_ERR_DROP_CONN) {
-            conn_close(c);
+            dq_conn_close(c);
         } else {
             if (c->ccerr.type == NGTCP2_CCERR_TYPE_TRANSPORT && c->ccerr.error_code == 0) {
                 if (rv == NGTCP2_ERR_CRYPTO)
@@ -733,12 +733,12 @@ static void conn_read(struct dq_conn *c, const uint8_t *pkt, size_t len,
                     ngtcp2_ccerr_set_liberr(&c->ccerr, rv, NULL, 0);
             }
             log_debug("doq listener: closing a connection: %s", ngtcp2_strerror(rv));
-            conn_close_send(c);
+            dq_conn_close_send(c);
         }
     } else {
-        conn_write(c);
+        dq_conn_write(c);
     }
-    conn_unref(c);
+    dq_conn_unref(c);
 }
 
 /* ---- the socket ---- */
@@ -802,8 +802,8 @@ static void handle_pkt(struct fe_doq *d, const uint8_t *pkt, size_t len,
     }
     if (rv)
         return;
-    if ((c = conn_find(d, vc.dcid, vc.dcidlen))) {
-        conn_read(c, pkt, len, peer);
+    if ((c = dq_conn_find(d, vc.dcid, vc.dcidlen))) {
+        dq_conn_read(c, pkt, len, peer);
         return;
     }
     if (d->closing || ngtcp2_accept(&hd, pkt, len) != 0)
@@ -830,9 +830,9 @@ static void handle_pkt(struct fe_doq *d, const uint8_t *pkt, size_t len,
         send_retry(d, &hd, peer);
         return;
     }
-    if (!(c = conn_new(d, &hd, validated ? &odcid : NULL, new_token, peer)))
+    if (!(c = dq_conn_new(d, &hd, validated ? &odcid : NULL, new_token, peer)))
         return;
-    conn_read(c, pkt, len, peer);
+    dq_conn_read(c, pkt, len, peer);
 }
 
 /* recvfrom, and on a wildcard socket the datagram's destination into
@@ -955,7 +955,7 @@ void fe_doq_close(struct fe_doq *d)
     while (d->conns) {
         struct dq_conn *c = d->conns;
         ngtcp2_ccerr_set_application_error(&c->ccerr, DOQ_NO_ERROR, NULL, 0);
-        conn_close_send(c);
+        dq_conn_close_send(c);
     }
     doq_unref(d);
 }

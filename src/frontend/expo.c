@@ -18,6 +18,7 @@
 #include "frontend/metrics.h"
 #include "resolve/cache.h"
 #include "resolve/obs.h"
+#include "upstream/pool.h"
 #include "upstream/upstream.h"
 
 static const char *const rcode_names[] = {"NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN",
@@ -173,19 +174,19 @@ static void render_upstreams(const struct expo_view *v, struct buf *b)
          "1 while the upstream is in use, 0 while it backs off after failures.");
     for (size_t i = 0; i < v->nups; i++) {
         up_series(b, "dnsveil_upstream_healthy", v->ups[i], NULL);
-        metrics_printf(b, " %d\n", v->ups[i]->down_until <= now);
+        metrics_printf(b, " %d\n", pool_healthy(v->ups[i], now));
     }
     head(b, "dnsveil_upstream_consecutive_failures", "gauge",
          "Failed attempts since the last answer.");
     for (size_t i = 0; i < v->nups; i++) {
         up_series(b, "dnsveil_upstream_consecutive_failures", v->ups[i], NULL);
-        metrics_printf(b, " %u\n", v->ups[i]->fails);
+        metrics_printf(b, " %u\n", pool_fails(v->ups[i]));
     }
     head(b, "dnsveil_upstream_rtt_seconds", "gauge",
          "Smoothed latency (EWMA; failures push it up) the strategies choose by.");
     for (size_t i = 0; i < v->nups; i++) {
         up_series(b, "dnsveil_upstream_rtt_seconds", v->ups[i], NULL);
-        metrics_printf(b, " %.6f\n", v->ups[i]->rtt_ewma / 1000.0);
+        metrics_printf(b, " %.6f\n", pool_rtt_ms(v->ups[i]) / 1000.0);
     }
     head(b, "dnsveil_upstream_connections", "gauge", "Open connections (DoT, DoH, DoQ).");
     for (size_t i = 0; i < v->nups; i++) {

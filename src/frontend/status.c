@@ -10,6 +10,7 @@
 #include "resolve/obs.h"
 #include "resolve/qlog.h"
 #include "resolve/query.h"
+#include "upstream/pool.h"
 #include "upstream/upstream.h"
 
 struct status {
@@ -118,9 +119,9 @@ static void upstreams(const struct expo_view *v, struct buf *b)
                        "\"p50_ms\":%.2f,\"p99_ms\":%.2f,\"rtt_ms\":%.2f,\"sent\":%llu,"
                        "\"answers\":%llu,\"failures\":%llu,\"connections\":%llu,"
                        "\"bytes_in\":%llu,\"bytes_out\":%llu,\"errors\":{",
-                       u->ops->name, u->down_until <= now ? "up" : "backoff", u->fails,
+                       u->ops->name, pool_healthy(u, now) ? "up" : "backoff", pool_fails(u),
                        ustats_quantile(st, 0.5) * 1000, ustats_quantile(st, 0.99) * 1000,
-                       u->rtt_ewma, (unsigned long long)st->sent, (unsigned long long)answers,
+                       pool_rtt_ms(u), (unsigned long long)st->sent, (unsigned long long)answers,
                        (unsigned long long)ustats_failures(st),
                        (unsigned long long)(st->conns_opened - st->conns_closed),
                        (unsigned long long)st->bytes_in, (unsigned long long)st->bytes_out);

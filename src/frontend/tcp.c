@@ -101,7 +101,7 @@ static void tcp_unref(struct fe_tcp *t)
     free(t);
 }
 
-static void conn_unref(struct tcp_conn *c)
+static void tcp_conn_unref(struct tcp_conn *c)
 {
     if (--c->refs > 0)
         return;
@@ -114,7 +114,7 @@ static void conn_unref(struct tcp_conn *c)
     tcp_unref(t);
 }
 
-static void conn_close(struct tcp_conn *c)
+static void tcp_conn_close(struct tcp_conn *c)
 {
     struct fe_tcp *t = c->t;
 
@@ -141,10 +141,10 @@ static void conn_close(struct tcp_conn *c)
         ev_timer_stop(t->loop, &t->wake);
         tcp_resume(t);
     }
-    conn_unref(c);
+    tcp_conn_unref(c);
 }
 
-static bool conn_has_frame(const struct tcp_conn *c)
+static bool tcp_conn_has_frame(const struct tcp_conn *c)
 {
     if (c->t->proto)
         return false; /* the protocol consumes all it is given */
@@ -153,7 +153,7 @@ static bool conn_has_frame(const struct tcp_conn *c)
 
 /* Which events we want: read unless the client is done or we are backed up;
  * write while output is queued. */
-static void conn_update(struct tcp_conn *c)
+static void tcp_conn_update(struct tcp_conn *c)
 {
     struct ev_loop *loop = c->t->loop;
     int ev = 0;
@@ -175,7 +175,7 @@ static void conn_update(struct tcp_conn *c)
     if (buf_used(&c->out))
         ev |= EV_WRITE;
     if (!ev && !c->pending) {
-        conn_close(c);
+        tcp_conn_close(c);
         return;
     }
     if (ev != (c->io.events & (EV_READ | EV_WRITE))) {
@@ -186,13 +186,13 @@ static void conn_update(struct tcp_conn *c)
     }
     /* frames held back while we were backed up: the socket may never become
      * readable again for them, so parse them from the loop */
-    if ((ev & EV_READ) && (conn_has_frame(c) || (c->tls && tlssrv_conn_pending(c->tls))))
+    if ((ev & EV_READ) && (tcp_conn_has_frame(c) || (c->tls && tlssrv_conn_pending(c->tls))))
         ev_feed_event(loop, &c->io, EV_READ);
 }
 
 /* send() or its TLS equivalent: the count, or -1 with errno (EAGAIN to wait
  * for writability, anything else to close). */
-static ssize_t conn_send(struct tcp_conn *c, const void *p, size_t len)
+static ssize_t tcp_conn_send(struct tcp_conn *c, const void *p, size_t len)
 {
     if (!c->tls)
         return send(c->fd, p, len, MSG_NOSIGNAL);
@@ -204,7 +204,7 @@ static ssize_t conn_send(struct tcp_conn *c, const void *p, size_t len)
 }
 
 /* recv() or its TLS equivalent, with the same returns (0 at EOF). */
-static ssize_t conn_recv(struct tcp_conn *c, void *p, size_t len)
+static ssize_t tcp_conn_recv(struct tcp_conn *c, void *p, size_t len)
 {
     if (!c->tls)
         return recv(c->fd, p, len, 0);
@@ -218,47 +218,47 @@ static ssize_t conn_recv(struct tcp_conn *c, void *p, size_t len)
 }
 
 /* Advances a DoT handshake; once done the connection reads queries. */
-static void conn_handshake(struct tcp_conn *c)
+static void tcp_conn_handshake(struct tcp_conn *c)
 {
     int rc = tlssrv_conn_handshake(c->tls);
 
     if (rc == DV_EAGAIN) {
-        conn_update(c);
+        tcp_conn_update(c);
         return;
     }
     if (rc) {
-        conn_close(c);
+        tcp_conn_close(c);
         return;
     }
     c->shaking = false;
     if (c->t->proto && !(c->ps = c->t->proto->open(c->t->proto_arg, c))) {
-        conn_close(c);
+        tcp_conn_close(c);
         return;
     }
-    conn_update(c);
+    tcp_conn_update(c);
     ev_feed_event(c->t->loop, &c->io, EV_READ); /* a query may have come with it */
 }
 
-static void conn_flush(struct tcp_conn *c)
+static void tcp_conn_flush(struct tcp_conn *c)
 {
     while (buf_used(&c->out)) {
-        ssize_t n = conn_send(c, buf_head(&c->out), buf_used(&c->out));
+        ssize_t n = tcp_conn_send(c, buf_head(&c->out), buf_used(&c->out));
         if (n < 0) {
             if (errno == EAGAIN || errno == EINTR)
                 break;
             log_debug("tcp send: %s", strerror(errno));
-            conn_close(c);
+            tcp_conn_close(c);
             return;
         }
         buf_consume(&c->out, (size_t)n);
     }
-    conn_update(c);
+    tcp_conn_update(c);
 }
 
 /* RFC 7828: a client that asked for edns-tcp-keepalive is told our idle
  * timeout in every answer that has an OPT RR. msg is returned unchanged
  * when the option does not fit or the OPT RR is not last. */
-static const uint8_t *with_keepalive(const struct tcp_conn *c, const uint8_t *msg, size_t *len)
+static const uint8_t *tcp_with_keepalive(const struct tcp_conn *c, const uint8_t *msg, size_t *len)
 {
     static uint8_t buf[DNS_MSG_MAX];
     size_t n = *len;
@@ -288,16 +288,16 @@ static void tcp_send(void *ctx, const struct query_client *qc, const uint8_t *ms
     if (c->fd < 0)
         return; /* the client went away; nobody to answer */
     if (c->keepalive)
-        msg = with_keepalive(c, msg, &len);
+        msg = tcp_with_keepalive(c, msg, &len);
     dns_put16(pfx, (uint16_t)len);
     if (buf_append(&c->out, pfx, 2) || buf_append(&c->out, msg, len)) {
-        conn_close(c);
+        tcp_conn_close(c);
         return;
     }
     ev_timer_again(c->t->loop, &c->idle);
     c->active = ev_now(c->t->loop);
     /* try now: most replies fit the socket buffer and need no EV_WRITE round */
-    conn_flush(c);
+    tcp_conn_flush(c);
 }
 
 static void tcp_hold(void *ctx)
@@ -313,10 +313,10 @@ static void tcp_release(void *ctx)
     struct tcp_conn *c = ctx;
 
     c->pending--;
-    /* frames held back at the pending cap are fed to the loop by conn_update,
+    /* frames held back at the pending cap are fed to the loop by tcp_conn_update,
      * not parsed from inside the query engine that is calling us */
-    conn_update(c);
-    conn_unref(c);
+    tcp_conn_update(c);
+    tcp_conn_unref(c);
 }
 
 static const struct query_sink_ops tcp_sink = {
@@ -325,7 +325,7 @@ static const struct query_sink_ops tcp_sink = {
     .release = tcp_release,
 };
 
-static bool query_has_keepalive(const uint8_t *msg, size_t len)
+static bool tcp_query_has_keepalive(const uint8_t *msg, size_t len)
 {
     struct dns_rr opt;
     struct dns_edns e;
@@ -336,7 +336,7 @@ static bool query_has_keepalive(const uint8_t *msg, size_t len)
 
 /* Hands complete frames to the query engine while there is room for their
  * answers. A zero-length frame is not DNS: the connection is closed. */
-static void conn_parse(struct tcp_conn *c)
+static void tcp_conn_parse(struct tcp_conn *c)
 {
     struct query_client qc = {
         .peer = c->peer, .local = c->t->local, .tcp = true, .ops = &tcp_sink, .ctx = c,
@@ -349,13 +349,13 @@ static void conn_parse(struct tcp_conn *c)
         size_t flen = dns_get16(buf_head(&c->in));
         if (flen == 0) {
             query_count_drop(c->t->qe, &qc);
-            conn_close(c);
+            tcp_conn_close(c);
             break;
         }
         if (buf_used(&c->in) < 2 + flen)
             break;
         if (!c->keepalive)
-            c->keepalive = query_has_keepalive(buf_head(&c->in) + 2, flen);
+            c->keepalive = tcp_query_has_keepalive(buf_head(&c->in) + 2, flen);
         query_submit(c->t->qe, buf_head(&c->in) + 2, flen, &qc);
         parsed = true;
         if (c->fd >= 0)
@@ -366,34 +366,34 @@ static void conn_parse(struct tcp_conn *c)
         ev_timer_again(c->t->loop, &c->idle);
         c->active = ev_now(c->t->loop);
     }
-    conn_update(c);
-    conn_unref(c);
+    tcp_conn_update(c);
+    tcp_conn_unref(c);
 }
 
-static void conn_read(struct tcp_conn *c)
+static void tcp_conn_read(struct tcp_conn *c)
 {
-    if (conn_has_frame(c)) {
-        conn_parse(c);
+    if (tcp_conn_has_frame(c)) {
+        tcp_conn_parse(c);
         return;
     }
     /* bounded: one recv must not pull in thousands of pipelined queries */
     if (buf_reserve(&c->in, TCP_READ_CHUNK)) {
-        conn_close(c);
+        tcp_conn_close(c);
         return;
     }
     size_t room = c->in.cap - c->in.len;
     bool first = buf_used(&c->in) == 0;
-    ssize_t n = conn_recv(c, c->in.data + c->in.len, room < TCP_READ_CHUNK ? room : TCP_READ_CHUNK);
+    ssize_t n = tcp_conn_recv(c, c->in.data + c->in.len, room < TCP_READ_CHUNK ? room : TCP_READ_CHUNK);
     if (n < 0) {
         if (errno == EAGAIN || errno == EINTR)
             return;
-        conn_close(c);
+        tcp_conn_close(c);
         return;
     }
     if (n == 0) {
         /* a partial frame at EOF can never complete */
         c->eof = true;
-        conn_update(c);
+        tcp_conn_update(c);
         return;
     }
     c->in.len += (size_t)n;
@@ -401,35 +401,35 @@ static void conn_read(struct tcp_conn *c)
         /* only requests and answers extend its life (fe_conn_touch) */
         c->refs++;
         c->t->proto->input(c->ps, c);
-        conn_update(c);
-        conn_unref(c);
+        tcp_conn_update(c);
+        tcp_conn_unref(c);
         return;
     }
     /* a frame's deadline runs from its first byte: later bytes do not
      * extend it, so a client dribbling one byte at a time is closed */
     if (first)
         ev_timer_again(c->t->loop, &c->idle);
-    conn_parse(c);
+    tcp_conn_parse(c);
 }
 
-static void conn_io_cb(struct ev_loop *loop, ev_io *w, int revents)
+static void tcp_conn_io_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     struct tcp_conn *c = w->data;
 
     c->refs++;
     if (c->shaking) {
-        conn_handshake(c);
-        conn_unref(c);
+        tcp_conn_handshake(c);
+        tcp_conn_unref(c);
         return;
     }
     if (revents & EV_WRITE)
-        conn_flush(c);
+        tcp_conn_flush(c);
     if ((revents & EV_READ) && c->fd >= 0)
-        conn_read(c);
-    conn_unref(c);
+        tcp_conn_read(c);
+    tcp_conn_unref(c);
 }
 
-static void conn_idle_cb(struct ev_loop *loop, ev_timer *w, int revents)
+static void tcp_conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     struct tcp_conn *c = w->data;
 
@@ -438,10 +438,10 @@ static void conn_idle_cb(struct ev_loop *loop, ev_timer *w, int revents)
         return;
     }
     log_debug("tcp: closing idle connection");
-    conn_close(c);
+    tcp_conn_close(c);
 }
 
-static size_t conns_of(const struct fe_tcp *t, const struct net_addr *peer)
+static size_t tcp_conns_of(const struct fe_tcp *t, const struct net_addr *peer)
 {
     size_t n = 0;
 
@@ -456,7 +456,7 @@ static size_t conns_of(const struct fe_tcp *t, const struct net_addr *peer)
  * closing every newcomer before its first query arrives. False when no
  * connection may be closed; *wait is then how long until one may (0 when
  * every connection is busy: the next to close makes room). */
-static bool evict_idle(struct fe_tcp *t, ev_tstamp *wait)
+static bool tcp_evict_idle(struct fe_tcp *t, ev_tstamp *wait)
 {
     struct tcp_conn *oldest = NULL;
     ev_tstamp grace = t->opts.idle_timeout_ms / 4000.0;
@@ -474,7 +474,7 @@ static bool evict_idle(struct fe_tcp *t, ev_tstamp *wait)
     }
     log_debug("tcp: at the connection cap, closing the longest idle connection");
     query_count_tcp_closed(t->qe, false);
-    conn_close(oldest);
+    tcp_conn_close(oldest);
     return true;
 }
 
@@ -492,7 +492,7 @@ static void tcp_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 
     for (int i = 0; i < 64; i++) {
         ev_tstamp wait;
-        if (t->nconns >= t->opts.max_conns && !evict_idle(t, &wait)) {
+        if (t->nconns >= t->opts.max_conns && !tcp_evict_idle(t, &wait)) {
             /* further clients wait in the backlog: until a connection closes
              * (each busy one finishes within the query deadline) or an idle
              * one is old enough to be closed */
@@ -515,7 +515,7 @@ static void tcp_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
                 log_warn("tcp accept: %s", strerror(errno));
             return;
         }
-        if (t->opts.max_conns_per_client && conns_of(t, &peer) >= t->opts.max_conns_per_client) {
+        if (t->opts.max_conns_per_client && tcp_conns_of(t, &peer) >= t->opts.max_conns_per_client) {
             char a[NET_ADDRSTRLEN];
             log_debug("tcp: %s already has %u connections; refusing another",
                       net_addr_str(&peer, a, sizeof(a)), t->opts.max_conns_per_client);
@@ -548,9 +548,9 @@ static void tcp_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
         }
         buf_init(&c->in);
         buf_init(&c->out);
-        ev_io_init(&c->io, conn_io_cb, fd, EV_READ);
+        ev_io_init(&c->io, tcp_conn_io_cb, fd, EV_READ);
         c->io.data = c;
-        ev_init(&c->idle, conn_idle_cb);
+        ev_init(&c->idle, tcp_conn_timer_cb);
         c->idle.repeat = t->opts.idle_timeout_ms / 1000.0;
         c->idle.data = c;
         ev_timer_again(loop, &c->idle);
@@ -609,9 +609,9 @@ void fe_tcp_close(struct fe_tcp *t)
     for (struct tcp_conn *c = t->conns, *next; c; c = next) {
         next = c->next;
         if (c->pending)
-            conn_update(c); /* stops reading; closes after the last reply */
+            tcp_conn_update(c); /* stops reading; closes after the last reply */
         else
-            conn_close(c);
+            tcp_conn_close(c);
     }
     tcp_unref(t);
 }
@@ -665,7 +665,7 @@ int fe_conn_write(struct tcp_conn *c, const void *p, size_t len)
 void fe_conn_flush(struct tcp_conn *c)
 {
     if (c->fd >= 0)
-        conn_flush(c);
+        tcp_conn_flush(c);
 }
 
 void fe_conn_hold(struct tcp_conn *c)
@@ -703,7 +703,7 @@ void fe_conn_touch(struct tcp_conn *c)
 void fe_conn_finish(struct tcp_conn *c)
 {
     c->eof = true;
-    conn_update(c);
+    tcp_conn_update(c);
 }
 
 bool fe_conn_closed(const struct tcp_conn *c)

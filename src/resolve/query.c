@@ -529,14 +529,15 @@ static void inflight_schedule(struct inflight *f, uint64_t now)
     ev_timer_start(f->qe->loop, &f->timer);
 }
 
-/* Starts the exchange: every upstream at once for the parallel strategy,
- * else the first that accepts the query. */
+/* Starts the exchange: as many attempts as the strategy starts at once
+ * (pool_fanout: every upstream for parallel), each on the next upstream
+ * that accepts the query. */
 static void inflight_start(struct inflight *f)
 {
     uint64_t now = qe_now(f->qe);
-    bool all = pool_strategy(f->pool) == CFG_STRATEGY_PARALLEL;
+    size_t fanout = pool_fanout(f->pool);
 
-    while (attempt_launch(f, now) && all)
+    for (size_t started = 0; started < fanout && attempt_launch(f, now); started++)
         ;
     if (f->active == 0) {
         inflight_finish(f, NULL, 0);

@@ -490,7 +490,7 @@ bool tls_conn_resumed(const struct tls_conn *c)
 }
 
 /* Maps a failed wolfSSL call. Handshake failures are logged here, once. */
-static int conn_error(struct tls_conn *c, int ret, const char *what)
+static int tls_conn_error(struct tls_conn *c, int ret, const char *what)
 {
     int err = wolfSSL_get_error(c->ssl, ret);
 
@@ -634,7 +634,7 @@ static int check_pins(struct tls_conn *c)
 /* What every finished handshake checks, over TCP or QUIC: pins (a resumed
  * session was verified, pins included, when it was first made) and the ALPN
  * the server had to select. 0 (c is ready) or DV_ETLS. */
-static int conn_established(struct tls_conn *c)
+static int tls_conn_established(struct tls_conn *c)
 {
     c->resumed = wolfSSL_session_reused(c->ssl) == 1;
     if (!c->resumed && c->t->n_pins && check_pins(c))
@@ -663,9 +663,9 @@ int tls_conn_handshake(struct tls_conn *c)
         return 0;
     ret = wolfSSL_connect(c->ssl);
     if (ret != WOLFSSL_SUCCESS)
-        return io_wait(c, conn_error(c, ret, "handshake"));
+        return io_wait(c, tls_conn_error(c, ret, "handshake"));
     c->want_write = false;
-    if (conn_established(c))
+    if (tls_conn_established(c))
         return DV_ETLS;
     log_debug("upstream %s: tls: %s, %s, %s", c->t->upstream, wolfSSL_get_version(c->ssl),
               wolfSSL_get_cipher(c->ssl), c->resumed ? "resumed session" : "full handshake");
@@ -684,7 +684,7 @@ long tls_conn_read(struct tls_conn *c, void *buf, size_t len)
         check_new_ticket(c);
         return n;
     }
-    int rc = conn_error(c, n, "read");
+    int rc = tls_conn_error(c, n, "read");
     if (rc == DV_EAGAIN)
         check_new_ticket(c);
     return io_wait(c, rc);
@@ -698,7 +698,7 @@ long tls_conn_write(struct tls_conn *c, const void *buf, size_t len)
         c->want_write = false;
         return n;
     }
-    return conn_error(c, n, "write");
+    return tls_conn_error(c, n, "write");
 }
 
 void tls_conn_shutdown(struct tls_conn *c)
@@ -754,7 +754,7 @@ int tls_conn_quic_completed(struct tls_conn *c)
 {
     bool have;
 
-    if (conn_established(c))
+    if (tls_conn_established(c))
         return DV_ETLS;
     log_debug("upstream %s: quic tls: %s, %s", c->t->upstream, wolfSSL_get_cipher(c->ssl),
               c->resumed ? "resumed session" : "full handshake");
@@ -764,9 +764,9 @@ int tls_conn_quic_completed(struct tls_conn *c)
 
 void tls_conn_quic_failed(struct tls_conn *c)
 {
-    /* wolfSSL kept the error of the failed step; conn_error logs it once */
+    /* wolfSSL kept the error of the failed step; tls_conn_error logs it once */
     if (!c->ready)
-        (void)conn_error(c, -1, "handshake");
+        (void)tls_conn_error(c, -1, "handshake");
 }
 
 void tls_conn_quic_tickets(struct tls_conn *c)

@@ -138,7 +138,7 @@ void tlssrv_conn_free(struct tlssrv_conn *c)
 }
 
 /* Maps a failed wolfSSL call; failures are the client's, logged at debug. */
-static int conn_error(struct tlssrv_conn *c, int ret, const char *what)
+static int tlssrv_conn_error(struct tlssrv_conn *c, int ret, const char *what)
 {
     int err = wolfSSL_get_error(c->ssl, ret);
 
@@ -168,7 +168,7 @@ int tlssrv_conn_handshake(struct tlssrv_conn *c)
         return 0;
     ret = wolfSSL_accept(c->ssl);
     if (ret != WOLFSSL_SUCCESS)
-        return conn_error(c, ret, "handshake");
+        return tlssrv_conn_error(c, ret, "handshake");
     c->want_write = false;
     c->ready = true;
     return 0;
@@ -182,7 +182,7 @@ long tlssrv_conn_read(struct tlssrv_conn *c, void *buf, size_t len)
         c->want_write = false;
         return n;
     }
-    return conn_error(c, n, "read");
+    return tlssrv_conn_error(c, n, "read");
 }
 
 long tlssrv_conn_write(struct tlssrv_conn *c, const void *buf, size_t len)
@@ -193,7 +193,7 @@ long tlssrv_conn_write(struct tlssrv_conn *c, const void *buf, size_t len)
         c->want_write = false;
         return n;
     }
-    return conn_error(c, n, "write");
+    return tlssrv_conn_error(c, n, "write");
 }
 
 bool tlssrv_conn_pending(const struct tlssrv_conn *c)

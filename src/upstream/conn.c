@@ -1,4 +1,4 @@
-/* conn — connection plumbing shared by dot, doh and doq (see conn.h). */
+/* conn — connection plumbing shared by dot, doh, doq and odoh (see conn.h). */
 #include "upstream/conn.h"
 
 #include <errno.h>
@@ -17,6 +17,84 @@ enum {
     CONN_BACKOFF_MIN_MS = 250,
     CONN_BACKOFF_MAX_MS = 30000,
 };
+
+/* ---- request lists -------------------------------------------------------- */
+
+void conn_list_push(struct list *l, struct conn_link *e)
+{
+    e->on = l;
+    list_push(l, &e->l);
+}
+
+void conn_list_push_front(struct list *l, struct conn_link *e)
+{
+    e->on = l;
+    list_push_front(l, &e->l);
+}
+
+void conn_list_unlink(struct conn_link *e)
+{
+    if (!e->on)
+        return;
+    list_unlink(e->on, &e->l);
+    e->on = NULL;
+}
+
+struct conn_link *conn_list_pop(struct list *l)
+{
+    struct conn_link *e = conn_elem(l->head, struct conn_link, l);
+
+    if (e)
+        conn_list_unlink(e);
+    return e;
+}
+
+void conn_list_splice_front(struct list *dst, struct list *src)
+{
+    for (struct list_link *e = src->head; e; e = e->next)
+        conn_elem(e, struct conn_link, l)->on = dst;
+    list_splice_front(dst, src);
+}
+
+/* ---- the send prologue and the watchers ----------------------------------- */
+
+int conn_send_check(const struct xfer *x, size_t waiting, const char *name)
+{
+    /* a query near 64 KiB is no real query, and the room keeps every frame
+     * length and every buffer of x->len + CONN_QUERY_ROOM within bounds */
+    if (x->len < DNS_HDR_LEN || x->len > DNS_MSG_MAX - CONN_QUERY_ROOM)
+        return DV_EINVAL;
+    if (waiting >= CONN_WAIT_MAX) {
+        log_debug("upstream %s: too many queries waiting", name);
+        return DV_ECONN; /* the server cannot keep up: do not hoard queries */
+    }
+    return 0;
+}
+
+void conn_io_watch(struct ev_loop *loop, ev_io *io, int fd, int events)
+{
+    if (ev_is_active(io) == (events != 0) && (io->events & (EV_READ | EV_WRITE)) == events &&
+        io->fd == fd)
+        return;
+    ev_io_stop(loop, io);
+    ev_io_set(io, fd, events);
+    if (events)
+        ev_io_start(loop, io);
+}
+
+void conn_timer_arm(struct ev_loop *loop, ev_timer *t, double after)
+{
+    ev_timer_stop(loop, t);
+    ev_timer_set(t, after, 0.);
+    ev_timer_start(loop, t);
+}
+
+void conn_stall_init(ev_timer *t, void (*cb)(struct ev_loop *, ev_timer *, int), void *data)
+{
+    ev_init(t, cb);
+    t->repeat = CONN_STALL_CHECK_MS / 1000.0;
+    t->data = data;
+}
 
 /* ---- policy -------------------------------------------------------------- */
 
@@ -80,6 +158,33 @@ int conn_connect(const struct net_addr *a, int type, const char *name)
         return DV_ECONN;
     }
     return fd;
+}
+
+bool conn_has_addr(const struct upstream *u, const char *name)
+{
+    if (u->n_addrs)
+        return true;
+    log_debug("upstream %s: no address yet", name);
+    return false;
+}
+
+int conn_stream_open(struct ev_loop *loop, const struct upstream *u, const char *name,
+                     void (*cb)(void *arg, int fd, int err), void *arg, int *pfd,
+                     struct happy **ph)
+{
+    int fd;
+
+    *pfd = -1;
+    *ph = NULL;
+    if (u->n_addrs > 1) {
+        *ph = happy_start(loop, u->addrs, u->n_addrs, SOCK_STREAM, HAPPY_STAGGER_MS, name, cb,
+                          arg);
+        return *ph ? 0 : DV_ECONN;
+    }
+    if ((fd = conn_connect(&u->addrs[0], SOCK_STREAM, name)) < 0)
+        return fd;
+    *pfd = fd;
+    return 0;
 }
 
 void conn_quickack(int fd)
@@ -260,4 +365,11 @@ void conn_scope_close(struct conn_scope *s)
     s->closed = true;
     if (!s->depth)
         s->destroy(s->arg);
+}
+
+void conn_req_detach(struct conn_scope *s, struct conn_link *link, struct conn_done *d)
+{
+    conn_list_unlink(link);
+    if (d->queued)
+        conn_scope_remove(s, d);
 }

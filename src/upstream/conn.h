@@ -1,6 +1,14 @@
-/* conn — the plumbing the connection-oriented transports (dot, doh, doq)
- * share, so they behave alike where they should:
+/* conn — the plumbing the connection-oriented transports (dot, doh, doq,
+ * and odoh on top of doh) share, so they behave alike where they should and
+ * read alike: each has struct X_up, X_conn and X_req with the same field
+ * names for the same things (up, c, state, where, link, done, wait, flight,
+ * kick, scope, timer, stall), and statics named X_conn_*, X_req_*, X_up_*
+ * with the same suffix for the same role (_open, _fail, _flush, _arm_timer,
+ * _timer_cb, _stall_cb, _finish, _release, _destroy, _kick_cb, _settle).
  *
+ *   - request lists (conn_link on core/list.h), the send prologue
+ *     (conn_send_check: the one length guard), event re-arm (conn_io_watch),
+ *     timer arm (conn_timer_arm), the stall timer (conn_stall_init).
  *   - conn_policy: one upstream's connection policy — how many connections
  *     (cfg max_conns), how long an unused one lives (cfg idle_timeout_ms),
  *     and the exponential backoff with jitter after failed setups, during
@@ -23,14 +31,74 @@
 #include <stdint.h>
 
 #include "config/config.h"
+#include "core/list.h"
 #include "core/net.h"
+#include "upstream/happy.h"
 #include "upstream/upstream.h"
 
 enum {
     CONN_PAD_BLOCK = 128, /* RFC 8467 4.1: queries in 128-byte blocks */
     /* room a query may grow by: an OPT RR, a keepalive option, padding */
     CONN_QUERY_ROOM = 160,
+    CONN_WAIT_MAX = 16384, /* requests waiting for a connection or a stream */
 };
+
+/* ---- states ------------------------------------------------------------- */
+
+/* Where a connection is in its life; every transport's connection struct
+ * has it as `state`. */
+enum conn_state { CONN_CONNECTING, CONN_HANDSHAKE, CONN_READY, CONN_DEAD };
+
+/* Where a request is: in the upstream's wait list, sent (on a connection,
+ * or an exchange in flight), or finished and queued in the scope; a
+ * transport's request struct has it as `where`. */
+enum conn_req_where { CONN_REQ_NONE, CONN_REQ_WAIT, CONN_REQ_SENT, CONN_REQ_DONE };
+
+/* ---- request lists -------------------------------------------------------- */
+
+/* The lists every transport keeps its requests on (waiting for a
+ * connection, in flight on one, failed together) are core/list.h's; a
+ * request's link also knows the list it is on, so it can leave it without
+ * the caller naming it. Zero-initialized is a link on no list. */
+struct conn_link {
+    struct list_link l; /* first: a list's head and next are the conn_link */
+    struct list *on;
+};
+
+/* The element that holds link l (a struct conn_link *, or the list_link of
+ * one: a list's head) as its member m; NULL for a NULL l, which is
+ * evaluated once. */
+#define conn_elem(l, type, m) ((type *)conn_elem_at((l), offsetof(type, m)))
+
+static inline void *conn_elem_at(const void *l, size_t off)
+{
+    return l ? (void *)((char *)(uintptr_t)l - off) : NULL;
+}
+
+void conn_list_push(struct list *l, struct conn_link *e);
+void conn_list_push_front(struct list *l, struct conn_link *e);
+/* Takes e off the list it is on; nothing when it is on none. */
+void conn_list_unlink(struct conn_link *e);
+/* Unlinks and returns the first element, or NULL. */
+struct conn_link *conn_list_pop(struct list *l);
+/* Moves all of src in front of dst, in their order (src ends empty). */
+void conn_list_splice_front(struct list *dst, struct list *src);
+
+/* ---- the send prologue and the watchers ----------------------------------- */
+
+/* What every transport's send checks first: x is a DNS message that still
+ * fits one (DNS_MSG_MAX, a 16-bit frame) after growing by CONN_QUERY_ROOM,
+ * and waiting (the requests already queued) is below CONN_WAIT_MAX. 0,
+ * DV_EINVAL, or DV_ECONN (so the query moves to another upstream). */
+int conn_send_check(const struct xfer *x, size_t waiting, const char *name);
+/* Points io at fd for events (EV_READ, EV_WRITE or both; 0 stops it),
+ * touching libev only when they change. */
+void conn_io_watch(struct ev_loop *loop, ev_io *io, int fd, int events);
+/* (Re)starts t to fire once after `after` seconds. */
+void conn_timer_arm(struct ev_loop *loop, ev_timer *t, double after);
+/* Sets up (not starting) the stall check of a connection: cb every
+ * CONN_STALL_CHECK_MS with data in w->data. */
+void conn_stall_init(ev_timer *t, void (*cb)(struct ev_loop *, ev_timer *, int), void *data);
 
 /* ---- policy -------------------------------------------------------------- */
 
@@ -61,6 +129,17 @@ void conn_policy_ok(struct conn_policy *p);
  * SOCK_DGRAM) connecting, or connected, to a. The fd, DV_EIO (no socket) or
  * DV_ECONN (refused at once; logged at debug with name). */
 int conn_connect(const struct net_addr *a, int type, const char *name);
+/* True when u has an address to connect to; false (logged at debug) while
+ * its bootstrap upstream has not answered yet, which is no failure: no
+ * backoff for that. */
+bool conn_has_addr(const struct upstream *u, const char *name);
+/* Starts a stream connection to u's addresses (u has one at least): a
+ * connect when it has one, *pfd the socket; a happy-eyeballs race when it
+ * has several (happy.h), *pfd -1 and *ph the race, whose winner cb gets.
+ * 0, or DV_E* (nothing left open). */
+int conn_stream_open(struct ev_loop *loop, const struct upstream *u, const char *name,
+                     void (*cb)(void *arg, int fd, int err), void *arg, int *pfd,
+                     struct happy **ph);
 /* Acknowledges what a stream socket received now instead of after the
  * delayed-ACK timer (Linux re-enters delayed ACKs by itself, so call it after
  * every read that got data). A server that leaves Nagle on holds its next
@@ -147,5 +226,10 @@ void conn_scope_remove(struct conn_scope *s, struct conn_done *d);
 void conn_scope_close(struct conn_scope *s);
 /* Unlinks and returns the first queued completion, or NULL. */
 struct conn_done *conn_scope_pop(struct conn_scope *s);
+/* Takes a request out of the places every transport has: off the list its
+ * link is on (a wait list, a connection's), and out of s's queue when its
+ * outcome waits there. What the transport itself holds (a stream, an ID)
+ * stays its business. */
+void conn_req_detach(struct conn_scope *s, struct conn_link *link, struct conn_done *d);
 
 #endif

@@ -6,11 +6,11 @@
  * streams open as the server allows), a queue of requests waiting for a
  * stream, and the conn_scope's list of finished requests waiting to be
  * reported. Every outcome is reported from a loop callback, after the
- * session has returned, through leave(): a done() that frees the upstream or
+ * session has returned, when the outermost callback leaves the scope: a done() that frees the upstream or
  * cancels another request can then never pull the ground from under a
  * running nghttp2 call.
  *
- * A request is in exactly one place at a time: the upstream's queue, one
+ * A request is in exactly one place at a time: the upstream's wait list, one
  * connection's session, or the finished list.
  *
  * The same pool carries ODoH's exchanges (doh_send_http): other paths and
@@ -60,7 +60,7 @@ long doh_b64url(const uint8_t *in, size_t len, char *out, size_t cap)
 /* RFC 3986 pchar plus '/' and '?' (a path may carry a fixed query); '%' is
  * allowed for escapes the operator wrote. Never space, '#' or controls,
  * which would change the request or be rejected by nghttp2. */
-static bool path_char_ok(unsigned char ch)
+static bool doh_path_char_ok(unsigned char ch)
 {
     return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
            (ch && strchr("-._~!$&'()*+,;=:@/?%", ch));
@@ -77,7 +77,7 @@ int doh_path(const char *url_path, char *out, size_t cap)
     if (n == 0 || p[0] != '/')
         return DV_EINVAL;
     for (size_t i = 0; i < n; i++)
-        if (!path_char_ok((unsigned char)p[i]))
+        if (!doh_path_char_ok((unsigned char)p[i]))
             return DV_EINVAL; /* '{' lands here: only {?dns} is understood */
     if (n >= cap)
         return DV_ESPACE;
@@ -128,7 +128,6 @@ enum {
     DOH_STREAMS_CAP = 1000,  /* our own bound on streams per connection */
     DOH_RETRIES = 2,         /* refused streams are retried on another connection */
     DOH_OUT_HIGH = 256 * 1024, /* stop serializing frames while this much is unsent */
-    DOH_WAIT_MAX = 16384,    /* queries waiting for a stream */
 };
 
 /* seconds */
@@ -139,16 +138,14 @@ enum {
 
 static const char dns_ctype[] = "application/dns-message";
 
-enum req_where { R_NONE, R_QUEUE, R_CONN, R_DONE };
-
 struct doh_conn;
 struct doh_up;
 
 struct doh_req {
-    struct list_link link; /* the upstream's queue */
-    enum req_where where;
-    struct doh_up *d;
-    struct doh_conn *c;    /* while R_CONN */
+    struct conn_link link; /* the upstream's wait list */
+    enum conn_req_where where;
+    struct doh_up *up;
+    struct doh_conn *c;    /* while CONN_REQ_SENT */
     struct conn_done done;
     struct h2_req h;       /* the exchange; h.resp is the answer */
     uint8_t *q;            /* the body: padded query with ID 0, or the caller's */
@@ -157,16 +154,12 @@ struct doh_req {
     unsigned tries;
 };
 
-enum conn_state { C_CONNECTING, C_HANDSHAKE, C_READY };
-
 struct doh_conn {
     struct doh_conn *next;
-    struct doh_up *d;
-    enum conn_state state;
-    bool dead;     /* failed; freed by leave() */
+    struct doh_up *up;
+    enum conn_state state; /* CONN_DEAD: failed, freed by doh_up_settle */
     bool suspect;  /* the network changed under it: no new streams */
     int fd;
-    int events;
     ev_io io;
     ev_timer timer;
     struct happy *happy; /* racing the addresses; fd is -1 meanwhile */
@@ -189,14 +182,14 @@ struct doh_up {
     struct net_addr addr;
     struct tls_ctx *tls;
     struct doh_conn *conns;
-    struct list queue;
+    struct list wait;
     struct conn_scope scope; /* callback depth, finished requests, deferred free */
     struct conn_policy pol;
-    /* runs leave() after send(), before the loop next sleeps: every request
+    /* leaves the scope after send(), before the loop next sleeps: every request
      * of this turn goes out together, without a poll of its own */
     struct defer kick;
     /* its addresses, read at each connect (a bootstrap upstream may change
-     * them); only conn_open reads it, which never runs after close() */
+     * them); only doh_conn_open reads it, which never runs after close() */
     const struct upstream *u;
     int last_status;    /* last bad HTTP status logged, to log each change once */
     ev_tstamp last_status_log;
@@ -205,7 +198,7 @@ struct doh_up {
 
 /* ------------------------------------------------------------ requests */
 
-static void req_free(struct doh_req *r)
+static void doh_req_free(struct doh_req *r)
 {
     buf_free(&r->h.resp);
     free(r->q);
@@ -213,121 +206,106 @@ static void req_free(struct doh_req *r)
     free(r);
 }
 
-static struct doh_req *req_of(struct conn_done *f)
+static struct doh_req *doh_req_of(struct conn_done *f)
 {
-    return (struct doh_req *)(void *)((char *)f - offsetof(struct doh_req, done));
+    return conn_elem(f, struct doh_req, done);
 }
 
-static struct doh_req *req_of_h2(struct h2_req *h)
+static struct doh_req *doh_req_of_h2(struct h2_req *h)
 {
     return list_elem(h, struct doh_req, h);
 }
 
-static struct doh_req *queue_head(const struct doh_up *d)
+static struct doh_req *doh_wait_head(const struct doh_up *up)
 {
-    return list_elem(d->queue.head, struct doh_req, link);
+    return conn_elem(up->wait.head, struct doh_req, link);
 }
 
 /* An unused connection closes after the upstream's idle_timeout_ms (s). */
-static ev_tstamp idle_close(const struct doh_up *d)
+static ev_tstamp doh_up_idle_s(const struct doh_up *up)
 {
-    return (ev_tstamp)d->pol.idle_ms / 1000.0;
+    return (ev_tstamp)up->pol.idle_ms / 1000.0;
 }
 
 /* A request left c's session: c may have become idle. */
-static void conn_unlive(struct doh_conn *c)
+static void doh_conn_unlive(struct doh_conn *c)
 {
     if (h2_live(c->h2) == 0)
-        c->idle_since = ev_now(c->d->loop);
+        c->idle_since = ev_now(c->up->loop);
 }
 
 /* Takes r out of wherever it is. */
-static void req_detach(struct doh_req *r)
+static void doh_req_detach(struct doh_req *r)
 {
-    switch (r->where) {
-    case R_QUEUE:
-        list_unlink(&r->d->queue, &r->link);
-        break;
-    case R_CONN:
+    if (r->where == CONN_REQ_SENT) {
         h2_cancel(r->c->h2, &r->h);
-        conn_unlive(r->c);
+        doh_conn_unlive(r->c);
         r->c = NULL;
-        break;
-    case R_DONE:
-        conn_scope_remove(&r->d->scope, &r->done);
-        break;
-    case R_NONE:
-        break;
     }
-    r->where = R_NONE;
+    conn_req_detach(&r->up->scope, &r->link, &r->done);
+    r->where = CONN_REQ_NONE;
 }
 
-/* Queues r's outcome for leave(); r has left its connection. */
-static void req_finish(struct doh_req *r, int rc)
+/* Queues r's outcome for delivery from the scope; r has left its connection. */
+static void doh_req_finish(struct doh_req *r, int rc)
 {
-    req_detach(r);
-    r->where = R_DONE;
+    doh_req_detach(r);
+    r->where = CONN_REQ_DONE;
     r->done.raw = r->http != NULL;
-    conn_scope_complete(&r->d->scope, &r->done, rc, buf_head(&r->h.resp), buf_used(&r->h.resp));
+    conn_scope_complete(&r->up->scope, &r->done, rc, buf_head(&r->h.resp), buf_used(&r->h.resp));
 }
 
-/* Back to the upstream's queue for another connection, while tries last. */
-static void req_retry(struct doh_req *r, int rc)
+/* Back to the upstream's wait list for another connection, while tries last. */
+static void doh_req_retry(struct doh_req *r, int rc)
 {
     if (++r->tries > DOH_RETRIES) {
-        req_finish(r, rc);
+        doh_req_finish(r, rc);
         return;
     }
-    req_detach(r);
-    r->where = R_QUEUE;
-    list_push(&r->d->queue, &r->link);
+    doh_req_detach(r);
+    r->where = CONN_REQ_WAIT;
+    conn_list_push(&r->up->wait, &r->link);
 }
 
 /* ------------------------------------------------------------ connections */
 
-static void conn_io_cb(struct ev_loop *loop, ev_io *w, int revents);
-static void conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents);
-static void conn_stall_init(struct doh_conn *c);
-static void enter(struct doh_up *d);
-static void leave(struct doh_up *d);
-static void req_response(struct doh_req *r);
+static void doh_conn_io_cb(struct ev_loop *loop, ev_io *w, int revents);
+static void doh_conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents);
+static void doh_conn_stall_cb(struct ev_loop *loop, ev_timer *w, int revents);
+static void doh_req_response(struct doh_req *r);
 
-static void conn_watch(struct doh_conn *c, int events)
+static void doh_conn_watch(struct doh_conn *c, int events)
 {
-    if (c->fd < 0 || c->events == events)
-        return;
-    ev_io_stop(c->d->loop, &c->io);
-    ev_io_set(&c->io, c->fd, events);
-    ev_io_start(c->d->loop, &c->io);
-    c->events = events;
+    if (c->fd >= 0)
+        conn_io_watch(c->up->loop, &c->io, c->fd, events);
 }
 
-/* Fails every stream of c and marks it for leave() to free. Streams the
- * server never saw go back to the queue; the rest fail with rc so the query
+/* Fails every stream of c and marks it for doh_up_settle to free. Streams the
+ * server never saw go back to the wait list; the rest fail with rc so the query
  * can fail over. */
-static void conn_fail(struct doh_conn *c, int rc)
+static void doh_conn_fail(struct doh_conn *c, int rc)
 {
-    if (c->dead)
+    if (c->state == CONN_DEAD)
         return;
-    c->dead = true;
+    c->state = CONN_DEAD;
     happy_cancel(c->happy);
     c->happy = NULL;
     if (c->fd >= 0) {
-        ev_io_stop(c->d->loop, &c->io);
+        ev_io_stop(c->up->loop, &c->io);
         if (c->tls)
             tls_conn_shutdown(c->tls);
     }
-    ev_timer_stop(c->d->loop, &c->timer);
-    ev_timer_stop(c->d->loop, &c->stall);
+    ev_timer_stop(c->up->loop, &c->timer);
+    ev_timer_stop(c->up->loop, &c->stall);
     if (c->h2)
         h2_abort(c->h2, rc);
 }
 
-static void conn_free(struct doh_conn *c)
+static void doh_conn_free(struct doh_conn *c)
 {
     happy_cancel(c->happy);
-    ev_timer_stop(c->d->loop, &c->stall);
-    ustats_conn_closed(c->d->st);
+    ev_timer_stop(c->up->loop, &c->stall);
+    ustats_conn_closed(c->up->st);
     h2_del(c->h2);
     if (c->tls)
         tls_conn_free(c->tls);
@@ -338,58 +316,58 @@ static void conn_free(struct doh_conn *c)
 }
 
 /* Connection-level success resets the backoff; failures grow it. */
-static void up_conn_failed(struct doh_up *d, const char *why)
+static void doh_up_conn_failed(struct doh_up *up, const char *why)
 {
-    uint64_t wait = conn_policy_failed(&d->pol, net_now_ms());
+    uint64_t wait = conn_policy_failed(&up->pol, net_now_ms());
 
-    log_info("upstream %s: doh connection failed (%s); next attempt in %.1fs", d->name, why,
+    log_info("upstream %s: doh connection failed (%s); next attempt in %.1fs", up->name, why,
              (double)wait / 1000.0);
 }
 
 /* The session's events: a response, or a stream the server never saw. They
- * run inside h2 calls; the outcome waits in the scope for leave(). */
-static void h2_done_ev(void *arg, struct h2_req *h, int rc)
+ * run inside h2 calls; the outcome waits in the scope. */
+static void doh_h2_done_ev(void *arg, struct h2_req *h, int rc)
 {
     struct doh_conn *c = arg;
-    struct doh_req *r = req_of_h2(h);
+    struct doh_req *r = doh_req_of_h2(h);
 
-    r->where = R_NONE;
+    r->where = CONN_REQ_NONE;
     r->c = NULL;
-    conn_unlive(c);
+    doh_conn_unlive(c);
     if (rc)
-        req_finish(r, rc);
+        doh_req_finish(r, rc);
     else
-        req_response(r);
+        doh_req_response(r);
 }
 
-static void h2_refused_ev(void *arg, struct h2_req *h)
+static void doh_h2_refused_ev(void *arg, struct h2_req *h)
 {
     struct doh_conn *c = arg;
-    struct doh_req *r = req_of_h2(h);
+    struct doh_req *r = doh_req_of_h2(h);
 
-    r->where = R_NONE;
+    r->where = CONN_REQ_NONE;
     r->c = NULL;
-    conn_unlive(c);
-    req_retry(r, DV_ECONN);
+    doh_conn_unlive(c);
+    doh_req_retry(r, DV_ECONN);
 }
 
-static const struct h2_events doh_h2_events = {.done = h2_done_ev, .refused = h2_refused_ev};
+static const struct h2_events doh_h2_events = {.done = doh_h2_done_ev, .refused = doh_h2_refused_ev};
 
 /* Serializes the session's pending frames into c->out until it holds high
  * bytes. 0, or DV_E* after failing c. */
-static int conn_serialize(struct doh_conn *c, size_t high)
+static int doh_conn_serialize(struct doh_conn *c, size_t high)
 {
     while (buf_used(&c->out) < high) {
         const uint8_t *p;
         long n = h2_send(c->h2, &p);
         if (n < 0) {
-            conn_fail(c, DV_EPROTO);
+            doh_conn_fail(c, DV_EPROTO);
             return DV_EPROTO;
         }
         if (n == 0)
             break;
         if (buf_append(&c->out, p, (size_t)n)) {
-            conn_fail(c, DV_ENOMEM);
+            doh_conn_fail(c, DV_ENOMEM);
             return DV_ENOMEM;
         }
     }
@@ -398,24 +376,24 @@ static int conn_serialize(struct doh_conn *c, size_t high)
 
 /* Moves the session's pending frames into c->out and as much of it as TLS
  * takes to the socket. */
-static void conn_flush(struct doh_conn *c)
+static void doh_conn_flush(struct doh_conn *c)
 {
-    if (c->dead || c->state != C_READY)
+    if (c->state != CONN_READY)
         return;
     for (;;) {
-        if (conn_serialize(c, DOH_OUT_HIGH))
+        if (doh_conn_serialize(c, DOH_OUT_HIGH))
             return;
         if (buf_used(&c->out) == 0)
             break;
         long w = tls_conn_write(c->tls, buf_head(&c->out), buf_used(&c->out));
         if (w > 0)
-            ustats_bytes(c->d->st, 0, (uint64_t)w);
+            ustats_bytes(c->up->st, 0, (uint64_t)w);
         if (w == DV_EAGAIN) {
-            conn_watch(c, tls_conn_wants_write(c->tls) ? EV_READ | EV_WRITE : EV_READ);
+            doh_conn_watch(c, tls_conn_wants_write(c->tls) ? EV_READ | EV_WRITE : EV_READ);
             return;
         }
         if (w < 0) {
-            conn_fail(c, DV_ECONN);
+            doh_conn_fail(c, DV_ECONN);
             return;
         }
         buf_consume(&c->out, (size_t)w);
@@ -424,82 +402,82 @@ static void conn_flush(struct doh_conn *c)
     }
     if (h2_finished(c->h2)) {
         /* GOAWAY exchanged and every stream closed */
-        log_debug("upstream %s: doh connection finished", c->d->name);
-        conn_fail(c, DV_ECONN);
+        log_debug("upstream %s: doh connection finished", c->up->name);
+        doh_conn_fail(c, DV_ECONN);
         return;
     }
-    conn_watch(c, EV_READ);
+    doh_conn_watch(c, EV_READ);
 }
 
-static bool conn_has_room(const struct doh_conn *c)
+static bool doh_conn_has_room(const struct doh_conn *c)
 {
-    return !c->dead && !c->suspect && c->state == C_READY && h2_has_room(c->h2, DOH_STREAMS_CAP);
+    return c->state == CONN_READY && !c->suspect && h2_has_room(c->h2, DOH_STREAMS_CAP);
 }
 
-static bool conn_draining(const struct doh_conn *c)
+static bool doh_conn_draining(const struct doh_conn *c)
 {
-    return c->state == C_READY && h2_draining(c->h2);
+    return c->state == CONN_READY && h2_draining(c->h2);
 }
 
-static void conn_arm_timer(struct doh_conn *c);
+static void doh_conn_arm_timer(struct doh_conn *c);
 
-static size_t conn_live(const struct doh_conn *c)
+static size_t doh_conn_live(const struct doh_conn *c)
 {
     return c->h2 ? h2_live(c->h2) : 0;
 }
 
-static void up_retire_suspects(struct doh_up *d);
+static void doh_up_retire_suspects(struct doh_up *up);
 
-static void conn_read(struct doh_conn *c);
+static void doh_conn_read(struct doh_conn *c);
 
-static void conn_ready(struct doh_conn *c)
+static void doh_conn_ready(struct doh_conn *c)
 {
-    struct doh_up *d = c->d;
+    struct doh_up *up = c->up;
 
-    c->state = C_READY;
-    up_retire_suspects(d);
-    c->last_rx = c->idle_since = ev_now(d->loop);
-    conn_policy_ok(&d->pol);
-    ustats_handshake(d->st, tls_conn_resumed(c->tls) ? USTATS_HS_RESUMED : USTATS_HS_FULL);
-    if (h2_new(&doh_h2_events, c, d->authority, d->name, &c->h2)) {
+    c->state = CONN_READY;
+    doh_up_retire_suspects(up);
+    c->last_rx = c->idle_since = ev_now(up->loop);
+    conn_policy_ok(&up->pol);
+    ustats_handshake(up->st, tls_conn_resumed(c->tls) ? USTATS_HS_RESUMED : USTATS_HS_FULL);
+    if (h2_new(&doh_h2_events, c, up->authority, up->name, &c->h2)) {
         c->h2 = NULL;
-        conn_fail(c, DV_ENOMEM);
+        doh_conn_fail(c, DV_ENOMEM);
         return;
     }
-    log_debug("upstream %s: doh connection ready (%s)", d->name,
+    log_debug("upstream %s: doh connection ready (%s)", up->name,
               tls_conn_resumed(c->tls) ? "resumed" : "full handshake");
-    conn_arm_timer(c);
+    doh_conn_arm_timer(c);
     /* bytes that came with the end of the handshake (the server's SETTINGS)
      * may wait in the TLS layer's buffer, where no poll sees them */
-    conn_read(c);
+    doh_conn_read(c);
 }
 
-static void conn_handshake(struct doh_conn *c)
+static void doh_conn_handshake(struct doh_conn *c)
 {
     int rc = tls_conn_handshake(c->tls);
 
     if (rc == DV_EAGAIN) {
-        conn_watch(c, tls_conn_wants_write(c->tls) ? EV_WRITE : EV_READ);
+        doh_conn_watch(c, tls_conn_wants_write(c->tls) ? EV_WRITE : EV_READ);
         return;
     }
     if (rc) {
         /* the TLS layer logged why (certificate, ALPN other than h2, ...) */
-        up_conn_failed(c->d, rc == DV_ETLS ? "TLS" : "closed during handshake");
-        conn_fail(c, rc == DV_ETLS ? DV_ETLS : DV_ECONN);
+        doh_up_conn_failed(c->up, rc == DV_ETLS ? "TLS" : "closed during handshake");
+        doh_conn_fail(c, rc == DV_ETLS ? DV_ETLS : DV_ECONN);
         return;
     }
-    conn_ready(c);
+    doh_conn_ready(c);
 }
 
-static void conn_read(struct doh_conn *c)
+static void doh_conn_read(struct doh_conn *c)
 {
     uint8_t in[16384];
     size_t live = c->h2 ? h2_live(c->h2) : 0;
 
-    while (!c->dead) {
+    while (c->state != CONN_DEAD) {
         long n = tls_conn_read(c->tls, in, sizeof(in));
         if (n > 0)
-            ustats_bytes(c->d->st, (uint64_t)n, 0);
+            ustats_bytes(c->up->st, (uint64_t)n, 0);
         if (n == DV_EAGAIN) {
             /* as in dot.c: ACK at once when a server that Nagles may hold
              * an answer for it (what came answered nothing, a session
@@ -509,59 +487,59 @@ static void conn_read(struct doh_conn *c)
             break;
         }
         if (n < 0) {
-            log_debug("upstream %s: doh connection closed by server", c->d->name);
-            conn_fail(c, DV_ECONN);
+            log_debug("upstream %s: doh connection closed by server", c->up->name);
+            doh_conn_fail(c, DV_ECONN);
             return;
         }
-        c->last_rx = ev_now(c->d->loop);
+        c->last_rx = ev_now(c->up->loop);
         c->ping_out = false; /* any bytes prove the server alive */
         c->waiting = false;
         if (h2_recv(c->h2, in, (size_t)n)) {
-            conn_fail(c, DV_EPROTO);
+            doh_conn_fail(c, DV_EPROTO);
             return;
         }
     }
-    conn_flush(c);
+    doh_conn_flush(c);
 }
 
-static void conn_io_cb(struct ev_loop *loop, ev_io *w, int revents)
+static void doh_conn_io_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     struct doh_conn *c = w->data;
-    struct doh_up *d = c->d;
+    struct doh_up *up = c->up;
 
-    enter(d);
-    if (c->state == C_CONNECTING) {
+    conn_scope_enter(&up->scope);
+    if (c->state == CONN_CONNECTING) {
         int soerr = conn_connect_error(c->fd);
         if (soerr) {
-            log_debug("upstream %s: doh connect: %s", d->name, strerror(soerr));
-            up_conn_failed(d, strerror(soerr));
-            conn_fail(c, DV_ECONN);
+            log_debug("upstream %s: doh connect: %s", up->name, strerror(soerr));
+            doh_up_conn_failed(up, strerror(soerr));
+            doh_conn_fail(c, DV_ECONN);
         } else {
-            c->state = C_HANDSHAKE;
-            conn_handshake(c);
+            c->state = CONN_HANDSHAKE;
+            doh_conn_handshake(c);
         }
-    } else if (c->state == C_HANDSHAKE) {
-        conn_handshake(c);
+    } else if (c->state == CONN_HANDSHAKE) {
+        doh_conn_handshake(c);
     } else {
         if (revents & EV_READ)
-            conn_read(c);
-        if (!c->dead && (revents & EV_WRITE))
-            conn_flush(c);
+            doh_conn_read(c);
+        if (c->state != CONN_DEAD && (revents & EV_WRITE))
+            doh_conn_flush(c);
     }
-    if (!c->dead)
-        conn_arm_timer(c);
-    leave(d);
+    if (c->state != CONN_DEAD)
+        doh_conn_arm_timer(c);
+    conn_scope_leave(&up->scope);
 }
 
 /* The one timer of a connection: connect deadline, then PING for liveness
  * (busy: when the server has been silent since a request went out, even
  * one cancelled since; idle: now and then) with a deadline for the ACK,
  * then closing after a long idle spell. */
-static void conn_arm_timer(struct doh_conn *c)
+static void doh_conn_arm_timer(struct doh_conn *c)
 {
-    ev_tstamp now = ev_now(c->d->loop), at;
+    ev_tstamp now = ev_now(c->up->loop), at;
 
-    if (c->state != C_READY)
+    if (c->state != CONN_READY)
         at = c->opened + DOH_CONNECT_TIMEOUT;
     else if (c->ping_out)
         at = c->ping_sent + DOH_PING_TIMEOUT;
@@ -569,159 +547,140 @@ static void conn_arm_timer(struct doh_conn *c)
         at = c->waiting_since + DOH_PING_BUSY;
     else {
         at = c->last_rx + DOH_PING_IDLE;
-        if (c->idle_since + idle_close(c->d) < at)
-            at = c->idle_since + idle_close(c->d);
+        if (c->idle_since + doh_up_idle_s(c->up) < at)
+            at = c->idle_since + doh_up_idle_s(c->up);
     }
-    ev_timer_stop(c->d->loop, &c->timer);
-    ev_timer_set(&c->timer, at > now ? at - now : 0., 0.);
-    ev_timer_start(c->d->loop, &c->timer);
+    conn_timer_arm(c->up->loop, &c->timer, at > now ? at - now : 0.);
 }
 
-static void conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+static void doh_conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     struct doh_conn *c = w->data;
-    struct doh_up *d = c->d;
+    struct doh_up *up = c->up;
     ev_tstamp now = ev_now(loop);
 
-    enter(d);
-    if (c->state != C_READY) {
-        log_info("upstream %s: doh connect/handshake timed out", d->name);
-        up_conn_failed(d, "timeout");
-        conn_fail(c, DV_ETIMEOUT);
+    conn_scope_enter(&up->scope);
+    if (c->state != CONN_READY) {
+        log_info("upstream %s: doh connect/handshake timed out", up->name);
+        doh_up_conn_failed(up, "timeout");
+        doh_conn_fail(c, DV_ETIMEOUT);
     } else if (c->ping_out && now >= c->ping_sent + DOH_PING_TIMEOUT) {
-        log_info("upstream %s: doh connection: no PING ACK in %.0fs, closing", d->name,
+        log_info("upstream %s: doh connection: no PING ACK in %.0fs, closing", up->name,
                  DOH_PING_TIMEOUT);
-        conn_fail(c, DV_ETIMEOUT);
-    } else if (!h2_live(c->h2) && now >= c->idle_since + idle_close(d)) {
-        log_debug("upstream %s: doh connection idle, closing", d->name);
+        doh_conn_fail(c, DV_ETIMEOUT);
+    } else if (!h2_live(c->h2) && now >= c->idle_since + doh_up_idle_s(up)) {
+        log_debug("upstream %s: doh connection idle, closing", up->name);
         h2_terminate(c->h2);
-        conn_flush(c);
-        if (!c->dead)
-            conn_fail(c, DV_ECONN);
+        doh_conn_flush(c);
+        if (c->state != CONN_DEAD)
+            doh_conn_fail(c, DV_ECONN);
     } else if (!c->ping_out && (c->waiting ? now >= c->waiting_since + DOH_PING_BUSY
                                            : now >= c->last_rx + DOH_PING_IDLE)) {
         if (h2_ping(c->h2) == 0) {
             c->ping_out = true;
             c->ping_sent = now;
-            conn_flush(c);
+            doh_conn_flush(c);
         }
     }
-    if (!c->dead)
-        conn_arm_timer(c);
-    leave(d);
+    if (c->state != CONN_DEAD)
+        doh_conn_arm_timer(c);
+    conn_scope_leave(&up->scope);
 }
 
 /* The address race is over: carry on as a connect that just completed. */
-static void conn_happy_cb(void *arg, int fd, int err)
+static void doh_conn_happy_cb(void *arg, int fd, int err)
 {
     struct doh_conn *c = arg;
-    struct doh_up *d = c->d;
+    struct doh_up *up = c->up;
 
-    enter(d);
+    conn_scope_enter(&up->scope);
     c->happy = NULL;
     if (fd < 0) {
-        log_debug("upstream %s: no address answered: %s", d->name, strerror(err));
-        up_conn_failed(d, strerror(err));
-        conn_fail(c, DV_ECONN);
+        log_debug("upstream %s: no address answered: %s", up->name, strerror(err));
+        doh_up_conn_failed(up, strerror(err));
+        doh_conn_fail(c, DV_ECONN);
     } else {
         c->fd = fd;
-        if (tls_conn_new(d->tls, c->fd, &c->tls)) {
-            up_conn_failed(d, "tls");
-            conn_fail(c, DV_ETLS);
+        if (tls_conn_new(up->tls, c->fd, &c->tls)) {
+            doh_up_conn_failed(up, "tls");
+            doh_conn_fail(c, DV_ETLS);
         } else {
-            c->events = 0;
-            conn_watch(c, EV_WRITE);
+            doh_conn_watch(c, EV_WRITE);
         }
     }
-    leave(d);
+    conn_scope_leave(&up->scope);
 }
 
-static struct doh_conn *conn_open(struct doh_up *d)
+static struct doh_conn *doh_conn_open(struct doh_up *up)
 {
     struct doh_conn *c;
 
-    if (d->u->n_addrs == 0) {
-        /* the bootstrap upstream has not answered yet: no backoff for that */
-        log_debug("upstream %s: no address yet", d->name);
+    if (!conn_has_addr(up->u, up->name) || !(c = calloc(1, sizeof(*c))))
         return NULL;
-    }
-    if (!(c = calloc(1, sizeof(*c))))
-        return NULL;
-    c->d = d;
+    c->up = up;
     c->fd = -1;
     buf_init(&c->out);
-    ev_init(&c->timer, conn_timer_cb);
+    ev_init(&c->timer, doh_conn_timer_cb);
     c->timer.data = c;
-    conn_stall_init(c);
-    c->opened = ev_now(d->loop);
-    ustats_conn_opened(d->st); /* conn_free counts the close, on failure too */
-    if (d->u->n_addrs > 1) {
-        c->happy = happy_start(d->loop, d->u->addrs, d->u->n_addrs, SOCK_STREAM,
-                               HAPPY_STAGGER_MS, d->name, conn_happy_cb, c);
-        if (!c->happy)
-            goto fail;
-    } else {
-        c->fd = conn_connect(&d->u->addrs[0], SOCK_STREAM, d->name);
-        if (c->fd < 0) {
-            c->fd = -1;
-            goto fail;
-        }
-        if (tls_conn_new(d->tls, c->fd, &c->tls))
-            goto fail;
-    }
-    ev_io_init(&c->io, conn_io_cb, c->fd, EV_WRITE);
+    conn_stall_init(&c->stall, doh_conn_stall_cb, c);
+    c->opened = ev_now(up->loop);
+    ustats_conn_opened(up->st); /* doh_conn_free counts the close, on failure too */
+    if (conn_stream_open(up->loop, up->u, up->name, doh_conn_happy_cb, c, &c->fd, &c->happy))
+        goto fail;
+    if (c->fd >= 0 && tls_conn_new(up->tls, c->fd, &c->tls))
+        goto fail;
+    ev_io_init(&c->io, doh_conn_io_cb, c->fd, EV_WRITE);
     c->io.data = c;
-    c->events = EV_WRITE;
     if (c->fd >= 0)
-        ev_io_start(d->loop, &c->io);
-    conn_arm_timer(c);
-    c->next = d->conns;
-    d->conns = c;
+        ev_io_start(up->loop, &c->io);
+    doh_conn_arm_timer(c);
+    c->next = up->conns;
+    up->conns = c;
     return c;
 fail:
-    up_conn_failed(d, "connect");
-    conn_free(c);
+    doh_up_conn_failed(up, "connect");
+    doh_conn_free(c);
     return NULL;
 }
 
 /* ------------------------------------------------------------ requests */
 
 /* Opens r's stream on c. 0 or DV_E* (r untouched). */
-static int conn_submit(struct doh_conn *c, struct doh_req *r)
+static int doh_conn_submit(struct doh_conn *c, struct doh_req *r)
 {
     int rc = h2_submit(c->h2, &r->h);
 
     if (rc)
         return rc;
     r->c = c;
-    r->where = R_CONN;
+    r->where = CONN_REQ_SENT;
     if (!c->waiting) {
         c->waiting = true;
-        c->waiting_since = ev_now(c->d->loop);
-        conn_arm_timer(c);
+        c->waiting_since = ev_now(c->up->loop);
+        doh_conn_arm_timer(c);
     }
     return 0;
 }
 
-static void log_status(struct doh_up *d, int status)
+static void doh_up_log_status(struct doh_up *up, int status)
 {
-    ev_tstamp now = ev_now(d->loop);
+    ev_tstamp now = ev_now(up->loop);
 
-    if (status != d->last_status || now - d->last_status_log > 10.0) {
-        d->last_status = status;
-        d->last_status_log = now;
-        log_warn("upstream %s: HTTP status %d from %s %s", d->name, status,
-                 d->get ? "GET" : "POST", d->path);
+    if (status != up->last_status || now - up->last_status_log > 10.0) {
+        up->last_status = status;
+        up->last_status_log = now;
+        log_warn("upstream %s: HTTP status %d from %s %s", up->name, status,
+                 up->get ? "GET" : "POST", up->path);
     } else {
-        log_debug("upstream %s: HTTP status %d", d->name, status);
+        log_debug("upstream %s: HTTP status %d", up->name, status);
     }
 }
 
 /* The server ended its response: judge it. An ODoH exchange takes any
  * complete response; its caller judges the status. */
-static void req_response(struct doh_req *r)
+static void doh_req_response(struct doh_req *r)
 {
-    struct doh_up *d = r->d;
+    struct doh_up *up = r->up;
     int rc = 0;
 
     if (r->http) {
@@ -730,17 +689,17 @@ static void req_response(struct doh_req *r)
         r->http->max_age = r->h.max_age;
     } else if ((rc = doh_answer_rc(&r->h))) {
         if (r->h.status != 200) {
-            log_status(d, r->h.status);
-            ustats_http_status(d->st, (unsigned)r->h.status);
+            doh_up_log_status(up, r->h.status);
+            ustats_http_status(up->st, (unsigned)r->h.status);
         }
         else if (!r->h.ctype_ok)
             log_warn("upstream %s: doh answer without content-type application/dns-message",
-                     d->name);
+                     up->name);
         else
-            log_debug("upstream %s: doh answer of %zu bytes", d->name, buf_used(&r->h.resp));
+            log_debug("upstream %s: doh answer of %zu bytes", up->name, buf_used(&r->h.resp));
     }
     /* ID 0 went on the wire (RFC 8484 4.1): delivery puts the caller's back */
-    req_finish(r, rc);
+    doh_req_finish(r, rc);
 }
 
 /* ------------------------------------------------------------ the pool */
@@ -749,107 +708,95 @@ static void req_response(struct doh_req *r)
  * new connection when none is still coming up and the pool has space. With
  * no connection live or coming and the backoff running, they fail now so
  * the query moves on to another upstream. */
-static void up_dispatch(struct doh_up *d)
+static void doh_up_dispatch(struct doh_up *up)
 {
-    while (d->queue.head) {
+    while (up->wait.head) {
         struct doh_conn *best = NULL;
         size_t live = 0;
         bool pending = false;
 
-        for (struct doh_conn *c = d->conns; c; c = c->next) {
-            if (c->dead || conn_draining(c) || c->suspect)
+        for (struct doh_conn *c = up->conns; c; c = c->next) {
+            if (c->state == CONN_DEAD || doh_conn_draining(c) || c->suspect)
                 continue;
             live++;
-            if (c->state != C_READY)
+            if (c->state != CONN_READY)
                 pending = true;
-            else if (conn_has_room(c) && (!best || h2_live(c->h2) > h2_live(best->h2)))
+            else if (doh_conn_has_room(c) && (!best || h2_live(c->h2) > h2_live(best->h2)))
                 best = c; /* fill the fullest: keeps the others idle to close */
         }
         if (best) {
-            struct doh_req *r = queue_head(d);
-            list_unlink(&d->queue, &r->link);
-            r->where = R_NONE;
-            int rc = conn_submit(best, r);
+            struct doh_req *r = doh_wait_head(up);
+            conn_list_unlink(&r->link);
+            r->where = CONN_REQ_NONE;
+            int rc = doh_conn_submit(best, r);
             if (rc == 0 && !ev_is_active(&best->stall))
-                ev_timer_again(d->loop, &best->stall);
+                ev_timer_again(up->loop, &best->stall);
             /* each request whole (HEADERS, then its DATA) before the next
              * HEADERS: some servers (kresd) read one request at a time and
              * refuse a stream that starts while another is incomplete */
             if (rc == 0)
-                conn_serialize(best, SIZE_MAX);
+                doh_conn_serialize(best, SIZE_MAX);
             if (rc && h2_draining(best->h2)) {
-                r->where = R_QUEUE; /* out of stream IDs: another connection */
-                list_push(&d->queue, &r->link);
+                r->where = CONN_REQ_WAIT; /* out of stream IDs: another connection */
+                conn_list_push(&up->wait, &r->link);
             } else if (rc) {
-                req_finish(r, rc);
+                doh_req_finish(r, rc);
             }
             continue;
         }
         if (pending)
             return; /* a connection coming up will take them */
-        if (conn_policy_may_open(&d->pol, (unsigned)live, net_now_ms())) {
-            if (conn_open(d))
+        if (conn_policy_may_open(&up->pol, (unsigned)live, net_now_ms())) {
+            if (doh_conn_open(up))
                 return;
         }
         if (live == 0) {
-            while (d->queue.head)
-                req_finish(queue_head(d), DV_ECONN);
+            while (up->wait.head)
+                doh_req_finish(doh_wait_head(up), DV_ECONN);
         }
         return; /* the rest waits for a stream on a live connection */
     }
 }
 
-static void up_free(struct doh_up *d)
+static void doh_up_destroy(void *arg)
 {
-    while (d->conns) {
-        struct doh_conn *c = d->conns;
-        d->conns = c->next;
+    struct doh_up *up = arg;
+
+    while (up->conns) {
+        struct doh_conn *c = up->conns;
+        up->conns = c->next;
         if (c->h2)
-            h2_abort(c->h2, DV_ECANCEL); /* its requests to the queue or the scope ... */
-        conn_free(c);
+            h2_abort(c->h2, DV_ECANCEL); /* its requests to the wait list or the scope ... */
+        doh_conn_free(c);
     }
-    while (d->queue.head) { /* ... freed here */
-        struct doh_req *r = queue_head(d);
-        req_detach(r);
-        req_free(r);
+    while (up->wait.head) { /* ... freed here */
+        struct doh_req *r = doh_wait_head(up);
+        doh_req_detach(r);
+        doh_req_free(r);
     }
-    for (struct conn_done *f; (f = conn_scope_pop(&d->scope));)
-        req_free(req_of(f));
-    defer_cancel(&d->kick);
-    if (d->tls)
-        tls_ctx_del(d->tls);
-    free(d->name);
-    free(d->authority);
-    free(d->path);
-    free(d);
+    for (struct conn_done *f; (f = conn_scope_pop(&up->scope));)
+        doh_req_free(doh_req_of(f));
+    defer_cancel(&up->kick);
+    if (up->tls)
+        tls_ctx_del(up->tls);
+    free(up->name);
+    free(up->authority);
+    free(up->path);
+    free(up);
 }
 
-static void enter(struct doh_up *d)
+static void doh_up_settle(void *arg)
 {
-    conn_scope_enter(&d->scope);
-}
+    struct doh_up *up = arg;
 
-/* The way out of every loop callback: the outermost hands out streams,
- * flushes and frees dead connections (settle), then reports a finished
- * request, and again until none is left: each report from a clean stack,
- * since done may send, cancel or close. */
-static void leave(struct doh_up *d)
-{
-    conn_scope_leave(&d->scope);
-}
-
-static void up_settle(void *arg)
-{
-    struct doh_up *d = arg;
-
-    up_dispatch(d);
-    for (struct doh_conn **pc = &d->conns; *pc;) {
+    doh_up_dispatch(up);
+    for (struct doh_conn **pc = &up->conns; *pc;) {
         struct doh_conn *c = *pc;
-        if (!c->dead && c->state == C_READY && (buf_used(&c->out) || h2_want_write(c->h2)))
-            conn_flush(c);
-        if (c->dead) {
+        if (c->state == CONN_READY && (buf_used(&c->out) || h2_want_write(c->h2)))
+            doh_conn_flush(c);
+        if (c->state == CONN_DEAD) {
             *pc = c->next;
-            conn_free(c);
+            doh_conn_free(c);
         } else {
             pc = &c->next;
         }
@@ -857,29 +804,24 @@ static void up_settle(void *arg)
 }
 
 /* After done: the delivered request goes. */
-static void req_release(struct conn_done *f)
+static void doh_req_release(struct conn_done *f)
 {
-    req_free(req_of(f));
+    doh_req_free(doh_req_of(f));
 }
 
-static void up_destroy(void *arg)
+static void doh_up_kick_cb(void *arg)
 {
-    up_free(arg);
-}
+    struct doh_up *up = arg;
 
-static void kick_cb(void *arg)
-{
-    struct doh_up *d = arg;
-
-    enter(d);
-    leave(d);
+    conn_scope_enter(&up->scope);
+    conn_scope_leave(&up->scope);
 }
 
 /* ------------------------------------------------------------ transport ops */
 
 static int doh_open(struct upstream *u)
 {
-    struct doh_up *d;
+    struct doh_up *up;
     char path[2048], auth[300];
     int rc;
 
@@ -891,68 +833,68 @@ static int doh_open(struct upstream *u)
     if (doh_authority(u->cfg.tls_name ? u->cfg.tls_name : u->host, u->port,
                       auth, sizeof(auth)))
         return DV_EINVAL;
-    d = calloc(1, sizeof(*d));
-    if (!d)
+    up = calloc(1, sizeof(*up));
+    if (!up)
         return DV_ENOMEM;
-    d->loop = u->loop;
-    conn_scope_init(&d->scope, up_settle, req_release, up_destroy, d);
-    defer_init(&d->kick, kick_cb, d);
-    conn_policy_init(&d->pol, &u->cfg);
-    d->addr = u->addr;
-    d->u = u;
-    d->get = u->cfg.doh_get;
-    d->name = strdup(u->name);
-    d->path = strdup(path);
-    d->authority = strdup(auth);
-    if (!d->name || !d->path || !d->authority) {
-        up_free(d);
+    up->loop = u->loop;
+    conn_scope_init(&up->scope, doh_up_settle, doh_req_release, doh_up_destroy, up);
+    defer_init(&up->kick, doh_up_kick_cb, up);
+    conn_policy_init(&up->pol, &u->cfg);
+    up->addr = u->addr;
+    up->u = u;
+    up->get = u->cfg.doh_get;
+    up->name = strdup(u->name);
+    up->path = strdup(path);
+    up->authority = strdup(auth);
+    if (!up->name || !up->path || !up->authority) {
+        doh_up_destroy(up);
         return DV_ENOMEM;
     }
     /* DoH needs HTTP/2 here; HTTP/1.1 is not spoken */
-    rc = tls_ctx_new_upstream(u, "h2", true, &d->tls);
+    rc = tls_ctx_new_upstream(u, "h2", true, &up->tls);
     if (rc) {
-        up_free(d);
+        doh_up_destroy(up);
         return rc;
     }
-    d->st = &u->stats;
-    u->priv = d;
+    up->st = &u->stats;
+    u->priv = up;
     return 0;
 }
 
 /* A new request for x, queued; fails fast while the pool backs off. */
-static int up_queue(struct doh_up *d, struct xfer *x, struct doh_req *r)
+static int doh_req_queue(struct doh_up *up, struct xfer *x, struct doh_req *r)
 {
     bool live = false;
 
-    for (struct doh_conn *c = d->conns; c; c = c->next)
-        live |= !c->dead && !conn_draining(c) && !c->suspect;
-    if (!live && conn_policy_backoff(&d->pol, net_now_ms()))
+    for (struct doh_conn *c = up->conns; c; c = c->next)
+        live |= c->state != CONN_DEAD && !doh_conn_draining(c) && !c->suspect;
+    if (!live && conn_policy_backoff(&up->pol, net_now_ms()))
         return DV_ECONN; /* backing off: let the query try elsewhere now */
-    if (d->queue.n >= DOH_WAIT_MAX)
-        return DV_ECONN; /* the server cannot keep up: do not hoard queries */
+    if (up->wait.n >= CONN_WAIT_MAX)
+        return DV_ECONN; /* an ODoH exchange: as conn_send_check */
     buf_init(&r->h.resp);
-    r->d = d;
+    r->up = up;
     r->done.x = x;
     r->h.sid = -1;
-    r->where = R_QUEUE;
-    list_push(&d->queue, &r->link);
+    r->where = CONN_REQ_WAIT;
+    conn_list_push(&up->wait, &r->link);
     x->tpriv = r;
-    if (!d->scope.depth)
-        defer_arm(d->loop, &d->kick); /* dispatched before the loop sleeps */
+    if (!up->scope.depth)
+        defer_arm(up->loop, &up->kick); /* dispatched before the loop sleeps */
     return 0;
 }
 
 /* The GET form's :path: the URL path with dns= and the query in base64url. */
-static char *get_path(const struct doh_up *d, const uint8_t *q, size_t len)
+static char *doh_get_path(const struct doh_up *up, const uint8_t *q, size_t len)
 {
-    size_t plen = strlen(d->path), cap = plen + 5 + len / 3 * 4 + 4 + 1;
+    size_t plen = strlen(up->path), cap = plen + 5 + len / 3 * 4 + 4 + 1;
     char *path = malloc(cap);
 
     if (!path)
         return NULL;
-    memcpy(path, d->path, plen);
+    memcpy(path, up->path, plen);
     /* a path that already carries a query gets dns= appended to it */
-    path[plen++] = strchr(d->path, '?') ? '&' : '?';
+    path[plen++] = strchr(up->path, '?') ? '&' : '?';
     memcpy(path + plen, "dns=", 4);
     plen += 4;
     doh_b64url(q, len, path + plen, cap - plen);
@@ -961,13 +903,13 @@ static char *get_path(const struct doh_up *d, const uint8_t *q, size_t len)
 
 static int doh_send(struct upstream *u, struct xfer *x)
 {
-    struct doh_up *d = u->priv;
+    struct doh_up *up = u->priv;
     struct doh_req *r;
     size_t cap, qlen;
     int rc;
 
-    if (x->len < DNS_HDR_LEN || x->len > DNS_MSG_MAX)
-        return DV_EINVAL;
+    if ((rc = conn_send_check(x, up->wait.n, up->name)))
+        return rc;
     r = calloc(1, sizeof(*r));
     if (!r)
         return DV_ENOMEM;
@@ -981,31 +923,31 @@ static int doh_send(struct upstream *u, struct xfer *x)
     qlen = x->len;
     rc = conn_pad_query(r->q, &qlen, cap);
     if (rc) {
-        req_free(r);
+        doh_req_free(r);
         return rc;
     }
     dns_put16(r->q, 0);
     r->h.ctype = dns_ctype;
-    if (d->get) {
-        if (!(r->path = get_path(d, r->q, qlen))) {
-            req_free(r);
+    if (up->get) {
+        if (!(r->path = doh_get_path(up, r->q, qlen))) {
+            doh_req_free(r);
             return DV_ENOMEM;
         }
         r->h.path = r->path;
     } else {
-        r->h.path = d->path;
+        r->h.path = up->path;
         r->h.body = r->q;
         r->h.len = qlen;
     }
-    rc = up_queue(d, x, r);
+    rc = doh_req_queue(up, x, r);
     if (rc)
-        req_free(r);
+        doh_req_free(r);
     return rc;
 }
 
 int doh_send_http(struct upstream *u, struct doh_http *h)
 {
-    struct doh_up *d = u->priv;
+    struct doh_up *up = u->priv;
     struct doh_req *r;
     int rc;
 
@@ -1019,16 +961,16 @@ int doh_send_http(struct upstream *u, struct doh_http *h)
     if (h->x.len && (r->q = malloc(h->x.len)))
         memcpy(r->q, h->x.msg, h->x.len);
     if (!r->path || (h->x.len && !r->q)) {
-        req_free(r);
+        doh_req_free(r);
         return DV_ENOMEM;
     }
     r->h.path = r->path;
     r->h.ctype = h->ctype;
     r->h.body = r->q;
     r->h.len = h->x.len;
-    rc = up_queue(d, &h->x, r);
+    rc = doh_req_queue(up, &h->x, r);
     if (rc)
-        req_free(r);
+        doh_req_free(r);
     return rc;
 }
 
@@ -1040,62 +982,62 @@ static void doh_cancel(struct upstream *u, struct xfer *x)
         return;
     x->tpriv = NULL;
     /* the stream, if open, is reset and no longer names r */
-    if (r->where == R_CONN && !r->d->scope.depth)
-        defer_arm(r->d->loop, &r->d->kick); /* flush the RST_STREAM */
-    req_detach(r);
-    req_free(r);
+    if (r->where == CONN_REQ_SENT && !r->up->scope.depth)
+        defer_arm(r->up->loop, &r->up->kick); /* flush the RST_STREAM */
+    doh_req_detach(r);
+    doh_req_free(r);
 }
 
 static void doh_close(struct upstream *u)
 {
-    struct doh_up *d = u->priv;
+    struct doh_up *up = u->priv;
 
     u->priv = NULL;
-    if (!d)
+    if (!up)
         return;
-    d->st = &ustats_sink;
-    for (struct doh_conn *c = d->conns; c; c = c->next) {
-        if (c->dead)
+    up->st = &ustats_sink;
+    for (struct doh_conn *c = up->conns; c; c = c->next) {
+        if (c->state == CONN_DEAD)
             continue;
-        if (c->state == C_READY) {
+        if (c->state == CONN_READY) {
             h2_terminate(c->h2);
-            conn_flush(c); /* best effort: a GOAWAY if the socket takes it */
+            doh_conn_flush(c); /* best effort: a GOAWAY if the socket takes it */
         }
-        ev_io_stop(d->loop, &c->io);
-        ev_timer_stop(d->loop, &c->timer);
+        ev_io_stop(up->loop, &c->io);
+        ev_timer_stop(up->loop, &c->timer);
     }
-    conn_scope_close(&d->scope); /* now, or once the stack unwinds */
+    conn_scope_close(&up->scope); /* now, or once the stack unwinds */
 }
 
 /* ------------------------------------------------------------ network changes */
 
 /* Ends c without failing anything: the requests still awaited go back to the
- * queue for another connection (the path failed, not the queries). */
-static void conn_requeue(struct doh_conn *c)
+ * wait list for another connection (the path failed, not the queries). */
+static void doh_conn_requeue(struct doh_conn *c)
 {
-    if (c->dead)
+    if (c->state == CONN_DEAD)
         return;
-    c->dead = true;
+    c->state = CONN_DEAD;
     happy_cancel(c->happy);
     c->happy = NULL;
     if (c->fd >= 0)
-        ev_io_stop(c->d->loop, &c->io);
-    ev_timer_stop(c->d->loop, &c->timer);
-    ev_timer_stop(c->d->loop, &c->stall);
+        ev_io_stop(c->up->loop, &c->io);
+    ev_timer_stop(c->up->loop, &c->timer);
+    ev_timer_stop(c->up->loop, &c->stall);
     if (c->h2)
         h2_release(c->h2);
 }
 
 /* A connection made after the change is up: the suspect ones go, and what
  * they still owe is asked again (settle hands it out). */
-static void up_retire_suspects(struct doh_up *d)
+static void doh_up_retire_suspects(struct doh_up *up)
 {
-    for (struct doh_conn *c = d->conns; c; c = c->next) {
-        if (c->suspect && !c->dead) {
-            if (conn_live(c))
-                log_debug("upstream %s: %zu requests moved off a suspect connection", d->name,
-                          conn_live(c));
-            conn_requeue(c);
+    for (struct doh_conn *c = up->conns; c; c = c->next) {
+        if (c->suspect && c->state != CONN_DEAD) {
+            if (doh_conn_live(c))
+                log_debug("upstream %s: %zu requests moved off a suspect connection", up->name,
+                          doh_conn_live(c));
+            doh_conn_requeue(c);
         }
     }
 }
@@ -1104,48 +1046,41 @@ static void up_retire_suspects(struct doh_up *d)
  * through a retransmission means the path died (a NAT that forgot us, a
  * route gone), which the PING would learn only seconds later: the
  * connection turns suspect and a new one takes its requests once it is up. */
-static void conn_stall_cb(struct ev_loop *loop, ev_timer *w, int revents)
+static void doh_conn_stall_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     struct doh_conn *c = w->data;
-    struct doh_up *d = c->d;
+    struct doh_up *up = c->up;
 
-    if (c->dead || c->suspect || !conn_live(c)) {
+    if (c->state == CONN_DEAD || c->suspect || !doh_conn_live(c)) {
         ev_timer_stop(loop, w);
         return;
     }
-    if (c->state != C_READY || !conn_stream_stalled(c->fd, CONN_STALL_MS))
+    if (c->state != CONN_READY || !conn_stream_stalled(c->fd, CONN_STALL_MS))
         return;
-    enter(d);
+    conn_scope_enter(&up->scope);
     log_info("upstream %s: doh connection stalled with %zu requests out; connecting afresh",
-             d->name, conn_live(c));
+             up->name, doh_conn_live(c));
     ev_timer_stop(loop, w);
     c->suspect = true;
-    conn_open(d);
-    leave(d);
-}
-
-static void conn_stall_init(struct doh_conn *c)
-{
-    ev_init(&c->stall, conn_stall_cb);
-    c->stall.repeat = CONN_STALL_CHECK_MS / 1000.0;
-    c->stall.data = c;
+    doh_conn_open(up);
+    conn_scope_leave(&up->scope);
 }
 
 static void doh_netchange(struct upstream *u)
 {
-    struct doh_up *d = u->priv;
+    struct doh_up *up = u->priv;
     unsigned gone = 0, suspect = 0;
-    bool active = d->queue.head != NULL;
+    bool active = up->wait.head != NULL;
 
-    enter(d);
-    conn_policy_ok(&d->pol); /* a backoff from the old network means nothing now */
-    for (struct doh_conn *c = d->conns; c; c = c->next) {
-        if (c->dead)
+    conn_scope_enter(&up->scope);
+    conn_policy_ok(&up->pol); /* a backoff from the old network means nothing now */
+    for (struct doh_conn *c = up->conns; c; c = c->next) {
+        if (c->state == CONN_DEAD)
             continue;
         active = true;
-        if (c->state != C_READY || conn_local_gone(c->fd)) {
+        if (c->state != CONN_READY || conn_local_gone(c->fd)) {
             /* its address is gone, or it was still being set up on the old path */
-            conn_requeue(c);
+            doh_conn_requeue(c);
             gone++;
         } else if (!c->suspect) {
             c->suspect = true;
@@ -1154,10 +1089,10 @@ static void doh_netchange(struct upstream *u)
     }
     if (active) {
         log_info("upstream %s: network changed: %u connections closed, %u suspect; "
-                 "connecting afresh", d->name, gone, suspect);
-        conn_open(d); /* warm before the next query, not after it */
+                 "connecting afresh", up->name, gone, suspect);
+        doh_conn_open(up); /* warm before the next query, not after it */
     }
-    leave(d);
+    conn_scope_leave(&up->scope);
 }
 
 const struct transport_ops doh_ops = {

@@ -25,8 +25,8 @@
  * streams, later ones start 250 ms apart or at once after a failure, and the
  * first handshake to complete keeps the queries; the rest are closed.
  *
- * Lifetimes: a struct doq_query lives while any of these holds it — the
- * caller's xfer (until done or cancel), the upstream's queue, the done list,
+ * Lifetimes: a struct doq_req lives while any of these holds it — the
+ * caller's xfer (until done or cancel), the upstream's wait list, the done list,
  * or an open stream whose user data points at it (a cancelled query's stream
  * is reset with REQUEST_CANCELLED and freed when ngtcp2 closes it). done is
  * never called from inside ngtcp2: completions collect in the conn_scope
@@ -129,7 +129,6 @@ enum {
     DOQ_RX_BATCH = 16,     /* datagrams per recvmmsg */
     DOQ_RX_ROUNDS = 4,     /* recvmmsg calls per wakeup before writing again */
     DOQ_MAX_UDP = 1472,    /* largest datagram we accept (transport parameter) */
-    DOQ_QUEUE_MAX = 16384, /* queries waiting for a stream, as DoT's wait list */
 };
 
 #define DOQ_ALPN "doq"
@@ -142,30 +141,25 @@ enum {
  * the keep-alive PINGs above ask for ACKs: the path has died */
 #define DOQ_STALL (1000 * NGTCP2_MILLISECONDS)
 
-struct doq;
+struct doq_up;
 struct doq_conn;
 
-struct doq_query {
-    struct doq_query *prev, *next; /* in exactly one of: queue, conn streams */
-    struct doq *up;
+struct doq_req {
+    struct conn_link link; /* on one of: up->wait, c->flight, a list being moved */
+    struct doq_up *up;
     struct doq_conn *c;   /* while a stream of c carries it */
     struct conn_done done; /* done.x: NULL once done ran or the owner cancelled */
     int64_t sid;          /* -1 while queued */
     size_t sent;          /* bytes of wire handed to ngtcp2 */
     bool blocked;         /* stream flow control: wait for MAX_STREAM_DATA */
-    bool queued;          /* in up->queue */
     bool retried;         /* already moved once to a new connection */
     struct doq_rx rx;
     size_t len;           /* prefix + query */
     uint8_t wire[];       /* 2-byte length, then the query with ID 0 */
 };
 
-struct qlist {
-    struct doq_query *head, *tail;
-};
-
 struct doq_conn {
-    struct doq *up;
+    struct doq_up *up;
     ngtcp2_conn *conn;
     ngtcp2_crypto_conn_ref ref;
     struct tls_conn *tls;
@@ -176,7 +170,7 @@ struct doq_conn {
     ngtcp2_tstamp last_rx, waiting_since;
     bool waiting;
     ngtcp2_path_storage ps;
-    struct qlist streams;  /* queries with an open stream, oldest first */
+    struct list flight;   /* queries with an open stream, oldest first */
     ngtcp2_ccerr ccerr;    /* what we close with when we close */
     int fail_rc;           /* set by a callback that failed the connection */
     bool early;            /* 0-RTT offered */
@@ -199,14 +193,13 @@ struct doq_conn {
     size_t pending_len;
 };
 
-struct doq {
+struct doq_up {
     struct upstream *u;
     struct tls_ctx *tls;
     struct doq_conn *conn;
-    struct qlist queue;       /* waiting for a stream */
-    size_t nqueued;           /* in queue */
+    struct list wait;        /* waiting for a stream */
     struct conn_scope scope;  /* callback depth, finished queries, deferred free */
-    struct defer kick;        /* runs the queue before the loop next polls */
+    struct defer kick;        /* runs the wait list before the loop next polls */
     uint8_t tp[DOQ_TP_MAX];   /* the server's transport parameters, for 0-RTT */
     size_t tplen;
     uint8_t token[DOQ_TOKEN_MAX]; /* proves our address next time: no Retry */
@@ -225,10 +218,10 @@ struct doq {
     struct defer migrate_later; /* migration work outside ngtcp2's calls */
 };
 
-static uint8_t rxbuf[DOQ_RX_BATCH][DOQ_MAX_UDP];
-static uint8_t txbuf[1500];
+static uint8_t doq_rxbuf[DOQ_RX_BATCH][DOQ_MAX_UDP];
+static uint8_t doq_txbuf[1500];
 
-static ngtcp2_tstamp now_ts(void)
+static ngtcp2_tstamp doq_now(void)
 {
     struct timespec ts;
 
@@ -238,85 +231,30 @@ static ngtcp2_tstamp now_ts(void)
 
 /* ---- lists --------------------------------------------------------------- */
 
-static void ql_push(struct qlist *l, struct doq_query *q)
+static struct doq_req *doq_req_first(const struct list *l)
 {
-    q->next = NULL;
-    q->prev = l->tail;
-    if (l->tail)
-        l->tail->next = q;
-    else
-        l->head = q;
-    l->tail = q;
+    return conn_elem(l->head, struct doq_req, link);
 }
 
-static void ql_remove(struct qlist *l, struct doq_query *q)
+static struct doq_req *doq_req_next(const struct doq_req *q)
 {
-    if (q->prev)
-        q->prev->next = q->next;
-    else
-        l->head = q->next;
-    if (q->next)
-        q->next->prev = q->prev;
-    else
-        l->tail = q->prev;
-    q->prev = q->next = NULL;
+    return conn_elem(q->link.l.next, struct doq_req, link);
 }
 
-/* Moves all of src in front of dst, keeping order: requeued queries were
- * asked before the ones still waiting. */
-static void ql_prepend(struct qlist *dst, struct qlist *src)
-{
-    if (!src->head)
-        return;
-    src->tail->next = dst->head;
-    if (dst->head)
-        dst->head->prev = src->tail;
-    else
-        dst->tail = src->tail;
-    dst->head = src->head;
-    src->head = src->tail = NULL;
-}
-
-/* ---- queries ------------------------------------------------------------- */
-
-static void queue_push(struct doq *up, struct doq_query *q)
-{
-    ql_push(&up->queue, q);
-    q->queued = true;
-    up->nqueued++;
-}
-
-static void queue_remove(struct doq *up, struct doq_query *q)
-{
-    ql_remove(&up->queue, q);
-    q->queued = false;
-    up->nqueued--;
-}
-
-/* Puts the queries of l back at the front of the queue, in their order. */
-static void queue_requeue(struct doq *up, struct qlist *l)
-{
-    for (struct doq_query *q = l->head; q; q = q->next) {
-        q->queued = true;
-        up->nqueued++;
-    }
-    ql_prepend(&up->queue, l);
-}
-
-static void dq_free(struct doq_query *q)
+static void doq_req_free(struct doq_req *q)
 {
     doq_rx_free(&q->rx);
     free(q);
 }
 
 /* Frees q once nothing holds it any more. */
-static void dq_release(struct doq_query *q)
+static void doq_req_put(struct doq_req *q)
 {
-    if (!q->done.x && !q->done.queued && !q->c && !q->queued)
-        dq_free(q);
+    if (!q->done.x && !q->done.queued && !q->c && !q->link.on)
+        doq_req_free(q);
 }
 
-static void dq_reset_stream_state(struct doq_query *q)
+static void doq_req_reset_stream(struct doq_req *q)
 {
     q->c = NULL;
     q->sid = -1;
@@ -326,29 +264,29 @@ static void dq_reset_stream_state(struct doq_query *q)
 }
 
 /* Records the outcome; done runs when the callback leaves the scope. */
-static void dq_complete(struct doq_query *q, int rc)
+static void doq_req_finish(struct doq_req *q, int rc)
 {
-    struct doq *up = q->up;
+    struct doq_up *up = q->up;
 
     if (!q->done.x || q->done.queued)
         return;
     conn_scope_complete(&up->scope, &q->done, rc, q->rx.msg, q->rx.len);
 }
 
-static struct doq_query *dq_of(struct conn_done *d)
+static struct doq_req *doq_req_of(struct conn_done *d)
 {
-    return (struct doq_query *)(void *)((char *)d - offsetof(struct doq_query, done));
+    return conn_elem(d, struct doq_req, done);
 }
 
 /* After done ran: q goes when nothing else holds it. */
-static void dq_delivered(struct conn_done *d)
+static void doq_req_release(struct conn_done *d)
 {
-    dq_release(dq_of(d));
+    doq_req_put(doq_req_of(d));
 }
 
-static void doq_destroy(void *arg)
+static void doq_up_destroy(void *arg)
 {
-    struct doq *up = arg;
+    struct doq_up *up = arg;
 
     defer_cancel(&up->kick);
     defer_cancel(&up->migrate_later);
@@ -358,35 +296,35 @@ static void doq_destroy(void *arg)
 
 /* ---- connection ---------------------------------------------------------- */
 
-static void conn_rio_cb(struct ev_loop *loop, ev_io *w, int revents);
-static void conn_wio_cb(struct ev_loop *loop, ev_io *w, int revents);
-static void conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents);
-static void race_stagger_cb(struct ev_loop *loop, ev_timer *w, int revents);
-static void race_arm(struct doq *up, double after);
-static void conn_stall_cb(struct ev_loop *loop, ev_timer *w, int revents);
-static void conn_watch_stall(struct doq_conn *c, bool waiting);
-static void doq_schedule(struct doq *up);
+static void doq_conn_read_cb(struct ev_loop *loop, ev_io *w, int revents);
+static void doq_conn_write_cb(struct ev_loop *loop, ev_io *w, int revents);
+static void doq_conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents);
+static void doq_race_stagger_cb(struct ev_loop *loop, ev_timer *w, int revents);
+static void doq_race_arm(struct doq_up *up, double after);
+static void doq_conn_stall_cb(struct ev_loop *loop, ev_timer *w, int revents);
+static void doq_conn_watch_stall(struct doq_conn *c, bool waiting);
+static void doq_up_schedule(struct doq_up *up);
 static int doq_migrate_validated_cb(ngtcp2_conn *conn, uint32_t flags, const ngtcp2_path *path,
                                     const ngtcp2_path *fallback,
                                     ngtcp2_path_validation_result res, void *user_data);
 static void doq_migrate_later_cb(void *arg);
 static void doq_migrate_soon(struct doq_conn *c);
 static void doq_migrate_abandoned(struct doq_conn *c);
-static bool doq_migrate(struct doq *up, const char *why);
+static bool doq_migrate(struct doq_up *up, const char *why);
 static bool doq_can_migrate(struct doq_conn *c);
 
-static ngtcp2_conn *get_conn(ngtcp2_crypto_conn_ref *ref)
+static ngtcp2_conn *doq_get_conn(ngtcp2_crypto_conn_ref *ref)
 {
     struct doq_conn *c = ref->user_data;
     return c->conn;
 }
 
-static void rand_cb(uint8_t *dest, size_t destlen, const ngtcp2_rand_ctx *rand_ctx)
+static void doq_rand_cb(uint8_t *dest, size_t destlen, const ngtcp2_rand_ctx *rand_ctx)
 {
     rand_bytes(dest, destlen);
 }
 
-static int new_cid_cb(ngtcp2_conn *conn, ngtcp2_cid *cid, ngtcp2_stateless_reset_token *token,
+static int doq_new_cid_cb(ngtcp2_conn *conn, ngtcp2_cid *cid, ngtcp2_stateless_reset_token *token,
                       size_t cidlen, void *user_data)
 {
     rand_bytes(cid->data, cidlen);
@@ -397,21 +335,21 @@ static int new_cid_cb(ngtcp2_conn *conn, ngtcp2_cid *cid, ngtcp2_stateless_reset
 
 /* A broken answer stream: the whole connection is closed with
  * DOQ_PROTOCOL_ERROR (RFC 9250 4.3.3), the query fails with rc. */
-static int conn_protocol_error(struct doq_conn *c, struct doq_query *q, int rc)
+static int doq_conn_protocol_error(struct doq_conn *c, struct doq_req *q, int rc)
 {
     if (q)
-        dq_complete(q, rc);
+        doq_req_finish(q, rc);
     ngtcp2_ccerr_set_application_error(&c->ccerr, DOQ_PROTOCOL_ERROR, NULL, 0);
     c->fail_rc = DV_EPROTO;
     return NGTCP2_ERR_CALLBACK_FAILURE;
 }
 
-static int recv_stream_data_cb(ngtcp2_conn *conn, uint32_t flags, int64_t sid, uint64_t offset,
+static int doq_recv_stream_data_cb(ngtcp2_conn *conn, uint32_t flags, int64_t sid, uint64_t offset,
                                const uint8_t *data, size_t datalen, void *user_data,
                                void *stream_user_data)
 {
     struct doq_conn *c = user_data;
-    struct doq_query *q = stream_user_data;
+    struct doq_req *q = stream_user_data;
     bool fin = flags & NGTCP2_STREAM_DATA_FLAG_FIN;
     int rc;
 
@@ -421,112 +359,112 @@ static int recv_stream_data_cb(ngtcp2_conn *conn, uint32_t flags, int64_t sid, u
     if (!q) {
         log_debug("upstream %s: doq: data on unknown stream %lld", c->up->u->name,
                   (long long)sid);
-        return conn_protocol_error(c, NULL, DV_EPROTO);
+        return doq_conn_protocol_error(c, NULL, DV_EPROTO);
     }
     rc = doq_rx_feed(&q->rx, data, datalen, fin);
     if (rc == 1) {
-        dq_complete(q, 0);
+        doq_req_finish(q, 0);
         return 0;
     }
     if (rc == DV_ENOMEM) {
-        dq_complete(q, DV_ENOMEM);
+        doq_req_finish(q, DV_ENOMEM);
         return 0;
     }
     if (rc < 0) {
         log_warn("upstream %s: doq: malformed answer stream %lld (closing with PROTOCOL_ERROR)",
                  c->up->u->name, (long long)sid);
-        return conn_protocol_error(c, q, DV_EPROTO);
+        return doq_conn_protocol_error(c, q, DV_EPROTO);
     }
     return 0;
 }
 
-static int stream_reset_cb(ngtcp2_conn *conn, int64_t sid, uint64_t final_size,
+static int doq_stream_reset_cb(ngtcp2_conn *conn, int64_t sid, uint64_t final_size,
                            uint64_t app_error_code, void *user_data, void *stream_user_data)
 {
     struct doq_conn *c = user_data;
-    struct doq_query *q = stream_user_data;
+    struct doq_req *q = stream_user_data;
 
     if (q && q->done.x && !q->rx.msg) {
         log_debug("upstream %s: doq: stream %lld reset with error 0x%llx", c->up->u->name,
                   (long long)sid, (unsigned long long)app_error_code);
         ustats_doq_error(c->up->st, app_error_code);
-        dq_complete(q, doq_error_to_rc(app_error_code));
+        doq_req_finish(q, doq_error_to_rc(app_error_code));
     }
     return 0;
 }
 
-static int stream_close_cb(ngtcp2_conn *conn, uint32_t flags, int64_t sid,
+static int doq_stream_close_cb(ngtcp2_conn *conn, uint32_t flags, int64_t sid,
                            uint64_t app_error_code, void *user_data, void *stream_user_data)
 {
     struct doq_conn *c = user_data;
-    struct doq_query *q = stream_user_data;
+    struct doq_req *q = stream_user_data;
 
     if (!q)
         return 0;
     if (q->done.x && !q->rx.msg && (flags & NGTCP2_STREAM_CLOSE_FLAG_APP_ERROR_CODE_SET))
         ustats_doq_error(c->up->st, app_error_code);
     if (q->done.x && !q->rx.msg)
-        dq_complete(q, (flags & NGTCP2_STREAM_CLOSE_FLAG_APP_ERROR_CODE_SET)
+        doq_req_finish(q, (flags & NGTCP2_STREAM_CLOSE_FLAG_APP_ERROR_CODE_SET)
                            ? doq_error_to_rc(app_error_code)
                            : DV_EPROTO);
-    ql_remove(&c->streams, q);
+    conn_list_unlink(&q->link);
     q->c = NULL;
     q->sid = -1;
-    dq_release(q);
+    doq_req_put(q);
     return 0;
 }
 
-static int extend_max_stream_data_cb(ngtcp2_conn *conn, int64_t sid, uint64_t max_data,
+static int doq_extend_max_stream_data_cb(ngtcp2_conn *conn, int64_t sid, uint64_t max_data,
                                      void *user_data, void *stream_user_data)
 {
-    struct doq_query *q = stream_user_data;
+    struct doq_req *q = stream_user_data;
 
     if (q)
         q->blocked = false;
     return 0;
 }
 
-static int extend_max_streams_cb(ngtcp2_conn *conn, uint64_t max_streams, void *user_data)
+static int doq_extend_max_streams_cb(ngtcp2_conn *conn, uint64_t max_streams, void *user_data)
 {
     struct doq_conn *c = user_data;
 
     /* queued queries get their streams after ngtcp2 returns */
-    if (c->up->queue.head)
-        doq_schedule(c->up);
+    if (c->up->wait.head)
+        doq_up_schedule(c->up);
     return 0;
 }
 
 /* The server refused our early data: ngtcp2 forgot every stream opened in
  * 0-RTT, so their queries go back to the front of the queue, to be sent
  * again once the handshake is done. */
-static int early_data_rejected_cb(ngtcp2_conn *conn, void *user_data)
+static int doq_early_data_rejected_cb(ngtcp2_conn *conn, void *user_data)
 {
     struct doq_conn *c = user_data;
-    struct qlist again = {NULL, NULL};
+    struct list again = {0};
     unsigned n = 0;
 
     c->early_rejected = true;
-    while (c->streams.head) {
-        struct doq_query *q = c->streams.head;
-        ql_remove(&c->streams, q);
-        dq_reset_stream_state(q);
+    while (c->flight.head) {
+        struct doq_req *q = doq_req_first(&c->flight);
+        conn_list_unlink(&q->link);
+        doq_req_reset_stream(q);
         if (q->done.x && !q->done.queued) {
-            ql_push(&again, q);
+            conn_list_push(&again, &q->link);
             n++;
         } else {
-            dq_release(q);
+            doq_req_put(q);
         }
     }
-    queue_requeue(c->up, &again);
+    conn_list_splice_front(&c->up->wait, &again);
     log_debug("upstream %s: doq: 0-RTT rejected, %u queries will be sent again",
               c->up->u->name, n);
     return 0;
 }
 
-static int handshake_completed_cb(ngtcp2_conn *conn, void *user_data)
+static int doq_handshake_completed_cb(ngtcp2_conn *conn, void *user_data)
 {
     struct doq_conn *c = user_data;
-    struct doq *up = c->up;
+    struct doq_up *up = c->up;
     ngtcp2_ssize n;
 
     if (tls_conn_quic_completed(c->tls)) {
@@ -556,7 +494,7 @@ static int handshake_completed_cb(ngtcp2_conn *conn, void *user_data)
 /* A server that validates addresses hands out tokens; the next connection
  * presents the newest one and skips the Retry round trip (which would also
  * cost the 0-RTT data sent before it). */
-static int recv_new_token_cb(ngtcp2_conn *conn, const uint8_t *token, size_t tokenlen,
+static int doq_recv_new_token_cb(ngtcp2_conn *conn, const uint8_t *token, size_t tokenlen,
                              void *user_data)
 {
     struct doq_conn *c = user_data;
@@ -568,7 +506,7 @@ static int recv_new_token_cb(ngtcp2_conn *conn, const uint8_t *token, size_t tok
     return 0;
 }
 
-static const ngtcp2_callbacks conn_callbacks = {
+static const ngtcp2_callbacks doq_conn_callbacks = {
     .client_initial = ngtcp2_crypto_client_initial_cb,
     .recv_crypto_data = ngtcp2_crypto_recv_crypto_data_cb,
     .encrypt = ngtcp2_crypto_encrypt_cb,
@@ -580,20 +518,20 @@ static const ngtcp2_callbacks conn_callbacks = {
     .delete_crypto_cipher_ctx = ngtcp2_crypto_delete_crypto_cipher_ctx_cb,
     .get_path_challenge_data2 = ngtcp2_crypto_get_path_challenge_data2_cb,
     .version_negotiation = ngtcp2_crypto_version_negotiation_cb,
-    .rand = rand_cb,
-    .get_new_connection_id2 = new_cid_cb,
-    .handshake_completed = handshake_completed_cb,
-    .recv_stream_data = recv_stream_data_cb,
-    .stream_reset = stream_reset_cb,
-    .stream_close = stream_close_cb,
-    .extend_max_stream_data = extend_max_stream_data_cb,
-    .extend_max_local_streams_bidi = extend_max_streams_cb,
-    .tls_early_data_rejected = early_data_rejected_cb,
-    .recv_new_token = recv_new_token_cb,
+    .rand = doq_rand_cb,
+    .get_new_connection_id2 = doq_new_cid_cb,
+    .handshake_completed = doq_handshake_completed_cb,
+    .recv_stream_data = doq_recv_stream_data_cb,
+    .stream_reset = doq_stream_reset_cb,
+    .stream_close = doq_stream_close_cb,
+    .extend_max_stream_data = doq_extend_max_stream_data_cb,
+    .extend_max_local_streams_bidi = doq_extend_max_streams_cb,
+    .tls_early_data_rejected = doq_early_data_rejected_cb,
+    .recv_new_token = doq_recv_new_token_cb,
     .path_validation = doq_migrate_validated_cb,
 };
 
-static int conn_new(struct doq *up, struct doq_conn **pc)
+static int doq_conn_open(struct doq_up *up, struct doq_conn **pc)
 {
     struct upstream *u = up->u;
     struct doq_conn *c = calloc(1, sizeof(*c));
@@ -610,8 +548,7 @@ static int conn_new(struct doq *up, struct doq_conn **pc)
         return DV_ENOMEM;
     c->up = up;
     ngtcp2_ccerr_default(&c->ccerr);
-    if (!u->n_addrs) {
-        log_debug("upstream %s: no address yet", u->name);
+    if (!conn_has_addr(u, u->name)) {
         free(c);
         return DV_ECONN;
     }
@@ -638,7 +575,7 @@ static int conn_new(struct doq *up, struct doq_conn **pc)
     if (rc)
         goto fail;
     ssl = tls_conn_native(c->tls);
-    c->ref.get_conn = get_conn;
+    c->ref.get_conn = doq_get_conn;
     c->ref.user_data = c;
     wolfSSL_set_app_data(ssl, &c->ref);
     /* early data needs both the ticket and the parameters it was issued with */
@@ -648,7 +585,7 @@ static int conn_new(struct doq *up, struct doq_conn **pc)
     }
 
     ngtcp2_settings_default(&settings);
-    settings.initial_ts = now_ts();
+    settings.initial_ts = doq_now();
     settings.handshake_timeout = DOQ_HANDSHAKE_TIMEOUT;
     if (up->tokenlen) {
         settings.token = up->token;
@@ -668,7 +605,7 @@ static int conn_new(struct doq *up, struct doq_conn **pc)
     scid.datalen = DOQ_CID_LEN;
     rand_bytes(scid.data, scid.datalen);
     if (ngtcp2_conn_client_new(&c->conn, &dcid, &scid, &c->ps.path, NGTCP2_PROTO_VER_V1,
-                               &conn_callbacks, &settings, &params, NULL, c) != 0) {
+                               &doq_conn_callbacks, &settings, &params, NULL, c) != 0) {
         rc = DV_ENOMEM;
         goto fail;
     }
@@ -679,15 +616,14 @@ static int conn_new(struct doq *up, struct doq_conn **pc)
         c->early = false;
     }
 
-    ev_io_init(&c->rio, conn_rio_cb, c->fd, EV_READ);
-    ev_io_init(&c->wio, conn_wio_cb, c->fd, EV_WRITE);
-    ev_init(&c->timer, conn_timer_cb);
-    ev_init(&c->stall, conn_stall_cb);
-    c->stall.repeat = CONN_STALL_CHECK_MS / 1000.0;
-    c->rio.data = c->wio.data = c->timer.data = c->stall.data = c;
+    ev_io_init(&c->rio, doq_conn_read_cb, c->fd, EV_READ);
+    ev_io_init(&c->wio, doq_conn_write_cb, c->fd, EV_WRITE);
+    ev_init(&c->timer, doq_conn_timer_cb);
+    conn_stall_init(&c->stall, doq_conn_stall_cb, c);
+    c->rio.data = c->wio.data = c->timer.data = c;
     ev_io_start(u->loop, &c->rio);
     if (up->race_left)
-        race_arm(up, HAPPY_STAGGER_MS / 1000.0);
+        doq_race_arm(up, HAPPY_STAGGER_MS / 1000.0);
     c->num = ++up->conns;
     ustats_conn_opened(up->st);
     char as[NET_ADDRSTRLEN + 3] = "";
@@ -710,7 +646,7 @@ fail:
 
 /* Sends one datagram, or keeps it for when the socket is writable. false
  * when the socket failed for good. */
-static bool conn_send(struct doq_conn *c, const uint8_t *pkt, size_t len)
+static bool doq_conn_send(struct doq_conn *c, const uint8_t *pkt, size_t len)
 {
     for (;;) {
         if (send(c->fd, pkt, len, 0) >= 0) {
@@ -739,23 +675,23 @@ static bool conn_send(struct doq_conn *c, const uint8_t *pkt, size_t len)
     }
 }
 
-static void conn_arm_timer(struct doq_conn *c)
+static void doq_conn_arm_timer(struct doq_conn *c)
 {
     ngtcp2_tstamp expiry = ngtcp2_conn_get_expiry(c->conn);
-    ngtcp2_tstamp now = now_ts();
+    ngtcp2_tstamp now = doq_now();
     struct ev_loop *loop = c->up->u->loop;
 
-    ev_timer_stop(loop, &c->timer);
     if (expiry == UINT64_MAX)
-        return;
-    ev_timer_set(&c->timer, expiry > now ? (double)(expiry - now) / NGTCP2_SECONDS : 0., 0.);
-    ev_timer_start(loop, &c->timer);
+        ev_timer_stop(loop, &c->timer);
+    else
+        conn_timer_arm(loop, &c->timer,
+                       expiry > now ? (double)(expiry - now) / NGTCP2_SECONDS : 0.);
 }
 
 /* The next stream with bytes ngtcp2 may take now, oldest first. */
-static struct doq_query *conn_next_tx(struct doq_conn *c)
+static struct doq_req *doq_conn_next_tx(struct doq_conn *c)
 {
-    for (struct doq_query *q = c->streams.head; q; q = q->next)
+    for (struct doq_req *q = doq_req_first(&c->flight); q; q = doq_req_next(q))
         if (q->sent < q->len && !q->blocked)
             return q;
     return NULL;
@@ -763,17 +699,17 @@ static struct doq_query *conn_next_tx(struct doq_conn *c)
 
 /* Writes until ngtcp2 has nothing more or congestion control and pacing say
  * wait (the timer then wakes us). 0, or an ngtcp2 error for the connection. */
-static int conn_write(struct doq_conn *c)
+static int doq_conn_write(struct doq_conn *c)
 {
-    ngtcp2_tstamp ts = now_ts();
+    ngtcp2_tstamp ts = doq_now();
     size_t maxlen = ngtcp2_conn_get_path_max_tx_udp_payload_size(c->conn);
 
     if (c->pending_len)
-        return 0; /* the socket is full; conn_wio_cb comes back */
-    if (maxlen > sizeof(txbuf))
-        maxlen = sizeof(txbuf);
+        return 0; /* the socket is full; doq_conn_write_cb comes back */
+    if (maxlen > sizeof(doq_txbuf))
+        maxlen = sizeof(doq_txbuf);
     for (;;) {
-        struct doq_query *q = conn_next_tx(c);
+        struct doq_req *q = doq_conn_next_tx(c);
         ngtcp2_vec v;
         ngtcp2_ssize wdatalen = -1;
         ngtcp2_ssize n;
@@ -783,7 +719,7 @@ static int conn_write(struct doq_conn *c)
             v.base = q->wire + q->sent;
             v.len = q->len - q->sent;
         }
-        n = ngtcp2_conn_writev_stream(c->conn, &c->ps.path, &pi, txbuf, maxlen, &wdatalen,
+        n = ngtcp2_conn_writev_stream(c->conn, &c->ps.path, &pi, doq_txbuf, maxlen, &wdatalen,
                                       NGTCP2_WRITE_STREAM_FLAG_MORE |
                                           NGTCP2_WRITE_STREAM_FLAG_FIN,
                                       q ? q->sid : -1, q ? &v : NULL, q ? 1 : 0, ts);
@@ -807,7 +743,7 @@ static int conn_write(struct doq_conn *c)
         }
         if (n == 0)
             break;
-        if (!conn_send(c, txbuf, (size_t)n))
+        if (!doq_conn_send(c, doq_txbuf, (size_t)n))
             return NGTCP2_ERR_DROP_CONN;
         if (c->pending_len)
             break;
@@ -817,47 +753,47 @@ static int conn_write(struct doq_conn *c)
 }
 
 /* Keep-alive only while some query still waits for its answer. */
-static void conn_update_keepalive(struct doq_conn *c)
+static void doq_conn_update_keepalive(struct doq_conn *c)
 {
     bool waiting = false;
 
-    for (struct doq_query *q = c->streams.head; q && !waiting; q = q->next)
+    for (struct doq_req *q = doq_req_first(&c->flight); q && !waiting; q = doq_req_next(q))
         waiting = q->done.x && !q->rx.msg;
     ngtcp2_conn_set_keep_alive_timeout(c->conn, waiting ? DOQ_KEEPALIVE : UINT64_MAX);
-    conn_watch_stall(c, waiting);
+    doq_conn_watch_stall(c, waiting);
 }
 
 /* Gives queued queries streams, as many as the server allows: before the
  * handshake only when 0-RTT is on. */
-static int conn_open_streams(struct doq_conn *c)
+static int doq_conn_open_streams(struct doq_conn *c)
 {
-    struct doq *up = c->up;
+    struct doq_up *up = c->up;
 
     if (c->racer || (!c->handshake_done && (!c->early || c->early_rejected)))
         return 0;
-    while (up->queue.head) {
-        struct doq_query *q = up->queue.head;
+    while (up->wait.head) {
+        struct doq_req *q = doq_req_first(&up->wait);
         int64_t sid;
         int rv = ngtcp2_conn_open_bidi_stream(c->conn, &sid, q);
         if (rv == NGTCP2_ERR_STREAM_ID_BLOCKED)
-            break; /* extend_max_streams_cb calls us back */
+            break; /* doq_extend_max_streams_cb calls us back */
         if (rv) {
             ngtcp2_ccerr_set_liberr(&c->ccerr, rv, NULL, 0);
             return rv;
         }
-        queue_remove(up, q);
+        conn_list_unlink(&q->link);
         q->sid = sid;
         q->c = c;
-        ql_push(&c->streams, q);
+        conn_list_push(&c->flight, &q->link);
     }
     return 0;
 }
 
-static void race_won(struct doq *up, struct doq_conn *w);
-static bool conn_flush(struct doq_conn *c);
+static void doq_race_won(struct doq_up *up, struct doq_conn *w);
+static bool doq_conn_flush(struct doq_conn *c);
 
 /* Takes racer c out of up->racers. */
-static void race_unlink(struct doq *up, struct doq_conn *c)
+static void doq_race_unlink(struct doq_up *up, struct doq_conn *c)
 {
     for (struct doq_conn **p = &up->racers; *p; p = &(*p)->rnext) {
         if (*p == c) {
@@ -870,20 +806,20 @@ static void race_unlink(struct doq *up, struct doq_conn *c)
 }
 
 /* The primary attempt failed: the oldest racer becomes the primary. */
-static bool race_promote(struct doq *up)
+static bool doq_race_promote(struct doq_up *up)
 {
     struct doq_conn *r = up->racers;
 
     if (!r)
         return false;
-    race_unlink(up, r);
+    doq_race_unlink(up, r);
     up->conn = r;
     return true;
 }
 
 /* A connection died before its handshake: the next one goes to the next
  * address. True while this round has addresses left to try. */
-static bool race_next(struct doq *up)
+static bool doq_race_next(struct doq_up *up)
 {
     size_t n = up->u->n_addrs;
 
@@ -901,53 +837,53 @@ static bool race_next(struct doq *up)
  * its queries. retry moves each unanswered query to the next connection
  * once; otherwise they fail with rc. When the connection never got ready,
  * the queued queries fail too: there is no point in trying again at once. */
-static void conn_drop(struct doq_conn *c, int rc, bool retry, bool send_close)
+static void doq_conn_fail(struct doq_conn *c, int rc, bool retry, bool send_close)
 {
-    struct doq *up = c->up;
+    struct doq_up *up = c->up;
     struct ev_loop *loop = up->u->loop;
-    struct qlist again = {NULL, NULL};
+    struct list again = {0};
     bool racer = c->racer; /* a side attempt: the queue is not its to fail */
 
     if (send_close && !ngtcp2_conn_in_closing_period(c->conn) &&
         !ngtcp2_conn_in_draining_period(c->conn) && !c->pending_len) {
         ngtcp2_pkt_info pi;
         ngtcp2_ssize n = ngtcp2_conn_write_connection_close(
-            c->conn, &c->ps.path, &pi, txbuf, sizeof(txbuf), &c->ccerr, now_ts());
+            c->conn, &c->ps.path, &pi, doq_txbuf, sizeof(doq_txbuf), &c->ccerr, doq_now());
         if (n > 0)
-            (void)send(c->fd, txbuf, (size_t)n, 0);
+            (void)send(c->fd, doq_txbuf, (size_t)n, 0);
     }
     if (up->conn == c) {
         up->conn = NULL;
         /* not even set up: a racer takes over, or the next address gets
          * the queries (once per round) */
-        if (!c->handshake_done && !c->lost_race && (race_promote(up) || race_next(up)))
+        if (!c->handshake_done && !c->lost_race && (doq_race_promote(up) || doq_race_next(up)))
             retry = true;
     } else if (c->racer) {
-        race_unlink(up, c);
+        doq_race_unlink(up, c);
     }
     /* a failed attempt: the next address at once (RFC 8305 5) */
     if (!c->handshake_done && !c->lost_race && up->conn && up->race_left)
-        race_arm(up, 0.);
-    while (c->streams.head) {
-        struct doq_query *q = c->streams.head;
-        ql_remove(&c->streams, q);
-        dq_reset_stream_state(q);
+        doq_race_arm(up, 0.);
+    while (c->flight.head) {
+        struct doq_req *q = doq_req_first(&c->flight);
+        conn_list_unlink(&q->link);
+        doq_req_reset_stream(q);
         if (q->done.x && !q->done.queued && c->lost_race) {
-            ql_push(&again, q); /* early data to the loser: not a retry */
+            conn_list_push(&again, &q->link); /* early data to the loser: not a retry */
         } else if (q->done.x && !q->done.queued && retry && !q->retried) {
             q->retried = true;
-            ql_push(&again, q);
+            conn_list_push(&again, &q->link);
         } else {
-            dq_complete(q, rc);
-            dq_release(q);
+            doq_req_finish(q, rc);
+            doq_req_put(q);
         }
     }
-    queue_requeue(up, &again);
+    conn_list_splice_front(&up->wait, &again);
     if (!c->handshake_done && !retry && !racer && !c->lost_race) {
-        while (up->queue.head) {
-            struct doq_query *q = up->queue.head;
-            queue_remove(up, q);
-            dq_complete(q, rc);
+        while (up->wait.head) {
+            struct doq_req *q = doq_req_first(&up->wait);
+            conn_list_unlink(&q->link);
+            doq_req_finish(q, rc);
         }
     }
     doq_migrate_abandoned(c);
@@ -960,12 +896,12 @@ static void conn_drop(struct doq_conn *c, int rc, bool retry, bool send_close)
     close(c->fd);
     free(c);
     ustats_conn_closed(up->st);
-    if (up->queue.head)
-        doq_schedule(up);
+    if (up->wait.head)
+        doq_up_schedule(up);
 }
 
 /* Decides what an ngtcp2 error means for c's queries, then drops c. */
-static void conn_fail(struct doq_conn *c, int rv)
+static void doq_conn_liberr(struct doq_conn *c, int rv)
 {
     const char *name = c->up->u->name;
     bool ready = c->handshake_done;
@@ -978,44 +914,44 @@ static void conn_fail(struct doq_conn *c, int rv)
             log_info("upstream %s: doq: server closed the connection with error 0x%llx",
                      name, (unsigned long long)e->error_code);
             ustats_doq_error(c->up->st, e->error_code);
-            conn_drop(c, doq_error_to_rc(e->error_code), false, false);
+            doq_conn_fail(c, doq_error_to_rc(e->error_code), false, false);
         } else if (e->type == NGTCP2_CCERR_TYPE_TRANSPORT && e->error_code != NGTCP2_NO_ERROR) {
             bool tls = (e->error_code & ~(uint64_t)0xff) == NGTCP2_CRYPTO_ERROR;
             log_warn("upstream %s: doq: server closed the connection: %s 0x%llx", name,
                      tls ? "TLS alert" : "transport error",
                      (unsigned long long)(tls ? e->error_code & 0xff : e->error_code));
-            conn_drop(c, tls ? DV_ETLS : DV_ECONN, false, false);
+            doq_conn_fail(c, tls ? DV_ETLS : DV_ECONN, false, false);
         } else {
             log_debug("upstream %s: doq: server closed the connection", name);
-            conn_drop(c, DV_ECONN, ready, false);
+            doq_conn_fail(c, DV_ECONN, ready, false);
         }
         return;
     }
     case NGTCP2_ERR_IDLE_CLOSE:
         log_debug("upstream %s: doq: connection idle, closed", name);
-        conn_drop(c, DV_ECONN, true, false);
+        doq_conn_fail(c, DV_ECONN, true, false);
         return;
     case NGTCP2_ERR_HANDSHAKE_TIMEOUT:
         log_warn("upstream %s: doq: handshake timed out", name);
-        conn_drop(c, DV_ETIMEOUT, false, false);
+        doq_conn_fail(c, DV_ETIMEOUT, false, false);
         return;
     case NGTCP2_ERR_RECV_VERSION_NEGOTIATION:
         log_warn("upstream %s: doq: server does not speak QUIC v1", name);
-        conn_drop(c, DV_ECONN, false, false);
+        doq_conn_fail(c, DV_ECONN, false, false);
         return;
     case NGTCP2_ERR_CRYPTO:
         tls_conn_quic_failed(c->tls);
         ngtcp2_ccerr_set_tls_alert(&c->ccerr, ngtcp2_conn_get_tls_alert(c->conn), NULL, 0);
-        conn_drop(c, DV_ETLS, false, true);
+        doq_conn_fail(c, DV_ETLS, false, true);
         return;
     case NGTCP2_ERR_CALLBACK_FAILURE:
         if (c->fail_rc) {
-            conn_drop(c, c->fail_rc, false, true);
+            doq_conn_fail(c, c->fail_rc, false, true);
             return;
         }
         break;
     case NGTCP2_ERR_DROP_CONN:
-        conn_drop(c, DV_ECONN, ready, false);
+        doq_conn_fail(c, DV_ECONN, ready, false);
         return;
     default:
         break;
@@ -1023,43 +959,41 @@ static void conn_fail(struct doq_conn *c, int rv)
     log_debug("upstream %s: doq: connection failed: %s", name, ngtcp2_strerror(rv));
     if (c->ccerr.type == NGTCP2_CCERR_TYPE_TRANSPORT && c->ccerr.error_code == NGTCP2_NO_ERROR)
         ngtcp2_ccerr_set_liberr(&c->ccerr, rv, NULL, 0);
-    conn_drop(c, DV_ECONN, ready, true);
+    doq_conn_fail(c, DV_ECONN, ready, true);
 }
 
 /* ---- happy eyeballs: racing handshakes ---------------------------------- */
 
 /* The next attempt starts after `after` seconds. */
-static void race_arm(struct doq *up, double after)
+static void doq_race_arm(struct doq_up *up, double after)
 {
-    ev_timer_stop(up->u->loop, &up->stagger);
-    ev_timer_set(&up->stagger, after, 0.);
-    ev_timer_start(up->u->loop, &up->stagger);
+    conn_timer_arm(up->u->loop, &up->stagger, after);
 }
 
 /* No handshake has completed in 250 ms (or an attempt failed): start one
  * to the next address beside those still running (RFC 8305 5). */
-static void race_stagger_cb(struct ev_loop *loop, ev_timer *w, int revents)
+static void doq_race_stagger_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
-    struct doq *up = w->data;
+    struct doq_up *up = w->data;
     struct upstream *u = up->u;
     char a1[NET_ADDRSTRLEN], a2[NET_ADDRSTRLEN];
 
     if (!up->conn || up->conn->handshake_done)
         return;
     conn_scope_enter(&up->scope);
-    while (up->conn && race_next(up)) {
+    while (up->conn && doq_race_next(up)) {
         struct doq_conn *r, **tail;
         size_t prev = up->addr_idx ? up->addr_idx - 1 : u->n_addrs - 1;
         log_debug("upstream %s: doq: no handshake with %s yet, racing %s", u->name,
                   net_addr_str(&u->addrs[prev], a1, sizeof(a1)),
                   net_addr_str(&u->addrs[up->addr_idx], a2, sizeof(a2)));
-        if (conn_new(up, &r) != 0)
+        if (doq_conn_open(up, &r) != 0)
             continue; /* refused at once: the next address */
         r->racer = true;
         for (tail = &up->racers; *tail; tail = &(*tail)->rnext)
             ;
         *tail = r;
-        conn_flush(r);
+        doq_conn_flush(r);
         break;
     }
     conn_scope_leave(&up->scope);
@@ -1068,7 +1002,7 @@ static void race_stagger_cb(struct ev_loop *loop, ev_timer *w, int revents)
 /* w completed its handshake first: it is the connection now, every other
  * attempt is closed (CONNECTION_CLOSE, DOQ_NO_ERROR) and any early data
  * they carried goes to w. */
-static void race_won(struct doq *up, struct doq_conn *w)
+static void doq_race_won(struct doq_up *up, struct doq_conn *w)
 {
     struct doq_conn *old = up->conn;
     char as[NET_ADDRSTRLEN];
@@ -1077,7 +1011,7 @@ static void race_won(struct doq *up, struct doq_conn *w)
     up->race_left = 0;
     up->addr_idx = w->aidx; /* the next connection starts where this one won */
     if (w->racer) {
-        race_unlink(up, w);
+        doq_race_unlink(up, w);
         up->conn = w;
     }
     if (old && old != w) {
@@ -1086,7 +1020,7 @@ static void race_won(struct doq *up, struct doq_conn *w)
         log_debug("upstream %s: doq: connection %u (%s) won the race; closing connection %u",
                   up->u->name, w->num, net_addr_str(&up->u->addrs[w->aidx], as, sizeof(as)),
                   old->num);
-        conn_drop(old, DV_ECONN, true, true);
+        doq_conn_fail(old, DV_ECONN, true, true);
     }
     while (up->racers) {
         struct doq_conn *r = up->racers;
@@ -1095,12 +1029,12 @@ static void race_won(struct doq *up, struct doq_conn *w)
         log_debug("upstream %s: doq: connection %u (%s) won the race; closing connection %u",
                   up->u->name, w->num, net_addr_str(&up->u->addrs[w->aidx], as, sizeof(as)),
                   r->num);
-        conn_drop(r, DV_ECONN, true, true);
+        doq_conn_fail(r, DV_ECONN, true, true);
     }
 }
 
 /* Ends the race without a winner: every racer closed, no attempt more. */
-static void race_stop(struct doq *up)
+static void doq_race_stop(struct doq_up *up)
 {
     ev_timer_stop(up->u->loop, &up->stagger);
     up->race_left = 0;
@@ -1108,35 +1042,35 @@ static void race_stop(struct doq *up)
         struct doq_conn *r = up->racers;
         r->lost_race = true;
         ngtcp2_ccerr_set_application_error(&r->ccerr, DOQ_NO_ERROR, NULL, 0);
-        conn_drop(r, DV_ECANCEL, false, true);
+        doq_conn_fail(r, DV_ECANCEL, false, true);
     }
 }
 
 /* Every event ends here: new streams, the write loop, the timer. false when
  * the connection was dropped. */
-static bool conn_flush(struct doq_conn *c)
+static bool doq_conn_flush(struct doq_conn *c)
 {
     int rv;
 
     if (c->handshake_done && (c->racer || c->up->racers || ev_is_active(&c->up->stagger)))
-        race_won(c->up, c);
-    rv = conn_open_streams(c);
+        doq_race_won(c->up, c);
+    rv = doq_conn_open_streams(c);
 
     if (!rv)
-        rv = conn_write(c);
+        rv = doq_conn_write(c);
     if (rv) {
-        conn_fail(c, rv);
+        doq_conn_liberr(c, rv);
         return false;
     }
-    conn_update_keepalive(c);
-    conn_arm_timer(c);
+    doq_conn_update_keepalive(c);
+    doq_conn_arm_timer(c);
     return true;
 }
 
-static void conn_rio_cb(struct ev_loop *loop, ev_io *w, int revents)
+static void doq_conn_read_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     struct doq_conn *c = w->data;
-    struct doq *up = c->up;
+    struct doq_up *up = c->up;
     struct mmsghdr mm[DOQ_RX_BATCH];
     struct iovec iov[DOQ_RX_BATCH];
 
@@ -1144,8 +1078,8 @@ static void conn_rio_cb(struct ev_loop *loop, ev_io *w, int revents)
     for (int round = 0; round < DOQ_RX_ROUNDS; round++) {
         memset(mm, 0, sizeof(mm));
         for (int i = 0; i < DOQ_RX_BATCH; i++) {
-            iov[i].iov_base = rxbuf[i];
-            iov[i].iov_len = sizeof(rxbuf[i]);
+            iov[i].iov_base = doq_rxbuf[i];
+            iov[i].iov_len = sizeof(doq_rxbuf[i]);
             mm[i].msg_hdr.msg_iov = &iov[i];
             mm[i].msg_hdr.msg_iovlen = 1;
         }
@@ -1157,22 +1091,22 @@ static void conn_rio_cb(struct ev_loop *loop, ev_io *w, int revents)
                 continue;
             /* ICMP unreachable on the connected socket */
             log_debug("upstream %s: doq: recv: %s", up->u->name, strerror(errno));
-            conn_drop(c, DV_ECONN, c->handshake_done, false);
+            doq_conn_fail(c, DV_ECONN, c->handshake_done, false);
             conn_scope_leave(&up->scope);
             return;
         }
         if (n > 0)
-            c->last_rx = now_ts();
+            c->last_rx = doq_now();
         for (int i = 0; i < n; i++) {
             ngtcp2_pkt_info pi = {0};
             /* bigger than we allowed the server to send: not from it */
             if (mm[i].msg_hdr.msg_flags & MSG_TRUNC)
                 continue;
             ustats_bytes(up->st, mm[i].msg_len, 0);
-            int rv = ngtcp2_conn_read_pkt(c->conn, &c->ps.path, &pi, rxbuf[i], mm[i].msg_len,
-                                          now_ts());
+            int rv = ngtcp2_conn_read_pkt(c->conn, &c->ps.path, &pi, doq_rxbuf[i], mm[i].msg_len,
+                                          doq_now());
             if (rv) {
-                conn_fail(c, rv);
+                doq_conn_liberr(c, rv);
                 conn_scope_leave(&up->scope);
                 return;
             }
@@ -1183,88 +1117,88 @@ static void conn_rio_cb(struct ev_loop *loop, ev_io *w, int revents)
     tls_conn_quic_tickets(c->tls);
     /* a MAX_DATA may have lifted connection-level flow control, which has no
      * per-stream callback: let blocked streams try again */
-    for (struct doq_query *q = c->streams.head; q; q = q->next)
+    for (struct doq_req *q = doq_req_first(&c->flight); q; q = doq_req_next(q))
         q->blocked = false;
-    conn_flush(c);
+    doq_conn_flush(c);
     conn_scope_leave(&up->scope);
 }
 
-static void conn_wio_cb(struct ev_loop *loop, ev_io *w, int revents)
+static void doq_conn_write_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     struct doq_conn *c = w->data;
-    struct doq *up = c->up;
+    struct doq_up *up = c->up;
     size_t len = c->pending_len;
 
     conn_scope_enter(&up->scope);
     ev_io_stop(loop, &c->wio);
     c->pending_len = 0;
-    if (!conn_send(c, c->pending, len)) {
-        conn_drop(c, DV_ECONN, c->handshake_done, false);
+    if (!doq_conn_send(c, c->pending, len)) {
+        doq_conn_fail(c, DV_ECONN, c->handshake_done, false);
     } else if (!c->pending_len) {
-        conn_flush(c);
+        doq_conn_flush(c);
     }
     conn_scope_leave(&up->scope);
 }
 
-static void conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+static void doq_conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     struct doq_conn *c = w->data;
-    struct doq *up = c->up;
+    struct doq_up *up = c->up;
     int rv;
 
     conn_scope_enter(&up->scope);
-    rv = ngtcp2_conn_handle_expiry(c->conn, now_ts());
+    rv = ngtcp2_conn_handle_expiry(c->conn, doq_now());
     if (rv)
-        conn_fail(c, rv);
+        doq_conn_liberr(c, rv);
     else
-        conn_flush(c);
+        doq_conn_flush(c);
     conn_scope_leave(&up->scope);
 }
 
 /* ---- the transport ------------------------------------------------------- */
 
-/* Runs the queue: a connection when there is none, streams, writes. */
-static void doq_kick_cb(void *arg)
+/* Runs the wait list: a connection when there is none, streams, writes. */
+static void doq_up_kick_cb(void *arg)
 {
-    struct doq *up = arg;
+    struct doq_up *up = arg;
 
     conn_scope_enter(&up->scope);
-    if (!up->conn && up->queue.head) {
-        int rc = conn_new(up, &up->conn);
-        while (rc && race_next(up)) /* refused at once: the next address */
-            rc = conn_new(up, &up->conn);
+    if (!up->conn && up->wait.head) {
+        int rc = doq_conn_open(up, &up->conn);
+        while (rc && doq_race_next(up)) /* refused at once: the next address */
+            rc = doq_conn_open(up, &up->conn);
         if (rc) {
             log_debug("upstream %s: doq: cannot connect: %s", up->u->name, dv_strerror(rc));
-            while (up->queue.head) {
-                struct doq_query *q = up->queue.head;
-                queue_remove(up, q);
-                dq_complete(q, rc);
+            while (up->wait.head) {
+                struct doq_req *q = doq_req_first(&up->wait);
+                conn_list_unlink(&q->link);
+                doq_req_finish(q, rc);
             }
         }
     }
     if (up->conn)
-        conn_flush(up->conn);
+        doq_conn_flush(up->conn);
     conn_scope_leave(&up->scope);
 }
 
-static void doq_schedule(struct doq *up)
+static void doq_up_schedule(struct doq_up *up)
 {
     defer_arm(up->u->loop, &up->kick);
 }
 
 static int doq_open(struct upstream *u)
 {
-    struct doq *up = calloc(1, sizeof(*up));
+    struct doq_up *up = calloc(1, sizeof(*up));
     int rc;
 
     if (!up)
         return DV_ENOMEM;
     up->u = u;
     up->st = &u->stats;
-    conn_scope_init(&up->scope, NULL, dq_delivered, doq_destroy, up);
-    defer_init(&up->kick, doq_kick_cb, up);
+    conn_scope_init(&up->scope, NULL, doq_req_release, doq_up_destroy, up);
+    defer_init(&up->kick, doq_up_kick_cb, up);
     defer_init(&up->migrate_later, doq_migrate_later_cb, up);
-    ev_init(&up->stagger, race_stagger_cb);
+    ev_init(&up->stagger, doq_race_stagger_cb);
     up->stagger.data = up;
     rc = tls_ctx_new_upstream(u, DOQ_ALPN, true, &up->tls);
     if (rc)
@@ -1284,17 +1218,13 @@ fail:
 
 static int doq_send(struct upstream *u, struct xfer *x)
 {
-    struct doq *up = u->priv;
-    struct doq_query *q;
+    struct doq_up *up = u->priv;
+    struct doq_req *q;
     size_t qlen = x->len;
     int rc;
 
-    if (x->len < DNS_HDR_LEN || x->len > DNS_MSG_MAX)
-        return DV_EINVAL;
-    if (up->nqueued >= DOQ_QUEUE_MAX) {
-        log_debug("upstream %s: too many queries waiting", u->name);
-        return DV_ECONN;
-    }
+    if ((rc = conn_send_check(x, up->wait.n, u->name)))
+        return rc;
     q = calloc(1, sizeof(*q) + 2 + x->len + CONN_QUERY_ROOM);
     if (!q)
         return DV_ENOMEM;
@@ -1311,16 +1241,16 @@ static int doq_send(struct upstream *u, struct xfer *x)
     q->up = up;
     q->done.x = x;
     doq_rx_init(&q->rx);
-    queue_push(up, q);
+    conn_list_push(&up->wait, &q->link);
     x->tpriv = q;
-    doq_schedule(up);
+    doq_up_schedule(up);
     return 0;
 }
 
 static void doq_cancel(struct upstream *u, struct xfer *x)
 {
-    struct doq *up = u->priv;
-    struct doq_query *q = x->tpriv;
+    struct doq_up *up = u->priv;
+    struct doq_req *q = x->tpriv;
 
     if (!q)
         return;
@@ -1332,36 +1262,36 @@ static void doq_cancel(struct upstream *u, struct xfer *x)
         /* tell the server to stop; the stream frees q when it closes */
         if (!q->rx.msg) {
             ngtcp2_conn_shutdown_stream(q->c->conn, 0, q->sid, DOQ_REQUEST_CANCELLED);
-            doq_schedule(up);
+            doq_up_schedule(up);
         }
         return;
     }
-    if (q->queued)
-        queue_remove(up, q);
-    dq_release(q);
+    if (q->link.on == &up->wait)
+        conn_list_unlink(&q->link);
+    doq_req_put(q);
 }
 
 static void doq_close(struct upstream *u)
 {
-    struct doq *up = u->priv;
+    struct doq_up *up = u->priv;
 
     if (!up)
         return;
     defer_cancel(&up->kick);
     defer_cancel(&up->migrate_later);
-    race_stop(up);
+    doq_race_stop(up);
     if (up->conn) {
         ngtcp2_ccerr_set_application_error(&up->conn->ccerr, DOQ_NO_ERROR, NULL, 0);
-        conn_drop(up->conn, DV_ECANCEL, false, true);
+        doq_conn_fail(up->conn, DV_ECANCEL, false, true);
     }
     /* nothing is pending (the caller's promise), so these are all orphans */
-    while (up->queue.head) {
-        struct doq_query *q = up->queue.head;
-        queue_remove(up, q);
-        dq_free(q);
+    while (up->wait.head) {
+        struct doq_req *q = doq_req_first(&up->wait);
+        conn_list_unlink(&q->link);
+        doq_req_free(q);
     }
     for (struct conn_done *d; (d = conn_scope_pop(&up->scope));)
-        dq_free(dq_of(d));
+        doq_req_free(doq_req_of(d));
     u->priv = NULL;
     up->st = &ustats_sink;
     /* now, or when the callback whose done closed us unwinds: up outlives
@@ -1374,31 +1304,31 @@ static void doq_close(struct upstream *u)
 /* The path under the connection may be gone: a new connection (0-RTT with
  * the last session's ticket) takes over at once, and the queries still
  * unanswered on the old one go to it. Inside the scope. */
-static void doq_replace(struct doq *up)
+static void doq_up_replace(struct doq_up *up)
 {
     struct doq_conn *c = up->conn;
     int rc;
 
-    race_stop(up);
+    doq_race_stop(up);
     if (c) {
         ngtcp2_ccerr_set_application_error(&c->ccerr, DOQ_NO_ERROR, NULL, 0);
-        conn_drop(c, DV_ECONN, true, true);
+        doq_conn_fail(c, DV_ECONN, true, true);
     }
     if (!up->conn) {
-        rc = conn_new(up, &up->conn);
+        rc = doq_conn_open(up, &up->conn);
         if (rc)
             log_debug("upstream %s: doq: cannot connect: %s", up->u->name, dv_strerror(rc));
         else
-            conn_flush(up->conn);
+            doq_conn_flush(up->conn);
     }
 }
 
 /* The stall check runs while answers are awaited (the keep-alive PINGs run
  * then too, so a live server sends something at least that often). */
-static void conn_watch_stall(struct doq_conn *c, bool waiting)
+static void doq_conn_watch_stall(struct doq_conn *c, bool waiting)
 {
     if (waiting && !c->waiting) {
-        c->waiting_since = now_ts();
+        c->waiting_since = doq_now();
         ev_timer_again(c->up->u->loop, &c->stall);
     } else if (!waiting) {
         ev_timer_stop(c->up->u->loop, &c->stall);
@@ -1406,27 +1336,27 @@ static void conn_watch_stall(struct doq_conn *c, bool waiting)
     c->waiting = waiting;
 }
 
-static void conn_stall_cb(struct ev_loop *loop, ev_timer *w, int revents)
+static void doq_conn_stall_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     struct doq_conn *c = w->data;
-    struct doq *up = c->up;
+    struct doq_up *up = c->up;
     ngtcp2_tstamp since = c->last_rx > c->waiting_since ? c->last_rx : c->waiting_since;
 
-    if (!c->handshake_done || now_ts() < since + DOQ_STALL)
+    if (!c->handshake_done || doq_now() < since + DOQ_STALL)
         return;
     conn_scope_enter(&up->scope);
     log_info("upstream %s: doq connection silent for %llu ms with answers awaited; "
              "connecting afresh", up->u->name,
-             (unsigned long long)((now_ts() - since) / NGTCP2_MILLISECONDS));
-    doq_replace(up);
+             (unsigned long long)((doq_now() - since) / NGTCP2_MILLISECONDS));
+    doq_up_replace(up);
     conn_scope_leave(&up->scope);
 }
 
 static void doq_netchange(struct upstream *u)
 {
-    struct doq *up = u->priv;
+    struct doq_up *up = u->priv;
 
-    if (!up->conn && !up->queue.head)
+    if (!up->conn && !up->wait.head)
         return; /* not in use: the next query connects on the new network anyway */
     conn_scope_enter(&up->scope);
     if (doq_migrate(up, "network changed")) {
@@ -1444,7 +1374,7 @@ static void doq_netchange(struct upstream *u)
                       : !tp ? "still in its handshake"
                       : tp->disable_active_migration ? "not migratable (the server forbids it)"
                                                      : "dropped");
-    doq_replace(up);
+    doq_up_replace(up);
     conn_scope_leave(&up->scope);
 }
 
@@ -1486,7 +1416,7 @@ static bool doq_can_migrate(struct doq_conn *c)
  * ID, and validates it with PATH_CHALLENGE meanwhile
  * (doq_migrate_validated_cb). false when it did not move: the caller
  * reconnects with 0-RTT. why starts the log line. Inside the scope. */
-static bool doq_migrate(struct doq *up, const char *why)
+static bool doq_migrate(struct doq_up *up, const char *why)
 {
     struct doq_conn *c = up->conn;
     struct upstream *u = up->u;
@@ -1530,7 +1460,7 @@ static bool doq_migrate(struct doq *up, const char *why)
     }
     net_addr_str(&was, from_s, sizeof(from_s));
     net_addr_str(&now, to_s, sizeof(to_s));
-    rv = ngtcp2_conn_initiate_immediate_migration(c->conn, &ps.path, now_ts());
+    rv = ngtcp2_conn_initiate_immediate_migration(c->conn, &ps.path, doq_now());
     if (rv) {
         close(fd);
         /* no spare connection ID from the server, or the handshake not yet
@@ -1557,10 +1487,10 @@ static bool doq_migrate(struct doq *up, const char *why)
     c->migrating = true;
     c->migrate_failed = false;
     c->moved_early = false;
-    c->last_rx = now_ts(); /* the new path gets its own time before a stall */
+    c->last_rx = doq_now(); /* the new path gets its own time before a stall */
     log_info("upstream %s: %s: doq connection %u migrates from %s to %s", u->name, why, c->num,
              from_s, to_s);
-    conn_flush(c);
+    doq_conn_flush(c);
     return true;
 }
 
@@ -1571,7 +1501,7 @@ static int doq_migrate_validated_cb(ngtcp2_conn *conn, uint32_t flags, const ngt
                                     ngtcp2_path_validation_result res, void *user_data)
 {
     struct doq_conn *c = user_data;
-    struct doq *up = c->up;
+    struct doq_up *up = c->up;
 
     /* aborted: a newer migration replaced this one and reports for both */
     if (!c->migrating || res == NGTCP2_PATH_VALIDATION_RESULT_ABORTED)
@@ -1618,14 +1548,14 @@ static void doq_migrate_soon(struct doq_conn *c)
  * a send error asked for, or a new connection when the new path failed. */
 static void doq_migrate_later_cb(void *arg)
 {
-    struct doq *up = arg;
+    struct doq_up *up = arg;
     struct doq_conn *c = up->conn;
 
     if (!c || !(c->migrate_failed || c->migrate_wanted))
         return;
     conn_scope_enter(&up->scope);
     if (c->migrate_failed) {
-        doq_replace(up);
+        doq_up_replace(up);
     } else {
         c->migrate_wanted = false;
         if (doq_migrate(up, "route lost")) {
@@ -1634,7 +1564,7 @@ static void doq_migrate_later_cb(void *arg)
         } else {
             log_info("upstream %s: doq connection %u lost its route and cannot migrate; "
                      "a new one with 0-RTT takes over", up->u->name, c->num);
-            doq_replace(up);
+            doq_up_replace(up);
         }
     }
     conn_scope_leave(&up->scope);

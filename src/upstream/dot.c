@@ -51,31 +51,23 @@ enum {
     DOT_SETUP_MS = 10000,      /* connect + handshake */
     DOT_CONN_MAX_IDS = 4096,   /* in flight per connection, cancelled ones included */
     DOT_OUT_HIGH = 256 * 1024, /* queued bytes per connection before it counts as full */
-    DOT_WAIT_MAX = 16384,      /* queries waiting for a connection */
     DOT_WRITE_CHUNK = 16384,   /* one TLS record */
     DOT_ID_BUCKETS = 256,
 };
 
-enum dc_state { DC_CONNECTING, DC_HANDSHAKE, DC_READY, DC_DEAD };
-
 struct dot_up;
 struct dot_conn;
-
-struct qlist {
-    struct dot_q *head, *tail;
-    size_t n;
-};
 
 /* One query. done.x is NULL once cancelled: a query already on the wire
  * keeps its ID reserved until its answer or its connection goes, so a late
  * answer can never be taken for a newer query's. */
-struct dot_q {
+struct dot_req {
     struct conn_done done;  /* done.x: the caller's xfer */
     uint8_t *ans;           /* the answer, until delivered */
+    size_t ans_len;
     struct dot_conn *c;     /* set while in c's ID table */
-    struct qlist *list;     /* the list it is on, or NULL */
-    struct dot_q *next, *prev;
-    struct dot_q *hnext;    /* ID table chain */
+    struct conn_link link;  /* on up->wait, c->flight, or a list being failed */
+    struct dot_req *hnext;    /* ID table chain */
     uint16_t wire_id;
     bool retried;
     size_t len;
@@ -85,10 +77,9 @@ struct dot_q {
 struct dot_conn {
     struct dot_up *up;
     struct dot_conn *next;  /* up->conns or up->graveyard */
-    enum dc_state st;
+    enum conn_state state;
     int fd;
     ev_io io;
-    int events;
     ev_timer timer;         /* setup deadline, then idle check */
     ev_timer stall;         /* while queries are out: has the path died? */
     struct tls_conn *tls;   /* NULL in plaintext mode */
@@ -96,8 +87,8 @@ struct dot_conn {
     struct frame_rd fr;
     struct buf out;         /* framed queries the TLS layer has not taken yet */
     size_t out_retry;       /* length TLS asked us to offer again after EAGAIN */
-    struct qlist qs;        /* in flight, cancelled ones included */
-    struct dot_q *ids[DOT_ID_BUCKETS];
+    struct list flight;    /* in flight, cancelled ones included */
+    struct dot_req *ids[DOT_ID_BUCKETS];
     unsigned live;          /* in flight with a caller still waiting */
     uint64_t idle_ms;
     bool server_idle;       /* idle_ms came from the server's keepalive */
@@ -115,82 +106,31 @@ struct dot_up {
     unsigned n_conns;
     unsigned n_suspect;     /* of n_conns */
     struct dot_conn *graveyard;
-    struct qlist wait;      /* accepted, no connection yet */
+    struct list wait;      /* accepted, no connection yet */
     struct conn_policy pol;
     struct conn_scope scope; /* callback depth, answers to deliver, deferred free */
-    struct defer flush;     /* queries assigned this loop turn go out before it sleeps */
+    struct defer kick;     /* queries assigned this loop turn go out before it sleeps */
     /* its addresses, read at each connect (a bootstrap upstream may change
-     * them); only dc_open reads it, which never runs after close() */
+     * them); only dot_conn_open reads it, which never runs after close() */
     const struct upstream *u;
     struct ustats *st;       /* the upstream's counters, ustats_sink after close */
 };
 
-static uint8_t rxbuf[16384];
+static uint8_t dot_rxbuf[16384];
 
 /* ---- small helpers ------------------------------------------------------ */
 
-static void ql_push(struct qlist *l, struct dot_q *q, bool front)
+static struct dot_req *dot_id_find(const struct dot_conn *c, uint16_t id)
 {
-    q->list = l;
-    if (front) {
-        q->prev = NULL;
-        q->next = l->head;
-        if (l->head)
-            l->head->prev = q;
-        else
-            l->tail = q;
-        l->head = q;
-    } else {
-        q->next = NULL;
-        q->prev = l->tail;
-        if (l->tail)
-            l->tail->next = q;
-        else
-            l->head = q;
-        l->tail = q;
-    }
-    l->n++;
-}
-
-static void ql_unlink(struct dot_q *q)
-{
-    struct qlist *l = q->list;
-
-    if (!l)
-        return;
-    if (q->prev)
-        q->prev->next = q->next;
-    else
-        l->head = q->next;
-    if (q->next)
-        q->next->prev = q->prev;
-    else
-        l->tail = q->prev;
-    l->n--;
-    q->list = NULL;
-    q->next = q->prev = NULL;
-}
-
-static struct dot_q *ql_pop(struct qlist *l)
-{
-    struct dot_q *q = l->head;
-
-    if (q)
-        ql_unlink(q);
-    return q;
-}
-
-static struct dot_q *id_find(const struct dot_conn *c, uint16_t id)
-{
-    for (struct dot_q *q = c->ids[id % DOT_ID_BUCKETS]; q; q = q->hnext)
+    for (struct dot_req *q = c->ids[id % DOT_ID_BUCKETS]; q; q = q->hnext)
         if (q->wire_id == id)
             return q;
     return NULL;
 }
 
-static void id_remove(struct dot_conn *c, struct dot_q *q)
+static void dot_id_remove(struct dot_conn *c, struct dot_req *q)
 {
-    for (struct dot_q **pp = &c->ids[q->wire_id % DOT_ID_BUCKETS]; *pp; pp = &(*pp)->hnext) {
+    for (struct dot_req **pp = &c->ids[q->wire_id % DOT_ID_BUCKETS]; *pp; pp = &(*pp)->hnext) {
         if (*pp == q) {
             *pp = q->hnext;
             break;
@@ -202,34 +142,46 @@ static void id_remove(struct dot_conn *c, struct dot_q *q)
 
 /* An ID nobody on c uses: random probes first (the table is sparse), then
  * a scan, so it always succeeds below DOT_CONN_MAX_IDS entries. */
-static uint16_t id_pick(const struct dot_conn *c)
+static uint16_t dot_id_pick(const struct dot_conn *c)
 {
     uint16_t id = (uint16_t)rand_u32();
 
     for (int i = 0; i < 16; i++, id = (uint16_t)rand_u32())
-        if (!id_find(c, id))
+        if (!dot_id_find(c, id))
             return id;
-    while (id_find(c, id))
+    while (dot_id_find(c, id))
         id++;
     return id;
 }
 
-static void q_free(struct dot_q *q)
+static struct dot_req *dot_req_pop(struct list *l)
+{
+    return conn_elem(conn_list_pop(l), struct dot_req, link);
+}
+
+static void dot_req_free(struct dot_req *q)
 {
     free(q->ans);
     free(q);
 }
 
+/* Queues q's outcome (its answer with rc 0), delivered when the callback
+ * unwinds. */
+static void dot_req_finish(struct dot_up *up, struct dot_req *q, int rc)
+{
+    conn_scope_complete(&up->scope, &q->done, rc, q->ans, q->ans_len);
+}
+
 /* ---- connections -------------------------------------------------------- */
 
-static void dc_io_cb(struct ev_loop *loop, ev_io *w, int revents);
-static void dc_timer_cb(struct ev_loop *loop, ev_timer *w, int revents);
-static void dc_stall_init(struct dot_conn *c);
-static void up_dispatch(struct dot_up *up, bool may_complete);
+static void dot_conn_io_cb(struct ev_loop *loop, ev_io *w, int revents);
+static void dot_conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents);
+static void dot_conn_stall_cb(struct ev_loop *loop, ev_timer *w, int revents);
+static void dot_up_dispatch(struct dot_up *up, bool may_complete);
 
 /* The stream under the framing: TLS, or the bare socket for tcp://. Both
  * return the count, DV_EAGAIN, DV_ECONN or (TLS) DV_ETLS. */
-static long dc_recv(struct dot_conn *c, void *buf, size_t len)
+static long dot_conn_recv(struct dot_conn *c, void *buf, size_t len)
 {
     ssize_t n;
 
@@ -247,7 +199,7 @@ static long dc_recv(struct dot_conn *c, void *buf, size_t len)
     return DV_ECONN;
 }
 
-static long dc_send(struct dot_conn *c, const void *buf, size_t len)
+static long dot_conn_send(struct dot_conn *c, const void *buf, size_t len)
 {
     ssize_t n;
 
@@ -264,78 +216,56 @@ static long dc_send(struct dot_conn *c, const void *buf, size_t len)
     return DV_ECONN;
 }
 
-static bool dc_wants_write(const struct dot_conn *c)
+static bool dot_conn_wants_write(const struct dot_conn *c)
 {
     return c->tls && tls_conn_wants_write(c->tls);
 }
 
-static void dc_set_events(struct dot_conn *c)
+static void dot_conn_watch(struct dot_conn *c)
 {
     int ev;
 
-    if (c->st == DC_DEAD || c->fd < 0)
+    if (c->state == CONN_DEAD || c->fd < 0)
         return;
-    if (c->st == DC_CONNECTING)
+    if (c->state == CONN_CONNECTING)
         ev = EV_WRITE;
-    else if (c->st == DC_HANDSHAKE)
-        ev = dc_wants_write(c) ? EV_WRITE : EV_READ;
+    else if (c->state == CONN_HANDSHAKE)
+        ev = dot_conn_wants_write(c) ? EV_WRITE : EV_READ;
     else
-        ev = EV_READ | (buf_used(&c->out) || dc_wants_write(c) ? EV_WRITE : 0);
-    if (ev == c->events)
-        return;
-    ev_io_stop(c->up->loop, &c->io);
-    ev_io_set(&c->io, c->fd, ev);
-    ev_io_start(c->up->loop, &c->io);
-    c->events = ev;
+        ev = EV_READ | (buf_used(&c->out) || dot_conn_wants_write(c) ? EV_WRITE : 0);
+    conn_io_watch(c->up->loop, &c->io, c->fd, ev);
 }
 
-static void dc_arm_timer(struct dot_conn *c, uint64_t ms)
+static void dot_conn_arm_timer(struct dot_conn *c, uint64_t ms)
 {
-    ev_timer_stop(c->up->loop, &c->timer);
-    ev_timer_set(&c->timer, (double)ms / 1000.0, 0.);
-    ev_timer_start(c->up->loop, &c->timer);
+    conn_timer_arm(c->up->loop, &c->timer, (double)ms / 1000.0);
 }
 
-static void dc_happy_cb(void *arg, int fd, int err);
+static void dot_conn_happy_cb(void *arg, int fd, int err);
 
-static struct dot_conn *dc_open(struct dot_up *up)
+static struct dot_conn *dot_conn_open(struct dot_up *up)
 {
     struct dot_conn *c;
 
-    if (up->u->n_addrs == 0) {
-        /* the bootstrap upstream has not answered yet: no backoff for that */
-        log_debug("upstream %s: no address yet", up->name);
-        return NULL;
-    }
-    if (!(c = calloc(1, sizeof(*c))))
+    if (!conn_has_addr(up->u, up->name) || !(c = calloc(1, sizeof(*c))))
         return NULL;
     c->up = up;
     c->idle_ms = up->pol.idle_ms;
     frame_init(&c->fr);
     buf_init(&c->out);
-    c->fd = -1;
-    if (up->u->n_addrs > 1) {
-        c->happy = happy_start(up->loop, up->u->addrs, up->u->n_addrs, SOCK_STREAM,
-                               HAPPY_STAGGER_MS, up->name, dc_happy_cb, c);
-        if (!c->happy)
-            goto fail;
-    } else {
-        c->fd = conn_connect(&up->u->addrs[0], SOCK_STREAM, up->name);
-        if (c->fd < 0)
-            goto fail;
-        if (!up->plain && tls_conn_new(up->tls, c->fd, &c->tls))
-            goto fail;
-    }
-    c->st = DC_CONNECTING;
-    ev_io_init(&c->io, dc_io_cb, c->fd, EV_WRITE);
+    if (conn_stream_open(up->loop, up->u, up->name, dot_conn_happy_cb, c, &c->fd, &c->happy))
+        goto fail;
+    if (c->fd >= 0 && !up->plain && tls_conn_new(up->tls, c->fd, &c->tls))
+        goto fail;
+    c->state = CONN_CONNECTING;
+    ev_io_init(&c->io, dot_conn_io_cb, c->fd, EV_WRITE);
     c->io.data = c;
-    c->events = EV_WRITE;
     if (c->fd >= 0)
         ev_io_start(up->loop, &c->io);
-    ev_init(&c->timer, dc_timer_cb);
+    ev_init(&c->timer, dot_conn_timer_cb);
     c->timer.data = c;
-    dc_stall_init(c);
-    dc_arm_timer(c, DOT_SETUP_MS);
+    conn_stall_init(&c->stall, dot_conn_stall_cb, c);
+    dot_conn_arm_timer(c, DOT_SETUP_MS);
     c->next = up->conns;
     up->conns = c;
     up->n_conns++;
@@ -351,25 +281,25 @@ fail:
     return NULL;
 }
 
-static void dc_free(struct dot_conn *c)
+static void dot_conn_free(struct dot_conn *c)
 {
-    struct dot_q *q;
+    struct dot_req *q;
 
     ustats_conn_closed(c->up->st);
-    while ((q = ql_pop(&c->qs)))
-        q_free(q); /* cancelled leftovers only: live ones were handed back */
+    while ((q = dot_req_pop(&c->flight)))
+        dot_req_free(q); /* cancelled leftovers only: live ones were handed back */
     frame_free(&c->fr);
     buf_free(&c->out);
     free(c);
 }
 
 /* Stops c's I/O, closes the socket and parks c for freeing once no
- * callback is running. Its queries stay on c->qs for the caller. */
-static void dc_teardown(struct dot_conn *c, bool polite)
+ * callback is running. Its queries stay on c->flight for the caller. */
+static void dot_conn_close(struct dot_conn *c, bool polite)
 {
     struct dot_up *up = c->up;
 
-    if (c->st == DC_DEAD)
+    if (c->state == CONN_DEAD)
         return;
     for (struct dot_conn **pp = &up->conns; *pp; pp = &(*pp)->next) {
         if (*pp == c) {
@@ -385,7 +315,7 @@ static void dc_teardown(struct dot_conn *c, bool polite)
     c->happy = NULL;
     ev_timer_stop(up->loop, &c->stall);
     if (c->tls) {
-        if (polite && c->st == DC_READY)
+        if (polite && c->state == CONN_READY)
             tls_conn_shutdown(c->tls);
         tls_conn_free(c->tls);
         c->tls = NULL;
@@ -393,36 +323,36 @@ static void dc_teardown(struct dot_conn *c, bool polite)
     if (c->fd >= 0)
         close(c->fd);
     c->fd = -1;
-    c->st = DC_DEAD;
+    c->state = CONN_DEAD;
     c->next = up->graveyard;
     up->graveyard = c;
 }
 
 /* Fails every query on l with rc, delivered when the callback unwinds. */
-static void complete_all(struct dot_up *up, struct qlist *l, int rc)
+static void dot_reqs_fail(struct dot_up *up, struct list *l, int rc)
 {
-    struct dot_q *q;
+    struct dot_req *q;
 
-    while ((q = ql_pop(l))) {
+    while ((q = dot_req_pop(l))) {
         if (q->done.x)
-            conn_scope_complete(&up->scope, &q->done, rc, NULL, 0);
+            dot_req_finish(up, q, rc);
         else
-            q_free(q);
+            dot_req_free(q);
     }
 }
 
 /* Hands every query of a dead connection back: retried once on a new
  * connection when c had been working, else failed with rc. */
-static void dc_fail(struct dot_conn *c, int rc)
+static void dot_conn_fail(struct dot_conn *c, int rc)
 {
     struct dot_up *up = c->up;
-    bool was_ready = c->st == DC_READY;
-    struct qlist failed = {0};
-    struct dot_q *q;
+    bool was_ready = c->state == CONN_READY;
+    struct list failed = {0};
+    struct dot_req *q;
 
-    if (c->st == DC_DEAD)
+    if (c->state == CONN_DEAD)
         return;
-    dc_teardown(c, false);
+    dot_conn_close(c, false);
     if (!was_ready) {
         uint64_t wait = conn_policy_failed(&up->pol, net_now_ms());
         log_debug("upstream %s: connection failed (%s); next attempt in %llu ms", up->name,
@@ -432,31 +362,31 @@ static void dc_fail(struct dot_conn *c, int rc)
                   dv_strerror(rc), c->live);
     }
     /* back to front so the retried keep their order at the head of wait */
-    while ((q = c->qs.tail)) {
-        ql_unlink(q);
-        id_remove(c, q);
+    while ((q = conn_elem(c->flight.tail, struct dot_req, link))) {
+        conn_list_unlink(&q->link);
+        dot_id_remove(c, q);
         if (!q->done.x)
-            q_free(q);
+            dot_req_free(q);
         else if (was_ready && !q->retried) {
             q->retried = true;
-            ql_push(&up->wait, q, true);
+            conn_list_push_front(&up->wait, &q->link);
         } else
-            ql_push(&failed, q, true);
+            conn_list_push_front(&failed, &q->link);
     }
     c->live = 0;
-    complete_all(up, &failed, rc);
-    up_dispatch(up, true);
+    dot_reqs_fail(up, &failed, rc);
+    dot_up_dispatch(up, true);
 }
 
 /* Moves q onto c: a fresh wire ID and its frame at the end of c->out. */
-static int dc_assign(struct dot_conn *c, struct dot_q *q)
+static int dot_conn_submit(struct dot_conn *c, struct dot_req *q)
 {
     uint8_t len[2];
 
     /* room first: half a frame in the queue would desynchronise the stream */
     if (buf_reserve(&c->out, 2 + q->len))
         return DV_ENOMEM;
-    q->wire_id = id_pick(c);
+    q->wire_id = dot_id_pick(c);
     dns_put16(q->msg, q->wire_id);
     frame_put_len(len, q->len);
     (void)buf_append(&c->out, len, 2);
@@ -464,7 +394,7 @@ static int dc_assign(struct dot_conn *c, struct dot_q *q)
     q->c = c;
     q->hnext = c->ids[q->wire_id % DOT_ID_BUCKETS];
     c->ids[q->wire_id % DOT_ID_BUCKETS] = q;
-    ql_push(&c->qs, q, false);
+    conn_list_push(&c->flight, &q->link);
     c->live++;
     c->last_active = net_now_ms();
     if (!ev_is_active(&c->stall))
@@ -472,21 +402,21 @@ static int dc_assign(struct dot_conn *c, struct dot_q *q)
     return 0;
 }
 
-static bool dc_has_room(const struct dot_conn *c)
+static bool dot_conn_has_room(const struct dot_conn *c)
 {
-    return c->st != DC_DEAD && !c->suspect && c->qs.n < DOT_CONN_MAX_IDS &&
+    return c->state != CONN_DEAD && !c->suspect && c->flight.n < DOT_CONN_MAX_IDS &&
            buf_used(&c->out) < DOT_OUT_HIGH;
 }
 
 /* Gives the stream as much of c->out as it takes. 0, or the error that
  * killed c. */
-static int dc_flush(struct dot_conn *c)
+static int dot_conn_flush(struct dot_conn *c)
 {
     while (buf_used(&c->out)) {
         size_t n = c->out_retry ? c->out_retry : buf_used(&c->out);
         if (n > DOT_WRITE_CHUNK)
             n = DOT_WRITE_CHUNK;
-        long w = dc_send(c, buf_head(&c->out), n);
+        long w = dot_conn_send(c, buf_head(&c->out), n);
         if (w > 0)
             ustats_bytes(c->up->st, 0, (uint64_t)w);
         if (w == DV_EAGAIN) {
@@ -504,7 +434,7 @@ static int dc_flush(struct dot_conn *c)
 }
 
 /* Notes the server's edns-tcp-keepalive timeout, if the answer has one. */
-static void dc_keepalive(struct dot_conn *c, const uint8_t *msg, size_t len)
+static void dot_conn_keepalive(struct dot_conn *c, const uint8_t *msg, size_t len)
 {
     struct dns_rr opt;
     struct dns_edns e;
@@ -519,58 +449,59 @@ static void dc_keepalive(struct dot_conn *c, const uint8_t *msg, size_t len)
         return;
     c->idle_ms = ms;
     c->server_idle = true;
-    dc_arm_timer(c, ms > 1000 ? ms : 1000);
+    dot_conn_arm_timer(c, ms > 1000 ? ms : 1000);
 }
 
 /* One framed message from the server. 0, or DV_EPROTO when the stream
  * cannot be trusted any more. The answer is delivered when the callback
  * unwinds. */
-static int dc_answer(struct dot_conn *c, const uint8_t *msg, size_t len)
+static int dot_conn_answer(struct dot_conn *c, const uint8_t *msg, size_t len)
 {
     struct dot_up *up = c->up;
-    struct dot_q *q;
+    struct dot_req *q;
 
     if (len < DNS_HDR_LEN) {
         log_debug("upstream %s: %zu-byte frame", c->up->name, len);
         return DV_EPROTO;
     }
-    q = id_find(c, dns_get16(msg));
+    q = dot_id_find(c, dns_get16(msg));
     if (!q) {
         log_debug("upstream %s: answer with unknown ID %u", c->up->name, dns_get16(msg));
         return 0;
     }
-    id_remove(c, q);
-    ql_unlink(q);
+    dot_id_remove(c, q);
+    conn_list_unlink(&q->link);
     c->last_active = net_now_ms();
     if (!q->done.x) {
         log_debug("upstream %s: late answer to a cancelled query dropped", up->name);
-        q_free(q);
+        dot_req_free(q);
         return 0;
     }
     c->live--;
     if (!(dns_get16(msg + 2) & DNS_FLAG_QR)) {
-        conn_scope_complete(&up->scope, &q->done, DV_EPROTO, NULL, 0);
+        dot_req_finish(up, q, DV_EPROTO);
         return 0;
     }
-    dc_keepalive(c, msg, len);
+    dot_conn_keepalive(c, msg, len);
     q->ans = malloc(len);
     if (!q->ans) {
-        conn_scope_complete(&up->scope, &q->done, DV_ENOMEM, NULL, 0);
+        dot_req_finish(up, q, DV_ENOMEM);
         return 0;
     }
     memcpy(q->ans, msg, len);
-    conn_scope_complete(&up->scope, &q->done, 0, q->ans, len);
+    q->ans_len = len;
+    dot_req_finish(up, q, 0);
     return 0;
 }
 
 /* Reads until the stream has nothing more. 0, or the error that killed c. */
-static int dc_read(struct dot_conn *c)
+static int dot_conn_read(struct dot_conn *c)
 {
     struct dot_up *up = c->up;
-    size_t answered = c->qs.n;
+    size_t answered = c->flight.n;
 
     for (;;) {
-        long n = dc_recv(c, rxbuf, sizeof(rxbuf));
+        long n = dot_conn_recv(c, dot_rxbuf, sizeof(dot_rxbuf));
         if (n > 0)
             ustats_bytes(up->st, (uint64_t)n, 0);
         if (n == DV_EAGAIN) {
@@ -579,7 +510,7 @@ static int dc_read(struct dot_conn *c)
              * answers are due. Not when queries about to go out carry the
              * ACK, nor when nothing is awaited (a system call per query at
              * a steady rate for nothing). */
-            if ((answered == c->qs.n || c->live) && !buf_used(&c->out))
+            if ((answered == c->flight.n || c->live) && !buf_used(&c->out))
                 conn_quickack(c->fd);
             return 0;
         }
@@ -592,79 +523,79 @@ static int dc_read(struct dot_conn *c)
         while (off < (size_t)n) {
             const uint8_t *msg;
             size_t mlen;
-            long used = frame_read(&c->fr, rxbuf + off, (size_t)n - off, &msg, &mlen);
+            long used = frame_read(&c->fr, dot_rxbuf + off, (size_t)n - off, &msg, &mlen);
             if (used < 0)
                 return (int)used;
             off += (size_t)used;
             if (!msg)
                 continue;
-            int rc = dc_answer(c, msg, mlen);
+            int rc = dot_conn_answer(c, msg, mlen);
             if (rc)
                 return rc;
         }
     }
 }
 
-static void up_retire_suspects(struct dot_up *up);
+static void dot_up_retire_suspects(struct dot_up *up);
 
-static void dc_ready(struct dot_conn *c)
+static void dot_conn_ready(struct dot_conn *c)
 {
     struct dot_up *up = c->up;
 
-    c->st = DC_READY;
-    up_retire_suspects(up);
+    c->state = CONN_READY;
+    dot_up_retire_suspects(up);
     conn_policy_ok(&up->pol);
     if (c->tls)
         ustats_handshake(up->st, tls_conn_resumed(c->tls) ? USTATS_HS_RESUMED : USTATS_HS_FULL);
     c->last_active = net_now_ms();
-    dc_arm_timer(c, c->idle_ms);
+    dot_conn_arm_timer(c, c->idle_ms);
     log_debug("upstream %s: connected (%u open, %u queued)", up->name, up->n_conns, c->live);
 }
 
-static void dc_io(struct dot_conn *c, int revents)
+static void dot_conn_io(struct dot_conn *c, int revents)
 {
     struct dot_up *up = c->up;
     int rc;
 
-    if (c->st == DC_CONNECTING) {
+    if (c->state == CONN_CONNECTING) {
         int soerr = conn_connect_error(c->fd);
         if (soerr) {
             log_debug("upstream %s: connect: %s", up->name, strerror(soerr));
-            dc_fail(c, DV_ECONN);
+            dot_conn_fail(c, DV_ECONN);
             return;
         }
         if (up->plain)
-            dc_ready(c);
+            dot_conn_ready(c);
         else
-            c->st = DC_HANDSHAKE;
+            c->state = CONN_HANDSHAKE;
     }
-    if (c->st == DC_HANDSHAKE) {
+    if (c->state == CONN_HANDSHAKE) {
         rc = tls_conn_handshake(c->tls);
         if (rc == DV_EAGAIN) {
-            dc_set_events(c);
+            dot_conn_watch(c);
             return;
         }
         if (rc) {
-            dc_fail(c, rc);
+            dot_conn_fail(c, rc);
             return;
         }
-        dc_ready(c);
+        dot_conn_ready(c);
     }
-    rc = dc_read(c);
+    rc = dot_conn_read(c);
     if (!rc)
-        rc = dc_flush(c);
+        rc = dot_conn_flush(c);
     if (rc) {
-        dc_fail(c, rc);
+        dot_conn_fail(c, rc);
         return;
     }
-    dc_set_events(c);
+    dot_conn_watch(c);
     /* a drained connection can take queries that waited for room */
-    if (up->wait.n && dc_has_room(c))
-        up_dispatch(up, true);
+    if (up->wait.n && dot_conn_has_room(c))
+        dot_up_dispatch(up, true);
 }
 
 /* The address race is over: carry on as a connect that just completed. */
-static void dc_happy_cb(void *arg, int fd, int err)
+static void dot_conn_happy_cb(void *arg, int fd, int err)
 {
     struct dot_conn *c = arg;
     struct dot_up *up = c->up;
@@ -673,48 +604,47 @@ static void dc_happy_cb(void *arg, int fd, int err)
     c->happy = NULL;
     if (fd < 0) {
         log_debug("upstream %s: no address answered: %s", up->name, strerror(err));
-        dc_fail(c, DV_ECONN);
+        dot_conn_fail(c, DV_ECONN);
     } else {
         c->fd = fd;
         if (!up->plain && tls_conn_new(up->tls, c->fd, &c->tls)) {
-            dc_fail(c, DV_ETLS);
+            dot_conn_fail(c, DV_ETLS);
         } else {
-            ev_io_set(&c->io, fd, EV_WRITE);
-            ev_io_start(up->loop, &c->io);
+            conn_io_watch(up->loop, &c->io, fd, EV_WRITE);
         }
     }
     conn_scope_leave(&up->scope);
 }
 
-static void dc_io_cb(struct ev_loop *loop, ev_io *w, int revents)
+static void dot_conn_io_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     struct dot_conn *c = w->data;
     struct dot_up *up = c->up;
 
     conn_scope_enter(&up->scope);
-    dc_io(c, revents);
+    dot_conn_io(c, revents);
     conn_scope_leave(&up->scope);
 }
 
-static void dc_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+static void dot_conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     struct dot_conn *c = w->data;
     struct dot_up *up = c->up;
     uint64_t now = net_now_ms();
 
     conn_scope_enter(&up->scope);
-    if (c->st != DC_READY) {
+    if (c->state != CONN_READY) {
         log_debug("upstream %s: connection setup timed out", up->name);
-        dc_fail(c, DV_ETIMEOUT);
+        dot_conn_fail(c, DV_ETIMEOUT);
     } else if (c->live) {
-        dc_arm_timer(c, c->idle_ms > 1000 ? c->idle_ms : 1000);
+        dot_conn_arm_timer(c, c->idle_ms > 1000 ? c->idle_ms : 1000);
     } else if (c->last_active + c->idle_ms > now) {
-        dc_arm_timer(c, c->last_active + c->idle_ms - now);
+        dot_conn_arm_timer(c, c->last_active + c->idle_ms - now);
     } else if (up->n_conns == 1 && !c->server_idle) {
-        dc_arm_timer(c, c->idle_ms); /* the warm one: kept until the server ends it */
+        dot_conn_arm_timer(c, c->idle_ms); /* the warm one: kept until the server ends it */
     } else {
         log_debug("upstream %s: closing idle connection", up->name);
-        dc_teardown(c, true);
+        dot_conn_close(c, true);
     }
     conn_scope_leave(&up->scope);
 }
@@ -722,32 +652,32 @@ static void dc_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 /* ---- the upstream ------------------------------------------------------- */
 
 /* Frees the connections torn down since; no callback of theirs runs. */
-static void up_settle(void *arg)
+static void dot_up_settle(void *arg)
 {
     struct dot_up *up = arg;
     struct dot_conn *c;
 
     while ((c = up->graveyard)) {
         up->graveyard = c->next;
-        dc_free(c);
+        dot_conn_free(c);
     }
 }
 
 /* After done: the delivered query goes. */
-static void q_delivered(struct conn_done *d)
+static void dot_req_release(struct conn_done *d)
 {
-    q_free((struct dot_q *)(void *)((char *)d - offsetof(struct dot_q, done)));
+    dot_req_free(conn_elem(d, struct dot_req, done));
 }
 
-static void up_free(void *arg)
+static void dot_up_destroy(void *arg)
 {
     struct dot_up *up = arg;
     struct conn_done *d;
 
-    defer_cancel(&up->flush);
-    up_settle(up);
+    defer_cancel(&up->kick);
+    dot_up_settle(up);
     while ((d = conn_scope_pop(&up->scope)))
-        q_delivered(d);
+        dot_req_release(d);
     tls_ctx_del(up->tls);
     free(up->name);
     free(up);
@@ -755,80 +685,80 @@ static void up_free(void *arg)
 
 /* The connection the next query should use: the working one with the
  * fewest live queries and room; a new one only when all are full. */
-static struct dot_conn *up_pick(struct dot_up *up)
+static struct dot_conn *dot_up_pick(struct dot_up *up)
 {
     struct dot_conn *best = NULL;
 
     for (struct dot_conn *c = up->conns, *next; c; c = next) {
         next = c->next;
-        if (!dc_has_room(c)) {
+        if (!dot_conn_has_room(c)) {
             /* full of IDs whose answers never came and nobody awaits:
              * only a new connection frees them */
-            if (c->live == 0 && c->qs.n >= DOT_CONN_MAX_IDS)
-                dc_teardown(c, true);
+            if (c->live == 0 && c->flight.n >= DOT_CONN_MAX_IDS)
+                dot_conn_close(c, true);
             continue;
         }
-        if (!best || (c->st == DC_READY && best->st != DC_READY) ||
-            (c->st == best->st && c->live < best->live))
+        if (!best || (c->state == CONN_READY && best->state != CONN_READY) ||
+            (c->state == best->state && c->live < best->live))
             best = c;
     }
     if (best)
         return best;
     if (!conn_policy_may_open(&up->pol, up->n_conns - up->n_suspect, net_now_ms()))
         return NULL;
-    return dc_open(up);
+    return dot_conn_open(up);
 }
 
 /* Puts waiting queries on connections. Those that can get none fail with
  * DV_ECONN when nothing is open and may_complete allows calling done;
  * otherwise they wait for room. */
-static void up_dispatch(struct dot_up *up, bool may_complete)
+static void dot_up_dispatch(struct dot_up *up, bool may_complete)
 {
-    struct dot_q *q;
+    struct dot_req *q;
 
     while (up->wait.n) {
-        struct dot_conn *c = up_pick(up);
+        struct dot_conn *c = dot_up_pick(up);
         if (!c)
             break;
-        q = ql_pop(&up->wait);
-        if (dc_assign(c, q)) {
-            ql_push(&up->wait, q, true);
+        q = dot_req_pop(&up->wait);
+        if (dot_conn_submit(c, q)) {
+            conn_list_push_front(&up->wait, &q->link);
             break;
         }
-        if (c->st == DC_READY)
-            defer_arm(up->loop, &up->flush);
+        if (c->state == CONN_READY)
+            defer_arm(up->loop, &up->kick);
     }
     if (!may_complete || up->n_conns > up->n_suspect)
         return;
-    complete_all(up, &up->wait, DV_ECONN);
+    dot_reqs_fail(up, &up->wait, DV_ECONN);
 }
 
 /* Before the loop sleeps: every query assigned during this turn (a burst the
  * listener read together) leaves in one write, so one TLS record, without
  * a trip through the poller for EV_WRITE. */
-static void up_flush(void *arg)
+static void dot_up_kick_cb(void *arg)
 {
     struct dot_up *up = arg;
 
     conn_scope_enter(&up->scope);
     for (struct dot_conn *c = up->conns, *next; c; c = next) {
         next = c->next;
-        if (c->st != DC_READY || !buf_used(&c->out) || (c->events & EV_WRITE))
+        if (c->state != CONN_READY || !buf_used(&c->out) || (c->io.events & EV_WRITE))
             continue;
-        int rc = dc_flush(c);
+        int rc = dot_conn_flush(c);
         if (rc)
-            dc_fail(c, rc);
+            dot_conn_fail(c, rc);
         else
-            dc_set_events(c);
+            dot_conn_watch(c);
     }
     conn_scope_leave(&up->scope);
 }
 
 /* Copies the query, adds the keepalive option and, over TLS, pads it. */
-static struct dot_q *q_new(const struct dot_up *up, const struct xfer *x, int *prc)
+static struct dot_req *dot_req_new(const struct dot_up *up, const struct xfer *x, int *prc)
 {
     size_t cap = x->len + CONN_QUERY_ROOM;
-    struct dot_q *q = calloc(1, sizeof(*q) + cap);
+    struct dot_req *q = calloc(1, sizeof(*q) + cap);
     struct dns_rr opt;
     uint8_t none = 0;
     int rc = DV_ENOMEM;
@@ -867,8 +797,8 @@ static int dot_open(struct upstream *u)
     up->addr = u->addr;
     up->u = u;
     conn_policy_init(&up->pol, &u->cfg);
-    conn_scope_init(&up->scope, up_settle, q_delivered, up_free, up);
-    defer_init(&up->flush, up_flush, up);
+    conn_scope_init(&up->scope, dot_up_settle, dot_req_release, dot_up_destroy, up);
+    defer_init(&up->kick, dot_up_kick_cb, up);
     up->name = strdup(u->name);
     if (!up->name) {
         free(up);
@@ -892,28 +822,24 @@ static int dot_open(struct upstream *u)
 static int dot_send(struct upstream *u, struct xfer *x)
 {
     struct dot_up *up = u->priv;
-    struct dot_q *q;
+    struct dot_req *q;
     int rc = 0;
 
-    if (x->len < DNS_HDR_LEN || x->len > DNS_MSG_MAX - CONN_QUERY_ROOM)
-        return DV_EINVAL;
-    if (up->wait.n >= DOT_WAIT_MAX) {
-        log_debug("upstream %s: too many queries waiting", up->name);
-        return DV_ECONN;
-    }
+    if ((rc = conn_send_check(x, up->wait.n, up->name)))
+        return rc;
     /* fail fast while backing off, so the caller tries another upstream */
     if (up->n_conns == up->n_suspect && conn_policy_backoff(&up->pol, net_now_ms()))
         return DV_ECONN;
-    q = q_new(up, x, &rc);
+    q = dot_req_new(up, x, &rc);
     if (!q)
         return rc;
     q->done.x = x;
     x->tpriv = q;
-    ql_push(&up->wait, q, false);
-    up_dispatch(up, false);
-    if (q->list == &up->wait && up->n_conns == up->n_suspect) {
-        ql_unlink(q);
-        q_free(q);
+    conn_list_push(&up->wait, &q->link);
+    dot_up_dispatch(up, false);
+    if (q->link.on == &up->wait && up->n_conns == up->n_suspect) {
+        conn_list_unlink(&q->link);
+        dot_req_free(q);
         x->tpriv = NULL;
         return DV_ECONN;
     }
@@ -923,7 +849,7 @@ static int dot_send(struct upstream *u, struct xfer *x)
 static void dot_cancel(struct upstream *u, struct xfer *x)
 {
     struct dot_up *up = u->priv;
-    struct dot_q *q = x->tpriv;
+    struct dot_req *q = x->tpriv;
 
     if (!q)
         return;
@@ -934,28 +860,27 @@ static void dot_cancel(struct upstream *u, struct xfer *x)
         q->c->live--;
         return;
     }
-    if (q->done.queued)
-        conn_scope_remove(&up->scope, &q->done); /* answered, not yet delivered */
-    ql_unlink(q);
-    q_free(q);
+    /* waiting, or answered and not yet delivered */
+    conn_req_detach(&up->scope, &q->link, &q->done);
+    dot_req_free(q);
 }
 
 static void dot_close(struct upstream *u)
 {
     struct dot_up *up = u->priv;
-    struct dot_q *q;
+    struct dot_req *q;
 
     if (!up)
         return;
     u->priv = NULL;
     up->st = &ustats_sink;
-    defer_cancel(&up->flush);
+    defer_cancel(&up->kick);
     while (up->conns)
-        dc_teardown(up->conns, true);
-    while ((q = ql_pop(&up->wait))) {
+        dot_conn_close(up->conns, true);
+    while ((q = dot_req_pop(&up->wait))) {
         if (q->done.x)
             q->done.x->tpriv = NULL;
-        q_free(q);
+        dot_req_free(q);
     }
     /* now, or once the callback whose done closed us unwinds */
     conn_scope_close(&up->scope);
@@ -966,26 +891,26 @@ static void dot_close(struct upstream *u)
 /* Takes c down and puts the queries still awaited on it back at the front of
  * the wait queue, in their order, for another connection: the path failed,
  * not the queries. */
-static void dc_requeue(struct dot_conn *c)
+static void dot_conn_requeue(struct dot_conn *c)
 {
     struct dot_up *up = c->up;
-    struct dot_q *q;
+    struct dot_req *q;
 
-    dc_teardown(c, false);
-    while ((q = c->qs.tail)) {
-        ql_unlink(q);
-        id_remove(c, q);
+    dot_conn_close(c, false);
+    while ((q = conn_elem(c->flight.tail, struct dot_req, link))) {
+        conn_list_unlink(&q->link);
+        dot_id_remove(c, q);
         if (q->done.x)
-            ql_push(&up->wait, q, true);
+            conn_list_push_front(&up->wait, &q->link);
         else
-            q_free(q);
+            dot_req_free(q);
     }
     c->live = 0;
 }
 
 /* A connection made after the change is up: the suspect ones go, and what
- * they still owe is asked again on it (up_dispatch runs next in dc_io). */
-static void up_retire_suspects(struct dot_up *up)
+ * they still owe is asked again on it (dot_up_dispatch runs next in dot_conn_io). */
+static void dot_up_retire_suspects(struct dot_up *up)
 {
     unsigned moved = 0;
 
@@ -994,7 +919,7 @@ static void up_retire_suspects(struct dot_up *up)
         if (!c->suspect)
             continue;
         moved += c->live;
-        dc_requeue(c);
+        dot_conn_requeue(c);
     }
     if (moved)
         log_debug("upstream %s: %u queries moved off suspect connections", up->name, moved);
@@ -1004,7 +929,7 @@ static void up_retire_suspects(struct dot_up *up)
  * through a retransmission means the path died (a NAT that forgot us, a
  * route gone): the connection turns suspect and a new one takes its queries
  * once it is up, well before the kernel's own timeout. */
-static void dc_stall_cb(struct ev_loop *loop, ev_timer *w, int revents)
+static void dot_conn_stall_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     struct dot_conn *c = w->data;
     struct dot_up *up = c->up;
@@ -1013,7 +938,7 @@ static void dc_stall_cb(struct ev_loop *loop, ev_timer *w, int revents)
         ev_timer_stop(loop, w);
         return;
     }
-    if (c->st != DC_READY || !conn_stream_stalled(c->fd, CONN_STALL_MS))
+    if (c->state != CONN_READY || !conn_stream_stalled(c->fd, CONN_STALL_MS))
         return;
     conn_scope_enter(&up->scope);
     log_info("upstream %s: connection stalled with %u queries out; connecting afresh",
@@ -1021,16 +946,9 @@ static void dc_stall_cb(struct ev_loop *loop, ev_timer *w, int revents)
     ev_timer_stop(loop, w);
     c->suspect = true;
     up->n_suspect++;
-    dc_open(up);
-    up_dispatch(up, true);
+    dot_conn_open(up);
+    dot_up_dispatch(up, true);
     conn_scope_leave(&up->scope);
-}
-
-static void dc_stall_init(struct dot_conn *c)
-{
-    ev_init(&c->stall, dc_stall_cb);
-    c->stall.repeat = CONN_STALL_CHECK_MS / 1000.0;
-    c->stall.data = c;
 }
 
 static void dot_netchange(struct upstream *u)
@@ -1043,9 +961,9 @@ static void dot_netchange(struct upstream *u)
     conn_policy_ok(&up->pol); /* a backoff from the old network means nothing now */
     for (struct dot_conn *c = up->conns, *next; c; c = next) {
         next = c->next;
-        if (c->st != DC_READY || conn_local_gone(c->fd)) {
+        if (c->state != CONN_READY || conn_local_gone(c->fd)) {
             /* its address is gone, or it was still being set up on the old path */
-            dc_requeue(c);
+            dot_conn_requeue(c);
             gone++;
         } else if (!c->suspect) {
             c->suspect = true;
@@ -1056,9 +974,9 @@ static void dot_netchange(struct upstream *u)
     if (active) {
         log_info("upstream %s: network changed: %u connections closed, %u suspect; "
                  "connecting afresh", up->name, gone, suspect);
-        dc_open(up); /* warm before the next query, not after it */
+        dot_conn_open(up); /* warm before the next query, not after it */
     }
-    up_dispatch(up, true);
+    dot_up_dispatch(up, true);
     conn_scope_leave(&up->scope);
 }
 

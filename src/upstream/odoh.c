@@ -16,7 +16,7 @@
  * any other status, fails the attempt (the query layer moves on) and marks
  * the configs for one refetch. Every case is counted (odoh.h).
  *
- * Requests live in the waiting list (no usable configs yet), the flight
+ * Requests live in the wait list (no usable configs yet), the flight
  * list (an exchange on a DoH upstream), or the conn_scope's finished list,
  * which delivers outcomes from a clean stack like the other transports. */
 #include "upstream/odoh.h"
@@ -53,7 +53,6 @@ void odoh_stats_get(struct odoh_stats *out)
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/list.h"
 #include "core/log.h"
 #include "core/net.h"
 #include "dns/dns.h"
@@ -71,7 +70,6 @@ enum {
     ODOH_FETCH_TIMEOUT_S = 5,     /* a fetch without an answer by then has failed */
     ODOH_RELAY_BACKOFF_MS = 1000, /* doubling per failure ... */
     ODOH_RELAY_BACKOFF_MAX_MS = 30000,
-    ODOH_WAIT_MAX = 16384,
 };
 
 static const char odoh_ctype[] = "application/oblivious-dns-message";
@@ -84,14 +82,12 @@ struct odoh_relay {
     uint64_t down_until; /* monotonic ms */
 };
 
-enum oreq_where { W_NONE, W_WAIT, W_FLIGHT, W_DONE };
-
 struct odoh_up;
 
-struct oreq {
-    struct list_link link;
-    enum oreq_where where;
-    struct odoh_up *o;
+struct odoh_req {
+    struct conn_link link;
+    enum conn_req_where where;
+    struct odoh_up *up;
     struct conn_done done;
     struct doh_http http;     /* the exchange in flight */
     struct upstream *via;     /* the DoH upstream it is on */
@@ -122,19 +118,19 @@ struct odoh_up {
     uint64_t fetch_retry_at;
     struct doh_http fetch;
     ev_timer fetch_timer;
-    struct list waiting, flight;
+    struct list wait, flight;
     struct conn_scope scope;
     ev_timer kick;
 };
 
 /* ------------------------------------------------------------ requests */
 
-static struct oreq *first(const struct list *l)
+static struct odoh_req *odoh_req_first(const struct list *l)
 {
-    return list_elem(l->head, struct oreq, link);
+    return conn_elem(l->head, struct odoh_req, link);
 }
 
-static void req_unseal(struct oreq *r)
+static void odoh_req_unseal(struct odoh_req *r)
 {
     odoh_query_free(&r->q);
     free(r->sealed);
@@ -142,55 +138,44 @@ static void req_unseal(struct oreq *r)
     r->sealed_len = 0;
 }
 
-static void req_free(struct oreq *r)
+static void odoh_req_free(struct odoh_req *r)
 {
-    req_unseal(r);
+    odoh_req_unseal(r);
     free(r->ans);
     free(r);
 }
 
-static struct oreq *req_of(struct conn_done *f)
+static struct odoh_req *odoh_req_of(struct conn_done *f)
 {
-    return list_elem(f, struct oreq, done);
+    return conn_elem(f, struct odoh_req, done);
 }
 
 /* Takes r out of wherever it is; an exchange in flight is cancelled. */
-static void req_detach(struct oreq *r)
+static void odoh_req_detach(struct odoh_req *r)
 {
-    switch (r->where) {
-    case W_WAIT:
-        list_unlink(&r->o->waiting, &r->link);
-        break;
-    case W_FLIGHT:
-        list_unlink(&r->o->flight, &r->link);
+    if (r->where == CONN_REQ_SENT)
         r->via->ops->cancel(r->via, &r->http.x);
-        break;
-    case W_DONE:
-        conn_scope_remove(&r->o->scope, &r->done);
-        break;
-    case W_NONE:
-        break;
-    }
-    r->where = W_NONE;
+    conn_req_detach(&r->up->scope, &r->link, &r->done);
+    r->where = CONN_REQ_NONE;
 }
 
-static void req_finish(struct oreq *r, int rc)
+static void odoh_req_finish(struct odoh_req *r, int rc)
 {
-    req_detach(r);
-    r->where = W_DONE;
-    conn_scope_complete(&r->o->scope, &r->done, rc, r->ans, r->ans_len);
+    odoh_req_detach(r);
+    r->where = CONN_REQ_DONE;
+    conn_scope_complete(&r->up->scope, &r->done, rc, r->ans, r->ans_len);
 }
 
-static void req_wait(struct oreq *r)
+static void odoh_req_wait(struct odoh_req *r)
 {
-    req_detach(r);
-    r->where = W_WAIT;
-    list_push(&r->o->waiting, &r->link);
+    odoh_req_detach(r);
+    r->where = CONN_REQ_WAIT;
+    conn_list_push(&r->up->wait, &r->link);
 }
 
 /* ------------------------------------------------------------ relays */
 
-static void relay_failed(struct odoh_up *o, struct odoh_relay *rl, const char *why)
+static void odoh_relay_failed(struct odoh_up *up, struct odoh_relay *rl, const char *why)
 {
     uint64_t wait = ODOH_RELAY_BACKOFF_MS;
 
@@ -201,11 +186,11 @@ static void relay_failed(struct odoh_up *o, struct odoh_relay *rl, const char *w
         wait = ODOH_RELAY_BACKOFF_MAX_MS;
     rl->fails++;
     rl->down_until = net_now_ms() + wait;
-    log_info("upstream %s: relay %s failed (%s); not used for %.1fs", o->name, rl->u->url, why,
+    log_info("upstream %s: relay %s failed (%s); not used for %.1fs", up->name, rl->u->url, why,
              (double)wait / 1000.0);
 }
 
-static void relay_ok(struct odoh_relay *rl)
+static void odoh_relay_ok(struct odoh_relay *rl)
 {
     rl->fails = 0;
     rl->down_until = 0;
@@ -213,18 +198,18 @@ static void relay_ok(struct odoh_relay *rl)
 
 /* The next relay not yet tried for r: round robin over the healthy ones, or
  * the one back soonest when none is. NULL when every relay was tried. */
-static struct odoh_relay *relay_pick(struct odoh_up *o, uint32_t tried)
+static struct odoh_relay *odoh_relay_pick(struct odoh_up *up, uint32_t tried)
 {
     uint64_t now = net_now_ms();
     struct odoh_relay *soonest = NULL;
 
-    for (size_t k = 0; k < o->n_relays; k++) {
-        size_t i = (o->rr + k) % o->n_relays;
-        struct odoh_relay *rl = &o->relays[i];
+    for (size_t k = 0; k < up->n_relays; k++) {
+        size_t i = (up->rr + k) % up->n_relays;
+        struct odoh_relay *rl = &up->relays[i];
         if (tried & (1u << i))
             continue;
         if (rl->down_until <= now) {
-            o->rr = i + 1;
+            up->rr = i + 1;
             return rl;
         }
         if (!soonest || rl->down_until < soonest->down_until)
@@ -235,59 +220,59 @@ static struct odoh_relay *relay_pick(struct odoh_up *o, uint32_t tried)
 
 /* ------------------------------------------------------------ queries */
 
-static void http_done(struct xfer *hx, int rc, const uint8_t *body, size_t len);
+static void odoh_req_http_done(struct xfer *hx, int rc, const uint8_t *body, size_t len);
 
-static bool cfg_usable(const struct odoh_up *o)
+static bool odoh_cfg_usable(const struct odoh_up *up)
 {
-    return o->have_cfg && net_now_ms() < o->cfg_expires;
+    return up->have_cfg && net_now_ms() < up->cfg_expires;
 }
 
 /* The configs r was sealed with failed: fetch them again, once per set. */
-static void cfg_stale(struct odoh_up *o, const struct oreq *r)
+static void odoh_cfg_stale(struct odoh_up *up, const struct odoh_req *r)
 {
-    if (r->gen == o->gen)
-        o->cfg_expires = 0;
+    if (r->gen == up->gen)
+        up->cfg_expires = 0;
 }
 
 /* Sends r's sealed query on the next relay it has not tried (or to the
  * target). 0, or the DV_E* of the last refusal. */
-static int req_send(struct oreq *r)
+static int odoh_req_send(struct odoh_req *r)
 {
-    struct odoh_up *o = r->o;
+    struct odoh_up *up = r->up;
     int rc = DV_ECONN;
 
     r->http = (struct doh_http){.x = {.msg = r->sealed, .len = r->sealed_len,
-                                      .done = http_done, .owner = r},
+                                      .done = odoh_req_http_done, .owner = r},
                                 .ctype = odoh_ctype};
-    if (!o->n_relays) {
+    if (!up->n_relays) {
         r->relay = NULL;
-        r->via = o->target;
-        r->http.path = o->target_path;
+        r->via = up->target;
+        r->http.path = up->target_path;
         rc = doh_send_http(r->via, &r->http);
     } else {
         struct odoh_relay *rl;
-        while ((rl = relay_pick(o, r->tried))) {
-            r->tried |= 1u << (rl - o->relays);
+        while ((rl = odoh_relay_pick(up, r->tried))) {
+            r->tried |= 1u << (rl - up->relays);
             r->relay = rl;
             r->via = rl->u;
             r->http.path = rl->path;
             if ((rc = doh_send_http(r->via, &r->http)) == 0)
                 break;
-            relay_failed(o, rl, dv_strerror(rc));
+            odoh_relay_failed(up, rl, dv_strerror(rc));
         }
     }
     if (rc == 0) {
         stats.queries++;
-        r->where = W_FLIGHT;
-        list_push(&o->flight, &r->link);
+        r->where = CONN_REQ_SENT;
+        conn_list_push(&up->flight, &r->link);
     }
     return rc;
 }
 
 /* Seals r's query to the current configs and sends it. */
-static void req_start(struct oreq *r)
+static void odoh_req_start(struct odoh_req *r)
 {
-    struct odoh_up *o = r->o;
+    struct odoh_up *up = r->up;
     struct xfer *x = r->done.x;
     uint8_t msg[DNS_MSG_MAX];
     size_t len = x->len;
@@ -297,41 +282,31 @@ static void req_start(struct oreq *r)
     dns_put16(msg, 0);
     /* the target must not learn the client's subnet either */
     if (dns_edns_strip_opt(msg, &len, DNS_OPT_ECS)) {
-        req_finish(r, DV_EMALFORMED);
+        odoh_req_finish(r, DV_EMALFORMED);
         return;
     }
-    req_unseal(r);
+    odoh_req_unseal(r);
     r->tried = 0;
-    r->gen = o->gen;
-    rc = odoh_query_seal(&o->cfg, msg, len, ODOH_PAD_BLOCK, NULL, &r->q, &r->sealed,
+    r->gen = up->gen;
+    rc = odoh_query_seal(&up->cfg, msg, len, ODOH_PAD_BLOCK, NULL, &r->q, &r->sealed,
                          &r->sealed_len);
     if (rc == 0)
-        rc = req_send(r);
+        rc = odoh_req_send(r);
     if (rc)
-        req_finish(r, rc);
-}
-
-static void enter(struct odoh_up *o)
-{
-    conn_scope_enter(&o->scope);
-}
-
-static void leave(struct odoh_up *o)
-{
-    conn_scope_leave(&o->scope);
+        odoh_req_finish(r, rc);
 }
 
 /* The answer to r arrived (rc 0, any status) or its exchange failed. */
-static void http_done(struct xfer *hx, int rc, const uint8_t *body, size_t len)
+static void odoh_req_http_done(struct xfer *hx, int rc, const uint8_t *body, size_t len)
 {
-    struct oreq *r = hx->owner;
-    struct odoh_up *o = r->o;
+    struct odoh_req *r = hx->owner;
+    struct odoh_up *up = r->up;
     struct odoh_relay *rl = r->relay;
     int st = r->http.status;
 
-    enter(o);
-    list_unlink(&o->flight, &r->link);
-    r->where = W_NONE;
+    conn_scope_enter(&up->scope);
+    conn_list_unlink(&r->link);
+    r->where = CONN_REQ_NONE;
     if (rc || st >= 500) {
         /* unreachable or failing: the next relay. A 502 or 504 says the
          * relay could not reach the target, which is no fault of the relay
@@ -345,37 +320,37 @@ static void http_done(struct xfer *hx, int rc, const uint8_t *body, size_t len)
         if (!rc)
             stats.http_errors++;
         if (rl && st != 502 && st != 504)
-            relay_failed(o, rl, why);
+            odoh_relay_failed(up, rl, why);
         else
-            log_info("upstream %s: %s failed (%s)", o->name, rl ? "the target behind a relay"
+            log_info("upstream %s: %s failed (%s)", up->name, rl ? "the target behind a relay"
                                                              : "the target", why);
-        if (!rl || req_send(r))
-            req_finish(r, rc ? rc : DV_ESERVFAIL);
+        if (!rl || odoh_req_send(r))
+            odoh_req_finish(r, rc ? rc : DV_ESERVFAIL);
     } else if (st == 401) {
         /* the target no longer has the key we sealed to: new configs, and
          * this query sealed again once */
         stats.key_rejected++;
         log_info("upstream %s: the target refused our key (401); fetching its configs again",
-                 o->name);
-        cfg_stale(o, r);
+                 up->name);
+        odoh_cfg_stale(up, r);
         if (rl)
-            relay_ok(rl);
+            odoh_relay_ok(rl);
         if (r->resealed) {
-            req_finish(r, DV_EPROTO);
+            odoh_req_finish(r, DV_EPROTO);
         } else {
             r->resealed = true;
-            req_wait(r);
+            odoh_req_wait(r);
         }
     } else if (st != 200 || !r->http.ctype_ok) {
         stats.http_errors++;
-        log_warn("upstream %s: HTTP status %d%s from %s", o->name, st,
+        log_warn("upstream %s: HTTP status %d%s from %s", up->name, st,
                  st == 200 ? " without content-type application/oblivious-dns-message" : "",
                  rl ? rl->u->url : "the target");
-        cfg_stale(o, r);
-        req_finish(r, DV_EPROTO);
+        odoh_cfg_stale(up, r);
+        odoh_req_finish(r, DV_EPROTO);
     } else {
         if (rl)
-            relay_ok(rl);
+            odoh_relay_ok(rl);
         rc = odoh_response_open(&r->q, body, len, &r->ans, &r->ans_len);
         if (rc == 0 && r->ans_len < DNS_HDR_LEN) {
             free(r->ans);
@@ -385,171 +360,168 @@ static void http_done(struct xfer *hx, int rc, const uint8_t *body, size_t len)
         if (rc) {
             stats.open_failures++;
             log_warn("upstream %s: an answer through %s failed to open (%s); fetching the "
-                     "target's configs again", o->name, rl ? rl->u->url : "the target",
+                     "target's configs again", up->name, rl ? rl->u->url : "the target",
                      dv_strerror(rc));
-            cfg_stale(o, r);
-            req_finish(r, DV_EPROTO);
+            odoh_cfg_stale(up, r);
+            odoh_req_finish(r, DV_EPROTO);
         } else {
             stats.answers++;
-            req_finish(r, 0);
+            odoh_req_finish(r, 0);
         }
     }
-    leave(o);
+    conn_scope_leave(&up->scope);
 }
 
 /* ------------------------------------------------------------ configs */
 
-static void fetch_done(struct xfer *hx, int rc, const uint8_t *body, size_t len)
+static void odoh_fetch_done(struct xfer *hx, int rc, const uint8_t *body, size_t len)
 {
-    struct odoh_up *o = hx->owner;
+    struct odoh_up *up = hx->owner;
     struct odoh_config cfg;
     int64_t ttl;
 
-    enter(o);
-    o->fetching = false;
-    ev_timer_stop(o->loop, &o->fetch_timer);
-    if (rc == 0 && o->fetch.status != 200) {
-        log_warn("upstream %s: HTTP status %d for %s", o->name, o->fetch.status, configs_path);
+    conn_scope_enter(&up->scope);
+    up->fetching = false;
+    ev_timer_stop(up->loop, &up->fetch_timer);
+    if (rc == 0 && up->fetch.status != 200) {
+        log_warn("upstream %s: HTTP status %d for %s", up->name, up->fetch.status, configs_path);
         rc = DV_EPROTO;
     } else if (rc == 0 && (rc = odoh_configs_parse(body, len, &cfg))) {
-        log_warn("upstream %s: the target's configs are %s", o->name,
+        log_warn("upstream %s: the target's configs are %s", up->name,
                  rc == DV_ENOTIMP ? "all of versions or suites we do not speak (we need "
                                     "0x0001 with X25519, HKDF-SHA256, AES-128-GCM)"
                                   : "malformed");
     } else if (rc) {
-        log_warn("upstream %s: fetching %s failed: %s", o->name, configs_path, dv_strerror(rc));
+        log_warn("upstream %s: fetching %s failed: %s", up->name, configs_path, dv_strerror(rc));
     }
     if (rc) {
         stats.config_failures++;
-        o->fetch_retry_at = net_now_ms() + ODOH_FETCH_BACKOFF_MS;
+        up->fetch_retry_at = net_now_ms() + ODOH_FETCH_BACKOFF_MS;
     } else {
         stats.config_fetches++;
-        ttl = o->fetch.max_age < 0 ? ODOH_CFG_TTL_DEFAULT : o->fetch.max_age;
+        ttl = up->fetch.max_age < 0 ? ODOH_CFG_TTL_DEFAULT : up->fetch.max_age;
         if (ttl < ODOH_CFG_TTL_MIN)
             ttl = ODOH_CFG_TTL_MIN;
         if (ttl > ODOH_CFG_TTL_MAX)
             ttl = ODOH_CFG_TTL_MAX;
-        if (!o->have_cfg || memcmp(cfg.key_id, o->cfg.key_id, ODOH_KEY_ID_LEN))
-            log_info("upstream %s: target key %02x%02x%02x%02x..., kept for %llds", o->name,
+        if (!up->have_cfg || memcmp(cfg.key_id, up->cfg.key_id, ODOH_KEY_ID_LEN))
+            log_info("upstream %s: target key %02x%02x%02x%02x..., kept for %llds", up->name,
                      cfg.key_id[0], cfg.key_id[1], cfg.key_id[2], cfg.key_id[3],
                      (long long)ttl);
-        o->cfg = cfg;
-        o->have_cfg = true;
-        o->gen++;
-        o->cfg_expires = net_now_ms() + (uint64_t)ttl * 1000;
+        up->cfg = cfg;
+        up->have_cfg = true;
+        up->gen++;
+        up->cfg_expires = net_now_ms() + (uint64_t)ttl * 1000;
     }
-    leave(o);
+    conn_scope_leave(&up->scope);
 }
 
 /* A server that keeps its connection alive but never answers the fetch
  * must not hold every query back: the fetch fails like any other. */
-static void fetch_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+static void odoh_fetch_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
-    struct odoh_up *o = w->data;
+    struct odoh_up *up = w->data;
 
-    enter(o);
-    if (o->fetching) {
-        o->target->ops->cancel(o->target, &o->fetch.x);
-        fetch_done(&o->fetch.x, DV_ETIMEOUT, NULL, 0);
+    conn_scope_enter(&up->scope);
+    if (up->fetching) {
+        up->target->ops->cancel(up->target, &up->fetch.x);
+        odoh_fetch_done(&up->fetch.x, DV_ETIMEOUT, NULL, 0);
     }
-    leave(o);
+    conn_scope_leave(&up->scope);
 }
 
-static int fetch_start(struct odoh_up *o)
+static int odoh_fetch_start(struct odoh_up *up)
 {
     int rc;
 
-    o->fetch = (struct doh_http){.x = {.done = fetch_done, .owner = o}, .path = configs_path};
-    rc = doh_send_http(o->target, &o->fetch);
+    up->fetch = (struct doh_http){.x = {.done = odoh_fetch_done, .owner = up}, .path = configs_path};
+    rc = doh_send_http(up->target, &up->fetch);
     if (rc) {
         stats.config_failures++;
-        o->fetch_retry_at = net_now_ms() + ODOH_FETCH_BACKOFF_MS;
+        up->fetch_retry_at = net_now_ms() + ODOH_FETCH_BACKOFF_MS;
         return rc;
     }
-    o->fetching = true;
-    ev_timer_set(&o->fetch_timer, ODOH_FETCH_TIMEOUT_S, 0.);
-    ev_timer_start(o->loop, &o->fetch_timer);
+    up->fetching = true;
+    ev_timer_set(&up->fetch_timer, ODOH_FETCH_TIMEOUT_S, 0.);
+    ev_timer_start(up->loop, &up->fetch_timer);
     return 0;
 }
 
 /* At the outermost level before each delivery: waiting queries are sealed
  * and sent once configs are usable; otherwise a fetch starts, unless one
  * just failed, in which case they fail now and the query moves on. */
-static void settle(void *arg)
+static void odoh_up_settle(void *arg)
 {
-    struct odoh_up *o = arg;
+    struct odoh_up *up = arg;
 
-    if (!o->waiting.head)
+    if (!up->wait.head)
         return;
-    if (cfg_usable(o)) {
-        while (o->waiting.head) {
-            struct oreq *r = first(&o->waiting);
-            list_unlink(&o->waiting, &r->link);
-            r->where = W_NONE;
-            req_start(r);
+    if (odoh_cfg_usable(up)) {
+        while (up->wait.head) {
+            struct odoh_req *r = odoh_req_first(&up->wait);
+            conn_list_unlink(&r->link);
+            r->where = CONN_REQ_NONE;
+            odoh_req_start(r);
         }
         return;
     }
-    if (o->fetching)
+    if (up->fetching)
         return;
-    if (net_now_ms() >= o->fetch_retry_at && fetch_start(o) == 0)
+    if (net_now_ms() >= up->fetch_retry_at && odoh_fetch_start(up) == 0)
         return;
-    while (o->waiting.head)
-        req_finish(first(&o->waiting), DV_ECONN);
+    while (up->wait.head)
+        odoh_req_finish(odoh_req_first(&up->wait), DV_ECONN);
 }
 
-static void release(struct conn_done *f)
+static void odoh_req_release(struct conn_done *f)
 {
-    req_free(req_of(f));
+    odoh_req_free(odoh_req_of(f));
 }
 
-static void up_free(struct odoh_up *o)
+static void odoh_up_destroy(void *arg)
 {
-    while (o->waiting.head) {
-        struct oreq *r = first(&o->waiting);
-        req_detach(r);
-        req_free(r);
+    struct odoh_up *up = arg;
+
+    while (up->wait.head) {
+        struct odoh_req *r = odoh_req_first(&up->wait);
+        odoh_req_detach(r);
+        odoh_req_free(r);
     }
-    while (o->flight.head) {
-        struct oreq *r = first(&o->flight);
-        req_detach(r);
-        req_free(r);
+    while (up->flight.head) {
+        struct odoh_req *r = odoh_req_first(&up->flight);
+        odoh_req_detach(r);
+        odoh_req_free(r);
     }
-    for (struct conn_done *f; (f = conn_scope_pop(&o->scope));)
-        req_free(req_of(f));
-    ev_timer_stop(o->loop, &o->kick);
-    ev_timer_stop(o->loop, &o->fetch_timer);
-    if (o->fetching)
-        o->target->ops->cancel(o->target, &o->fetch.x);
-    for (size_t i = 0; i < o->n_relays; i++) {
-        upstream_unref(o->relays[i].u);
-        free(o->relays[i].path);
+    for (struct conn_done *f; (f = conn_scope_pop(&up->scope));)
+        odoh_req_free(odoh_req_of(f));
+    ev_timer_stop(up->loop, &up->kick);
+    ev_timer_stop(up->loop, &up->fetch_timer);
+    if (up->fetching)
+        up->target->ops->cancel(up->target, &up->fetch.x);
+    for (size_t i = 0; i < up->n_relays; i++) {
+        upstream_unref(up->relays[i].u);
+        free(up->relays[i].path);
     }
-    free(o->relays);
-    upstream_unref(o->target);
-    explicit_bzero(&o->cfg, sizeof(o->cfg));
-    free(o->target_path);
-    free(o->name);
-    free(o);
+    free(up->relays);
+    upstream_unref(up->target);
+    explicit_bzero(&up->cfg, sizeof(up->cfg));
+    free(up->target_path);
+    free(up->name);
+    free(up);
 }
 
-static void destroy(void *arg)
+static void odoh_up_kick_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
-    up_free(arg);
-}
+    struct odoh_up *up = w->data;
 
-static void kick_cb(struct ev_loop *loop, ev_timer *w, int revents)
-{
-    struct odoh_up *o = w->data;
-
-    enter(o);
-    leave(o);
+    conn_scope_enter(&up->scope);
+    conn_scope_leave(&up->scope);
 }
 
 /* ------------------------------------------------------------ setup */
 
 /* Percent-encodes s for a query parameter: all but RFC 3986 unreserved. */
-static int query_escape(const char *s, char *out, size_t cap)
+static int odoh_escape(const char *s, char *out, size_t cap)
 {
     static const char hex[] = "0123456789ABCDEF";
     size_t n = 0;
@@ -574,7 +546,7 @@ static int query_escape(const char *s, char *out, size_t cap)
 
 /* A DoH upstream for url (bootstrap addresses after '#' or in boot[]),
  * with u's CA and connection settings; name is for log lines. */
-static struct upstream *inner_new(const struct upstream *u, const char *name, const char *spec,
+static struct upstream *odoh_inner_new(const struct upstream *u, const char *name, const char *spec,
                                   char *const *boot, size_t n_boot, bool target)
 {
     struct cfg_upstream c = {0};
@@ -612,12 +584,12 @@ static struct upstream *inner_new(const struct upstream *u, const char *name, co
 
 static int odoh_open(struct upstream *u)
 {
-    struct odoh_up *o;
+    struct odoh_up *up;
     char path[2048], auth[300], ehost[600], epath[2048], url[2300], name[300];
 
     if (doh_path(u->path, path, sizeof(path)) ||
         doh_authority(u->host, net_addr_port(&u->addr), auth, sizeof(auth)) ||
-        query_escape(auth, ehost, sizeof(ehost)) || query_escape(path, epath, sizeof(epath))) {
+        odoh_escape(auth, ehost, sizeof(ehost)) || odoh_escape(path, epath, sizeof(epath))) {
         log_err("upstream %s: the ODoH target path '%s' is not a request path", u->name,
                 u->path ? u->path : "");
         return DV_EINVAL;
@@ -626,30 +598,30 @@ static int odoh_open(struct upstream *u)
         log_err("upstream %s: at most %d relays", u->name, ODOH_RELAYS_MAX);
         return DV_EINVAL;
     }
-    if (!(o = calloc(1, sizeof(*o))))
+    if (!(up = calloc(1, sizeof(*up))))
         return DV_ENOMEM;
-    o->loop = u->loop;
-    conn_scope_init(&o->scope, settle, release, destroy, o);
-    ev_timer_init(&o->kick, kick_cb, 0., 0.);
-    o->kick.data = o;
-    ev_timer_init(&o->fetch_timer, fetch_timer_cb, 0., 0.);
-    o->fetch_timer.data = o;
-    o->name = strdup(u->name);
-    o->target_path = strdup(path);
-    o->relays = calloc(u->cfg.n_relays + 1, sizeof(*o->relays));
+    up->loop = u->loop;
+    conn_scope_init(&up->scope, odoh_up_settle, odoh_req_release, odoh_up_destroy, up);
+    ev_timer_init(&up->kick, odoh_up_kick_cb, 0., 0.);
+    up->kick.data = up;
+    ev_timer_init(&up->fetch_timer, odoh_fetch_timer_cb, 0., 0.);
+    up->fetch_timer.data = up;
+    up->name = strdup(u->name);
+    up->target_path = strdup(path);
+    up->relays = calloc(u->cfg.n_relays + 1, sizeof(*up->relays));
     snprintf(url, sizeof(url), "https://%s", u->url + strlen("odoh://"));
     snprintf(name, sizeof(name), "%s (target)", u->name);
-    if (!o->name || !o->target_path || !o->relays ||
-        !(o->target = inner_new(u, name, url, u->cfg.bootstrap, u->cfg.n_bootstrap, true)))
+    if (!up->name || !up->target_path || !up->relays ||
+        !(up->target = odoh_inner_new(u, name, url, u->cfg.bootstrap, u->cfg.n_bootstrap, true)))
         goto fail;
     for (size_t i = 0; i < u->cfg.n_relays; i++) {
-        struct odoh_relay *rl = &o->relays[i];
+        struct odoh_relay *rl = &up->relays[i];
         const char *spec = u->cfg.relays[i], *p = strchr(spec + 8, '/');
         size_t plen = strcspn(p, "#");
         snprintf(name, sizeof(name), "%s (relay %zu)", u->name, i + 1);
-        if (!(rl->u = inner_new(u, name, spec, NULL, 0, false)))
+        if (!(rl->u = odoh_inner_new(u, name, spec, NULL, 0, false)))
             goto fail;
-        o->n_relays++;
+        up->n_relays++;
         /* the relay's own path may carry a query already */
         if (asprintf(&rl->path, "%.*s%ctargethost=%s&targetpath=%s", (int)plen, p,
                      memchr(p, '?', plen) ? '&' : '?', ehost, epath) < 0) {
@@ -657,67 +629,66 @@ static int odoh_open(struct upstream *u)
             goto fail;
         }
     }
-    if (o->n_relays)
-        log_info("upstream %s: ODoH to %s through %zu relay%s", u->name, auth, o->n_relays,
-                 o->n_relays == 1 ? "" : "s");
+    if (up->n_relays)
+        log_info("upstream %s: ODoH to %s through %zu relay%s", u->name, auth, up->n_relays,
+                 up->n_relays == 1 ? "" : "s");
     else
         log_warn("upstream %s: ODoH without a relay: the target sees this host's address with "
                  "every query (plain DoH privacy); add 'relays'", u->name);
-    u->priv = o;
+    u->priv = up;
     return 0;
 fail:
-    if (o->target) {
-        up_free(o);
+    if (up->target) {
+        odoh_up_destroy(up);
         return DV_EINVAL;
     }
-    free(o->relays);
-    free(o->target_path);
-    free(o->name);
-    free(o);
+    free(up->relays);
+    free(up->target_path);
+    free(up->name);
+    free(up);
     return DV_EINVAL;
 }
 
 static int odoh_send(struct upstream *u, struct xfer *x)
 {
-    struct odoh_up *o = u->priv;
-    struct oreq *r;
+    struct odoh_up *up = u->priv;
+    struct odoh_req *r;
+    int rc;
 
-    if (x->len < DNS_HDR_LEN || x->len > DNS_MSG_MAX)
-        return DV_EINVAL;
-    if (!cfg_usable(o) && !o->fetching && net_now_ms() < o->fetch_retry_at)
+    if ((rc = conn_send_check(x, up->wait.n, up->name)))
+        return rc;
+    if (!odoh_cfg_usable(up) && !up->fetching && net_now_ms() < up->fetch_retry_at)
         return DV_ECONN; /* the target's configs cannot be had just now */
-    if (o->waiting.n >= ODOH_WAIT_MAX)
-        return DV_ECONN;
     if (!(r = calloc(1, sizeof(*r))))
         return DV_ENOMEM;
-    r->o = o;
+    r->up = up;
     r->done.x = x;
-    r->where = W_WAIT;
-    list_push(&o->waiting, &r->link);
+    r->where = CONN_REQ_WAIT;
+    conn_list_push(&up->wait, &r->link);
     x->tpriv = r;
-    if (!o->scope.depth)
-        ev_timer_start(o->loop, &o->kick); /* sealed and sent on the next turn */
+    if (!up->scope.depth)
+        ev_timer_start(up->loop, &up->kick); /* sealed and sent on the next turn */
     return 0;
 }
 
 static void odoh_cancel(struct upstream *u, struct xfer *x)
 {
-    struct oreq *r = x->tpriv;
+    struct odoh_req *r = x->tpriv;
 
     if (!r)
         return;
     x->tpriv = NULL;
-    req_detach(r);
-    req_free(r);
+    odoh_req_detach(r);
+    odoh_req_free(r);
 }
 
 static void odoh_close(struct upstream *u)
 {
-    struct odoh_up *o = u->priv;
+    struct odoh_up *up = u->priv;
 
     u->priv = NULL;
-    if (o)
-        conn_scope_close(&o->scope); /* now, or once the stack unwinds */
+    if (up)
+        conn_scope_close(&up->scope); /* now, or once the stack unwinds */
 }
 
 const struct transport_ops odoh_ops = {

@@ -6,6 +6,7 @@
 #ifndef DV_UPSTREAM_POOL_H
 #define DV_UPSTREAM_POOL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -24,6 +25,9 @@ size_t pool_size(const struct pool *p);
 const char *pool_name(const struct pool *p);
 enum cfg_strategy pool_strategy(const struct pool *p);
 unsigned pool_hedge_ms(const struct pool *p);
+/* How many attempts of one query the strategy starts at once: 1, or
+ * SIZE_MAX for parallel (every upstream). */
+size_t pool_fanout(const struct pool *p);
 
 /* Fills order[0..pool_size) with the upstreams to try for one query, first
  * choice first: healthy ones in the strategy's order, then those in backoff.
@@ -37,5 +41,21 @@ void pool_plan(struct pool *p, uint64_t now, struct upstream **order);
 
 /* Reports the outcome of one attempt: rc 0 (answered after rtt_ms) or DV_E*. */
 void pool_report(struct upstream *u, int rc, uint64_t rtt_ms, uint64_t now);
+
+/* ---- an upstream's health (u->health is pool.c's; these read it) ---------- */
+
+/* False while u backs off after consecutive failures. */
+bool pool_healthy(const struct upstream *u, uint64_t now);
+/* Failed attempts since the last answer. */
+unsigned pool_fails(const struct upstream *u);
+/* The latency EWMA the strategies choose by (ms; failures push it up); 0
+ * while unmeasured. */
+double pool_rtt_ms(const struct upstream *u);
+/* Forgets u's failures and backoff (not its latency): failures on an old
+ * network say nothing about a new one. */
+void pool_forget(struct upstream *u);
+/* Frees u's health as u goes (upstream.c); u reads as healthy and
+ * unmeasured again. */
+void pool_health_free(struct upstream *u);
 
 #endif

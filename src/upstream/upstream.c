@@ -1,5 +1,6 @@
 #include "upstream/upstream.h"
 #include "upstream/happy.h"
+#include "upstream/pool.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -188,6 +189,7 @@ static int parse_authority(struct upstream *u, const char *rest, uint16_t port,
 static void upstream_free(struct upstream *u)
 {
     config_upstream_clear(&u->cfg);
+    pool_health_free(u);
     free(u->host);
     free(u->path);
     free(u->addrs);
@@ -270,8 +272,7 @@ void upstream_unref(struct upstream *u)
 void upstream_netchange(struct upstream *u)
 {
     /* failures on the old network say nothing about the new one */
-    u->fails = 0;
-    u->down_until = 0;
+    pool_forget(u);
     if (u->priv && u->ops->netchange)
         u->ops->netchange(u);
 }

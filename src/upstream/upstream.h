@@ -56,6 +56,8 @@ enum upstream_proto {
     UPSTREAM_UDP, UPSTREAM_TCP, UPSTREAM_TLS, UPSTREAM_HTTPS, UPSTREAM_QUIC, UPSTREAM_ODOH
 };
 
+struct pool_health;
+
 struct upstream {
     char *name;
     char *url;
@@ -68,10 +70,8 @@ struct upstream {
     struct ev_loop *loop;
     void *priv;
 
-    /* health, kept by pool.c */
-    unsigned fails;       /* consecutive failures */
-    uint64_t down_until;  /* monotonic ms; skipped before this unless all are down */
-    double rtt_ewma;      /* ms */
+    /* health: pool.c's alone, read through pool.h (pool_healthy, ...) */
+    struct pool_health *health;
     unsigned refs;
 
     /* every bootstrap address of a host that is a name, in the order

@@ -66,6 +66,15 @@ class Namespace:
     def ip(self, *args, check=True):
         return run("ip", "-n", self.name, *args, check=check)
 
+    def ip_batch(self, *commands):
+        """Several `ip` commands in one run, so they reach the kernel in one
+        netlink burst: two runs can be further apart than netmon's 50 ms
+        debounce on a loaded machine, which would make one change two."""
+        r = subprocess.run(["ip", "-n", self.name, "-batch", "-"], input="\n".join(commands) + "\n",
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            raise RuntimeError("ip -batch %r: %s%s" % (commands, r.stdout, r.stderr))
+
     def sysctl(self, key, value):
         run("ip", "netns", "exec", self.name, "sysctl", "-q", "-w", "%s=%s" % (key, value))
 
@@ -126,8 +135,7 @@ class Pair:
     def move_address(self, new="10.99.1.3"):
         """The client's address on uplink A changes: new one added, old one
         deleted (a DHCP lease renewed with another address)."""
-        self.client.ip("addr", "add", new + "/24", "dev", "upa")
-        self.client.ip("addr", "del", CLIENT_A + "/24", "dev", "upa")
+        self.client.ip_batch("addr add %s/24 dev upa" % new, "addr del %s/24 dev upa" % CLIENT_A)
 
     def move_default_route(self):
         """Uplink A's router goes away and the client's default route moves

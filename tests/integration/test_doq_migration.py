@@ -23,7 +23,6 @@ uplink, so the kernel would now send from another source address.
 The first two print their first-query latency after the change."""
 
 import re
-import tempfile
 import time
 
 import dns.rcode
@@ -41,19 +40,8 @@ FIRST_ANSWER_MAX = 1.5  # as test_netchange.py: generous for a loaded machine
 
 pytestmark = pytest.mark.skipif(netns.usable() is not None, reason=str(netns.usable()))
 
-def move_address_at_once(pair, new="10.99.1.3"):
-    """netns.Pair.move_address in one netlink burst: two `ip` runs can be
-    further apart than netmon's 50 ms debounce on a loaded machine, and a
-    change reported while the old address is still there is one no
-    migration answers (the connection is replaced, as before)."""
-    with tempfile.NamedTemporaryFile("w", suffix=".ip") as f:
-        f.write("addr add %s/24 dev upa\naddr del %s/24 dev upa\n" % (new, netns.CLIENT_A))
-        f.flush()
-        netns.run("ip", "-n", pair.client.name, "-batch", f.name)
-
-
 CHANGES = {
-    "address": move_address_at_once,
+    "address": netns.Pair.move_address,
     "route": netns.Pair.move_default_route,
 }
 
@@ -290,7 +278,7 @@ def test_server_judges_a_migrated_client_by_its_new_address(world):
     w = world("dnsveil", 'allow = ["127.0.0.0/8", "%s/32"]' % netns.CLIENT_A)
     rc, _ = w.ask("warm.test.")
     assert rc == dns.rcode.NOERROR
-    move_address_at_once(w.pair)
+    w.pair.move_address()
     # (a query that rides the very packets that move the connection comes
     # before the server has validated the new address: judged by the old)
     w.ask("moving.test.")

@@ -1,6 +1,7 @@
 /* conn: the connection policy — pool size, backoff doubling with jitter in
  * its upper half, the fail-fast window, and recovery. Time is a parameter,
- * so nothing sleeps. */
+ * so nothing sleeps. Then the plumbing the transports share: the send
+ * prologue's bounds and the request lists. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -9,6 +10,8 @@
 
 #include <cmocka.h>
 
+#include "core/err.h"
+#include "dns/dns.h"
 #include "upstream/conn.h"
 
 enum {
@@ -138,6 +141,81 @@ static void test_ok_resets(void **state)
     assert_true(d < MIN_MS);
 }
 
+
+/* The one length guard: a DNS header at least, and room to grow by
+ * CONN_QUERY_ROOM within one message; then the wait list's cap. */
+static void test_send_check(void **state)
+{
+    static uint8_t msg[DNS_MSG_MAX];
+    struct xfer x = {.msg = msg};
+
+    x.len = DNS_HDR_LEN - 1;
+    assert_int_equal(conn_send_check(&x, 0, "t"), DV_EINVAL);
+    x.len = DNS_HDR_LEN;
+    assert_int_equal(conn_send_check(&x, 0, "t"), 0);
+    x.len = DNS_MSG_MAX - CONN_QUERY_ROOM;
+    assert_int_equal(conn_send_check(&x, 0, "t"), 0);
+    x.len++;
+    assert_int_equal(conn_send_check(&x, 0, "t"), DV_EINVAL);
+    x.len = DNS_MSG_MAX;
+    assert_int_equal(conn_send_check(&x, 0, "t"), DV_EINVAL);
+    x.len = 100;
+    assert_int_equal(conn_send_check(&x, CONN_WAIT_MAX - 1, "t"), 0);
+    assert_int_equal(conn_send_check(&x, CONN_WAIT_MAX, "t"), DV_ECONN);
+}
+
+struct item {
+    int v;
+    struct conn_link link;
+};
+
+/* The list's values front to back, as digits. */
+static unsigned values(const struct list *l)
+{
+    unsigned out = 0;
+
+    for (struct list_link *e = l->head; e; e = e->next) {
+        struct item *it = conn_elem(e, struct item, link);
+        assert_ptr_equal(it->link.on, l);
+        out = out * 10 + (unsigned)it->v;
+    }
+    return out;
+}
+
+static void test_request_lists(void **state)
+{
+    struct item it[6];
+    struct list a = {0}, b = {0};
+
+    memset(it, 0, sizeof(it));
+    for (int i = 0; i < 6; i++)
+        it[i].v = i + 1;
+    assert_null(conn_elem(conn_list_pop(&a), struct item, link));
+    conn_list_unlink(&it[0].link); /* on no list: nothing */
+    conn_list_push(&a, &it[1].link);
+    conn_list_push(&a, &it[2].link);
+    conn_list_push_front(&a, &it[0].link);
+    assert_int_equal(values(&a), 123);
+    assert_int_equal(a.n, 3);
+    conn_list_unlink(&it[1].link);
+    assert_null(it[1].link.on);
+    assert_int_equal(values(&a), 13);
+    conn_list_push(&b, &it[3].link);
+    conn_list_push(&b, &it[4].link);
+    conn_list_splice_front(&a, &b); /* b's move in front, knowing their list */
+    assert_int_equal(values(&a), 4513);
+    assert_int_equal(a.n, 4);
+    assert_null(b.head);
+    assert_int_equal(b.n, 0);
+    conn_list_splice_front(&a, &b); /* an empty one: nothing */
+    assert_int_equal(values(&a), 4513);
+    assert_ptr_equal(conn_elem(conn_list_pop(&a), struct item, link), &it[3]);
+    assert_null(it[3].link.on);
+    conn_list_unlink(&it[2].link); /* the tail */
+    assert_int_equal(values(&a), 51);
+    assert_ptr_equal(conn_elem(a.tail, struct item, link), &it[0]);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -147,6 +225,8 @@ int main(void)
         cmocka_unit_test(test_backoff_capped),
         cmocka_unit_test(test_fail_fast_window),
         cmocka_unit_test(test_ok_resets),
+        cmocka_unit_test(test_send_check),
+        cmocka_unit_test(test_request_lists),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -46,11 +46,8 @@ static size_t index_of(const struct upstream *u)
 
 static void reset_health(void)
 {
-    for (int i = 0; i < N; i++) {
-        ups[i]->fails = 0;
-        ups[i]->down_until = 0;
-        ups[i]->rtt_ewma = 0;
-    }
+    for (int i = 0; i < N; i++)
+        pool_health_free(ups[i]);
 }
 
 static void test_failover_order_and_backoff(void **state)
@@ -59,6 +56,8 @@ static void test_failover_order_and_backoff(void **state)
     struct upstream *order[N];
 
     reset_health();
+    assert_int_equal(pool_fanout(p), 1); /* one upstream at a time */
+    assert_true(pool_healthy(ups[0], 1000));
     pool_plan(p, 1000, order);
     for (size_t i = 0; i < N; i++)
         assert_ptr_equal(order[i], ups[i]);
@@ -68,6 +67,8 @@ static void test_failover_order_and_backoff(void **state)
     pool_plan(p, 1000, order);
     assert_ptr_equal(order[0], ups[0]);
     pool_report(ups[0], DV_ECONN, 0, 1000);
+    assert_false(pool_healthy(ups[0], 1001));
+    assert_int_equal(pool_fails(ups[0]), 3);
     pool_plan(p, 1001, order);
     assert_ptr_equal(order[0], ups[1]);
     assert_ptr_equal(order[1], ups[2]);
@@ -77,7 +78,7 @@ static void test_failover_order_and_backoff(void **state)
     assert_ptr_equal(order[0], ups[0]);
     /* and a success clears the count */
     pool_report(ups[0], 0, 20, 3000);
-    assert_int_equal(ups[0]->fails, 0);
+    assert_int_equal(pool_fails(ups[0]), 0);
     pool_unref(p);
 }
 
@@ -147,7 +148,7 @@ static void test_fastest(void **state)
     assert_in_range(first[1], 5400, 6500);
     assert_in_range(first[0], 80, 400);
     /* an upstream never measured is tried as if fastest */
-    ups[0]->rtt_ewma = 0;
+    pool_health_free(ups[0]);
     unsigned zero_first = 0;
     for (int q = 0; q < 900; q++) {
         pool_plan(p, 0, order);
@@ -155,9 +156,9 @@ static void test_fastest(void **state)
     }
     assert_true(zero_first > 500);
     /* failures push the latency up */
-    double before = ups[1]->rtt_ewma;
+    double before = pool_rtt_ms(ups[1]);
     pool_report(ups[1], DV_ETIMEOUT, 0, 0);
-    assert_true(ups[1]->rtt_ewma > before);
+    assert_true(pool_rtt_ms(ups[1]) > before);
     pool_unref(p);
 }
 
@@ -172,6 +173,7 @@ static void test_parallel_keeps_order(void **state)
         assert_ptr_equal(order[i], ups[i]);
     assert_int_equal(pool_strategy(p), CFG_STRATEGY_PARALLEL);
     assert_int_equal(pool_hedge_ms(p), 150);
+    assert_true(pool_fanout(p) >= N); /* every upstream at once */
     pool_unref(p);
 }
 
