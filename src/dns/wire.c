@@ -289,10 +289,20 @@ struct fixed_map {
     uint8_t bits[(DNS_MSG_MAX + 7) / 8];
 };
 
+/* Whole bytes of the map at once: an OPT with padding (every encrypted
+ * answer) marks hundreds of bytes. */
 static void map_set(struct fixed_map *m, size_t lo, size_t hi /* exclusive */)
 {
-    for (size_t i = lo; i < hi; i++)
-        m->bits[i >> 3] |= (uint8_t)(1u << (i & 7));
+    if (hi <= lo)
+        return;
+    for (; lo < hi && (lo & 7); lo++)
+        m->bits[lo >> 3] |= (uint8_t)(1u << (lo & 7));
+    if (hi - lo >= 8) {
+        memset(m->bits + (lo >> 3), 0xff, (hi - lo) >> 3);
+        lo += (hi - lo) & ~(size_t)7;
+    }
+    for (; lo < hi; lo++)
+        m->bits[lo >> 3] |= (uint8_t)(1u << (lo & 7));
 }
 
 /* A byte of the map at a time: every name of every answer goes through here. */
