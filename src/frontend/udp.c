@@ -235,6 +235,7 @@ static void udp_read_cb(struct ev_loop *loop, ev_io *w, int revents)
         rx_ready(u->pktinfo);
         int n = recvmmsg(u->fd, rx_msgs, UDP_BATCH, MSG_DONTWAIT, NULL);
         if (n <= 0) {
+            rx_dirty = 1; /* nothing is written back on failure; reset slot 0 anyway */
             if (n < 0 && errno != EAGAIN && errno != EINTR)
                 log_debug("udp recvmmsg: %s", strerror(errno));
             return;
