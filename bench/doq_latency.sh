@@ -28,36 +28,35 @@
 #        and miekg-dns packages).
 set -euo pipefail
 
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
-REPO=$(pwd)
-DNSVEIL=${DNSVEIL_BIN:-$REPO/build/release/dnsveil}
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+DNSVEIL=${DNSVEIL_BIN:-$root/build/release/dnsveil}
 ROUNDS=${BENCH_ROUNDS:-5}
-PEER=$REPO/build/peers/doq
+PEER=$root/build/peers/doq
 SRV=dvlat-srv-$$
 CLI=dvlat-cli-$$
 SRV_IP=10.231.0.2
 CLI_IP=10.231.0.1
 IDLE_MS=1500   # both servers close idle connections after this
 
-die() { echo "bench/doq_latency.sh: $*" >&2; exit 1; }
-[ "$(id -u)" -eq 0 ] || die "needs root (network namespaces, netem)"
-for b in ip tc knotd unbound openssl /usr/bin/python3; do
-    command -v "$b" >/dev/null || die "$b is not installed"
-done
-[ -x "$DNSVEIL" ] || die "no dnsveil at $DNSVEIL (set DNSVEIL_BIN)"
-[ -x "$PEER" ] || bash tests/peers/build.sh || die "cannot build the DoQ peer"
-
-work=$(mktemp -d /tmp/dnsveil-bench-doq.XXXXXX)
+BENCH=doq
+# shellcheck source=bench/lib.sh
+. "$root/bench/lib.sh"
+[ "$(id -u)" -eq 0 ] || bench_die "needs root (network namespaces, netem)"
+bench_install iproute2 knot unbound openssl dnsutils python3-dnspython
+bench_need ip tc knotd unbound openssl dig /usr/bin/python3
+[ -x "$DNSVEIL" ] || bench_die "no dnsveil at $DNSVEIL (set DNSVEIL_BIN)"
+[ -x "$PEER" ] || bash tests/peers/build.sh || bench_die "cannot build the DoQ peer"
 chmod 755 "$work"   # dnsveil drops to nobody and must read the CA file
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
+
+# lib.sh's cleanup (processes, work dir), then the namespaces
+doq_cleanup() {
+    if [ -n "${BENCH_KEEP:-}" ]; then echo "kept $work"; work=/nonexistent; fi
+    bench_cleanup
     ip netns del "$SRV" 2>/dev/null || true
     ip netns del "$CLI" 2>/dev/null || true
-    if [ -n "${BENCH_KEEP:-}" ]; then echo "kept $work"; else rm -rf "$work"; fi
 }
-trap cleanup EXIT
+trap doq_cleanup EXIT
 
 # --- the path: two namespaces, 10 ms each way --------------------------------
 # netem when the kernel has it; otherwise (some VMs build it out) a small
@@ -118,7 +117,7 @@ EOF
     /usr/bin/python3 "$work/link.py" dvl-c$$ "$CLI" dvl-s$$ "$SRV" >"$work/link.log" 2>&1 &
     pids+=($!)
     for _ in $(seq 100); do grep -q up "$work/link.log" 2>/dev/null && break; sleep 0.05; done
-    grep -q up "$work/link.log" || die "userspace link did not start: $(cat "$work/link.log")"
+    grep -q up "$work/link.log" || bench_die "userspace link did not start: $(cat "$work/link.log")"
     ip -n "$CLI" addr add "$CLI_IP/32" peer "$SRV_IP/32" dev dvl-c$$
     ip -n "$SRV" addr add "$SRV_IP/32" peer "$CLI_IP/32" dev dvl-s$$
 fi
@@ -128,39 +127,13 @@ rtt=$(C ping -c 3 -i 0.2 -q "$SRV_IP" 2>/dev/null | awk -F/ '/rtt|round-trip/ { 
 echo "path: $LINK; ping RTT ${rtt:-?} ms"
 
 # --- certificates ------------------------------------------------------------
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
-    -keyout "$work/ca.key" -out "$work/ca.pem" -days 2 -subj "/CN=bench CA" \
-    -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign 2>/dev/null
-openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
-    -keyout "$work/srv.key" -out "$work/srv.csr" -subj "/CN=bench.test" 2>/dev/null
-printf 'subjectAltName = IP:%s\nextendedKeyUsage = serverAuth\n' "$SRV_IP" >"$work/srv.ext"
-openssl x509 -req -in "$work/srv.csr" -CA "$work/ca.pem" -CAkey "$work/ca.key" \
-    -CAcreateserial -days 2 -extfile "$work/srv.ext" -out "$work/srv.pem" 2>/dev/null
+bench_ca
+bench_cert srv bench.test "$SRV_IP"
 chmod 644 "$work"/*.pem "$work"/*.key
 
 # --- servers -------------------------------------------------------------------
-mkdir -p "$work/knot"
-cp tests/integration/zones/test.zone "$work/knot/test.zone"
-cat >"$work/knot/knot.conf" <<EOF
-server:
-    rundir: "$work/knot"
-    listen: 127.0.0.1@5300
-log:
-  - target: stderr
-    any: warning
-database:
-    storage: "$work/knot"
-template:
-  - id: default
-    storage: "$work/knot"
-    zonefile-sync: -1
-    journal-content: none
-zone:
-  - domain: test.
-    file: "$work/knot/test.zone"
-EOF
-S knotd -c "$work/knot/knot.conf" >"$work/knot.log" 2>&1 &
-pids+=($!)
+BENCH_IN=(ip netns exec "$SRV")  # knotd and its readiness probe in the server namespace
+bench_knotd
 
 cat >"$work/unbound.conf" <<EOF
 server:
@@ -192,7 +165,7 @@ server:
     cache-max-negative-ttl: 0
 forward-zone:
     name: "."
-    forward-addr: 127.0.0.1@5300
+    forward-addr: 127.0.0.1@$KNOT
 remote-control:
     control-enable: no
 EOF
@@ -200,7 +173,7 @@ S unbound -d -c "$work/unbound.conf" >"$work/unbound.log" 2>&1 &
 pids+=($!)
 
 S "$PEER" -listen "$SRV_IP:8853" -cert "$work/srv.pem" -key "$work/srv.key" \
-    -upstream 127.0.0.1:5300 -idle "${IDLE_MS}ms" >"$work/doq.log" 2>&1 &
+    -upstream "127.0.0.1:$KNOT" -idle "${IDLE_MS}ms" >"$work/doq.log" 2>&1 &
 pids+=($!)
 sleep 1
 
@@ -225,7 +198,7 @@ wait_ready() {   # until dnsveil listens on UDP PORT; asks nothing, so no upstre
         [ -n "$(C ss -Hlun "sport = :$1")" ] && return 0
         sleep 0.05
     done
-    die "dnsveil on port $1 never listened"
+    bench_die "dnsveil on port $1 never listened"
 }
 
 median() { sort -n | awk '{ v[NR] = $1 } END { if (NR) print v[int((NR + 1) / 2)]; else print "?" }'; }

@@ -29,9 +29,13 @@ port() {  # a free loopback TCP+UDP port
 s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
+# A prefix for knotd and the readiness probe, where the servers live: a
+# script that puts them in a network namespace sets it (bench/doq_latency.sh).
+BENCH_IN=()
+
 wait_udp() {  # wait_udp PORT NAME: until www.test gets an answer on PORT
   for _ in $(seq 100); do
-    if dig +time=1 +tries=1 @127.0.0.1 -p "$1" www.test A >/dev/null 2>&1; then return 0; fi
+    if "${BENCH_IN[@]}" dig +time=1 +tries=1 @127.0.0.1 -p "$1" www.test A >/dev/null 2>&1; then return 0; fi
     sleep 0.1
   done
   tail -n 20 "$work/$2.log" >&2 || true
@@ -54,10 +58,11 @@ bench_ca() {  # a private CA: $work/ca.pem, $work/ca.key
     >/dev/null 2>&1
 }
 
-bench_cert() {  # bench_cert NAME HOST: $work/NAME.pem/.key for HOST and 127.0.0.1
+bench_cert() {  # bench_cert NAME HOST [IP]: $work/NAME.pem/.key for HOST, 127.0.0.1 (and IP)
   openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
     -keyout "$work/$1.key" -out "$work/$1.csr" -subj "/CN=$2" >/dev/null 2>&1
-  printf 'subjectAltName=DNS:%s,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' "$2" > "$work/$1.ext"
+  printf 'subjectAltName=DNS:%s,IP:127.0.0.1%s\nextendedKeyUsage=serverAuth\n' "$2" "${3:+,IP:$3}" \
+    > "$work/$1.ext"
   openssl x509 -req -in "$work/$1.csr" -CA "$work/ca.pem" -CAkey "$work/ca.key" \
     -CAcreateserial -days 2 -extfile "$work/$1.ext" -out "$work/$1.pem" >/dev/null 2>&1
 }
@@ -80,18 +85,17 @@ zone:
   - domain: test.
     file: "$work/test.zone"
 KNOTCONF
-  knotd -c "$work/knot.conf" >"$work/knotd.log" 2>&1 & pids+=($!)
+  "${BENCH_IN[@]}" knotd -c "$work/knot.conf" >"$work/knotd.log" 2>&1 & pids+=($!)
   wait_udp "$KNOT" knotd
 }
 
 run=0
 names() {  # a fresh set of never-asked names (NXDOMAIN) into $work/names
+  local tag
   run=$((run + 1))
-  python3 -c "
-import random
-tag = '%06x' % random.getrandbits(24)
-for i in range(400000):
-    print('b%d-$run-%s.test A' % (i, tag))" > "$work/names"
+  tag=$(od -An -N3 -tx1 /dev/urandom | tr -d ' \n')
+  # seq, not a python loop: a --quick run asks for fresh names ~40 times
+  seq -f "b%.0f-$run-$tag.test A" 0 399999 > "$work/names"
 }
 
 # dnsperf output -> "QPS avg_ms min_ms max_ms sd_ms lost" (the queries'

@@ -17,7 +17,7 @@
 # idle and after the runs; binary size. Misses ask names nobody asked.
 # A benchmark, not a test: it prints figures and asserts nothing.
 #
-# Usage: bench/run.sh [--quick]   (--quick: shorter runs, ~4 minutes on 2
+# Usage: bench/run.sh [--quick]   (--quick: shorter runs, ~2 minutes on 2
 #        cores; DNSVEIL_BIN; BENCH_SAT=8 BENCH_FIXED=5 BENCH_CPU=8 seconds;
 #        BENCH_RATE overrides every path's fixed rate: udp 5000, dot 2000,
 #        doh 1000, doq 2000, hit 15000 q/s)
@@ -31,7 +31,7 @@ SAT=${BENCH_SAT:-8}
 FIXED=${BENCH_FIXED:-5}
 CPUSEC=${BENCH_CPU:-8}
 if [ "${1:-}" = --quick ]; then
-  SAT=${BENCH_SAT:-3}; FIXED=${BENCH_FIXED:-3}; CPUSEC=${BENCH_CPU:-4}
+  SAT=${BENCH_SAT:-2}; FIXED=${BENCH_FIXED:-2}; CPUSEC=${BENCH_CPU:-3}
 fi
 # the fixed rate per path (the rates of issue 18's measurements)
 declare -A RATES=([udp]=5000 [dot]=2000 [doh]=1000 [doq]=2000 [hit]=15000)

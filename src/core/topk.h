@@ -18,7 +18,8 @@ struct topk_item {
     uint64_t error;
 };
 
-/* k slots, each TOPK_KEY_MAX bytes. NULL on allocation failure. */
+/* k slots (at most 65535), each TOPK_KEY_MAX bytes. NULL on allocation
+ * failure. */
 struct topk *topk_new(size_t k);
 void topk_del(struct topk *t);
 void topk_add(struct topk *t, const char *key, size_t len);

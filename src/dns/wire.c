@@ -289,18 +289,37 @@ struct fixed_map {
     uint8_t bits[(DNS_MSG_MAX + 7) / 8];
 };
 
+/* Whole bytes of the map at once: an OPT with padding (every encrypted
+ * answer) marks hundreds of bytes. */
 static void map_set(struct fixed_map *m, size_t lo, size_t hi /* exclusive */)
 {
-    for (size_t i = lo; i < hi; i++)
-        m->bits[i >> 3] |= (uint8_t)(1u << (i & 7));
+    if (hi <= lo)
+        return;
+    for (; lo < hi && (lo & 7); lo++)
+        m->bits[lo >> 3] |= (uint8_t)(1u << (lo & 7));
+    if (hi - lo >= 8) {
+        memset(m->bits + (lo >> 3), 0xff, (hi - lo) >> 3);
+        lo += (hi - lo) & ~(size_t)7;
+    }
+    for (; lo < hi; lo++)
+        m->bits[lo >> 3] |= (uint8_t)(1u << (lo & 7));
 }
 
+/* A byte of the map at a time: every name of every answer goes through here. */
 static bool map_any(const struct fixed_map *m, size_t lo, size_t hi)
 {
-    for (size_t i = lo; i < hi; i++) {
-        if (m->bits[i >> 3] & (1u << (i & 7)))
+    if (lo >= hi)
+        return false;
+    size_t a = lo >> 3, z = (hi - 1) >> 3;
+    uint8_t first = (uint8_t)(0xffu << (lo & 7)), last = (uint8_t)(0xffu >> (7 - ((hi - 1) & 7)));
+
+    if (a == z)
+        return (m->bits[a] & first & last) != 0;
+    if (m->bits[a] & first || m->bits[z] & last)
+        return true;
+    for (size_t i = a + 1; i < z; i++)
+        if (m->bits[i])
             return true;
-    }
     return false;
 }
 

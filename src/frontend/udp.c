@@ -41,9 +41,41 @@ struct fe_udp {
     uint8_t tx_cmsg[UDP_TX_SLOTS][UDP_CMSG];
 };
 
-/* shared by every listener: the loop is single-threaded */
+/* shared by every listener: the loop is single-threaded. The headers point
+ * at the buffers for good; a read resets only what the last one changed. */
 static uint8_t rx_buf[UDP_BATCH][UDP_RX_SLOT];
 static uint8_t rx_cmsg[UDP_BATCH][UDP_CMSG];
+static struct mmsghdr rx_msgs[UDP_BATCH];
+static struct iovec rx_iov[UDP_BATCH];
+static struct net_addr rx_peer[UDP_BATCH];
+static int rx_dirty = -1; /* slots the last read filled; -1: none set up */
+static bool rx_pktinfo;
+
+/* Readies the receive headers for a read on a socket with or without
+ * packet info. */
+static void rx_ready(bool pktinfo)
+{
+    int n = rx_dirty;
+
+    if (n < 0) {
+        for (int i = 0; i < UDP_BATCH; i++) {
+            rx_iov[i].iov_base = rx_buf[i];
+            rx_iov[i].iov_len = UDP_RX_SLOT;
+            rx_msgs[i].msg_hdr.msg_iov = &rx_iov[i];
+            rx_msgs[i].msg_hdr.msg_iovlen = 1;
+            rx_msgs[i].msg_hdr.msg_name = &rx_peer[i].ss;
+            rx_msgs[i].msg_hdr.msg_control = rx_cmsg[i];
+        }
+    }
+    if (n < 0 || pktinfo != rx_pktinfo)
+        n = UDP_BATCH;
+    rx_pktinfo = pktinfo;
+    for (int i = 0; i < n; i++) {
+        rx_msgs[i].msg_hdr.msg_namelen = sizeof(rx_peer[i].ss);
+        rx_msgs[i].msg_hdr.msg_controllen = pktinfo ? UDP_CMSG : 0;
+    }
+    rx_dirty = 0;
+}
 
 /* The destination address and interface of a received datagram. */
 static void read_pktinfo(struct msghdr *mh, struct query_client *c, uint16_t port)
@@ -196,42 +228,30 @@ static void udp_flush_cb(struct ev_loop *loop, ev_prepare *w, int revents)
 static void udp_read_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     struct fe_udp *u = w->data;
-    struct mmsghdr msgs[UDP_BATCH];
-    struct iovec iov[UDP_BATCH];
     struct query_client c = {.ops = &udp_sink, .ctx = u, .local = u->local};
-    struct net_addr peers[UDP_BATCH];
 
     /* bounded work per wakeup so TCP clients and timers are not starved */
     for (int round = 0; round < 4; round++) {
-        memset(msgs, 0, sizeof(msgs));
-        for (int i = 0; i < UDP_BATCH; i++) {
-            iov[i].iov_base = rx_buf[i];
-            iov[i].iov_len = UDP_RX_SLOT;
-            msgs[i].msg_hdr.msg_iov = &iov[i];
-            msgs[i].msg_hdr.msg_iovlen = 1;
-            msgs[i].msg_hdr.msg_name = &peers[i].ss;
-            msgs[i].msg_hdr.msg_namelen = sizeof(peers[i].ss);
-            if (u->pktinfo) {
-                msgs[i].msg_hdr.msg_control = rx_cmsg[i];
-                msgs[i].msg_hdr.msg_controllen = UDP_CMSG;
-            }
-        }
-        int n = recvmmsg(u->fd, msgs, UDP_BATCH, MSG_DONTWAIT, NULL);
+        rx_ready(u->pktinfo);
+        int n = recvmmsg(u->fd, rx_msgs, UDP_BATCH, MSG_DONTWAIT, NULL);
         if (n <= 0) {
+            rx_dirty = 1; /* nothing is written back on failure; reset slot 0 anyway */
             if (n < 0 && errno != EAGAIN && errno != EINTR)
                 log_debug("udp recvmmsg: %s", strerror(errno));
             return;
         }
+        rx_dirty = n;
         for (int i = 0; i < n; i++) {
-            if (msgs[i].msg_hdr.msg_flags & MSG_TRUNC) {
+            struct msghdr *mh = &rx_msgs[i].msg_hdr;
+            if (mh->msg_flags & MSG_TRUNC) {
                 query_count_drop(u->qe, &c);
                 continue;
             }
-            c.peer = peers[i];
-            c.peer.len = msgs[i].msg_hdr.msg_namelen;
+            c.peer = rx_peer[i];
+            c.peer.len = mh->msg_namelen;
             if (u->pktinfo)
-                read_pktinfo(&msgs[i].msg_hdr, &c, net_addr_port(u->local));
-            query_submit(u->qe, rx_buf[i], msgs[i].msg_len, &c);
+                read_pktinfo(mh, &c, net_addr_port(u->local));
+            query_submit(u->qe, rx_buf[i], rx_msgs[i].msg_len, &c);
         }
         if (n < UDP_BATCH)
             return;

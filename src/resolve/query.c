@@ -79,6 +79,8 @@ struct inflight {
     const struct upstream *answered_by; /* for the query log */
     struct waiter *waiters;
 };
+/* inflight_new puts the attempts right after the inflight */
+_Static_assert(_Alignof(struct attempt) <= _Alignof(struct inflight), "attempt alignment");
 
 struct query_engine {
     struct ev_loop *loop;
@@ -362,7 +364,6 @@ static void inflight_free(struct inflight *f)
     for (size_t i = 0; i < f->n_att; i++)
         upstream_unref(f->att[i].u);
     pool_unref(f->pool);
-    free(f->att);
     free(f->fallback);
     free(f);
 }
@@ -664,15 +665,18 @@ static struct inflight *inflight_new(struct query_engine *qe, uint32_t h,
                                      const struct dns_query_info *qi, struct pool *pool,
                                      bool cached, unsigned cflags)
 {
-    struct inflight *f = calloc(1, sizeof(*f));
     size_t n = pool_size(pool);
-    struct upstream **order = calloc(n + 1, sizeof(*order));
+    /* the attempts share the inflight's allocation; the plan of a usual
+     * pool fits on the stack: three allocations per miss were one */
+    struct inflight *f = calloc(1, sizeof(*f) + (n + 1) * sizeof(*f->att));
+    struct upstream *order_small[16];
+    struct upstream **order = n + 1 <= 16 ? order_small : calloc(n + 1, sizeof(*order));
 
     if (!f || !order)
         goto fail;
-    f->att = calloc(n + 1, sizeof(*f->att));
-    if (!f->att)
-        goto fail;
+    if (order == order_small)
+        memset(order_small, 0, sizeof(order_small));
+    f->att = (struct attempt *)(void *)(f + 1);
     f->qe = qe;
     f->hash = h;
     f->key = *key;
@@ -689,7 +693,8 @@ static struct inflight *inflight_new(struct query_engine *qe, uint32_t h,
         f->att[i].u = order[i];
         upstream_ref(order[i]);
     }
-    free(order);
+    if (order != order_small)
+        free(order);
     f->deadline = qe_now(qe) + qe->opts.timeout_ms;
     ev_init(&f->timer, inflight_timer_cb);
     f->timer.data = f;
@@ -703,7 +708,8 @@ static struct inflight *inflight_new(struct query_engine *qe, uint32_t h,
         table_grow(qe);
     return f;
 fail:
-    free(order);
+    if (order != order_small)
+        free(order);
     free(f);
     return NULL;
 }

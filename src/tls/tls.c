@@ -675,8 +675,23 @@ int tls_conn_handshake(struct tls_conn *c)
     return 0;
 }
 
+/* True when a read can only end in WANT_READ: our buffer is empty, the
+ * socket was found empty, and wolfSSL holds no plaintext (over TCP it asks
+ * io_recv for no more than the record it is reading, so it holds no whole
+ * record either). wolfSSL formats a message and takes a lock for every
+ * WANT_READ it returns: the last read of every readable event paid that. */
+static bool read_would_block(const struct tls_conn *c)
+{
+    return c->ready && !c->want_write && c->rx && c->rx_off == c->rx_len && c->rx_drained &&
+           !wolfSSL_has_pending(c->ssl);
+}
+
 long tls_conn_read(struct tls_conn *c, void *buf, size_t len)
 {
+    if (read_would_block(c)) {
+        check_new_ticket(c);
+        return io_wait(c, DV_EAGAIN);
+    }
     int n = wolfSSL_read(c->ssl, buf, len > INT32_MAX ? INT32_MAX : (int)len);
 
     if (n > 0) {

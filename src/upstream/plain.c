@@ -57,11 +57,11 @@ struct plain_xfer {
     bool connected;
     size_t sent;        /* TCP: bytes of frame written */
     struct buf in;      /* TCP: bytes read */
-    uint8_t *msg;       /* x->msg with the name in random case: what we send */
     struct xfer *x;
     struct upstream *u;
     struct psock *s;    /* UDP: the pool socket it went out on */
     struct plain_xfer *snext, *sprev;
+    uint8_t msg[];      /* x->msg with the name in random case: what we send */
 };
 
 static uint8_t rxbuf[DNS_MSG_MAX];
@@ -181,7 +181,6 @@ static void px_free(struct plain_xfer *px)
     ps_detach(px);
     px_close_fd(px);
     buf_free(&px->in);
-    free(px->msg);
     free(px);
 }
 
@@ -440,19 +439,17 @@ static int plain_open(struct upstream *u)
 
 static int plain_send(struct upstream *u, struct xfer *x)
 {
-    struct plain_xfer *px = calloc(1, sizeof(*px));
+    /* one allocation for the state and the query */
+    struct plain_xfer *px = malloc(sizeof(*px) + x->len);
     int rc;
 
     if (!px)
         return DV_ENOMEM;
+    memset(px, 0, sizeof(*px));
     px->x = x;
     px->u = u;
     px->fd = -1;
     buf_init(&px->in);
-    if (!(px->msg = malloc(x->len))) {
-        free(px);
-        return DV_ENOMEM;
-    }
     memcpy(px->msg, x->msg, x->len);
     randomize_case(px->msg, x->len);
     rc = px_start(px, false);

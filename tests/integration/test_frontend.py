@@ -76,3 +76,59 @@ def test_wildcard_listener_replies_from_queried_address(netns):
     assert rc == 0, text
     for marker in helpers.SANITIZER_MARKERS:
         assert marker not in text, text
+
+
+BURST = r"""
+import socket, sys
+import dns.message, dns.rcode
+# a burst on a connected socket (answers from another source are dropped):
+# the listener reads several datagrams in one batch
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(3)
+s.connect((sys.argv[1], int(sys.argv[2])))
+n, got = int(sys.argv[3]), 0
+for i in range(n):
+    q = dns.message.make_query("www.test.", "A")
+    q.id = i
+    s.send(q.to_wire())
+ids = set()
+try:
+    while len(ids) < n:
+        r = dns.message.from_wire(s.recv(65535))
+        if dns.rcode.to_text(r.rcode()) == "NOERROR" and r.answer[0][0].address == "192.0.2.77":
+            ids.add(r.id)
+except socket.timeout:
+    pass
+print(len(ids))
+"""
+
+
+def test_wildcard_and_specific_listeners_take_turns(netns):
+    # one process with a wildcard listener (which reads packet info) and one
+    # on a fixed address (which does not), read in turns in bursts: each
+    # answer leaves from the address its query went to, none is lost
+    cfgdir = Path(tempfile.mkdtemp(prefix="dnsveil-cfg-"))
+    os.chmod(cfgdir, 0o755)
+    cfg = cfgdir / "c.toml"
+    cfg.write_text('[server]\nlisten = ["0.0.0.0:5300", "127.0.0.9:5301"]\n'
+                   '[upstreams.unused]\nurl = "udp://127.0.0.1:9"\n'
+                   '[[rules]]\ndomains = ["www.test"]\naction = "answer"\n'
+                   'answer = ["192.0.2.77"]\n')
+    log = open(cfgdir / "log", "wb")
+    proc = subprocess.Popen(["ip", "netns", "exec", netns, helpers.dnsveil_bin(), "-c", str(cfg),
+                             "-v"], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        time.sleep(0.3)
+        for dst, port in [("127.0.0.5", "5300"), ("127.0.0.9", "5301")] * 3:
+            r = subprocess.run(["ip", "netns", "exec", netns, "/usr/bin/python3", "-c", BURST,
+                                dst, port, "40"], capture_output=True, text=True, timeout=30)
+            assert r.stdout.split() == ["40"], (dst, r.stdout, r.stderr)
+    finally:
+        proc.terminate()
+        rc = proc.wait(10)
+        log.close()
+        text = (cfgdir / "log").read_text(errors="replace")
+        shutil.rmtree(cfgdir, ignore_errors=True)
+    assert rc == 0, text
+    for marker in helpers.SANITIZER_MARKERS:
+        assert marker not in text, text

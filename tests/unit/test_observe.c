@@ -87,6 +87,34 @@ static void test_topk_long_key_cut(void **state)
     topk_del(t);
 }
 
+static void test_topk_takeovers_keep_keys_distinct(void **state)
+{
+    /* keys that come back after others took their slots over are found
+     * again, never counted in a second slot; counts sum to the adds */
+    struct topk *t = topk_new(8);
+    struct topk_item it[8];
+    char key[32];
+    uint64_t sum = 0;
+
+    for (int i = 0; i < 5000; i++) {
+        int n = snprintf(key, sizeof(key), "k%d.", (i * 7) % 13);
+        topk_add(t, key, (size_t)n);
+    }
+    size_t m = topk_list(t, it, 8);
+    assert_int_equal(m, 8);
+    for (size_t i = 0; i < m; i++) {
+        sum += it[i].count - it[i].error;
+        for (size_t j = 0; j < i; j++)
+            assert_string_not_equal(it[i].key, it[j].key);
+    }
+    assert_true(sum <= 5000);
+    uint64_t total = 0;
+    for (size_t i = 0; i < m; i++)
+        total += it[i].count;
+    assert_int_equal(total, 5000);
+    topk_del(t);
+}
+
 static void test_ustats_histogram_and_kinds(void **state)
 {
     struct ustats s = {0};
@@ -246,6 +274,7 @@ int main(void)
         cmocka_unit_test(test_topk_exact_below_k),
         cmocka_unit_test(test_topk_keeps_heavy_hitters),
         cmocka_unit_test(test_topk_long_key_cut),
+        cmocka_unit_test(test_topk_takeovers_keep_keys_distinct),
         cmocka_unit_test(test_ustats_histogram_and_kinds),
         cmocka_unit_test(test_json_escapes_untrusted_bytes),
         cmocka_unit_test(test_request_parser),
