@@ -166,3 +166,76 @@ uint64_t net_now_ms(void)
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
+
+/* ---- packet info --------------------------------------------------------- */
+
+bool net_pktinfo_enable(int fd, const struct net_addr *bound)
+{
+    int one = 1;
+
+    if (!net_addr_is_any(bound))
+        return false;
+    if (bound->ss.ss_family == AF_INET)
+        setsockopt(fd, IPPROTO_IP, IP_PKTINFO, &one, sizeof(one));
+    else
+        setsockopt(fd, IPPROTO_IPV6, IPV6_RECVPKTINFO, &one, sizeof(one));
+    return true;
+}
+
+bool net_pktinfo_read(struct msghdr *mh, uint16_t port, struct net_addr *dst, int *ifindex)
+{
+    for (struct cmsghdr *cm = CMSG_FIRSTHDR(mh); cm; cm = CMSG_NXTHDR(mh, cm)) {
+        if (cm->cmsg_level == IPPROTO_IP && cm->cmsg_type == IP_PKTINFO) {
+            struct in_pktinfo pi;
+            struct sockaddr_in *sin = (struct sockaddr_in *)&dst->ss;
+            memcpy(&pi, CMSG_DATA(cm), sizeof(pi));
+            memset(dst, 0, sizeof(*dst));
+            sin->sin_family = AF_INET;
+            sin->sin_addr = pi.ipi_addr;
+            sin->sin_port = htons(port);
+            dst->len = sizeof(*sin);
+            *ifindex = pi.ipi_ifindex;
+            return true;
+        }
+        if (cm->cmsg_level == IPPROTO_IPV6 && cm->cmsg_type == IPV6_PKTINFO) {
+            struct in6_pktinfo pi;
+            struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&dst->ss;
+            memcpy(&pi, CMSG_DATA(cm), sizeof(pi));
+            memset(dst, 0, sizeof(*dst));
+            sin6->sin6_family = AF_INET6;
+            sin6->sin6_addr = pi.ipi6_addr;
+            sin6->sin6_port = htons(port);
+            if (IN6_IS_ADDR_LINKLOCAL(&pi.ipi6_addr))
+                sin6->sin6_scope_id = pi.ipi6_ifindex;
+            dst->len = sizeof(*sin6);
+            *ifindex = (int)pi.ipi6_ifindex;
+            return true;
+        }
+    }
+    return false;
+}
+
+size_t net_pktinfo_write(uint8_t *cbuf, const struct sockaddr *src, int ifindex)
+{
+    struct msghdr mh = {.msg_control = cbuf, .msg_controllen = NET_PKTINFO_SPACE};
+    struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+
+    memset(cbuf, 0, NET_PKTINFO_SPACE);
+    if (src->sa_family == AF_INET) {
+        struct in_pktinfo pi = {.ipi_ifindex = ifindex};
+        pi.ipi_spec_dst = ((const struct sockaddr_in *)src)->sin_addr;
+        cm->cmsg_level = IPPROTO_IP;
+        cm->cmsg_type = IP_PKTINFO;
+        cm->cmsg_len = CMSG_LEN(sizeof(pi));
+        memcpy(CMSG_DATA(cm), &pi, sizeof(pi));
+        return CMSG_SPACE(sizeof(pi));
+    }
+    const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)src;
+    struct in6_pktinfo pi6 = {.ipi6_addr = sin6->sin6_addr,
+                              .ipi6_ifindex = ifindex ? (unsigned)ifindex : sin6->sin6_scope_id};
+    cm->cmsg_level = IPPROTO_IPV6;
+    cm->cmsg_type = IPV6_PKTINFO;
+    cm->cmsg_len = CMSG_LEN(sizeof(pi6));
+    memcpy(CMSG_DATA(cm), &pi6, sizeof(pi6));
+    return CMSG_SPACE(sizeof(pi6));
+}

@@ -61,7 +61,7 @@ enum {
     DOQ_STREAMS = 100,     /* streams a connection may have open at once */
     DOQ_PKT = 1452,        /* largest datagram we send */
     DOQ_RX = 65536,
-    DOQ_CMSG = CMSG_SPACE(sizeof(struct in6_pktinfo)),
+    DOQ_CMSG = NET_PKTINFO_SPACE,
     DOQ_TOKEN_LIFETIME_S = 86400, /* a NEW_TOKEN token spares its client a Retry this long */
 };
 
@@ -172,67 +172,6 @@ static void stream_forget(struct dq_stream *s)
     stream_unref(s);
 }
 
-/* Fills cbuf with the control message that makes a datagram leave from
- * the local address from (on a wildcard socket: the address the client
- * sent to, or it would not recognise the reply). Returns its length. */
-static size_t pktinfo_put(const struct sockaddr *from, uint8_t *cbuf)
-{
-    struct msghdr mh = {.msg_control = cbuf, .msg_controllen = DOQ_CMSG};
-    struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
-
-    memset(cbuf, 0, DOQ_CMSG);
-    if (from->sa_family == AF_INET) {
-        struct in_pktinfo pi = {0};
-        pi.ipi_spec_dst = ((const struct sockaddr_in *)from)->sin_addr;
-        cm->cmsg_level = IPPROTO_IP;
-        cm->cmsg_type = IP_PKTINFO;
-        cm->cmsg_len = CMSG_LEN(sizeof(pi));
-        memcpy(CMSG_DATA(cm), &pi, sizeof(pi));
-        return CMSG_SPACE(sizeof(pi));
-    }
-    const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)from;
-    struct in6_pktinfo pi6 = {.ipi6_addr = sin6->sin6_addr, .ipi6_ifindex = sin6->sin6_scope_id};
-    cm->cmsg_level = IPPROTO_IPV6;
-    cm->cmsg_type = IPV6_PKTINFO;
-    cm->cmsg_len = CMSG_LEN(sizeof(pi6));
-    memcpy(CMSG_DATA(cm), &pi6, sizeof(pi6));
-    return CMSG_SPACE(sizeof(pi6));
-}
-
-/* The destination of a received datagram from its IP(V6)_PKTINFO, with the
- * listener's port (and, for IPv6, the interface as the scope, so that a
- * link-local address answers on its link). false when there is none. */
-static bool pktinfo_get(struct msghdr *mh, uint16_t port, struct net_addr *dst)
-{
-    for (struct cmsghdr *cm = CMSG_FIRSTHDR(mh); cm; cm = CMSG_NXTHDR(mh, cm)) {
-        if (cm->cmsg_level == IPPROTO_IP && cm->cmsg_type == IP_PKTINFO) {
-            struct in_pktinfo pi;
-            struct sockaddr_in *sin = (struct sockaddr_in *)&dst->ss;
-            memcpy(&pi, CMSG_DATA(cm), sizeof(pi));
-            memset(dst, 0, sizeof(*dst));
-            sin->sin_family = AF_INET;
-            sin->sin_addr = pi.ipi_addr;
-            sin->sin_port = port;
-            dst->len = sizeof(*sin);
-            return true;
-        }
-        if (cm->cmsg_level == IPPROTO_IPV6 && cm->cmsg_type == IPV6_PKTINFO) {
-            struct in6_pktinfo pi;
-            struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&dst->ss;
-            memcpy(&pi, CMSG_DATA(cm), sizeof(pi));
-            memset(dst, 0, sizeof(*dst));
-            sin6->sin6_family = AF_INET6;
-            sin6->sin6_addr = pi.ipi6_addr;
-            sin6->sin6_port = port;
-            if (IN6_IS_ADDR_LINKLOCAL(&pi.ipi6_addr))
-                sin6->sin6_scope_id = pi.ipi6_ifindex;
-            dst->len = sizeof(*sin6);
-            return true;
-        }
-    }
-    return false;
-}
-
 /* Sends one datagram to `to`, from the local address `from` when the
  * socket is on a wildcard address (NULL: the kernel picks). */
 static void send_pkt(struct fe_doq *d, const uint8_t *pkt, size_t len, const struct net_addr *to,
@@ -245,7 +184,7 @@ static void send_pkt(struct fe_doq *d, const uint8_t *pkt, size_t len, const str
 
     if (d->pktinfo && from && from->sa_family == to->ss.ss_family) {
         mh.msg_control = cbuf;
-        mh.msg_controllen = pktinfo_put(from, cbuf);
+        mh.msg_controllen = net_pktinfo_write(cbuf, from, 0);
     }
     while (sendmsg(d->fd, &mh, MSG_DONTWAIT) < 0 && errno == EINTR)
         ;
@@ -850,24 +789,10 @@ static ssize_t recv_pkt(struct fe_doq *d, uint8_t *buf, size_t cap, struct net_a
     if (n < 0)
         return n;
     peer->len = mh.msg_namelen;
-    uint16_t port = d->bound.ss.ss_family == AF_INET
-                        ? ((const struct sockaddr_in *)&d->bound.ss)->sin_port
-                        : ((const struct sockaddr_in6 *)&d->bound.ss)->sin6_port;
-    if (!d->pktinfo || !pktinfo_get(&mh, port, &d->rx_dst))
+    int ifindex;
+    if (!d->pktinfo || !net_pktinfo_read(&mh, net_addr_port(&d->bound), &d->rx_dst, &ifindex))
         d->rx_dst = d->bound;
     return n;
-}
-
-/* On a wildcard address, asks the kernel for each datagram's destination. */
-static void pktinfo_enable(struct fe_doq *d)
-{
-    int one = 1;
-
-    d->pktinfo = net_addr_is_any(&d->bound);
-    if (d->pktinfo && d->bound.ss.ss_family == AF_INET)
-        setsockopt(d->fd, IPPROTO_IP, IP_PKTINFO, &one, sizeof(one));
-    else if (d->pktinfo)
-        setsockopt(d->fd, IPPROTO_IPV6, IPV6_RECVPKTINFO, &one, sizeof(one));
 }
 
 static void doq_io_cb(struct ev_loop *loop, ev_io *w, int revents)
@@ -912,7 +837,7 @@ struct fe_doq *fe_doq_new(struct ev_loop *loop, const struct net_addr *a, struct
     if (getsockname(fd, (struct sockaddr *)&d->bound.ss, &d->bound.len) < 0)
         d->bound = *a;
     d->rx_dst = d->bound;
-    pktinfo_enable(d);
+    d->pktinfo = net_pktinfo_enable(d->fd, &d->bound);
     rand_bytes(d->secret, sizeof(d->secret));
     fe_doq_set_tls(d, tls);
     ev_io_init(&d->io, doq_io_cb, fd, EV_READ);

@@ -19,7 +19,7 @@ enum {
     UDP_RX_SLOT = 4096, /* a larger query is not one we answer over UDP */
     UDP_TX_SLOTS = 64,
     UDP_TX_SLOT = 2048, /* rarer, larger replies go out at once with sendto */
-    UDP_CMSG = CMSG_SPACE(sizeof(struct in6_pktinfo)),
+    UDP_CMSG = NET_PKTINFO_SPACE,
     UDP_SOCKBUF = 4 << 20,
 };
 
@@ -77,63 +77,6 @@ static void rx_ready(bool pktinfo)
     rx_dirty = 0;
 }
 
-/* The destination address and interface of a received datagram. */
-static void read_pktinfo(struct msghdr *mh, struct query_client *c, uint16_t port)
-{
-    c->has_dst = false;
-    for (struct cmsghdr *cm = CMSG_FIRSTHDR(mh); cm; cm = CMSG_NXTHDR(mh, cm)) {
-        if (cm->cmsg_level == IPPROTO_IP && cm->cmsg_type == IP_PKTINFO) {
-            struct in_pktinfo pi;
-            struct sockaddr_in *sin = (struct sockaddr_in *)&c->dst.ss;
-            memcpy(&pi, CMSG_DATA(cm), sizeof(pi));
-            memset(&c->dst, 0, sizeof(c->dst));
-            sin->sin_family = AF_INET;
-            sin->sin_addr = pi.ipi_addr;
-            sin->sin_port = htons(port);
-            c->dst.len = sizeof(*sin);
-            c->ifindex = pi.ipi_ifindex;
-            c->has_dst = true;
-        } else if (cm->cmsg_level == IPPROTO_IPV6 && cm->cmsg_type == IPV6_PKTINFO) {
-            struct in6_pktinfo pi;
-            struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&c->dst.ss;
-            memcpy(&pi, CMSG_DATA(cm), sizeof(pi));
-            memset(&c->dst, 0, sizeof(c->dst));
-            sin6->sin6_family = AF_INET6;
-            sin6->sin6_addr = pi.ipi6_addr;
-            sin6->sin6_port = htons(port);
-            c->dst.len = sizeof(*sin6);
-            c->ifindex = (int)pi.ipi6_ifindex;
-            c->has_dst = true;
-        }
-    }
-}
-
-/* Fills cbuf with the control message that makes the reply leave from the
- * query's destination address. Returns its length. */
-static size_t write_pktinfo(const struct query_client *c, uint8_t *cbuf)
-{
-    struct msghdr mh = {.msg_control = cbuf, .msg_controllen = UDP_CMSG};
-    struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
-
-    memset(cbuf, 0, UDP_CMSG);
-    if (c->dst.ss.ss_family == AF_INET) {
-        struct in_pktinfo pi = {.ipi_ifindex = c->ifindex};
-        pi.ipi_spec_dst = ((const struct sockaddr_in *)&c->dst.ss)->sin_addr;
-        cm->cmsg_level = IPPROTO_IP;
-        cm->cmsg_type = IP_PKTINFO;
-        cm->cmsg_len = CMSG_LEN(sizeof(pi));
-        memcpy(CMSG_DATA(cm), &pi, sizeof(pi));
-        return CMSG_SPACE(sizeof(pi));
-    }
-    struct in6_pktinfo pi6 = {.ipi6_ifindex = (unsigned)c->ifindex};
-    pi6.ipi6_addr = ((const struct sockaddr_in6 *)&c->dst.ss)->sin6_addr;
-    cm->cmsg_level = IPPROTO_IPV6;
-    cm->cmsg_type = IPV6_PKTINFO;
-    cm->cmsg_len = CMSG_LEN(sizeof(pi6));
-    memcpy(CMSG_DATA(cm), &pi6, sizeof(pi6));
-    return CMSG_SPACE(sizeof(pi6));
-}
-
 static void udp_flush(struct fe_udp *u)
 {
     size_t done = 0;
@@ -175,7 +118,7 @@ static void udp_send(void *ctx, const struct query_client *c, const uint8_t *msg
                             .msg_iov = &iov, .msg_iovlen = 1};
         if (c->has_dst) {
             mh.msg_control = cbuf;
-            mh.msg_controllen = write_pktinfo(c, cbuf);
+            mh.msg_controllen = net_pktinfo_write(cbuf, (const struct sockaddr *)&c->dst.ss, c->ifindex);
         }
         if (sendmsg(u->fd, &mh, 0) < 0)
             log_debug("udp sendmsg: %s", strerror(errno));
@@ -195,7 +138,8 @@ static void udp_send(void *ctx, const struct query_client *c, const uint8_t *msg
     u->tx_msgs[i].msg_hdr.msg_iovlen = 1;
     if (c->has_dst) {
         u->tx_msgs[i].msg_hdr.msg_control = u->tx_cmsg[i];
-        u->tx_msgs[i].msg_hdr.msg_controllen = write_pktinfo(c, u->tx_cmsg[i]);
+        u->tx_msgs[i].msg_hdr.msg_controllen = net_pktinfo_write(u->tx_cmsg[i], (const struct sockaddr *)&c->dst.ss,
+                                                                c->ifindex);
     }
     if (!ev_is_active(&u->flush))
         ev_prepare_start(u->loop, &u->flush);
@@ -250,7 +194,7 @@ static void udp_read_cb(struct ev_loop *loop, ev_io *w, int revents)
             c.peer = rx_peer[i];
             c.peer.len = mh->msg_namelen;
             if (u->pktinfo)
-                read_pktinfo(mh, &c, net_addr_port(u->local));
+                c.has_dst = net_pktinfo_read(mh, net_addr_port(u->local), &c.dst, &c.ifindex);
             query_submit(u->qe, rx_buf[i], rx_msgs[i].msg_len, &c);
         }
         if (n < UDP_BATCH)
@@ -283,14 +227,7 @@ struct fe_udp *fe_udp_new(struct ev_loop *loop, const struct net_addr *a,
         setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &sz, sizeof(sz));
     if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &sz, sizeof(sz)) < 0)
         setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sz, sizeof(sz));
-    u->pktinfo = net_addr_is_any(a);
-    if (u->pktinfo) {
-        int one = 1;
-        if (a->ss.ss_family == AF_INET)
-            setsockopt(fd, IPPROTO_IP, IP_PKTINFO, &one, sizeof(one));
-        else
-            setsockopt(fd, IPPROTO_IPV6, IPV6_RECVPKTINFO, &one, sizeof(one));
-    }
+    u->pktinfo = net_pktinfo_enable(fd, a);
     u->refs = 1;
     ev_io_init(&u->io, udp_read_cb, fd, EV_READ);
     u->io.data = u;
