@@ -7,8 +7,8 @@
 # the cache has filled) and the load generators' tallies, and where the RSS
 # is (bench/memmap.py: the malloc heap, other anonymous memory, wolfSSL's
 # static session cache) at the first and last sample. Exit status 1 when
-# any query went unanswered or was answered twice, or the daemon did not
-# exit cleanly.
+# any query went unanswered or was answered twice, a transport got not one
+# NOERROR, or the daemon did not exit cleanly.
 #
 # The upstream is the Go fault peer (tests/peers/fault) serving all four
 # transports from one process; the rules route plain.soak.test. to the plain
@@ -149,6 +149,8 @@ for t in "${TRANSPORTS[@]}"; do
   line=$(cat "$work/$t.summary")
   printf '%-6s %s\n' "$t" "$line"
   case "$line" in *" lost=0 duplicated=0 "*) ;; *) bad=1 ;; esac
+  # every reply SERVFAIL: the upstream never served (not a soak at all)
+  case "$line" in *" noerror="*) ;; *) echo "soak: $t: not one NOERROR" >&2; bad=1 ;; esac
 done
 python3 - "$work" "${TRANSPORTS[@]}" <<'PY'
 import sys
@@ -228,7 +230,7 @@ if len(rows) > 1:
 PY
 if [ -n "${SOAK_OUT:-}" ]; then  # the raw samples, for figures
   mkdir -p "$SOAK_OUT"
-  cp "$work/samples" "$work/memmap" "$SOAK_OUT/"
+  cp "$work/samples" "$work/memmap" "$work/dnsveil.log" "$work/peer.log" "$SOAK_OUT/"
 fi
 # a clean exit, and with a sanitizer build no leak report
 kill -TERM "$dv"
@@ -241,6 +243,6 @@ if [ "$rc" -ne 0 ] || [ "$reports" -ne 0 ]; then
   bad=1
 fi
 if [ "$bad" -ne 0 ]; then
-  echo "soak: queries lost or answered twice" >&2
+  echo "soak: failed (lost, duplicated, never answered, or a bad exit)" >&2
   exit 1
 fi
