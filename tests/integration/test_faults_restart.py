@@ -114,6 +114,8 @@ def test_reconnects_keep_no_tls_state(ca, tmp_path, dnsveil):
                     extra=["-c", str(conf), "--tls-ca", str(ca.cert)])
 
         def round_trip(i):
+            # unique names, so after a restart each answer came from the new
+            # process: over a new connection, with a new session
             for t in transports:
                 for attempt in range(3):  # the first may meet the dead connection
                     r, _ = ask(d, "r%d-%d.%s.test." % (i, attempt, t))
