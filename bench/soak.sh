@@ -4,9 +4,11 @@
 # the upstream killed and restarted every SOAK_RESTART seconds. The daemon's
 # RSS and open descriptors are sampled every SOAK_SAMPLE seconds; at the end
 # it prints each one's least-squares slope (whole run, and second half, once
-# the cache has filled) and the load generators' tallies. Exit status 1 when
-# any query went unanswered or was answered twice, or the daemon did not
-# exit cleanly.
+# the cache has filled) and the load generators' tallies, and where the RSS
+# is (bench/memmap.py: the malloc heap, other anonymous memory, wolfSSL's
+# static session cache) at the first and last sample. Exit status 1 when
+# any query went unanswered or was answered twice, a transport got not one
+# NOERROR, or the daemon did not exit cleanly.
 #
 # The upstream is the Go fault peer (tests/peers/fault) serving all four
 # transports from one process; the rules route plain.soak.test. to the plain
@@ -17,7 +19,8 @@
 #
 # Usage: bench/soak.sh   (DNSVEIL_BIN=build/debug/dnsveil, SOAK_SECONDS=1800,
 #                         SOAK_RATE=250 q/s per transport, SOAK_RESTART=300,
-#                         SOAK_SAMPLE=10, SOAK_CACHE=2MiB)
+#                         SOAK_SAMPLE=10, SOAK_CACHE=2MiB; SOAK_OUT=DIR keeps
+#                         the samples: "s rss_kib fds" and bench/memmap.py's)
 # Needs: golang-go and the Go libraries of tests/peers/build.sh, openssl,
 # dig, python3; loopback only.
 set -euo pipefail
@@ -111,10 +114,11 @@ done
 echo "soak: ${SECONDS_TOTAL}s at $RATE q/s through each of ${TRANSPORTS[*]}," \
      "upstream restarted every ${RESTART}s, sampled every ${SAMPLE}s"
 
-sample() {  # seconds rss_kib fds
+sample() {  # seconds rss_kib fds; and where the RSS is (bench/memmap.py)
   local rss
   rss=$(awk '/^VmRSS:/ {print $2}' "/proc/$dv/status")
   echo "$1 $rss $(find "/proc/$dv/fd" -mindepth 1 -maxdepth 1 | wc -l)" >> "$work/samples"
+  echo "$1 $(python3 "$root/bench/memmap.py" "$dv" SessionCache 2>/dev/null)" >> "$work/memmap"
 }
 start=$(date +%s)
 next_restart=$RESTART
@@ -145,6 +149,8 @@ for t in "${TRANSPORTS[@]}"; do
   line=$(cat "$work/$t.summary")
   printf '%-6s %s\n' "$t" "$line"
   case "$line" in *" lost=0 duplicated=0 "*) ;; *) bad=1 ;; esac
+  # every reply SERVFAIL: the upstream never served (not a soak at all)
+  case "$line" in *" noerror="*) ;; *) echo "soak: $t: not one NOERROR" >&2; bad=1 ;; esac
 done
 python3 - "$work" "${TRANSPORTS[@]}" <<'PY'
 import sys
@@ -193,6 +199,39 @@ for label, col, unit in (("RSS", 1, "KiB"), ("open fds", 2, "fds")):
               unit, 60 * slope([(r[0], r[col]) for r in half]), unit))
 print("samples (s RSS-KiB fds): " + ", ".join("%d %d %d" % r for r in rows))
 PY
+python3 - "$work/memmap" <<'PY'
+import sys
+
+# where the RSS is (bench/memmap.py): the malloc heap, other anonymous
+# mappings, wolfSSL's static session cache (in the .bss, touched page by page)
+rows = []
+for line in open(sys.argv[1]):
+    f = line.split()
+    if len(f) > 1:
+        rows.append((float(f[0]), dict((k, int(v)) for k, v in (x.split("=") for x in f[1:]))))
+
+
+def slope(pts):
+    n = len(pts)
+    mx = sum(p[0] for p in pts) / n
+    my = sum(p[1] for p in pts) / n
+    den = sum((p[0] - mx) ** 2 for p in pts)
+    return sum((p[0] - mx) * (p[1] - my) for p in pts) / den if den else float("nan")
+
+
+if len(rows) > 1:
+    half = [r for r in rows if r[0] >= rows[-1][0] / 2]
+    for k in (k for k in rows[0][1] if k != "other"):
+        print("%-12s first %d last %d KiB; slope %+.2f KiB/min (whole run), "
+              "%+.2f KiB/min (second half)" % (
+                  k, rows[0][1][k], rows[-1][1].get(k, 0),
+                  60 * slope([(t, m.get(k, 0)) for t, m in rows]),
+                  60 * slope([(t, m.get(k, 0)) for t, m in half])))
+PY
+if [ -n "${SOAK_OUT:-}" ]; then  # the raw samples, for figures
+  mkdir -p "$SOAK_OUT"
+  cp "$work/samples" "$work/memmap" "$work/dnsveil.log" "$work/peer.log" "$SOAK_OUT/"
+fi
 # a clean exit, and with a sanitizer build no leak report
 kill -TERM "$dv"
 rc=0
@@ -204,6 +243,6 @@ if [ "$rc" -ne 0 ] || [ "$reports" -ne 0 ]; then
   bad=1
 fi
 if [ "$bad" -ne 0 ]; then
-  echo "soak: queries lost or answered twice" >&2
+  echo "soak: failed (lost, duplicated, never answered, or a bad exit)" >&2
   exit 1
 fi

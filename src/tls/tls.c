@@ -237,6 +237,12 @@ int tls_ctx_new(const struct tls_opts *o, struct tls_ctx **pctx)
     t->ctx = wolfSSL_CTX_new(wolfSSLv23_client_method());
     if (!t->ctx)
         goto fail;
+    /* We keep the one session to offer in t->session. wolfSSL's own cache
+     * would also copy every session and ticket into its static table (1.2
+     * MiB, ~37 KiB a slot with the certificate chain): each reconnect
+     * touched fresh pages of it, so RSS stepped up per upstream restart
+     * until the whole table was resident, and nothing ever looked it up. */
+    (void)wolfSSL_CTX_set_session_cache_mode(t->ctx, WOLFSSL_SESS_CACHE_OFF);
     /* 1.3 is negotiated whenever the server has it; nothing below 1.2 */
     if (wolfSSL_CTX_SetMinVersion(t->ctx, WOLFSSL_TLSV1_2) != WOLFSSL_SUCCESS)
         goto fail;
