@@ -166,6 +166,7 @@ struct doq_conn {
     int fd;
     ev_io rio, wio;
     ev_timer timer;
+    ngtcp2_tstamp timer_at; /* the expiry timer was armed for, while active */
     ev_timer stall;        /* while answers are awaited: has the path died? */
     ngtcp2_tstamp last_rx, waiting_since;
     bool waiting;
@@ -675,17 +676,23 @@ static bool doq_conn_send(struct doq_conn *c, const uint8_t *pkt, size_t len)
     }
 }
 
+/* Re-arms only when ngtcp2's expiry moved: most flushes leave it where it
+ * was, and a stop and start in libev's heap costs more than the flush. */
 static void doq_conn_arm_timer(struct doq_conn *c)
 {
     ngtcp2_tstamp expiry = ngtcp2_conn_get_expiry(c->conn);
-    ngtcp2_tstamp now = doq_now();
     struct ev_loop *loop = c->up->u->loop;
+    ngtcp2_tstamp now;
 
-    if (expiry == UINT64_MAX)
+    if (expiry == UINT64_MAX) {
         ev_timer_stop(loop, &c->timer);
-    else
-        conn_timer_arm(loop, &c->timer,
-                       expiry > now ? (double)(expiry - now) / NGTCP2_SECONDS : 0.);
+        return;
+    }
+    if (ev_is_active(&c->timer) && expiry == c->timer_at)
+        return;
+    now = doq_now();
+    c->timer_at = expiry;
+    conn_timer_arm(loop, &c->timer, expiry > now ? (double)(expiry - now) / NGTCP2_SECONDS : 0.);
 }
 
 /* The next stream with bytes ngtcp2 may take now, oldest first. */
