@@ -758,13 +758,15 @@ static void dot_up_kick_cb(void *arg)
 static struct dot_req *dot_req_new(const struct dot_up *up, const struct xfer *x, int *prc)
 {
     size_t cap = x->len + CONN_QUERY_ROOM;
-    struct dot_req *q = calloc(1, sizeof(*q) + cap);
+    /* only the header zeroed: every byte of msg used is written below */
+    struct dot_req *q = malloc(sizeof(*q) + cap);
     struct dns_rr opt;
     uint8_t none = 0;
     int rc = DV_ENOMEM;
 
     if (!q)
         goto fail;
+    memset(q, 0, sizeof(*q));
     memcpy(q->msg, x->msg, x->len);
     q->len = x->len;
     rc = dns_edns_strip_opt(q->msg, &q->len, DNS_OPT_KEEPALIVE);
