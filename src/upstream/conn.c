@@ -84,6 +84,15 @@ void conn_io_watch(struct ev_loop *loop, ev_io *io, int fd, int events)
 
 void conn_timer_arm(struct ev_loop *loop, ev_timer *t, double after)
 {
+    if (after > 0.) {
+        /* one adjustment in libev's heap where a stop and a start are a
+         * removal and an insertion; libev reads repeat only in
+         * ev_timer_again and when the timer fires, so it stays one-shot */
+        t->repeat = after;
+        ev_timer_again(loop, t);
+        t->repeat = 0.;
+        return;
+    }
     ev_timer_stop(loop, t);
     ev_timer_set(t, after, 0.);
     ev_timer_start(loop, t);

@@ -166,6 +166,7 @@ struct doq_conn {
     int fd;
     ev_io rio, wio;
     ev_timer timer;
+    ngtcp2_tstamp timer_at; /* the expiry timer was armed for, while active */
     ev_timer stall;        /* while answers are awaited: has the path died? */
     ngtcp2_tstamp last_rx, waiting_since;
     bool waiting;
@@ -219,6 +220,10 @@ struct doq_up {
 };
 
 static uint8_t doq_rxbuf[DOQ_RX_BATCH][DOQ_MAX_UDP];
+/* recvmmsg's headers over doq_rxbuf, set up once (doq_rx_headers): the
+ * kernel writes back only msg_len and msg_flags, no name, no control data */
+static struct mmsghdr doq_rxmm[DOQ_RX_BATCH];
+static struct iovec doq_rxiov[DOQ_RX_BATCH];
 static uint8_t doq_txbuf[1500];
 
 static ngtcp2_tstamp doq_now(void)
@@ -675,17 +680,23 @@ static bool doq_conn_send(struct doq_conn *c, const uint8_t *pkt, size_t len)
     }
 }
 
+/* Re-arms only when ngtcp2's expiry moved: most flushes leave it where it
+ * was, and a stop and start in libev's heap costs more than the flush. */
 static void doq_conn_arm_timer(struct doq_conn *c)
 {
     ngtcp2_tstamp expiry = ngtcp2_conn_get_expiry(c->conn);
-    ngtcp2_tstamp now = doq_now();
     struct ev_loop *loop = c->up->u->loop;
+    ngtcp2_tstamp now;
 
-    if (expiry == UINT64_MAX)
+    if (expiry == UINT64_MAX) {
         ev_timer_stop(loop, &c->timer);
-    else
-        conn_timer_arm(loop, &c->timer,
-                       expiry > now ? (double)(expiry - now) / NGTCP2_SECONDS : 0.);
+        return;
+    }
+    if (ev_is_active(&c->timer) && expiry == c->timer_at)
+        return;
+    now = doq_now();
+    c->timer_at = expiry;
+    conn_timer_arm(loop, &c->timer, expiry > now ? (double)(expiry - now) / NGTCP2_SECONDS : 0.);
 }
 
 /* The next stream with bytes ngtcp2 may take now, oldest first. */
@@ -1067,22 +1078,27 @@ static bool doq_conn_flush(struct doq_conn *c)
     return true;
 }
 
+static struct mmsghdr *doq_rx_headers(void)
+{
+    if (!doq_rxmm[0].msg_hdr.msg_iov) {
+        for (int i = 0; i < DOQ_RX_BATCH; i++) {
+            doq_rxiov[i].iov_base = doq_rxbuf[i];
+            doq_rxiov[i].iov_len = sizeof(doq_rxbuf[i]);
+            doq_rxmm[i].msg_hdr.msg_iov = &doq_rxiov[i];
+            doq_rxmm[i].msg_hdr.msg_iovlen = 1;
+        }
+    }
+    return doq_rxmm;
+}
+
 static void doq_conn_read_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     struct doq_conn *c = w->data;
     struct doq_up *up = c->up;
-    struct mmsghdr mm[DOQ_RX_BATCH];
-    struct iovec iov[DOQ_RX_BATCH];
+    struct mmsghdr *mm = doq_rx_headers();
 
     conn_scope_enter(&up->scope);
     for (int round = 0; round < DOQ_RX_ROUNDS; round++) {
-        memset(mm, 0, sizeof(mm));
-        for (int i = 0; i < DOQ_RX_BATCH; i++) {
-            iov[i].iov_base = doq_rxbuf[i];
-            iov[i].iov_len = sizeof(doq_rxbuf[i]);
-            mm[i].msg_hdr.msg_iov = &iov[i];
-            mm[i].msg_hdr.msg_iovlen = 1;
-        }
         int n = recvmmsg(c->fd, mm, DOQ_RX_BATCH, 0, NULL);
         if (n < 0) {
             if (errno == EAGAIN || errno == EWOULDBLOCK)
@@ -1095,7 +1111,7 @@ static void doq_conn_read_cb(struct ev_loop *loop, ev_io *w, int revents)
             conn_scope_leave(&up->scope);
             return;
         }
-        if (n > 0)
+        if (n > 0) /* one clock for the batch: it arrived together */
             c->last_rx = doq_now();
         for (int i = 0; i < n; i++) {
             ngtcp2_pkt_info pi = {0};
@@ -1104,7 +1120,7 @@ static void doq_conn_read_cb(struct ev_loop *loop, ev_io *w, int revents)
                 continue;
             ustats_bytes(up->st, mm[i].msg_len, 0);
             int rv = ngtcp2_conn_read_pkt(c->conn, &c->ps.path, &pi, doq_rxbuf[i], mm[i].msg_len,
-                                          doq_now());
+                                          c->last_rx);
             if (rv) {
                 doq_conn_liberr(c, rv);
                 conn_scope_leave(&up->scope);
@@ -1225,9 +1241,11 @@ static int doq_send(struct upstream *u, struct xfer *x)
 
     if ((rc = conn_send_check(x, up->wait.n, u->name)))
         return rc;
-    q = calloc(1, sizeof(*q) + 2 + x->len + CONN_QUERY_ROOM);
+    /* only the header zeroed: every byte of wire used is written below */
+    q = malloc(sizeof(*q) + 2 + x->len + CONN_QUERY_ROOM);
     if (!q)
         return DV_ENOMEM;
+    memset(q, 0, sizeof(*q));
     memcpy(q->wire + 2, x->msg, x->len);
     dns_put16(q->wire + 2, 0); /* RFC 9250 4.2.1; delivery puts the caller's back */
     rc = conn_pad_query(q->wire + 2, &qlen, x->len + CONN_QUERY_ROOM);

@@ -755,21 +755,45 @@ static void dot_up_kick_cb(void *arg)
 }
 
 /* Copies the query, adds the keepalive option and, over TLS, pads it. */
+/* Replaces the client's edns-tcp-keepalive, if any, with our empty one
+ * (RFC 7828) when the query has an OPT. The OPT is looked up once: the strip,
+ * which looks it up again, runs only when there is a keepalive to strip. */
+static int dot_query_keepalive(uint8_t *msg, size_t *len, size_t cap)
+{
+    struct dns_rr opt;
+    struct dns_edns e;
+    uint8_t none = 0;
+    int found = dns_msg_find_opt(msg, *len, &opt);
+    int rc;
+
+    if (found < 0)
+        return found;
+    if (found == 0)
+        return 0;
+    if (dns_edns_read(msg, *len, &opt, &e) < 0)
+        return DV_EMALFORMED;
+    if (e.has_keepalive) {
+        if ((rc = dns_edns_strip_opt(msg, len, DNS_OPT_KEEPALIVE)))
+            return rc;
+        if (dns_msg_find_opt(msg, *len, &opt) != 1)
+            return 0;
+    }
+    return dns_edns_add_opt(msg, len, cap, opt.off, DNS_OPT_KEEPALIVE, &none, 0);
+}
+
 static struct dot_req *dot_req_new(const struct dot_up *up, const struct xfer *x, int *prc)
 {
     size_t cap = x->len + CONN_QUERY_ROOM;
-    struct dot_req *q = calloc(1, sizeof(*q) + cap);
-    struct dns_rr opt;
-    uint8_t none = 0;
+    /* only the header zeroed: every byte of msg used is written below */
+    struct dot_req *q = malloc(sizeof(*q) + cap);
     int rc = DV_ENOMEM;
 
     if (!q)
         goto fail;
+    memset(q, 0, sizeof(*q));
     memcpy(q->msg, x->msg, x->len);
     q->len = x->len;
-    rc = dns_edns_strip_opt(q->msg, &q->len, DNS_OPT_KEEPALIVE);
-    if (!rc && dns_msg_find_opt(q->msg, q->len, &opt) == 1)
-        rc = dns_edns_add_opt(q->msg, &q->len, cap, opt.off, DNS_OPT_KEEPALIVE, &none, 0);
+    rc = dot_query_keepalive(q->msg, &q->len, cap);
     if (!rc && !up->plain)
         rc = conn_pad_query(q->msg, &q->len, cap);
     if (rc)
