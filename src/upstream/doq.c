@@ -117,6 +117,7 @@ int doq_error_to_rc(uint64_t code)
 #include <ngtcp2/ngtcp2_crypto_wolfssl.h>
 
 #include "core/log.h"
+#include "core/netmon.h"
 #include "core/rand.h"
 #include "upstream/conn.h"
 #include "upstream/happy.h"
@@ -169,6 +170,7 @@ struct doq_conn {
     ngtcp2_tstamp timer_at; /* the expiry timer was armed for, while active */
     ev_timer stall;        /* while answers are awaited: has the path died? */
     ngtcp2_tstamp last_rx, waiting_since;
+    ngtcp2_tstamp opened_at;
     bool waiting;
     ngtcp2_path_storage ps;
     struct list flight;   /* queries with an open stream, oldest first */
@@ -217,6 +219,8 @@ struct doq_up {
     ev_timer stagger;         /* starts the next attempt */
     struct ustats *st;        /* u's counters; ustats_sink once closed */
     struct defer migrate_later; /* migration work outside ngtcp2's calls */
+    ngtcp2_tstamp unreach_at;   /* a send found no route: the connection after
+                                   it was opened on the new network */
 };
 
 static uint8_t doq_rxbuf[DOQ_RX_BATCH][DOQ_MAX_UDP];
@@ -562,6 +566,7 @@ static int doq_conn_open(struct doq_up *up, struct doq_conn **pc)
     if (!up->in_race)
         up->race_left = u->n_addrs ? u->n_addrs - 1 : 0;
     up->in_race = false;
+    c->opened_at = doq_now();
     c->fd = conn_connect(addr, SOCK_DGRAM, u->name);
     if (c->fd < 0) {
         rc = c->fd;
@@ -672,6 +677,8 @@ static bool doq_conn_send(struct doq_conn *c, const uint8_t *pkt, size_t len)
         if (errno == ECONNREFUSED ||
             ((errno == EHOSTUNREACH || errno == ENETUNREACH) && !doq_can_migrate(c))) {
             log_debug("upstream %s: doq: send: %s", c->up->u->name, strerror(errno));
+            if (errno != ECONNREFUSED)
+                c->up->unreach_at = doq_now();
             return false;
         }
         if (errno == EHOSTUNREACH || errno == ENETUNREACH)
@@ -1370,6 +1377,24 @@ static void doq_conn_stall_cb(struct ev_loop *loop, ev_timer *w, int revents)
     conn_scope_leave(&up->scope);
 }
 
+/* Whether up's connection replaced one whose send found no route while
+ * this change was under way (netmon reports a burst up to NETMON_MAX_MS
+ * after it began): it was opened on the new network already, and replacing
+ * it too would cost another handshake for nothing. */
+static bool doq_opened_after_change(struct doq_up *up)
+{
+    struct doq_conn *c = up->conn;
+    ngtcp2_tstamp since = up->unreach_at;
+
+    up->unreach_at = 0;
+    if (!c || !since || c->opened_at < since || c->fd < 0 ||
+        doq_now() - since > 2 * NETMON_MAX_MS * NGTCP2_MILLISECONDS || conn_local_gone(c->fd))
+        return false;
+    log_info("upstream %s: network changed: the doq connection opened after the old path "
+             "failed stays", up->u->name);
+    return true;
+}
+
 static void doq_netchange(struct upstream *u)
 {
     struct doq_up *up = u->priv;
@@ -1377,7 +1402,7 @@ static void doq_netchange(struct upstream *u)
     if (!up->conn && !up->wait.head)
         return; /* not in use: the next query connects on the new network anyway */
     conn_scope_enter(&up->scope);
-    if (doq_migrate(up, "network changed")) {
+    if (doq_migrate(up, "network changed") || doq_opened_after_change(up)) {
         conn_scope_leave(&up->scope);
         return;
     }
