@@ -329,7 +329,8 @@ static bool name_clear(const uint8_t *msg, size_t len, size_t p, const struct fi
     for (unsigned hops = 0; hops <= 127 && p < len;) {
         uint8_t b = msg[p];
         if ((b & 0xc0) == 0xc0) {
-            if (len - p < 2)
+            /* a pointer's own two bytes count too: in a TTL, aging rewrites it */
+            if (len - p < 2 || map_any(m, p, p + 2))
                 return false;
             p = (size_t)(b & 0x3f) << 8 | msg[p + 1];
             hops++;

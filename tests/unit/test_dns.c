@@ -783,6 +783,25 @@ static void collect_ttls(const uint8_t *msg, size_t len, uint32_t *ttls, size_t 
     assert_int_equal(i, n);
 }
 
+/* Found by fuzz_dns: a compression pointer whose two bytes are another
+ * record's TTL (0xc00c0005, top bit set, so aging writes 0 there) named
+ * example.com. when checked and the root once aged. Refused up front. */
+static void test_pointer_in_ttl_refused(void **state)
+{
+    (void)state;
+    uint8_t msg[] = {HDR(1, 0x8180, 1, 2, 0, 0), Q_EX_A,
+                     /* 29 */ RR_A(0xc00c0005),
+                     /* 45: owned by the "name" in RR 29's TTL bytes (35) */
+                     0xc0, 35, U16(DNS_TYPE_A), U16(DNS_CLASS_IN), U32(5), U16(4), 192, 0, 2, 2};
+    struct dns_question q = {.qtype = DNS_TYPE_A, .qclass = DNS_CLASS_IN};
+    struct dns_cur c;
+
+    dns_cur_init(&c, msg, sizeof(msg));
+    dns_cur_seek(&c, DNS_HDR_LEN);
+    assert_int_equal(dns_question_read(&c, &q), 0);
+    assert_int_equal(dns_response_check(msg, sizeof(msg), &q), DV_EMALFORMED);
+}
+
 static void test_age_and_min_ttl(void **state)
 {
     (void)state;
@@ -1235,6 +1254,7 @@ int main(void)
         cmocka_unit_test(test_response_walk),
         cmocka_unit_test(test_response_match),
         cmocka_unit_test(test_response_table),
+        cmocka_unit_test(test_pointer_in_ttl_refused),
         cmocka_unit_test(test_age_and_min_ttl),
         cmocka_unit_test(test_truncate),
         cmocka_unit_test(test_restore),
