@@ -5,6 +5,7 @@ wrappers around the real clients (dig, kdig, dnspython).
 Everything here binds to 127.0.0.0/8 or ::1 only.
 """
 
+import contextlib
 import os
 import re
 import shutil
@@ -616,3 +617,53 @@ class Dnsveil:
         if problems:
             problems.append("--- log tail (%s) ---\n%s" % (self.log, text[-4000:]))
         return problems
+
+
+# ---- a namespace of the test's own, for wildcard listeners ----------------
+
+@contextlib.contextmanager
+def loopback_netns(prefix):
+    """A network namespace made for one test, its loopback its one interface
+    (IPv4, and IPv6 where the host has it): a listener on 0.0.0.0 or :: there
+    sees none of the host's addresses. Yields its name."""
+    import pytest
+    if shutil.which("ip") is None or os.geteuid() != 0:
+        pytest.skip("needs root and iproute2 for a network namespace")
+    name = "%s%d" % (prefix, os.getpid())
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name])
+
+
+def netns_loopback_targets(ns):
+    """Addresses of ns's loopback that a wildcard listener there must answer
+    from: several of 127/8, and ::1 when IPv6 is up."""
+    targets = ["127.0.0.1", "127.0.0.5", "127.1.2.3"]
+    v6 = subprocess.run(["ip", "netns", "exec", ns, "ip", "-6", "addr", "show", "lo"],
+                        capture_output=True, text=True).stdout
+    if "::1" in v6:
+        targets.append("::1")
+    return targets
+
+
+@contextlib.contextmanager
+def dnsveil_in_netns(ns, cfg):
+    """dnsveil -c cfg run inside ns, logging to `log` beside cfg. Yields
+    (process, log path); afterwards it must have exited 0 on SIGTERM with no
+    sanitizer report."""
+    log_path = Path(cfg).parent / "log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(["ip", "netns", "exec", ns, dnsveil_bin(), "-c", str(cfg), "-v"],
+                                stdout=log, stderr=subprocess.STDOUT)
+        try:
+            yield proc, log_path
+        finally:
+            proc.terminate()
+            rc = proc.wait(10)
+    text = log_path.read_text(errors="replace")
+    assert rc == 0, text
+    for marker in SANITIZER_MARKERS:
+        assert marker not in text, text

@@ -270,17 +270,8 @@ def test_forged_tokens_are_not_accepted(listener):
 
 @pytest.fixture
 def netns():
-    """A network namespace made for the test, its one interface its own
-    loopback: the wildcard socket is bound there only."""
-    if shutil.which("ip") is None or os.geteuid() != 0:
-        pytest.skip("needs root and iproute2 for a network namespace")
-    name = "dvquic%d" % os.getpid()
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
-        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
+    with helpers.loopback_netns("dvquic") as name:
         yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name])
 
 
 def test_wildcard_listener_replies_from_queried_address(netns, pki, cfgdir):
@@ -306,21 +297,12 @@ action = "answer"
 answer = ["192.0.2.77"]
 """)
     os.chmod(cfg, 0o644)
-    log = open(cfgdir / "log", "wb")
-    proc = subprocess.Popen(["ip", "netns", "exec", netns, helpers.dnsveil_bin(), "-c", str(cfg),
-                             "-v"], stdout=log, stderr=subprocess.STDOUT)
-    try:
-        targets = ["127.0.0.1", "127.0.0.5", "127.1.2.3"]
-        v6 = subprocess.run(["ip", "netns", "exec", netns, "ip", "-6", "addr", "show", "lo"],
-                            capture_output=True, text=True).stdout
-        if "::1" in v6:
-            targets.append("::1")
+    with helpers.dnsveil_in_netns(netns, cfg) as (proc, log):
         end = time.monotonic() + 15
-        while b"listening on [::]:%d/quic" % port not in (cfgdir / "log").read_bytes():
-            assert proc.poll() is None and time.monotonic() < end, \
-                (cfgdir / "log").read_text(errors="replace")
+        while b"listening on [::]:%d/quic" % port not in log.read_bytes():
+            assert proc.poll() is None and time.monotonic() < end, log.read_text(errors="replace")
             time.sleep(0.1)
-        for dst in targets:
+        for dst in helpers.netns_loopback_targets(netns):
             out = subprocess.run(["ip", "netns", "exec", netns, str(KDIG), "@" + dst, "-p",
                                   str(port), "www.test.", "A", "+quic", "+tls-ca=%s" % ca.cert,
                                   "+tls-hostname=%s" % NAME, "+time=3", "+retry=0"],
@@ -328,11 +310,3 @@ answer = ["192.0.2.77"]
             got = helpers.parse_text_output(out)
             assert "(QUIC)" in out and got.rcode == "NOERROR", (dst, out)
             assert "192.0.2.77" in out, (dst, out)
-    finally:
-        proc.terminate()
-        rc = proc.wait(10)
-        log.close()
-        text = (cfgdir / "log").read_text(errors="replace")
-    assert rc == 0, text
-    for marker in helpers.SANITIZER_MARKERS:
-        assert marker not in text, text
