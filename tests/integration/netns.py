@@ -182,6 +182,40 @@ class Proc:
         return self.proc.returncode
 
 
+class World:
+    """A Pair of namespaces and the processes a test starts in them. finish()
+    stops them all and returns the problems found: a checked process (a
+    dnsveil) that did not exit 0 on SIGTERM, or whose log holds a sanitizer
+    report."""
+
+    def __init__(self, tmp_path):
+        self.tmp = tmp_path
+        self.procs = []
+        self.checked = []
+        self.pair = Pair()
+
+    def spawn(self, ns, argv, log, checked=False):
+        p = Proc(ns, argv, self.tmp / log)
+        self.procs.append(p)
+        if checked:
+            self.checked.append(p)
+        return p
+
+    def finish(self):
+        problems = []
+        for p in self.checked:
+            rc = p.stop()
+            text = p.text()
+            bad = [m for m in helpers.SANITIZER_MARKERS if m in text]
+            if rc != 0 or bad:
+                problems += ["%s exit %s %s" % (p.log.name, rc, bad), text[-4000:]]
+        for p in reversed(self.procs):
+            if p not in self.checked:
+                p.stop()
+        self.pair.delete()
+        return problems
+
+
 def query(ns, port, name, rdtype="A", timeout=5.0, host="127.0.0.1"):
     """(rcode or None on timeout, seconds) for one UDP query from inside ns."""
     s = ns.socket()

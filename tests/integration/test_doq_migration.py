@@ -52,15 +52,12 @@ def pki(tmp_path_factory):
     return ca, ca.issue("dns.test", ["dns.test"], [netns.SERVER])
 
 
-class World:
+class World(netns.World):
     """unbound and a DoQ server (dnsveil's listener or the Go peer) in the
     server namespace, the dnsveil under test in the client namespace."""
 
     def __init__(self, made, tmp_path, pki, server, server_conf=""):
-        self.tmp = tmp_path
-        self.procs = []
-        self.checked = []  # dnsveils whose exit and log must be clean
-        self.pair = netns.Pair()
+        super().__init__(tmp_path)
         made.append(self)  # torn down even when the rest fails
         ca, (cert, key) = pki
         srv, cli = self.pair.server, self.pair.client
@@ -75,8 +72,7 @@ class World:
             self.server = self.spawn(srv, [helpers.dnsveil_bin(), "-c", scfg,
                                            "-l", "127.0.0.1:%d" % PORT,
                                            "-u", "udp://%s:53" % netns.SERVER, "-v"],
-                                     "server.log")
-            self.checked.append(self.server)
+                                     "server.log", checked=True)
             netns.wait_answer(srv, PORT, proc=self.server)
         else:
             binary = doqpeers.peer_binary()
@@ -93,14 +89,8 @@ class World:
                                         "-l", "127.0.0.1:%d" % PORT,
                                         "-u", "quic://%s:8853" % netns.SERVER,
                                         "--tls-ca", ca.cert, "--timeout", DEADLINE_MS, "-v"],
-                                  "dnsveil.log")
-        self.checked.append(self.dnsveil)
+                                  "dnsveil.log", checked=True)
         netns.wait_answer(cli, PORT, proc=self.dnsveil)
-
-    def spawn(self, ns, argv, log):
-        p = netns.Proc(ns, argv, self.tmp / log)
-        self.procs.append(p)
-        return p
 
     def ask(self, name, timeout=5.0):
         return netns.query(self.pair.client, PORT, name, timeout=timeout)
@@ -131,20 +121,6 @@ class World:
         """name summed over the series whose labels include want."""
         w = set(want.items())
         return sum(v for (n, ls), v in self.metrics().items() if n == name and w <= ls)
-
-    def finish(self):
-        problems = []
-        for p in self.checked:
-            rc = p.stop()
-            text = p.text()
-            bad = [m for m in helpers.SANITIZER_MARKERS if m in text]
-            if rc != 0 or bad:
-                problems += ["%s exit %s %s" % (p.log.name, rc, bad), text[-4000:]]
-        for p in reversed(self.procs):
-            if p not in self.checked:
-                p.stop()
-        self.pair.delete()
-        return problems
 
 
 @pytest.fixture

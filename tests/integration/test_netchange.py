@@ -38,14 +38,11 @@ def pki(tmp_path_factory):
     return ca, ca.issue("dns.test", ["dns.test"], [netns.SERVER])
 
 
-class World:
+class World(netns.World):
     """The namespaces, the servers in one and dnsveil in the other."""
 
     def __init__(self, made, tmp_path, pki, scheme, extra=()):
-        self.tmp = tmp_path
-        self.procs = []
-        self.dnsveil = None
-        self.pair = netns.Pair()
+        super().__init__(tmp_path)
         made.append(self)  # torn down even when the rest fails
         ca, (cert, key) = pki
         srv = self.pair.server
@@ -64,33 +61,11 @@ class World:
                                   [helpers.dnsveil_bin(), "-l", "127.0.0.1:%d" % PORT,
                                    "-u", URLS[scheme], "--tls-ca", ca.cert,
                                    "--timeout", DEADLINE_MS, "-v"] + list(extra),
-                                  "dnsveil.log")
+                                  "dnsveil.log", checked=True)
         netns.wait_answer(self.pair.client, PORT, proc=self.dnsveil)
-
-    def spawn(self, ns, argv, log):
-        p = netns.Proc(ns, argv, self.tmp / log)
-        self.procs.append(p)
-        return p
 
     def ask(self, name, timeout=5.0):
         return netns.query(self.pair.client, PORT, name, timeout=timeout)
-
-    def finish(self):
-        """Stops everything; dnsveil must exit 0 with a sanitizer-clean log."""
-        problems = []
-        if self.dnsveil:
-            rc = self.dnsveil.stop()
-            text = self.dnsveil.text()
-            if rc != 0:
-                problems.append("dnsveil exit %s" % rc)
-            problems += [m for m in helpers.SANITIZER_MARKERS if m in text]
-            if problems:
-                problems.append(text[-4000:])
-        for p in reversed(self.procs):
-            if p is not self.dnsveil:
-                p.stop()
-        self.pair.delete()
-        return problems
 
 
 @pytest.fixture
