@@ -216,6 +216,21 @@ class World:
         return problems
 
 
+def worlds(make):
+    """The body of a fixture that lets a test build worlds: yields
+    build(*args), which calls make(made, *args) (make appends its World to
+    made first thing, so a world half built is still torn down); afterwards
+    every world is finished and any problem fails the test."""
+    import pytest
+    made = []
+    yield lambda *args, **kw: make(made, *args, **kw)
+    problems = []
+    for w in made:
+        problems += w.finish()
+    if problems:
+        pytest.fail("\n".join(problems), pytrace=False)
+
+
 def query(ns, port, name, rdtype="A", timeout=5.0, host="127.0.0.1"):
     """(rcode or None on timeout, seconds) for one UDP query from inside ns."""
     s = ns.socket()

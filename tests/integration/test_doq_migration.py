@@ -125,17 +125,7 @@ class World(netns.World):
 
 @pytest.fixture
 def world(tmp_path, pki):
-    made = []
-
-    def make(server, server_conf=""):
-        return World(made, tmp_path, pki, server, server_conf)
-
-    yield make
-    problems = []
-    for w in made:
-        problems += w.finish()
-    if problems:
-        pytest.fail("\n".join(problems), pytrace=False)
+    yield from netns.worlds(lambda made, *args, **kw: World(made, tmp_path, pki, *args, **kw))
 
 
 def wait_counter(w, name, want, deadline=5.0, **labels):

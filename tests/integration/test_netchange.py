@@ -70,17 +70,7 @@ class World(netns.World):
 
 @pytest.fixture
 def world(tmp_path, pki):
-    made = []
-
-    def make(scheme, extra=()):
-        return World(made, tmp_path, pki, scheme, extra)
-
-    yield make
-    problems = []
-    for w in made:
-        problems += w.finish()
-    if problems:
-        pytest.fail("\n".join(problems), pytrace=False)
+    yield from netns.worlds(lambda made, *args, **kw: World(made, tmp_path, pki, *args, **kw))
 
 
 CHANGES = {
