@@ -141,6 +141,12 @@ enum {
 /* nothing from the server for this long while an answer is awaited, though
  * the keep-alive PINGs above ask for ACKs: the path has died */
 #define DOQ_STALL (1000 * NGTCP2_MILLISECONDS)
+/* The coarsest the expiry timer may be (RFC 9002's kGranularity). On
+ * loopback ngtcp2 wants each answer acknowledged srtt/8 later, a few
+ * microseconds: a packet, an AEAD seal and a wake-up per query for an ACK the
+ * next query's packet carries anyway when it comes within the millisecond.
+ * The ACK is still well inside the 25 ms max_ack_delay we advertise. */
+#define DOQ_TIMER_GRANULARITY NGTCP2_MILLISECONDS
 
 struct doq_up;
 struct doq_conn;
@@ -687,6 +693,15 @@ static bool doq_conn_send(struct doq_conn *c, const uint8_t *pkt, size_t len)
     }
 }
 
+/* The next stream with bytes ngtcp2 may take now, oldest first. */
+static struct doq_req *doq_conn_next_tx(struct doq_conn *c)
+{
+    for (struct doq_req *q = doq_req_first(&c->flight); q; q = doq_req_next(q))
+        if (q->sent < q->len && !q->blocked)
+            return q;
+    return NULL;
+}
+
 /* Re-arms only when ngtcp2's expiry moved: most flushes leave it where it
  * was, and a stop and start in libev's heap costs more than the flush. */
 static void doq_conn_arm_timer(struct doq_conn *c)
@@ -703,16 +718,11 @@ static void doq_conn_arm_timer(struct doq_conn *c)
         return;
     now = doq_now();
     c->timer_at = expiry;
+    /* not while the handshake runs or stream data waits for congestion
+     * control or pacing: those deadlines are meant to the microsecond */
+    if (c->handshake_done && !doq_conn_next_tx(c) && expiry < now + DOQ_TIMER_GRANULARITY)
+        expiry = now + DOQ_TIMER_GRANULARITY;
     conn_timer_arm(loop, &c->timer, expiry > now ? (double)(expiry - now) / NGTCP2_SECONDS : 0.);
-}
-
-/* The next stream with bytes ngtcp2 may take now, oldest first. */
-static struct doq_req *doq_conn_next_tx(struct doq_conn *c)
-{
-    for (struct doq_req *q = doq_req_first(&c->flight); q; q = doq_req_next(q))
-        if (q->sent < q->len && !q->blocked)
-            return q;
-    return NULL;
 }
 
 /* Writes until ngtcp2 has nothing more or congestion control and pacing say
