@@ -1,10 +1,13 @@
+# shellcheck shell=bash
 # bench/lib.sh — what the benchmarks share, sourced after `set -euo pipefail`:
 # a work directory cleaned up on exit with every process started into
 # `pids`, free loopback ports, readiness waits, a private CA and server
 # certificates, knotd serving the test zone, fresh query names and the
 # dnsperf summary line. Everything listens on 127.0.0.1 only.
 #
-# The caller sets BENCH (its name, for messages and the work directory).
+# The caller sets BENCH (its name, for messages and the work directory) and
+# root (the source tree).
+# shellcheck disable=SC2154  # root and BENCH are the caller's
 
 bench_die() { echo "bench/$BENCH: $*" >&2; exit 1; }
 
@@ -189,7 +192,7 @@ bench_dnsveil() {  # bench_dnsveil NAME URL [CACHE]: dnsveil on $DV, its pid in 
   DV=$(port)
   bench_dv_conf "$1" "$2" "${3:-false}"
   "$DNSVEIL_BIN" -c "$work/$1.toml" -l "127.0.0.1:$DV" --tls-ca "$work/ca.pem" \
-    >"$work/$1.log" 2>&1 & DV_PID=$!; pids+=($DV_PID)
+    >"$work/$1.log" 2>&1 & DV_PID=$!; pids+=("$DV_PID")
   wait_udp "$DV" "$1"
 }
 
@@ -203,7 +206,7 @@ bench_dnsdist() {  # bench_dnsdist NAME LUA-SERVER-LINE...: dnsdist on $DD, pid 
     printf '%s\n' "$@"
   } > "$work/$name.conf"
   dnsdist --supervised --disable-syslog -C "$work/$name.conf" >"$work/$name.log" 2>&1 &
-  DD_PID=$!; pids+=($DD_PID)
+  DD_PID=$!; pids+=("$DD_PID")
   wait_udp "$DD" "$name"
 }
 
@@ -213,3 +216,71 @@ cpu_ticks() {  # cpu_ticks PID: utime+stime of every thread, in clock ticks
 }
 
 rss_kb() { awk '/VmRSS/ { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }
+
+# ---- the competitors and the clock, shared by run.sh and profile.sh ---------
+
+# the fixed rate per path (the rates of issue 18's measurements)
+# shellcheck disable=SC2034  # the callers read it
+declare -A RATES=([udp]=5000 [dot]=2000 [doh]=1000 [doq]=2000 [hit]=15000)
+
+bench_dd_has_doh() { [[ $(dnsdist --version 2>/dev/null) == *outgoing-dns-over-https* ]]; }
+
+bench_dd() {  # bench_dd udp|dot|doh|hit: dnsdist for that path on $DD, pid $DD_PID
+  local check='checkName="www.test."'
+  local tls="tls=\"openssl\", subjectName=\"dot.test\", caStore=\"$work/ca.pem\", validateCertificates=true"
+  case $1 in
+    udp) bench_dnsdist dd-udp "newServer({address=\"127.0.0.1:$UB\", $check})" ;;
+    dot) bench_dnsdist dd-dot "newServer({address=\"127.0.0.1:$UB_TLS\", $tls, $check})" ;;
+    doh) bench_dnsdist dd-doh "newServer({address=\"127.0.0.1:$UB_DOH\", $tls, dohPath=\"/dns-query\", $check})" \
+           "setOutgoingDoHWorkerThreads(1)" ;;
+    hit) bench_dnsdist dd-hit "newServer({address=\"127.0.0.1:$KNOT\", $check})" \
+           'getPool(""):setCache(newPacketCache(100000))' ;;
+    *) bench_die "no dnsdist for $1" ;;
+  esac
+}
+
+bench_unbound_fwd() {  # unbound forward-tls to the unbound's DoT on $FW, pid $FW_PID
+  FW=$(port)
+  cat > "$work/fwd.conf" <<FWCONF
+server:
+    interface: 127.0.0.1@$FW
+    do-daemonize: no
+    username: ""
+    chroot: ""
+    directory: "$work"
+    pidfile: "$work/fwd.pid"
+    use-syslog: no
+    logfile: ""
+    verbosity: 0
+    num-threads: 1
+    do-ip6: no
+    do-not-query-localhost: no
+    module-config: "iterator"
+    qname-minimisation: no
+    prefetch: no
+    trust-anchor-signaling: no
+    root-key-sentinel: no
+    access-control: 127.0.0.0/8 allow
+    # else unbound answers every .test name itself (RFC 6761 default zone)
+    local-zone: "test." nodefault
+    tls-cert-bundle: "$work/ca.pem"
+    num-queries-per-thread: 4096
+forward-zone:
+    name: "."
+    forward-tls-upstream: yes
+    forward-addr: 127.0.0.1@$UB_TLS#dot.test
+remote-control:
+    control-enable: no
+FWCONF
+  unbound -d -c "$work/fwd.conf" >"$work/fwd.log" 2>&1 & FW_PID=$!; pids+=("$FW_PID")
+  wait_udp "$FW" fwd
+}
+
+cpu_ns() {  # cpu_ns PID: ns on CPU, all threads
+  if [ -r "/proc/$1/schedstat" ]; then
+    cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{ s += $1 } END { printf "%.0f", s }'
+  else
+    echo $(( $(cpu_ticks "$1") * 1000000000 / $(getconf CLK_TCK) ))
+  fi
+}
+

@@ -33,8 +33,6 @@ CPUSEC=${BENCH_CPU:-8}
 if [ "${1:-}" = --quick ]; then
   SAT=${BENCH_SAT:-2}; FIXED=${BENCH_FIXED:-2}; CPUSEC=${BENCH_CPU:-3}
 fi
-# the fixed rate per path (the rates of issue 18's measurements)
-declare -A RATES=([udp]=5000 [dot]=2000 [doh]=1000 [doq]=2000 [hit]=15000)
 RATE=${BENCH_RATE:-}
 
 BENCH=run
@@ -66,56 +64,14 @@ bench_dnsveil dv-hit "udp://127.0.0.1:$KNOT" true; add dv-hit "$DV" "$DV_PID" "$
 
 if command -v dnsdist >/dev/null; then
   DDBIN=$(command -v dnsdist)
-  check='checkName="www.test."'
-  bench_dnsdist dd-udp "newServer({address=\"127.0.0.1:$UB\", $check})"
-  add dd-udp "$DD" "$DD_PID" "$DDBIN"
-  bench_dnsdist dd-dot "newServer({address=\"127.0.0.1:$UB_TLS\", tls=\"openssl\", subjectName=\"dot.test\", caStore=\"$work/ca.pem\", validateCertificates=true, $check})"
-  add dd-dot "$DD" "$DD_PID" "$DDBIN"
-  if [[ $(dnsdist --version 2>/dev/null) == *outgoing-dns-over-https* ]]; then
-    bench_dnsdist dd-doh "newServer({address=\"127.0.0.1:$UB_DOH\", tls=\"openssl\", subjectName=\"dot.test\", dohPath=\"/dns-query\", caStore=\"$work/ca.pem\", validateCertificates=true, $check})" \
-      "setOutgoingDoHWorkerThreads(1)"
-    add dd-doh "$DD" "$DD_PID" "$DDBIN"
-  fi
-  bench_dnsdist dd-hit "newServer({address=\"127.0.0.1:$KNOT\", $check})" \
-    'getPool(""):setCache(newPacketCache(100000))'
-  add dd-hit "$DD" "$DD_PID" "$DDBIN"
+  for p in udp dot doh hit; do
+    if [ "$p" = doh ] && ! bench_dd_has_doh; then continue; fi
+    bench_dd "$p"; add "dd-$p" "$DD" "$DD_PID" "$DDBIN"
+  done
 fi
 
-FW=$(port)
-cat > "$work/fwd.conf" <<EOF
-server:
-    interface: 127.0.0.1@$FW
-    do-daemonize: no
-    username: ""
-    chroot: ""
-    directory: "$work"
-    pidfile: "$work/fwd.pid"
-    use-syslog: no
-    logfile: ""
-    verbosity: 0
-    num-threads: 1
-    do-ip6: no
-    do-not-query-localhost: no
-    module-config: "iterator"
-    qname-minimisation: no
-    prefetch: no
-    trust-anchor-signaling: no
-    root-key-sentinel: no
-    access-control: 127.0.0.0/8 allow
-    # else unbound answers every .test name itself (RFC 6761 default zone)
-    local-zone: "test." nodefault
-    tls-cert-bundle: "$work/ca.pem"
-    num-queries-per-thread: 4096
-forward-zone:
-    name: "."
-    forward-tls-upstream: yes
-    forward-addr: 127.0.0.1@$UB_TLS#dot.test
-remote-control:
-    control-enable: no
-EOF
-unbound -d -c "$work/fwd.conf" >"$work/fwd.log" 2>&1 & fw_pid=$!; pids+=($fw_pid)
-wait_udp "$FW" fwd
-add ub-dot "$FW" "$fw_pid" "$(command -v unbound)"
+bench_unbound_fwd
+add ub-dot "$FW" "$FW_PID" "$(command -v unbound)"
 
 if command -v stubby >/dev/null; then
   ST=$(port)
@@ -135,7 +91,7 @@ upstream_recursive_servers:
     tls_port: $UB_TLS
     tls_auth_name: "dot.test"
 EOF
-  stubby -C "$work/stubby.yml" >"$work/stubby.log" 2>&1 & st_pid=$!; pids+=($st_pid)
+  stubby -C "$work/stubby.yml" >"$work/stubby.log" 2>&1 & st_pid=$!; pids+=("$st_pid")
   wait_udp "$ST" stubby
   add st-dot "$ST" "$st_pid" "$(command -v stubby)"
 fi
@@ -170,14 +126,6 @@ lat() {  # lat KIND dnsperf-args... -> "p50 p99" in ms at $RATE
              i = int(NR * 0.5) + 1; if (i > NR) i = NR
              j = int(NR * 0.99) + 1; if (j > NR) j = NR
              printf "%.2f %.2f", v[i], v[j] }' "$work/lat.sorted"
-}
-
-cpu_ns() {  # cpu_ns PID: ns on CPU, all threads
-  if [ -r "/proc/$1/schedstat" ]; then
-    cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{ s += $1 } END { printf "%.0f", s }'
-  else
-    echo $(( $(cpu_ticks "$1") * 1000000000 / $(getconf CLK_TCK) ))
-  fi
 }
 
 pair() {  # pair KIND A B: both loaded at once -> "µs/q of A" "µs/q of B"
