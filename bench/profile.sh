@@ -197,7 +197,7 @@ def component(sym, dso):
 
 frame = re.compile(r'^\s+([0-9a-f]+)\s+(.*?)\s+\((.*)\)$')
 kern, user = 0, 0
-comp, bysc, ksym, usym = Counter(), Counter(), Counter(), Counter()
+comp, bysc, ksym, usym, kind = Counter(), Counter(), Counter(), Counter(), Counter()
 def finish(fr):
     global kern, user
     if not fr: return
@@ -218,6 +218,16 @@ def finish(fr):
         if sc is None:
             sc = '(%s)' % (kframes[-1][1] if kframes else sym)
         bysc[sc] += 1
+        # loopback: a send runs the packet's receive path (and wakes the
+        # receiver) on the sender's CPU time; a switch is the way to or
+        # from sleep (cpu-clock lands on finish_task_switch)
+        ks = [f[1] for f in kframes]
+        if any(re.match(r'(net_rx_action|process_backlog|__netif_receive_skb)', x) for x in ks):
+            kind['rx'] += 1
+        elif any(re.match(r'(__schedule|schedule$|finish_task_switch)', x) for x in ks):
+            kind['switch'] += 1
+        else:
+            kind['rest'] += 1
     else:
         user += 1
         comp[component(sym, dso)] += 1
@@ -264,6 +274,8 @@ if not n:
     sys.exit(0)
 err.write('- %s, kernel µs/query by system call (%d samples, %d in the kernel): %s\n' % (label, n, kern,
           ', '.join('%s %s' % (s, f(us * c / n)) for s, c in bysc.most_common(6)) or '-'))
+err.write('- %s, kernel µs/query by kind: loopback receive work run in its own sends %s, switching to and from sleep %s, the rest (system call entry, socket, TCP/UDP send, epoll) %s\n'
+          % (label, f(us * kind['rx'] / n), f(us * kind['switch'] / n), f(us * kind['rest'] / n)))
 err.write('- %s, top kernel symbols (%% of its kernel time): %s\n' % (label,
           ', '.join('%s %.0f %%' % (s, 100 * c / kern) for s, c in ksym.most_common(6)) or '-'))
 err.write('- %s, top user symbols (%% of its user time): %s\n' % (label,
