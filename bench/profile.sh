@@ -11,13 +11,16 @@
 # the symbols of their archives in build/third_party/prefix; shared
 # libraries by file: OpenSSL, nghttp2, libev/libevent, libc), the kernel
 # part by the system call it was spent in (the `__x64_sys_*` frame of the
-# sample's kernel stack) and its top kernel and user symbols. System calls
+# sample's kernel stack) and by kind (the loopback receive work a send runs
+# for its receiver, switching to and from sleep, the rest), its top kernel
+# and user symbols, and context switches per query. System calls
 # per query come from a second, shorter window of the same pair under
 # `perf record -e raw_syscalls:sys_enter`, so tracing does not distort the
 # CPU figures. A benchmark, not a test: it prints figures, asserts nothing.
 #
 # Usage: bench/profile.sh [--quick] [PATH...]   (PATH: udp dot doh doq hit;
-#        default all. --quick: 3 s windows, about 1.5 minutes on 2 cores)
+#        default all. --quick: 3 s windows, about a minute on 2 cores; the
+#        full run about 1.5 minutes)
 #        DNSVEIL_BIN=build/release/dnsveil BENCH_CPU=8 BENCH_SYSCALLS=2 (s)
 #        BENCH_RATE overrides every path's rate; BENCH_OUT=DIR keeps the
 #        perf.data files there (PATH-cpu-a.data is dnsveil's, -b the
@@ -44,7 +47,7 @@ BENCH=profile
 . "$root/bench/lib.sh"
 bench_install knot unbound dnsdist dnsperf dnsutils linux-perf
 bench_need knotd unbound dnsperf openssl dig perf python3
-[ -x "$DNSVEIL_BIN" ] || bench_die "no dnsveil at $DNSVEIL_BIN (cmake --preset release, or set DNSVEIL_BIN)"
+[ -x "$DNSVEIL_BIN" ] || bench_die "no dnsveil at $DNSVEIL_BIN (build it: cmake -S . -B build/release -DCMAKE_BUILD_TYPE=Release; or set DNSVEIL_BIN)"
 chmod 755 "$work"
 
 bench_ca
@@ -166,11 +169,11 @@ profile_split() {  # profile_split PATH SIDE(a|b) NAME: one table row into $work
   perf script -i "$work/$p-sc-$s.data" > "$work/sc.txt" 2>/dev/null || : > "$work/sc.txt"
   python3 - "$work/cpu.txt" "$work/sc.txt" "$work/symmap" "$(basename "$exe")" "$unistd" \
     "${LABEL[$name]}" "$(sed -n "$([ "$s" = a ] && echo 1 || echo 2)p" "$work/$p-cpu.vals")" \
-    "$(sed -n "$([ "$s" = a ] && echo 1 || echo 2)p" "$work/$p-sc.vals")" "$work/sums" \
+    "$(sed -n "$([ "$s" = a ] && echo 1 || echo 2)p" "$work/$p-sc.vals")" "$work/sums" "$work/$p-cpu-$s.rec" \
     >> "$work/rows" 2>> "$work/notes" <<'PY'
 import re, sys
 from collections import Counter
-cpu_txt, sc_txt, symmap, exe, unistd, label, cpu_vals, sc_vals, sums = sys.argv[1:10]
+cpu_txt, sc_txt, symmap, exe, unistd, label, cpu_vals, sc_vals, sums, rec = sys.argv[1:11]
 q, ns, ut, st, cs = (int(x or 0) for x in (cpu_vals.split() + ['0'] * 5)[:5])
 scq = int((sc_vals.split() or ['0'])[0] or 0)
 lib = {}
@@ -218,6 +221,7 @@ def finish(fr):
         if sc is None:
             sc = '(%s)' % (kframes[-1][1] if kframes else sym)
         bysc[sc] += 1
+        if not kframes: return  # kernel symbols not resolvable
         # loopback: a send runs the packet's receive path (and wakes the
         # receiver) on the sender's CPU time; a switch is the way to or
         # from sleep (cpu-clock lands on finish_task_switch)
@@ -257,6 +261,7 @@ us = ns / 1000 / q if q else 0
 def f(x): return '%.1f' % x
 def part(c): return f(us * c / n) if n and c else '-'
 kpct_proc = '%.0f %%' % (100 * st / (ut + st)) if ut + st else '-'
+scq = scq if calls else 0  # no events: the tracing failed, not zero calls
 scpq = sum(calls.values()) / scq if scq else 0
 if n:
     row = [label, str(q), f(us), f(us * kern / n), '%.0f %%' % (100 * kern / n), kpct_proc,
@@ -270,8 +275,12 @@ print('| ' + ' | '.join(row + ['%.2f' % scpq if scq else '-', '%.2f' % (cs / q) 
 
 err = sys.stderr
 if not n:
-    err.write('- %s: no perf samples (perf record failed?): kernel/user from /proc/PID/task/*/stat utime/stime\n' % label)
+    why = [l.strip() for l in open(rec, errors='replace') if l.strip()] if rec else []
+    err.write('- %s: no perf samples (%s): kernel/user split from /proc/PID/task/*/stat utime/stime instead\n'
+              % (label, why[0] if why else 'perf record gave no data'))
     sys.exit(0)
+if kern and not kind:
+    err.write('- %s: kernel addresses without symbols (kptr_restrict?): no split of the kernel part\n' % label)
 err.write('- %s, kernel µs/query by system call (%d samples, %d in the kernel): %s\n' % (label, n, kern,
           ', '.join('%s %s' % (s, f(us * c / n)) for s, c in bysc.most_common(6)) or '-'))
 err.write('- %s, kernel µs/query by kind: loopback receive work run in its own sends %s, switching to and from sleep %s, the rest (system call entry, socket, TCP/UDP send, epoll) %s\n'
@@ -293,7 +302,7 @@ echo "of each process (perf record -g -p PID); kernel % (/proc) is utime/stime's
 echo "syscalls/q from a separate ${SCSEC} s window under perf record -e raw_syscalls:sys_enter; ctx switches/q"
 echo "from /proc/PID/task/*/status. Kernel time by system call: the __x64_sys_* frame on each kernel sample's"
 echo "stack (on loopback a send runs the receiver's network stack too; \"(exit)\": preempted or scheduled on the"
-echo "way out of that call). $(perf evlist -i "$work/${done_paths[0]:-udp}-cpu-a.data" 2>/dev/null || echo cpu-clock) samples (no PMU in a VM) land where"
+echo "way out of that call). $(perf evlist -i "$work/${done_paths[0]:-udp}-cpu-a.data" 2>/dev/null || echo "(no perf data) cpu-clock") samples (no PMU in a VM) land where"
 echo "interrupts come back on: finish_task_switch and *_unlock_irqrestore stand for the switch or wake-up before them."
 for p in "${done_paths[@]}"; do
   read -r a b <<<"${PAIR[$p]}"
