@@ -163,13 +163,14 @@ done
 unistd=/usr/include/x86_64-linux-gnu/asm/unistd_64.h
 
 profile_split() {  # profile_split PATH SIDE(a|b) NAME: one table row into $work/rows, details into $work/notes
-  local p=$1 s=$2 name=$3 exe
+  local p=$1 s=$2 name=$3 exe line=1
+  [ "$s" = a ] || line=2  # of the .vals files
   exe=$(readlink "/proc/${PID[$name]}/exe" 2>/dev/null || echo "")
   perf script -i "$work/$p-cpu-$s.data" -F comm,tid,ip,sym,dso > "$work/cpu.txt" 2>/dev/null || : > "$work/cpu.txt"
   perf script -i "$work/$p-sc-$s.data" > "$work/sc.txt" 2>/dev/null || : > "$work/sc.txt"
   python3 - "$work/cpu.txt" "$work/sc.txt" "$work/symmap" "$(basename "$exe")" "$unistd" \
-    "${LABEL[$name]}" "$(sed -n "$([ "$s" = a ] && echo 1 || echo 2)p" "$work/$p-cpu.vals")" \
-    "$(sed -n "$([ "$s" = a ] && echo 1 || echo 2)p" "$work/$p-sc.vals")" "$work/sums" "$work/$p-cpu-$s.rec" \
+    "${LABEL[$name]}" "$(sed -n "${line}p" "$work/$p-cpu.vals")" \
+    "$(sed -n "${line}p" "$work/$p-sc.vals")" "$work/sums" "$work/$p-cpu-$s.rec" \
     >> "$work/rows" 2>> "$work/notes" <<'PY'
 import re, sys
 from collections import Counter
