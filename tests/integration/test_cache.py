@@ -132,14 +132,14 @@ def sanitized():
 @pytest.mark.skipif(shutil.which("dnsperf") is None, reason="dnsperf not installed")
 @pytest.mark.skipif(sanitized(), reason="RSS is meaningless under AddressSanitizer")
 def test_memory_bound_under_unique_names(knot, dnsveil, tmp_path):
-    """1,000,000 unique names through a cache bounded at 8 MiB: RSS stays
-    within the bound plus a fixed overhead."""
+    """400,000 unique names (several times what 8 MiB holds) through a cache
+    bounded at 8 MiB: RSS stays within the bound plus a fixed overhead."""
     d = dnsveil("udp://127.0.0.1:%d" % knot.port)
     ask(d, "www.test.")
     base = vm_rss_kib(d.proc.pid)
     names = tmp_path / "names"
     with open(names, "w") as f:
-        for i in range(1_000_000):
+        for i in range(400_000):
             f.write("n%d.test A\n" % i)
     r = subprocess.run(["dnsperf", "-s", d.host, "-p", str(d.port), "-d", str(names), "-n", "1",
                         "-c", "4", "-q", "500", "-t", "5", "-l", "240"],
@@ -147,7 +147,7 @@ def test_memory_bound_under_unique_names(knot, dnsveil, tmp_path):
     assert r.returncode == 0, r.stderr
     stats, _ = d.stats()
     peak = vm_rss_kib(d.proc.pid)
-    assert stats["queries"] >= 900_000, r.stdout
+    assert stats["queries"] >= 360_000, r.stdout
     # 8 MiB of cache, plus allocator slack and the daemon's fixed buffers
     slack = 6 * 1024
     print("rss: base %d KiB, after %d queries %d KiB" % (base, stats["queries"], peak))
