@@ -121,6 +121,7 @@ int doq_error_to_rc(uint64_t code)
 #include "core/rand.h"
 #include "upstream/conn.h"
 #include "upstream/happy.h"
+#include "tls/quic_crypto.h"
 #include "tls/tls.h"
 
 enum {
@@ -524,13 +525,13 @@ static int doq_recv_new_token_cb(ngtcp2_conn *conn, const uint8_t *token, size_t
 static const ngtcp2_callbacks doq_conn_callbacks = {
     .client_initial = ngtcp2_crypto_client_initial_cb,
     .recv_crypto_data = ngtcp2_crypto_recv_crypto_data_cb,
-    .encrypt = ngtcp2_crypto_encrypt_cb,
-    .decrypt = ngtcp2_crypto_decrypt_cb,
-    .hp_mask = ngtcp2_crypto_hp_mask_cb,
+    .encrypt = quic_crypto_encrypt_cb,
+    .decrypt = quic_crypto_decrypt_cb,
+    .hp_mask = quic_crypto_hp_mask_cb,
     .recv_retry = ngtcp2_crypto_recv_retry_cb,
-    .update_key = ngtcp2_crypto_update_key_cb,
-    .delete_crypto_aead_ctx = ngtcp2_crypto_delete_crypto_aead_ctx_cb,
-    .delete_crypto_cipher_ctx = ngtcp2_crypto_delete_crypto_cipher_ctx_cb,
+    .update_key = quic_crypto_update_key_cb,
+    .delete_crypto_aead_ctx = quic_crypto_delete_aead_ctx_cb,
+    .delete_crypto_cipher_ctx = quic_crypto_delete_cipher_ctx_cb,
     .get_path_challenge_data2 = ngtcp2_crypto_get_path_challenge_data2_cb,
     .version_negotiation = ngtcp2_crypto_version_negotiation_cb,
     .rand = doq_rand_cb,
@@ -1237,7 +1238,8 @@ static int doq_open(struct upstream *u)
     if (rc)
         goto fail;
     /* TLS 1.3 only, handshake bytes through ngtcp2, session tickets */
-    if (ngtcp2_crypto_wolfssl_configure_client_context(tls_ctx_native(up->tls)) != 0) {
+    if (ngtcp2_crypto_wolfssl_configure_client_context(tls_ctx_native(up->tls)) != 0 ||
+        quic_crypto_configure(tls_ctx_native(up->tls)) != 0) {
         rc = DV_ETLS;
         goto fail;
     }
