@@ -288,10 +288,8 @@ static int qc_expand_label(uint8_t *dest, size_t len, const ngtcp2_crypto_md *md
     return ngtcp2_crypto_hkdf_expand(dest, len, md, secret, secretlen, info, n);
 }
 
-/* The AEAD key and IV from a traffic secret, and the header-protection key
- * when hp is not NULL. */
-static int qc_derive(uint8_t *key, uint8_t *iv, uint8_t *hp, const ngtcp2_crypto_ctx *ctx,
-                     uint32_t version, const uint8_t *secret, size_t secretlen)
+int quic_crypto_derive(uint8_t *key, uint8_t *iv, uint8_t *hp, const ngtcp2_crypto_ctx *ctx,
+                       uint32_t version, const uint8_t *secret, size_t secretlen)
 {
     bool v2 = version == NGTCP2_PROTO_VER_V2;
     size_t keylen = ngtcp2_crypto_aead_keylen(&ctx->aead);
@@ -304,6 +302,13 @@ static int qc_derive(uint8_t *key, uint8_t *iv, uint8_t *hp, const ngtcp2_crypto
                                v2 ? "quicv2 hp" : "quic hp")))
         return -1;
     return 0;
+}
+
+int quic_crypto_next_secret(uint8_t *dest, const ngtcp2_crypto_ctx *ctx, uint32_t version,
+                            const uint8_t *secret, size_t secretlen)
+{
+    return qc_expand_label(dest, secretlen, &ctx->md, secret, secretlen,
+                           version == NGTCP2_PROTO_VER_V2 ? "quicv2 ku" : "quic ku");
 }
 
 /* The client learns the server's transport parameters with its 1-RTT read
@@ -335,7 +340,7 @@ static int qc_install(ngtcp2_conn *conn, WOLFSSL *ssl, bool rx, const uint8_t *s
 
     if (rx && !ngtcp2_conn_is_server(conn) && qc_remote_params(conn, ssl))
         return -1;
-    if (qc_derive(key, iv, hp, ctx, ngtcp2_conn_get_negotiated_version(conn), secret, secretlen) ||
+    if (quic_crypto_derive(key, iv, hp, ctx, ngtcp2_conn_get_negotiated_version(conn), secret, secretlen) ||
         quic_crypto_aead_ctx_init(&actx, &ctx->aead, key) ||
         quic_crypto_hp_ctx_init(&hctx, &ctx->aead, hp))
         goto out;
@@ -363,7 +368,6 @@ int quic_crypto_update_key_cb(ngtcp2_conn *conn, uint8_t *rx_secret, uint8_t *tx
 {
     const ngtcp2_crypto_ctx *ctx = ngtcp2_conn_get_crypto_ctx(conn);
     uint32_t version = ngtcp2_conn_get_negotiated_version(conn);
-    const char *ku = version == NGTCP2_PROTO_VER_V2 ? "quicv2 ku" : "quic ku";
     uint8_t rx_key[QC_KEYMAX], tx_key[QC_KEYMAX];
     int rv = NGTCP2_ERR_CALLBACK_FAILURE;
 
@@ -372,10 +376,10 @@ int quic_crypto_update_key_cb(ngtcp2_conn *conn, uint8_t *rx_secret, uint8_t *tx
         return ngtcp2_crypto_update_key_cb(conn, rx_secret, tx_secret, rx_aead_ctx, rx_iv,
                                            tx_aead_ctx, tx_iv, current_rx_secret,
                                            current_tx_secret, secretlen, user_data);
-    if (qc_expand_label(rx_secret, secretlen, &ctx->md, current_rx_secret, secretlen, ku) ||
-        qc_expand_label(tx_secret, secretlen, &ctx->md, current_tx_secret, secretlen, ku) ||
-        qc_derive(rx_key, rx_iv, NULL, ctx, version, rx_secret, secretlen) ||
-        qc_derive(tx_key, tx_iv, NULL, ctx, version, tx_secret, secretlen))
+    if (quic_crypto_next_secret(rx_secret, ctx, version, current_rx_secret, secretlen) ||
+        quic_crypto_next_secret(tx_secret, ctx, version, current_tx_secret, secretlen) ||
+        quic_crypto_derive(rx_key, rx_iv, NULL, ctx, version, rx_secret, secretlen) ||
+        quic_crypto_derive(tx_key, tx_iv, NULL, ctx, version, tx_secret, secretlen))
         goto out;
     if (quic_crypto_aead_ctx_init(rx_aead_ctx, &ctx->aead, rx_key))
         goto out;

@@ -68,5 +68,15 @@ int quic_crypto_aead_ctx_init(ngtcp2_crypto_aead_ctx *actx, const ngtcp2_crypto_
 int quic_crypto_hp_ctx_init(ngtcp2_crypto_cipher_ctx *hctx, const ngtcp2_crypto_aead *aead,
                             const uint8_t *key);
 
+/* RFC 9001 5.1 (RFC 9369 3.3.2 for QUIC v2): from a traffic secret the AEAD
+ * key (the length ctx's AEAD takes) and the 12-byte IV, and the header
+ * protection key unless hp is NULL. 0 or -1. */
+int quic_crypto_derive(uint8_t *key, uint8_t *iv, uint8_t *hp, const ngtcp2_crypto_ctx *ctx,
+                       uint32_t version, const uint8_t *secret, size_t secretlen);
+/* RFC 9001 6.1: the traffic secret after a key update, secretlen bytes
+ * into dest. 0 or -1. */
+int quic_crypto_next_secret(uint8_t *dest, const ngtcp2_crypto_ctx *ctx, uint32_t version,
+                            const uint8_t *secret, size_t secretlen);
+
 #endif /* DV_HAVE_TLS */
 #endif

@@ -175,6 +175,28 @@ static void test_rfc9001_chacha20_example(void **state)
     quic_crypto_delete_cipher_ctx_cb(NULL, &hctx, NULL);
 }
 
+/* RFC 9001 A.5 again: the key, IV, header-protection key and next secret
+ * derived from its 1-RTT secret (HKDF-SHA256, QUIC v1 labels). */
+static void test_rfc9001_chacha20_keys(void **state)
+{
+    ngtcp2_crypto_ctx ctx = {.aead = aead_of(&suites[2]),
+                             .md = {.native_handle = (void *)wolfSSL_EVP_sha256()}};
+    uint8_t secret[32], key[32], iv[12], hp[32], ku[32], want[32];
+    (void)state;
+
+    unhex(secret, "9ac312a7f877468ebe69422748ad00a15443f18203a07d6060f688f30f21632b");
+    assert_int_equal(quic_crypto_derive(key, iv, hp, &ctx, NGTCP2_PROTO_VER_V1, secret, 32), 0);
+    unhex(want, "c6d98ff3441c3fe1b2182094f69caa2ed4b716b65488960a7a984979fb23e1c8");
+    assert_memory_equal(key, want, 32);
+    unhex(want, "e0459b3474bdd0e44a41c144");
+    assert_memory_equal(iv, want, 12);
+    unhex(want, "25a282b9e82f06f21f488917a4fc8f1b73573685608597d0efcb076b0ab7a7a4");
+    assert_memory_equal(hp, want, 32);
+    assert_int_equal(quic_crypto_next_secret(ku, &ctx, NGTCP2_PROTO_VER_V1, secret, 32), 0);
+    unhex(want, "1223504755036d556342ee9361d253421a826c9ecdf3c7148684b36b714881f9");
+    assert_memory_equal(ku, want, 32);
+}
+
 /* A cipher the module leaves to the glue gets no context of ours. */
 static void test_other_ciphers_are_refused(void **state)
 {
@@ -195,6 +217,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_matches_the_glue),
         cmocka_unit_test(test_rfc9001_chacha20_example),
+        cmocka_unit_test(test_rfc9001_chacha20_keys),
         cmocka_unit_test(test_other_ciphers_are_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
