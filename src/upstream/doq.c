@@ -703,6 +703,15 @@ static struct doq_req *doq_conn_next_tx(struct doq_conn *c)
     return NULL;
 }
 
+/* Is there a stream after q with bytes ngtcp2 may take now? */
+static bool doq_conn_next_tx_after(struct doq_req *q)
+{
+    for (q = doq_req_next(q); q; q = doq_req_next(q))
+        if (q->sent < q->len && !q->blocked)
+            return true;
+    return false;
+}
+
 /* Re-arms only when ngtcp2's expiry moved: most flushes leave it where it
  * was, and a stop and start in libev's heap costs more than the flush. */
 static void doq_conn_arm_timer(struct doq_conn *c)
@@ -739,6 +748,7 @@ static int doq_conn_write(struct doq_conn *c)
         maxlen = sizeof(doq_txbuf);
     for (;;) {
         struct doq_req *q = doq_conn_next_tx(c);
+        uint32_t flags = NGTCP2_WRITE_STREAM_FLAG_FIN;
         ngtcp2_vec v;
         ngtcp2_ssize wdatalen = -1;
         ngtcp2_ssize n;
@@ -747,11 +757,14 @@ static int doq_conn_write(struct doq_conn *c)
         if (q) {
             v.base = q->wire + q->sent;
             v.len = q->len - q->sent;
+            /* room for the next stream's query in this packet, if one
+             * waits; the last one closes the packet in this call rather
+             * than in one more with no stream */
+            if (doq_conn_next_tx_after(q))
+                flags |= NGTCP2_WRITE_STREAM_FLAG_MORE;
         }
         n = ngtcp2_conn_writev_stream(c->conn, &c->ps.path, &pi, doq_txbuf, maxlen, &wdatalen,
-                                      NGTCP2_WRITE_STREAM_FLAG_MORE |
-                                          NGTCP2_WRITE_STREAM_FLAG_FIN,
-                                      q ? q->sid : -1, q ? &v : NULL, q ? 1 : 0, ts);
+                                      flags, q ? q->sid : -1, q ? &v : NULL, q ? 1 : 0, ts);
         if (q && wdatalen >= 0)
             q->sent += (size_t)wdatalen;
         if (n < 0) {
