@@ -1090,7 +1090,22 @@ static void doq_race_stop(struct doq_up *up)
 
 /* Every event ends here: new streams, the write loop, the timer. false when
  * the connection was dropped. */
-static bool doq_conn_flush(struct doq_conn *c)
+/* After a read with no query to send: ngtcp2 acknowledges what it read
+ * once srtt/8 has passed, on loopback sooner than we get to write, so each
+ * answer, and the MAX_STREAMS a server sends once that ACK frees the stream,
+ * would get an ACK-only packet of its own. When ngtcp2 wants the clock within
+ * the timer's granularity anyway (that ACK deadline, a loss timer), the
+ * expiry timer writes instead, at least 1 ms on (doq_conn_arm_timer); a
+ * query in between carries the ACK. Anything due later (no ACK owed: only
+ * ACK-only packets were read) is written now, as before. */
+static bool doq_conn_write_later(struct doq_conn *c)
+{
+    if (!c->handshake_done || c->racer || c->up->wait.head || doq_conn_next_tx(c))
+        return false;
+    return ngtcp2_conn_get_expiry(c->conn) <= doq_now() + DOQ_TIMER_GRANULARITY;
+}
+
+static bool doq_conn_flush_ex(struct doq_conn *c, bool after_read)
 {
     int rv;
 
@@ -1098,7 +1113,7 @@ static bool doq_conn_flush(struct doq_conn *c)
         doq_race_won(c->up, c);
     rv = doq_conn_open_streams(c);
 
-    if (!rv)
+    if (!rv && !(after_read && doq_conn_write_later(c)))
         rv = doq_conn_write(c);
     if (rv) {
         doq_conn_liberr(c, rv);
@@ -1107,6 +1122,11 @@ static bool doq_conn_flush(struct doq_conn *c)
     doq_conn_update_keepalive(c);
     doq_conn_arm_timer(c);
     return true;
+}
+
+static bool doq_conn_flush(struct doq_conn *c)
+{
+    return doq_conn_flush_ex(c, false);
 }
 
 static struct mmsghdr *doq_rx_headers(void)
@@ -1166,7 +1186,7 @@ static void doq_conn_read_cb(struct ev_loop *loop, ev_io *w, int revents)
      * per-stream callback: let blocked streams try again */
     for (struct doq_req *q = doq_req_first(&c->flight); q; q = doq_req_next(q))
         q->blocked = false;
-    doq_conn_flush(c);
+    doq_conn_flush_ex(c, true);
     conn_scope_leave(&up->scope);
 }
 
