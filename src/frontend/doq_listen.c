@@ -39,6 +39,7 @@
 #include "core/err.h"
 #include "core/log.h"
 #include "frontend/frontend.h"
+#include "tls/quic_crypto.h"
 #include "tls/tlssrv.h"
 #include "resolve/query.h"
 
@@ -521,12 +522,12 @@ static void dq_conn_account_close(struct dq_conn *c)
 static const ngtcp2_callbacks callbacks = {
     .recv_client_initial = ngtcp2_crypto_recv_client_initial_cb,
     .recv_crypto_data = ngtcp2_crypto_recv_crypto_data_cb,
-    .encrypt = ngtcp2_crypto_encrypt_cb,
-    .decrypt = ngtcp2_crypto_decrypt_cb,
-    .hp_mask = ngtcp2_crypto_hp_mask_cb,
-    .update_key = ngtcp2_crypto_update_key_cb,
-    .delete_crypto_aead_ctx = ngtcp2_crypto_delete_crypto_aead_ctx_cb,
-    .delete_crypto_cipher_ctx = ngtcp2_crypto_delete_crypto_cipher_ctx_cb,
+    .encrypt = quic_crypto_encrypt_cb,
+    .decrypt = quic_crypto_decrypt_cb,
+    .hp_mask = quic_crypto_hp_mask_cb,
+    .update_key = quic_crypto_update_key_cb,
+    .delete_crypto_aead_ctx = quic_crypto_delete_aead_ctx_cb,
+    .delete_crypto_cipher_ctx = quic_crypto_delete_cipher_ctx_cb,
     .get_path_challenge_data2 = ngtcp2_crypto_get_path_challenge_data2_cb,
     .version_negotiation = ngtcp2_crypto_version_negotiation_cb,
     .rand = rand_cb,

@@ -17,6 +17,8 @@
 
 #include <ngtcp2/ngtcp2_crypto_wolfssl.h>
 
+#include "tls/quic_crypto.h"
+
 struct tlssrv_ctx {
     WOLFSSL_CTX *ctx;
     unsigned refs;
@@ -46,7 +48,8 @@ static int ctx_new(const char *cert, const char *key, bool quic, struct tlssrv_c
         return DV_ENOMEM;
     }
     if (wolfSSL_CTX_SetMinVersion(t->ctx, WOLFSSL_TLSV1_2) != WOLFSSL_SUCCESS ||
-        (quic && ngtcp2_crypto_wolfssl_configure_server_context(t->ctx) != 0)) {
+        (quic && (ngtcp2_crypto_wolfssl_configure_server_context(t->ctx) != 0 ||
+                  quic_crypto_configure(t->ctx) != 0))) {
         rc = DV_ETLS;
         goto fail;
     }

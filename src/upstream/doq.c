@@ -121,6 +121,7 @@ int doq_error_to_rc(uint64_t code)
 #include "core/rand.h"
 #include "upstream/conn.h"
 #include "upstream/happy.h"
+#include "tls/quic_crypto.h"
 #include "tls/tls.h"
 
 enum {
@@ -524,13 +525,13 @@ static int doq_recv_new_token_cb(ngtcp2_conn *conn, const uint8_t *token, size_t
 static const ngtcp2_callbacks doq_conn_callbacks = {
     .client_initial = ngtcp2_crypto_client_initial_cb,
     .recv_crypto_data = ngtcp2_crypto_recv_crypto_data_cb,
-    .encrypt = ngtcp2_crypto_encrypt_cb,
-    .decrypt = ngtcp2_crypto_decrypt_cb,
-    .hp_mask = ngtcp2_crypto_hp_mask_cb,
+    .encrypt = quic_crypto_encrypt_cb,
+    .decrypt = quic_crypto_decrypt_cb,
+    .hp_mask = quic_crypto_hp_mask_cb,
     .recv_retry = ngtcp2_crypto_recv_retry_cb,
-    .update_key = ngtcp2_crypto_update_key_cb,
-    .delete_crypto_aead_ctx = ngtcp2_crypto_delete_crypto_aead_ctx_cb,
-    .delete_crypto_cipher_ctx = ngtcp2_crypto_delete_crypto_cipher_ctx_cb,
+    .update_key = quic_crypto_update_key_cb,
+    .delete_crypto_aead_ctx = quic_crypto_delete_aead_ctx_cb,
+    .delete_crypto_cipher_ctx = quic_crypto_delete_cipher_ctx_cb,
     .get_path_challenge_data2 = ngtcp2_crypto_get_path_challenge_data2_cb,
     .version_negotiation = ngtcp2_crypto_version_negotiation_cb,
     .rand = doq_rand_cb,
@@ -702,6 +703,15 @@ static struct doq_req *doq_conn_next_tx(struct doq_conn *c)
     return NULL;
 }
 
+/* Is there a stream after q with bytes ngtcp2 may take now? */
+static bool doq_conn_next_tx_after(struct doq_req *q)
+{
+    for (q = doq_req_next(q); q; q = doq_req_next(q))
+        if (q->sent < q->len && !q->blocked)
+            return true;
+    return false;
+}
+
 /* Re-arms only when ngtcp2's expiry moved: most flushes leave it where it
  * was, and a stop and start in libev's heap costs more than the flush. */
 static void doq_conn_arm_timer(struct doq_conn *c)
@@ -738,6 +748,7 @@ static int doq_conn_write(struct doq_conn *c)
         maxlen = sizeof(doq_txbuf);
     for (;;) {
         struct doq_req *q = doq_conn_next_tx(c);
+        uint32_t flags = NGTCP2_WRITE_STREAM_FLAG_FIN;
         ngtcp2_vec v;
         ngtcp2_ssize wdatalen = -1;
         ngtcp2_ssize n;
@@ -746,11 +757,14 @@ static int doq_conn_write(struct doq_conn *c)
         if (q) {
             v.base = q->wire + q->sent;
             v.len = q->len - q->sent;
+            /* room for the next stream's query in this packet, if one
+             * waits; the last one closes the packet in this call rather
+             * than in one more with no stream */
+            if (doq_conn_next_tx_after(q))
+                flags |= NGTCP2_WRITE_STREAM_FLAG_MORE;
         }
         n = ngtcp2_conn_writev_stream(c->conn, &c->ps.path, &pi, doq_txbuf, maxlen, &wdatalen,
-                                      NGTCP2_WRITE_STREAM_FLAG_MORE |
-                                          NGTCP2_WRITE_STREAM_FLAG_FIN,
-                                      q ? q->sid : -1, q ? &v : NULL, q ? 1 : 0, ts);
+                                      flags, q ? q->sid : -1, q ? &v : NULL, q ? 1 : 0, ts);
         if (q && wdatalen >= 0)
             q->sent += (size_t)wdatalen;
         if (n < 0) {
@@ -1076,7 +1090,22 @@ static void doq_race_stop(struct doq_up *up)
 
 /* Every event ends here: new streams, the write loop, the timer. false when
  * the connection was dropped. */
-static bool doq_conn_flush(struct doq_conn *c)
+/* After a read with no query to send: ngtcp2 acknowledges what it read
+ * once srtt/8 has passed, on loopback sooner than we get to write, so each
+ * answer, and the MAX_STREAMS a server sends once that ACK frees the stream,
+ * would get an ACK-only packet of its own. When ngtcp2 wants the clock within
+ * the timer's granularity anyway (that ACK deadline, a loss timer), the
+ * expiry timer writes instead, at least 1 ms on (doq_conn_arm_timer); a
+ * query in between carries the ACK. Anything due later (no ACK owed: only
+ * ACK-only packets were read) is written now, as before. */
+static bool doq_conn_write_later(struct doq_conn *c)
+{
+    if (!c->handshake_done || c->racer || c->up->wait.head || doq_conn_next_tx(c))
+        return false;
+    return ngtcp2_conn_get_expiry(c->conn) <= doq_now() + DOQ_TIMER_GRANULARITY;
+}
+
+static bool doq_conn_flush_ex(struct doq_conn *c, bool after_read)
 {
     int rv;
 
@@ -1084,7 +1113,7 @@ static bool doq_conn_flush(struct doq_conn *c)
         doq_race_won(c->up, c);
     rv = doq_conn_open_streams(c);
 
-    if (!rv)
+    if (!rv && !(after_read && doq_conn_write_later(c)))
         rv = doq_conn_write(c);
     if (rv) {
         doq_conn_liberr(c, rv);
@@ -1093,6 +1122,11 @@ static bool doq_conn_flush(struct doq_conn *c)
     doq_conn_update_keepalive(c);
     doq_conn_arm_timer(c);
     return true;
+}
+
+static bool doq_conn_flush(struct doq_conn *c)
+{
+    return doq_conn_flush_ex(c, false);
 }
 
 static struct mmsghdr *doq_rx_headers(void)
@@ -1152,7 +1186,7 @@ static void doq_conn_read_cb(struct ev_loop *loop, ev_io *w, int revents)
      * per-stream callback: let blocked streams try again */
     for (struct doq_req *q = doq_req_first(&c->flight); q; q = doq_req_next(q))
         q->blocked = false;
-    doq_conn_flush(c);
+    doq_conn_flush_ex(c, true);
     conn_scope_leave(&up->scope);
 }
 
@@ -1237,7 +1271,8 @@ static int doq_open(struct upstream *u)
     if (rc)
         goto fail;
     /* TLS 1.3 only, handshake bytes through ngtcp2, session tickets */
-    if (ngtcp2_crypto_wolfssl_configure_client_context(tls_ctx_native(up->tls)) != 0) {
+    if (ngtcp2_crypto_wolfssl_configure_client_context(tls_ctx_native(up->tls)) != 0 ||
+        quic_crypto_configure(tls_ctx_native(up->tls)) != 0) {
         rc = DV_ETLS;
         goto fail;
     }
