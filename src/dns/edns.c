@@ -220,7 +220,19 @@ static bool shift_touches(const struct shift *s, size_t lo, size_t hi /* inclusi
     return false;
 }
 
-/* SHIFT_CHECK for one name: follows it as dns_name_read would. */
+static bool shift_rewrites(const struct shift *s, size_t p)
+{
+    for (size_t i = 0; i < s->nptrs; i++) {
+        if (s->ptrs[i] == p)
+            return true;
+    }
+    return false;
+}
+
+/* SHIFT_CHECK for one name: follows it as dns_name_read would. A pointer on
+ * the way that aims at bytes which move must be one we rewrite: one in RDATA
+ * we do not parse (an unknown type's) or before the OPT would keep its old
+ * target and silently rename the name. */
 static int shift_check_name(const struct shift *s, size_t p)
 {
     for (unsigned hops = 0; hops <= 127 && p < s->len;) {
@@ -228,7 +240,10 @@ static int shift_check_name(const struct shift *s, size_t p)
         if ((b & 0xc0) == 0xc0) {
             if (s->len - p < 2)
                 return DV_EMALFORMED;
-            p = (size_t)(b & 0x3f) << 8 | s->msg[p + 1];
+            size_t t = (size_t)(b & 0x3f) << 8 | s->msg[p + 1];
+            if (t >= s->end && !shift_rewrites(s, p))
+                return DV_EMALFORMED;
+            p = t;
             hops++;
             continue;
         }

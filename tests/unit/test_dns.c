@@ -1104,6 +1104,26 @@ static void test_strip_and_add_opt(void **state)
     assert_int_equal(len, sizeof(overlap));
     assert_memory_equal(overlap, ocopy, sizeof(overlap));
 
+    /* Found by fuzz_dns: an owner points behind the OPT (at 58, so we
+     * rewrite it) at a pointer inside an unknown type's RDATA, which we do
+     * not parse and so do not rewrite; that one aims behind the OPT too (at
+     * 55, "a."), so after the move it would read other bytes. Refused,
+     * unchanged. */
+    uint8_t opaque[] = { HDR(1, 0x8180, 1, 0, 0, 3), Q_EX_A, OPT_RR(1232, 0, 4), U16(DNS_OPT_PADDING), U16(0),
+                         /* 44: an unknown type; RDATA at 55: "a.", then at 58 a pointer to it */
+                         0, U16(0xc036), U16(1), U32(5), U16(5), 1, 'a', 0, 0xc0, 55,
+                         /* 60: owned by the pointer at 58 */
+                         0xc0, 58, U16(DNS_TYPE_A), U16(1), U32(5), U16(4), 10, 0, 0, 1 };
+    uint8_t pcopy[sizeof(opaque)];
+    memcpy(pcopy, opaque, sizeof(opaque));
+    assert_int_equal(dns_response_check(opaque, sizeof(opaque), &q_example), 0);
+    rr_owner(opaque, sizeof(opaque), 60, text, sizeof(text));
+    assert_string_equal(text, "a.");
+    len = sizeof(opaque);
+    assert_int_equal(dns_edns_strip_opt(opaque, &len, DNS_OPT_PADDING), DV_EMALFORMED);
+    assert_int_equal(len, sizeof(opaque));
+    assert_memory_equal(opaque, pcopy, sizeof(opaque));
+
     /* No OPT: nothing to do. Malformed: refused, unchanged. */
     uint8_t none[] = { HDR(1, 0x0100, 1, 0, 0, 0), Q_EX_A };
     len = sizeof(none);
