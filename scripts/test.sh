@@ -82,6 +82,7 @@ PEER_PKGS=(
     busybox                                            # the OpenWrt scripts (test_openwrt.py)
     python3-prometheus-client chromium                 # metrics parser, status page in a browser
     valgrind                                           # scripts/valgrind-dnsveil.sh (memcheck by hand)
+    strace                                             # what the daemon asks of the kernel (DoQ's GSO)
 )
 
 missing_pkgs() {

@@ -104,9 +104,18 @@ int doq_error_to_rc(uint64_t code)
 #ifdef DV_HAVE_TLS
 
 #include <errno.h>
+#include <netinet/in.h>
+#include <netinet/udp.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
+
+#ifndef SOL_UDP
+#define SOL_UDP IPPROTO_UDP
+#endif
+#ifndef UDP_SEGMENT /* Linux 4.18; older C libraries lack the name */
+#define UDP_SEGMENT 103
+#endif
 
 #include <wolfssl/options.h>
 #include <wolfssl/ssl.h>
@@ -131,6 +140,7 @@ enum {
     DOQ_RX_BATCH = 16,     /* datagrams per recvmmsg */
     DOQ_RX_ROUNDS = 4,     /* recvmmsg calls per wakeup before writing again */
     DOQ_MAX_UDP = 1472,    /* largest datagram we accept (transport parameter) */
+    DOQ_GSO_SEGS = 10,     /* datagrams per send with UDP GSO */
 };
 
 #define DOQ_ALPN "doq"
@@ -199,8 +209,10 @@ struct doq_conn {
     struct doq_conn *rnext; /* in up->racers */
     size_t aidx;           /* its address in u->addrs */
     unsigned num;          /* for log lines */
-    uint8_t pending[1500]; /* one datagram the socket would not take yet */
+    uint8_t *pending;      /* what the socket would not take yet (made on
+                              first need): a datagram, or a GSO train */
     size_t pending_len;
+    size_t pending_seg;    /* its segment size when a train, else 0 */
 };
 
 struct doq_up {
@@ -235,7 +247,11 @@ static uint8_t doq_rxbuf[DOQ_RX_BATCH][DOQ_MAX_UDP];
  * kernel writes back only msg_len and msg_flags, no name, no control data */
 static struct mmsghdr doq_rxmm[DOQ_RX_BATCH];
 static struct iovec doq_rxiov[DOQ_RX_BATCH];
-static uint8_t doq_txbuf[1500];
+/* Packets made in one flush collect here and leave in one send with UDP
+ * GSO (UDP_SEGMENT: equal datagrams, the last one may be shorter) where
+ * the kernel has it; doq_gso_off after a kernel refused it. */
+static uint8_t doq_txbuf[DOQ_GSO_SEGS * 1500];
+static bool doq_gso_off;
 
 static ngtcp2_tstamp doq_now(void)
 {
@@ -657,25 +673,78 @@ fail:
     tls_conn_free(c->tls);
     if (c->fd >= 0)
         close(c->fd);
+    free(c->pending);
     free(c);
     return rc;
 }
 
 /* Sends one datagram, or keeps it for when the socket is writable. false
  * when the socket failed for good. */
-static bool doq_conn_send(struct doq_conn *c, const uint8_t *pkt, size_t len)
+/* One send of len bytes: a datagram, or when seg is set a train of
+ * datagrams of seg bytes (the last may be shorter) through UDP GSO. */
+static ssize_t doq_sendmsg(int fd, const uint8_t *buf, size_t len, size_t seg)
 {
+    struct iovec iov = {.iov_base = (void *)buf, .iov_len = len};
+    union {
+        char buf[CMSG_SPACE(sizeof(uint16_t))];
+        struct cmsghdr align;
+    } ctl;
+    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
+
+    if (!seg)
+        return send(fd, buf, len, 0);
+    memset(&ctl, 0, sizeof(ctl));
+    mh.msg_control = ctl.buf;
+    mh.msg_controllen = sizeof(ctl.buf);
+    struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+    cm->cmsg_level = SOL_UDP;
+    cm->cmsg_type = UDP_SEGMENT;
+    cm->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+    uint16_t s16 = (uint16_t)seg;
+    memcpy(CMSG_DATA(cm), &s16, sizeof(s16));
+    return sendmsg(fd, &mh, 0);
+}
+
+/* Sends len bytes of datagrams of seg bytes each (0: one datagram). What
+ * the socket would not take yet waits in c->pending; false when the
+ * connection is over. */
+static bool doq_conn_send(struct doq_conn *c, const uint8_t *pkt, size_t len, size_t seg)
+{
+    if (seg >= len)
+        seg = 0; /* a single datagram */
     for (;;) {
-        if (send(c->fd, pkt, len, 0) >= 0) {
+        if (seg && doq_gso_off) { /* one by one */
+            for (size_t off = 0; off < len; off += seg) {
+                size_t n = len - off < seg ? len - off : seg;
+                if (!doq_conn_send(c, pkt + off, n, 0))
+                    return false;
+                if (c->pending_len) { /* the rest is QUIC's to repair */
+                    return true;
+                }
+            }
+            return true;
+        }
+        if (doq_sendmsg(c->fd, pkt, len, seg) >= 0) {
             ustats_bytes(c->up->st, 0, len);
             return true;
         }
         if (errno == EINTR)
             continue;
+        if (seg && (errno == EIO || errno == EINVAL || errno == ENOPROTOOPT ||
+                    errno == EOPNOTSUPP)) {
+            /* no GSO here (an old kernel, or a device without checksum
+             * offload): datagram by datagram from now on */
+            log_debug("upstream %s: doq: no UDP GSO (%s)", c->up->u->name, strerror(errno));
+            doq_gso_off = true;
+            continue;
+        }
         if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            if (!c->pending && !(c->pending = malloc(sizeof(doq_txbuf))))
+                return true; /* dropped: QUIC's to repair */
             if (pkt != c->pending)
-                memcpy(c->pending, pkt, len);
+                memmove(c->pending, pkt, len); /* pkt may lie inside it */
             c->pending_len = len;
+            c->pending_seg = seg;
             ev_io_start(c->up->u->loop, &c->wio);
             return true;
         }
@@ -742,10 +811,12 @@ static int doq_conn_write(struct doq_conn *c)
     ngtcp2_tstamp ts = doq_now();
     size_t maxlen = ngtcp2_conn_get_path_max_tx_udp_payload_size(c->conn);
 
+    size_t off = 0, seg = 0; /* the train in doq_txbuf so far, its datagram size */
+
     if (c->pending_len)
         return 0; /* the socket is full; doq_conn_write_cb comes back */
-    if (maxlen > sizeof(doq_txbuf))
-        maxlen = sizeof(doq_txbuf);
+    if (maxlen > sizeof(doq_txbuf) / DOQ_GSO_SEGS)
+        maxlen = sizeof(doq_txbuf) / DOQ_GSO_SEGS;
     for (;;) {
         struct doq_req *q = doq_conn_next_tx(c);
         uint32_t flags = NGTCP2_WRITE_STREAM_FLAG_FIN;
@@ -759,11 +830,13 @@ static int doq_conn_write(struct doq_conn *c)
             v.len = q->len - q->sent;
             /* room for the next stream's query in this packet, if one
              * waits; the last one closes the packet in this call rather
-             * than in one more with no stream */
+             * than in one more with no stream. A packet that fills up
+             * while more wait is padded to the full size, so a burst
+             * makes datagrams of one size: a GSO train */
             if (doq_conn_next_tx_after(q))
-                flags |= NGTCP2_WRITE_STREAM_FLAG_MORE;
+                flags |= NGTCP2_WRITE_STREAM_FLAG_MORE | NGTCP2_WRITE_STREAM_FLAG_PADDING;
         }
-        n = ngtcp2_conn_writev_stream(c->conn, &c->ps.path, &pi, doq_txbuf, maxlen, &wdatalen,
+        n = ngtcp2_conn_writev_stream(c->conn, &c->ps.path, &pi, doq_txbuf + off, maxlen, &wdatalen,
                                       flags, q ? q->sid : -1, q ? &v : NULL, q ? 1 : 0, ts);
         if (q && wdatalen >= 0)
             q->sent += (size_t)wdatalen;
@@ -785,11 +858,30 @@ static int doq_conn_write(struct doq_conn *c)
         }
         if (n == 0)
             break;
-        if (!doq_conn_send(c, doq_txbuf, (size_t)n))
-            return NGTCP2_ERR_DROP_CONN;
-        if (c->pending_len)
-            break;
+        if (off && (size_t)n > seg) {
+            /* longer than the train's datagrams: the train goes first (if
+             * the socket then is full, this packet is QUIC's to repair) */
+            if (!doq_conn_send(c, doq_txbuf, off, seg))
+                return NGTCP2_ERR_DROP_CONN;
+            if (c->pending_len)
+                break;
+            memmove(doq_txbuf, doq_txbuf + off, (size_t)n);
+            off = 0;
+        }
+        if (!off)
+            seg = (size_t)n;
+        off += (size_t)n;
+        /* a shorter datagram ends a train, and so does a full buffer */
+        if ((size_t)n < seg || off + maxlen > sizeof(doq_txbuf) || doq_gso_off) {
+            if (!doq_conn_send(c, doq_txbuf, off, seg))
+                return NGTCP2_ERR_DROP_CONN;
+            off = 0;
+            if (c->pending_len)
+                break;
+        }
     }
+    if (off && !doq_conn_send(c, doq_txbuf, off, seg))
+        return NGTCP2_ERR_DROP_CONN;
     ngtcp2_conn_update_pkt_tx_time(c->conn, ts);
     return 0;
 }
@@ -936,6 +1028,7 @@ static void doq_conn_fail(struct doq_conn *c, int rc, bool retry, bool send_clos
     ngtcp2_conn_del(c->conn);
     tls_conn_free(c->tls);
     close(c->fd);
+    free(c->pending);
     free(c);
     ustats_conn_closed(up->st);
     if (up->wait.head)
@@ -1199,7 +1292,7 @@ static void doq_conn_write_cb(struct ev_loop *loop, ev_io *w, int revents)
     conn_scope_enter(&up->scope);
     ev_io_stop(loop, &c->wio);
     c->pending_len = 0;
-    if (!doq_conn_send(c, c->pending, len)) {
+    if (!doq_conn_send(c, c->pending, len, c->pending_seg)) {
         doq_conn_fail(c, DV_ECONN, c->handshake_done, false);
     } else if (!c->pending_len) {
         doq_conn_flush(c);

@@ -8,8 +8,10 @@ certificate failures."""
 
 import random
 import select
+import shutil
 import socket
 import struct
+import subprocess
 import time
 
 import dns.message
@@ -167,6 +169,34 @@ def test_500_concurrent_on_one_connection(doq_peer, dnsveil, tmp_path, pki):
     st = p.stats()
     assert st["connections"] == 1, st
     assert st["streams"] >= 501, st
+
+
+def test_burst_leaves_in_gso_trains(doq_peer, dnsveil, tmp_path, pki):
+    """Queries that arrive together leave in full, padded packets of one
+    size, several per send through UDP GSO (a UDP_SEGMENT control message,
+    as strace shows it); the peer sees each datagram and answers them all."""
+    if shutil.which("strace") is None:
+        pytest.skip("strace is not installed")
+    p = doq_peer(max_streams=1000)
+    d = start(dnsveil, tmp_path, pki, p.port, timeout=5000)
+    assert ask(d, "www.test.").rcode() == dns.rcode.NOERROR
+    trace = tmp_path / "strace.out"
+    st = subprocess.Popen(["strace", "-f", "-qq", "-e", "trace=sendmsg", "-e", "signal=none",
+                           "-s", "0", "-o", str(trace), "-p", str(d.proc.pid)],
+                          stderr=subprocess.PIPE)
+    try:
+        time.sleep(1.0)  # attached
+        tag = "%06x" % random.getrandbits(24)
+        names = ["gso%d-%s.test." % (i, tag) for i in range(400)]
+        got = blast(d.host, d.port, names, deadline=8.0)
+    finally:
+        st.terminate()
+        st.wait(timeout=10)
+    assert len(got) == 400, "%d of 400 answered" % len(got)
+    trains = [ln for ln in trace.read_text().splitlines()
+              if "SOL_UDP" in ln and ("UDP_SEGMENT" in ln or "0x67" in ln)]
+    print("%d sends with UDP_SEGMENT for 400 queries, e.g. %s" % (len(trains), trains[:1]))
+    assert trains, "no sendmsg with UDP_SEGMENT:\n" + trace.read_text()[:2000]
 
 
 def wire_name(name):
