@@ -678,8 +678,6 @@ fail:
     return rc;
 }
 
-/* Sends one datagram, or keeps it for when the socket is writable. false
- * when the socket failed for good. */
 /* One send of len bytes: a datagram, or when seg is set a train of
  * datagrams of seg bytes (the last may be shorter) through UDP GSO. */
 static ssize_t doq_sendmsg(int fd, const uint8_t *buf, size_t len, size_t seg)
@@ -718,9 +716,8 @@ static bool doq_conn_send(struct doq_conn *c, const uint8_t *pkt, size_t len, si
                 size_t n = len - off < seg ? len - off : seg;
                 if (!doq_conn_send(c, pkt + off, n, 0))
                     return false;
-                if (c->pending_len) { /* the rest is QUIC's to repair */
+                if (c->pending_len) /* the rest is QUIC's to repair */
                     return true;
-                }
             }
             return true;
         }
