@@ -6,6 +6,10 @@
 # seed corpus and dictionary. Each finished run appends one row to
 # build/fuzz-long/results.md: target, CPU time, executions, edges covered,
 # crashes, date. A crash leaves its input in build/fuzz-long/artifacts/.
+# Never pause the fuzzers (SIGSTOP) to quiet the machine for a benchmark:
+# libFuzzer's -timeout is wall time, so the unit in hand when they resume
+# is reported as a timeout (a false finding; the input runs in
+# milliseconds). Their nice 19 already leaves other work the CPU.
 #
 # Usage: scripts/fuzz-long.sh [TARGET...]   (default: every build/fuzz/fuzz_*)
 #        FUZZ_CPU_SECONDS=3600 FUZZ_JOBS=2 FUZZ_NICE=19
