@@ -101,42 +101,9 @@ perf dnsdist udp "$DD_PORT" "$dd_pid"
 kill "$dd_pid"
 
 # --- unbound as a DoT forwarder ---------------------------------------------
-FW_PORT=$(port)
-cat >"$work/fwd.conf" <<EOF
-server:
-    interface: 127.0.0.1@$FW_PORT
-    do-daemonize: no
-    username: ""
-    chroot: ""
-    directory: "$work"
-    pidfile: "$work/fwd.pid"
-    use-syslog: no
-    logfile: ""
-    verbosity: 0
-    num-threads: 1
-    do-ip6: no
-    do-not-query-localhost: no
-    module-config: "iterator"
-    qname-minimisation: no
-    trust-anchor-signaling: no
-    root-key-sentinel: no
-    access-control: 127.0.0.0/8 allow
-    # else unbound answers every .test name itself (RFC 6761 default zone)
-    local-zone: "test." nodefault
-    tls-cert-bundle: "$work/ca.pem"
-forward-zone:
-    name: "."
-    forward-tls-upstream: yes
-    forward-addr: 127.0.0.1@$UB_TLS#dot.test
-remote-control:
-    control-enable: no
-EOF
-unbound -d -c "$work/fwd.conf" >"$work/fwd.log" 2>&1 &
-fw_pid=$!
-pids+=($fw_pid)
-wait_udp "$FW_PORT" fwd
-perf unbound udp "$FW_PORT" "$fw_pid"
-kill "$fw_pid"
+bench_unbound_fwd  # lib.sh: the same forwarder run.sh and profile.sh load
+perf unbound udp "$FW" "$FW_PID"
+kill "$FW_PID"
 
 # --- stubby -----------------------------------------------------------------
 ST_PORT=$(port)
