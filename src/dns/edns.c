@@ -138,59 +138,11 @@ static bool drop_for_padding(uint16_t code, uint16_t arg)
     return code == DNS_OPT_PADDING || code == DNS_OPT_ECS;
 }
 
-int dns_edns_pad_query(uint8_t *msg, size_t *len, size_t cap, size_t block)
-{
-    struct dns_rr opt;
-    struct dns_edns e;
-    size_t l = *len, rdata_off, kept = 0;
-    int rc;
-
-    if (block == 0 || block > DNS_MSG_MAX)
-        return DV_EINVAL;
-    rc = dns_msg_find_opt(msg, l, &opt);
-    if (rc < 0)
-        return rc;
-    if (rc == 1) {
-        if (opt.rdata_off + opt.rdlen != l || dns_edns_parse_opts(msg + opt.rdata_off, opt.rdlen, &e) < 0)
-            return DV_EMALFORMED;
-        rdata_off = opt.rdata_off;
-        kept = opts_kept(msg + rdata_off, opt.rdlen, drop_for_padding, 0);
-    } else {
-        if (dns_get16(msg + 10) == UINT16_MAX)
-            return DV_EMALFORMED;
-        rdata_off = l + OPT_FIXED_LEN;
-    }
-
-    /* Work out the final size before touching anything, so a failure leaves
-     * the query as it was. */
-    size_t unpadded = rdata_off + kept + OPT_HDR_LEN;
-    size_t padded = (unpadded + block - 1) / block * block;
-    if (padded > cap || padded > DNS_MSG_MAX)
-        return DV_ESPACE;
-
-    if (rc == 0) {
-        struct dns_cur c;
-        dns_cur_init_w(&c, msg, cap);
-        dns_cur_seek(&c, l);
-        dns_edns_write(&c, DNS_EDNS_DEFAULT, false, 0);
-        dns_put16(msg + 10, (uint16_t)(dns_get16(msg + 10) + 1));
-    } else {
-        opts_compact(msg + rdata_off, opt.rdlen, drop_for_padding, 0);
-    }
-    size_t pad_off = rdata_off + kept;
-    size_t pad_len = padded - unpadded;
-    dns_put16(msg + pad_off, DNS_OPT_PADDING);
-    dns_put16(msg + pad_off + 2, (uint16_t)pad_len);
-    memset(msg + pad_off + OPT_HDR_LEN, 0, pad_len); /* RFC 7830: SHOULD be zeros */
-    dns_put16(msg + rdata_off - 2, (uint16_t)(padded - rdata_off));
-    *len = padded;
-    return 0;
-}
-
 /* Records after a shrinking OPT move down by `removed`, and compression
  * pointers in them that aim past the OPT (at or after `end`) must move with
- * them. Three passes over those records, in place and never following a
- * pointer, so the last one works on half-rewritten bytes:
+ * them. Three passes over every name of the message, in place and never
+ * following a pointer, so the last one works on half-rewritten bytes (padding
+ * uses the check alone: its OPT is last, so nothing moves):
  *   SHIFT_COLLECT  note where the pointers to rewrite are; refuse pointers
  *                  into the OPT RR [from, end), which would dangle;
  *   SHIFT_CHECK    follow every name and refuse one that reads, as a label,
@@ -204,6 +156,7 @@ enum { SHIFT_MAX_PTRS = 64 }; /* far above any real answer with a mid OPT */
 struct shift {
     uint8_t *msg;
     size_t len, from, end, removed;
+    size_t changed; /* first byte of [from, end) that changes: the RDLENGTH */
     size_t ptrs[SHIFT_MAX_PTRS];
     size_t nptrs;
     int pass;
@@ -211,7 +164,7 @@ struct shift {
 
 static bool shift_touches(const struct shift *s, size_t lo, size_t hi /* inclusive */)
 {
-    if (lo < s->end && hi >= s->from)
+    if (lo < s->end && hi >= s->changed)
         return true;
     for (size_t i = 0; i < s->nptrs; i++) {
         if (lo <= s->ptrs[i] + 1 && hi >= s->ptrs[i])
@@ -288,10 +241,19 @@ static int shift_name(struct shift *s, size_t lim, size_t *p)
     return DV_EMALFORMED;
 }
 
+/* Every name in the message, question and records alike: a crafted name
+ * anywhere may read the bytes that change as a label. */
 static int shift_rrs(struct shift *s)
 {
-    size_t p = s->end, len = s->len;
+    size_t p = DNS_HDR_LEN, len = s->len;
 
+    if (len < DNS_HDR_LEN)
+        return DV_EMALFORMED;
+    for (unsigned n = dns_get16(s->msg + 4); n > 0; n--) {
+        if (shift_name(s, len, &p) < 0 || len - p < 4)
+            return DV_EMALFORMED;
+        p += 4;
+    }
     while (p < len) {
         if (shift_name(s, len, &p) < 0 || len - p < 10)
             return DV_EMALFORMED;
@@ -343,7 +305,8 @@ int dns_edns_strip_opt(uint8_t *msg, size_t *len, uint16_t code)
     size_t removed = opt.rdlen - kept;
     if (removed == 0)
         return 0;
-    struct shift sh = { .msg = msg, .len = l, .from = opt.off, .end = end, .removed = removed };
+    struct shift sh = { .msg = msg, .len = l, .from = opt.off, .end = end, .removed = removed,
+                        .changed = opt.rdata_off - 2 };
     for (sh.pass = SHIFT_COLLECT; sh.pass <= SHIFT_APPLY; sh.pass++) {
         if (shift_rrs(&sh) < 0)
             return DV_EMALFORMED; /* never in SHIFT_APPLY: the checks came first */
@@ -352,5 +315,62 @@ int dns_edns_strip_opt(uint8_t *msg, size_t *len, uint16_t code)
     memmove(msg + opt.rdata_off + kept, msg + end, l - end);
     dns_put16(msg + opt.rdata_off - 2, (uint16_t)kept);
     *len = l - removed;
+    return 0;
+}
+
+int dns_edns_pad_query(uint8_t *msg, size_t *len, size_t cap, size_t block)
+{
+    struct dns_rr opt;
+    struct dns_edns e;
+    size_t l = *len, rdata_off, kept = 0;
+    int rc;
+
+    if (block == 0 || block > DNS_MSG_MAX)
+        return DV_EINVAL;
+    rc = dns_msg_find_opt(msg, l, &opt);
+    if (rc < 0)
+        return rc;
+    if (rc == 1) {
+        if (opt.rdata_off + opt.rdlen != l || dns_edns_parse_opts(msg + opt.rdata_off, opt.rdlen, &e) < 0)
+            return DV_EMALFORMED;
+        rdata_off = opt.rdata_off;
+        kept = opts_kept(msg + rdata_off, opt.rdlen, drop_for_padding, 0);
+    } else {
+        if (dns_get16(msg + 10) == UINT16_MAX)
+            return DV_EMALFORMED;
+        rdata_off = l + OPT_FIXED_LEN;
+    }
+
+    /* Work out the final size before touching anything, so a failure leaves
+     * the query as it was. */
+    size_t unpadded = rdata_off + kept + OPT_HDR_LEN;
+    size_t padded = (unpadded + block - 1) / block * block;
+    if (padded > cap || padded > DNS_MSG_MAX)
+        return DV_ESPACE;
+    if (rc == 1) {
+        /* RDLENGTH and RDATA change in place: refuse a query whose names
+         * read them (or past them) as labels, as padding would rename them. */
+        struct shift sh = { .msg = msg, .len = l, .from = opt.off, .end = l,
+                            .changed = rdata_off - 2, .pass = SHIFT_CHECK };
+        if (shift_rrs(&sh) < 0)
+            return DV_EMALFORMED;
+    }
+
+    if (rc == 0) {
+        struct dns_cur c;
+        dns_cur_init_w(&c, msg, cap);
+        dns_cur_seek(&c, l);
+        dns_edns_write(&c, DNS_EDNS_DEFAULT, false, 0);
+        dns_put16(msg + 10, (uint16_t)(dns_get16(msg + 10) + 1));
+    } else {
+        opts_compact(msg + rdata_off, opt.rdlen, drop_for_padding, 0);
+    }
+    size_t pad_off = rdata_off + kept;
+    size_t pad_len = padded - unpadded;
+    dns_put16(msg + pad_off, DNS_OPT_PADDING);
+    dns_put16(msg + pad_off + 2, (uint16_t)pad_len);
+    memset(msg + pad_off + OPT_HDR_LEN, 0, pad_len); /* RFC 7830: SHOULD be zeros */
+    dns_put16(msg + rdata_off - 2, (uint16_t)(padded - rdata_off));
+    *len = padded;
     return 0;
 }

@@ -1011,6 +1011,32 @@ static void test_pad_query(void **state)
     assert_int_equal(dns_edns_pad_query(buf, &len, sizeof(buf), 128), DV_EMALFORMED);
     len = 5;
     assert_int_equal(dns_edns_pad_query(buf, &len, sizeof(buf), 128), DV_EMALFORMED);
+
+    /* Found by fuzz_dns: the second answer's owner points at 41, a byte of
+     * the first answer's RDATA read as a 29-byte label that runs through the
+     * OPT up to its RDLENGTH's last byte, the name's root. Padding rewrites
+     * those bytes, so it would rename the owner (and break the message):
+     * refused, unchanged. */
+    uint8_t through[] = { HDR(1, 0x0100, 1, 2, 0, 1), Q_EX_A,
+                          /* 29 */ 0xc0, 12, U16(DNS_TYPE_A), U16(DNS_CLASS_IN), U32(5), U16(4), 29, 0, 0, 1,
+                          /* 45 */ 0xc0, 41, U16(DNS_TYPE_A), U16(DNS_CLASS_IN), U32(5), U16(4), 10, 0, 0, 1,
+                          /* 61 */ OPT_RR(1232, 0, 0) };
+    uint8_t tcopy[sizeof(through)];
+    struct dns_query_info qi;
+    char text[160];
+    memcpy(tcopy, through, sizeof(through));
+    assert_int_equal(dns_query_parse(through, sizeof(through), &qi), 0);
+    rr_owner(through, sizeof(through), 45, text, sizeof(text)); /* a valid name, as crafted */
+    len = sizeof(through);
+    assert_int_equal(dns_edns_pad_query(through, &len, sizeof(buf), 128), DV_EMALFORMED);
+    assert_int_equal(len, sizeof(through));
+    assert_memory_equal(through, tcopy, sizeof(through));
+    /* The same answers without the overlap pad as usual. */
+    through[46] = 12;
+    assert_int_equal(dns_edns_pad_query(through, &len, sizeof(buf), 128), 0);
+    assert_int_equal(len, 128);
+    assert_int_equal(dns_query_parse(through, len, &qi), 0);
+    assert_true(qi.edns.has_padding);
 }
 
 static void test_strip_and_add_opt(void **state)
@@ -1123,6 +1149,22 @@ static void test_strip_and_add_opt(void **state)
     assert_int_equal(dns_edns_strip_opt(opaque, &len, DNS_OPT_PADDING), DV_EMALFORMED);
     assert_int_equal(len, sizeof(opaque));
     assert_memory_equal(opaque, pcopy, sizeof(opaque));
+
+    /* A name before the OPT can read it too: the owner at 45 points at 41, a
+     * 30-byte label through the OPT whose end is the ECS option's first byte
+     * (0). Stripping that option would rename it: refused, unchanged. */
+    uint8_t before[] = { HDR(1, 0x8180, 1, 2, 0, 1), Q_EX_A,
+                         /* 29 */ 0xc0, 12, U16(DNS_TYPE_A), U16(DNS_CLASS_IN), U32(5), U16(4), 30, 0, 0, 1,
+                         /* 45 */ 0xc0, 41, U16(DNS_TYPE_A), U16(DNS_CLASS_IN), U32(5), U16(4), 10, 0, 0, 1,
+                         /* 61 */ OPT_RR(1232, 0, 11), U16(DNS_OPT_ECS), U16(7), 0, 1, 24, 0, 10, 0, 0 };
+    uint8_t bcopy[sizeof(before)];
+    memcpy(bcopy, before, sizeof(before));
+    assert_int_equal(dns_msg_find_opt(before, sizeof(before), NULL), 1);
+    rr_owner(before, sizeof(before), 45, text, sizeof(text));
+    len = sizeof(before);
+    assert_int_equal(dns_edns_strip_opt(before, &len, DNS_OPT_ECS), DV_EMALFORMED);
+    assert_int_equal(len, sizeof(before));
+    assert_memory_equal(before, bcopy, sizeof(before));
 
     /* No OPT: nothing to do. Malformed: refused, unchanged. */
     uint8_t none[] = { HDR(1, 0x0100, 1, 0, 0, 0), Q_EX_A };
