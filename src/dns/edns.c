@@ -347,14 +347,15 @@ int dns_edns_pad_query(uint8_t *msg, size_t *len, size_t cap, size_t block)
     size_t padded = (unpadded + block - 1) / block * block;
     if (padded > cap || padded > DNS_MSG_MAX)
         return DV_ESPACE;
-    if (rc == 1) {
-        /* RDLENGTH and RDATA change in place: refuse a query whose names
-         * read them (or past them) as labels, as padding would rename them. */
-        struct shift sh = { .msg = msg, .len = l, .from = opt.off, .end = l,
-                            .changed = rdata_off - 2, .pass = SHIFT_CHECK };
-        if (shift_rrs(&sh) < 0)
-            return DV_EMALFORMED;
-    }
+    /* An OPT's RDLENGTH and RDATA change in place: refuse a query one of
+     * whose names reads them as labels, as padding would rename it; and one
+     * whose names we cannot all follow, whether it has an OPT yet or not, so
+     * that padding a padded query still changes nothing. */
+    size_t from = rc == 1 ? opt.off : l;
+    struct shift sh = { .msg = msg, .len = l, .from = from, .end = l,
+                        .changed = rc == 1 ? rdata_off - 2 : l, .pass = SHIFT_CHECK };
+    if (shift_rrs(&sh) < 0)
+        return DV_EMALFORMED;
 
     if (rc == 0) {
         struct dns_cur c;

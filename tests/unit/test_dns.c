@@ -1038,6 +1038,17 @@ static void test_pad_query(void **state)
     assert_int_equal(len, 128);
     assert_int_equal(dns_query_parse(buf, len, &qi), 0);
     assert_true(qi.edns.has_padding);
+
+    /* Found by fuzz_dns: a PTR with empty RDATA (no name) padded once, but
+     * the padded query was then refused. Refused both times, unchanged. */
+    uint8_t noname[] = { HDR(1, 0x0100, 1, 0, 0, 1), 0, U16(DNS_TYPE_A), U16(DNS_CLASS_IN),
+                         0, U16(DNS_TYPE_PTR), U16(DNS_CLASS_IN), U32(0), U16(0) };
+    assert_int_equal(dns_query_parse(noname, sizeof(noname), &qi), 0);
+    memcpy(buf, noname, sizeof(noname));
+    len = sizeof(noname);
+    assert_int_equal(dns_edns_pad_query(buf, &len, sizeof(buf), 128), DV_EMALFORMED);
+    assert_int_equal(len, sizeof(noname));
+    assert_memory_equal(buf, noname, sizeof(noname));
 }
 
 static void test_strip_and_add_opt(void **state)
