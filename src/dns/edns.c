@@ -66,6 +66,8 @@ void dns_edns_write(struct dns_cur *c, uint16_t udp_size, bool do_bit, uint8_t e
     dns_cur_put_u16(c, 0);
 }
 
+static int names_clear_of(uint8_t *msg, size_t len, size_t from, size_t changed);
+
 /* Checks that msg[off..len) is exactly one root-owner OPT RR. */
 static bool opt_is_last(const uint8_t *msg, size_t len, size_t off)
 {
@@ -84,6 +86,8 @@ int dns_edns_add_opt(uint8_t *msg, size_t *len, size_t cap, size_t opt_rr_off,
     size_t rdlen = l - opt_rr_off - OPT_FIXED_LEN + OPT_HDR_LEN + dlen;
     if (rdlen > UINT16_MAX || l + OPT_HDR_LEN + dlen > cap || l + OPT_HDR_LEN + dlen > DNS_MSG_MAX)
         return DV_ESPACE;
+    if (names_clear_of(msg, l, opt_rr_off, opt_rr_off + 9) < 0) /* RDLENGTH changes */
+        return DV_EMALFORMED;
     dns_put16(msg + l, code);
     dns_put16(msg + l + 2, dlen);
     if (dlen)
@@ -318,6 +322,17 @@ int dns_edns_strip_opt(uint8_t *msg, size_t *len, uint16_t code)
     return 0;
 }
 
+/* Padding and adding an option rewrite a last OPT's RDLENGTH and RDATA in
+ * place, from `changed` on, and move nothing. A crafted name that reads those
+ * bytes as a label would come out renamed: refuse the message, and one whose
+ * names we cannot all follow. Pointers into the OPT RR [from, len) count too. */
+static int names_clear_of(uint8_t *msg, size_t len, size_t from, size_t changed)
+{
+    struct shift sh = { .msg = msg, .len = len, .from = from, .end = len, .changed = changed,
+                        .pass = SHIFT_CHECK };
+    return shift_rrs(&sh);
+}
+
 int dns_edns_pad_query(uint8_t *msg, size_t *len, size_t cap, size_t block)
 {
     struct dns_rr opt;
@@ -347,14 +362,9 @@ int dns_edns_pad_query(uint8_t *msg, size_t *len, size_t cap, size_t block)
     size_t padded = (unpadded + block - 1) / block * block;
     if (padded > cap || padded > DNS_MSG_MAX)
         return DV_ESPACE;
-    /* An OPT's RDLENGTH and RDATA change in place: refuse a query one of
-     * whose names reads them as labels, as padding would rename it; and one
-     * whose names we cannot all follow, whether it has an OPT yet or not, so
-     * that padding a padded query still changes nothing. */
-    size_t from = rc == 1 ? opt.off : l;
-    struct shift sh = { .msg = msg, .len = l, .from = from, .end = l,
-                        .changed = rc == 1 ? rdata_off - 2 : l, .pass = SHIFT_CHECK };
-    if (shift_rrs(&sh) < 0)
+    /* Checked whether there is an OPT yet or not, so that padding a padded
+     * query still changes nothing. */
+    if (names_clear_of(msg, l, rc == 1 ? opt.off : l, rc == 1 ? rdata_off - 2 : l) < 0)
         return DV_EMALFORMED;
 
     if (rc == 0) {

@@ -141,6 +141,23 @@ static void fuzz_response(const uint8_t *data, size_t size)
     } else {
         CHECK(len == size && memcmp(work, data, size) == 0);
     }
+
+    /* Adding an option to a last OPT (the TCP listener's keepalive) keeps
+     * the answer valid and its names, or refuses and changes nothing. */
+    struct dns_rr opt;
+    static const uint8_t ka[2] = { 0, 100 };
+    len = size;
+    memcpy(work, data, size);
+    if (dns_msg_find_opt(work, len, &opt) == 1) {
+        rc = dns_edns_add_opt(work, &len, sizeof(work), opt.off, DNS_OPT_KEEPALIVE, ka, sizeof(ka));
+        if (rc == 0) {
+            CHECK(len == size + 6);
+            CHECK(dns_response_check(work, len, &q) == 0);
+            same_owners(data, size, work, len);
+        } else {
+            CHECK(len == size && memcmp(work, data, size) == 0);
+        }
+    }
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

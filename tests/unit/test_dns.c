@@ -1086,6 +1086,23 @@ static void test_strip_and_add_opt(void **state)
     assert_int_equal(qi.edns.keepalive_len, 2);
     assert_int_equal(qi.edns.keepalive, 1200);
     assert_int_equal(dns_edns_add_opt(buf, &len, sizeof(buf), 12, DNS_OPT_PADDING, NULL, 0), DV_EMALFORMED);
+    /* An answer whose second owner reads the OPT's RDLENGTH as the end of a
+     * 29-byte label (as in test_pad_query): adding would rename it. */
+    uint8_t reads_rdlen[] = { HDR(1, 0x8180, 1, 2, 0, 1), Q_EX_A,
+                              /* 29 */ RR_A(5), /* its last RDATA byte, at 44, is 1 */
+                              /* 45 */ 0xc0, 41, U16(DNS_TYPE_A), U16(DNS_CLASS_IN), U32(5), U16(4), 10, 0, 0, 1,
+                              /* 61 */ OPT_RR(1232, 0, 0) };
+    reads_rdlen[41] = 29;
+    uint8_t rcopy[sizeof(reads_rdlen)];
+    memcpy(rcopy, reads_rdlen, sizeof(reads_rdlen));
+    memcpy(buf, reads_rdlen, sizeof(reads_rdlen));
+    len = sizeof(reads_rdlen);
+    assert_int_equal(dns_edns_add_opt(buf, &len, sizeof(buf), 61, DNS_OPT_KEEPALIVE, ka, 2), DV_EMALFORMED);
+    assert_int_equal(len, sizeof(reads_rdlen));
+    assert_memory_equal(buf, rcopy, sizeof(rcopy));
+    buf[46] = 12; /* the owner is example.com. again */
+    assert_int_equal(dns_edns_add_opt(buf, &len, sizeof(buf), 61, DNS_OPT_KEEPALIVE, ka, 2), 0);
+    assert_int_equal(dns_response_check(buf, len, &q_example), 0);
 
     /* OPT not last: the records after it move down. */
     uint8_t mid[] = { HDR(1, 0x8180, 1, 0, 0, 2), Q_EX_A, OPT_RR(1232, 0, 11), U16(DNS_OPT_ECS), U16(7),
