@@ -113,8 +113,9 @@ static int diag_msg_cb(const struct nlmsghdr *nlh, void *data)
     r->sport = m->id.idiag_sport;
     r->info.uid = m->idiag_uid;
     r->info.inode = m->idiag_inode;
-    if (nl_attr_parse(nlh, sizeof(*m), at, INET_DIAG_MAX) < 0)
-        return -1;
+    /* a malformed attribute ends the list, and costs only the cgroup id
+     * when it comes first: the fixed header above is whole */
+    nl_attr_parse(nlh, sizeof(*m), at, INET_DIAG_MAX);
     /* exactly a u64, or not the attribute we know */
     if (at[INET_DIAG_CGROUP_ID] && nl_attr_len(at[INET_DIAG_CGROUP_ID]) == sizeof(id)) {
         memcpy(&id, nl_attr_data(at[INET_DIAG_CGROUP_ID]), sizeof(id));
