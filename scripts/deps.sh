@@ -10,7 +10,6 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 packages=(
   build-essential cmake pkg-config           # compiler, make, CMake, pkg-config
   libev-dev libnghttp2-dev libcmocka-dev     # event loop, HTTP/2, unit tests
-  libmnl-dev                                 # netlink (sock_diag: who sent a query; rtnetlink: network changes)
   clang                                      # fuzz targets (libFuzzer)
   dnsutils iproute2                          # dig for the README's quick start; ss
   ca-certificates debian-archive-keyring     # TLS trust store; deb-src signatures

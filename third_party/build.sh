@@ -6,7 +6,7 @@
 #
 # --host TRIPLET cross-compiles with Debian's TRIPLET-gcc (gcc-mips-linux-gnu,
 # gcc-aarch64-linux-gnu, ...) and also builds what the host gets from Debian's
-# -dev packages: libev, nghttp2, libmnl, and cmocka for the unit tests. The cache is
+# -dev packages: libev, nghttp2, and cmocka for the unit tests. The cache is
 # then ${XDG_CACHE_HOME:-~/.cache}/dnsveil/cross/TRIPLET, the prefix
 # <repo>/build/cross/TRIPLET/prefix (scripts/cross.sh drives this).
 #
@@ -17,7 +17,7 @@
 #   DV_DEBIAN_MIRROR   mirror for the deb-src lines (default: the one apt already uses)
 #   DV_WOLFSSL_SUITES  suites to take wolfssl from, in order (default: "trixie")
 #   DV_NGTCP2_SUITES   suites to take ngtcp2 from, in order (default: "trixie sid")
-#   DV_CROSS_SUITES    --host only: suites for libev, nghttp2, cmocka, libmnl (default: "trixie sid")
+#   DV_CROSS_SUITES    --host only: suites for libev, nghttp2, cmocka (default: "trixie sid")
 #   DV_JOBS            parallel make jobs (default: nproc)
 #
 # A build lives in $DV_CACHE_DIR/<stamp>/prefix, where <stamp> hashes the
@@ -62,7 +62,7 @@ if [ -n "$host" ]; then
   cc=$host-gcc
   command -v "$cc" >/dev/null || die "missing $cc; install Debian's gcc-$host"
   cross_suites=${DV_CROSS_SUITES:-trixie sid}
-  cross_pkgs=(libev nghttp2 cmocka libmnl)
+  cross_pkgs=(libev nghttp2 cmocka)
   prefix_link=${DV_PREFIX:-$root/build/cross/$host/prefix}
   cache_root=${DV_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/dnsveil/cross/$host}
 else
@@ -199,7 +199,7 @@ for s in $ngtcp2_suites; do
 done
 [ ${#wolfssl_cand[@]} -gt 0 ] || die "no wolfssl >= 5.7 source package in: $wolfssl_suites"
 [ ${#ngtcp2_cand[@]} -gt 0 ] || die "no ngtcp2 >= 1.11 source package in: $ngtcp2_suites"
-# cross only: "pkg=suite=version ..." for libev, nghttp2, cmocka, libmnl
+# cross only: "pkg=suite=version ..." for libev, nghttp2, cmocka
 declare -A cross_cand=()
 for p in "${cross_pkgs[@]}"; do
   c=""
@@ -353,9 +353,8 @@ if [ "$force" -eq 1 ] || [ ! -f "$built/.complete" ]; then
     run "$log" make install
   )
 
-  # Cross only: what Debian's libev-dev, libnghttp2-dev, libcmocka-dev and
-  # libmnl-dev (netlink: network changes, sock_diag) give a native build, for
-  # the target.
+  # Cross only: what Debian's libev-dev, libnghttp2-dev and libcmocka-dev
+  # give a native build, for the target.
   if [ -n "$host" ]; then
     (
       cd "$work/libev"
@@ -371,14 +370,6 @@ if [ "$force" -eq 1 ] || [ ! -f "$built/.complete" ]; then
       run "$log" ./configure --prefix="$built" --enable-lib-only --enable-static \
         --disable-shared --disable-dependency-tracking --without-systemd --without-jemalloc \
         "${cross_conf[@]}" CFLAGS="$opt_cflags" PKG_CONFIG_LIBDIR="$built/lib/pkgconfig"
-      run "$log" make -j"$jobs"
-      run "$log" make install
-    )
-    (
-      cd "$work/libmnl"
-      [ -x configure ] || run "$log" autoreconf -fi
-      run "$log" ./configure --prefix="$built" --enable-static --disable-shared \
-        --disable-dependency-tracking "${cross_conf[@]}" CFLAGS="$opt_cflags"
       run "$log" make -j"$jobs"
       run "$log" make install
     )

@@ -9,11 +9,11 @@
 #include <sys/socket.h>
 #include <time.h>
 
-#include <libmnl/libmnl.h>
 #include <linux/rtnetlink.h>
 
 #include "core/log.h"
 #include "core/net.h"
+#include "core/nl.h"
 
 /* ---- the pure parts ------------------------------------------------------ */
 
@@ -83,7 +83,7 @@ struct netmon {
     struct ev_loop *loop;
     netmon_fn fn;
     void *arg;
-    struct mnl_socket *nl;
+    struct nl_sock nl;
     ev_io io;
     ev_timer fire;    /* the end of a burst */
     ev_timer clock;   /* the sleep check */
@@ -128,61 +128,53 @@ static void note(struct netmon *m, unsigned why);
 
 static void attr_copy(uint8_t *dst, const struct nlattr *a)
 {
-    size_t n = a ? mnl_attr_get_payload_len(a) : 0;
+    size_t n = a ? nl_attr_len(a) : 0;
 
     if (n > 16)
         n = 16;
     if (n)
-        memcpy(dst, mnl_attr_get_payload(a), n);
+        memcpy(dst, nl_attr_data(a), n);
 }
 
 static uint32_t attr_u32(const struct nlattr *a, uint32_t dflt)
 {
-    return a && mnl_attr_get_payload_len(a) >= sizeof(uint32_t) ? mnl_attr_get_u32(a) : dflt;
+    uint32_t v;
+
+    if (!a || nl_attr_len(a) < sizeof(v))
+        return dflt;
+    memcpy(&v, nl_attr_data(a), sizeof(v));
+    return v;
 }
 
 static void on_link(struct netmon *m, const struct nlmsghdr *nlh)
 {
-    const struct ifinfomsg *ifi = mnl_nlmsg_get_payload(nlh);
-    struct seen k = {.kind = SEEN_LINK, .ifindex = ifi->ifi_index};
+    const struct ifinfomsg *ifi = nl_msg_payload(nlh, sizeof(*ifi));
+    struct seen k = {.kind = SEEN_LINK};
 
-    if (nlh->nlmsg_len < mnl_nlmsg_size(sizeof(*ifi)) || ifi->ifi_flags & IFF_LOOPBACK)
+    if (!ifi || ifi->ifi_flags & IFF_LOOPBACK)
         return;
+    k.ifindex = ifi->ifi_index;
     k.state = ifi->ifi_flags & (IFF_UP | IFF_RUNNING);
     if (seen_set(m, &k, nlh->nlmsg_type == RTM_NEWLINK))
         note(m, NETMON_LINK);
 }
 
-struct attrs {
-    const struct nlattr *a[RTA_MAX + IFA_MAX + 2];
-    int max;
-};
-
-static int attr_cb(const struct nlattr *attr, void *data)
-{
-    struct attrs *t = data;
-    int type = mnl_attr_get_type(attr);
-
-    if (type <= t->max && mnl_attr_validate(attr, MNL_TYPE_UNSPEC) >= 0)
-        t->a[type] = attr;
-    return MNL_CB_OK;
-}
-
 static void on_addr(struct netmon *m, const struct nlmsghdr *nlh)
 {
-    const struct ifaddrmsg *ifa = mnl_nlmsg_get_payload(nlh);
+    const struct ifaddrmsg *ifa = nl_msg_payload(nlh, sizeof(*ifa));
+    const struct nlattr *a[IFA_MAX + 1];
     struct seen k = {.kind = SEEN_ADDR};
-    struct attrs t = {.max = IFA_MAX};
     uint32_t flags;
 
-    if (nlh->nlmsg_len < mnl_nlmsg_size(sizeof(*ifa)) || ifa->ifa_scope == RT_SCOPE_HOST)
+    if (!ifa || ifa->ifa_scope == RT_SCOPE_HOST)
         return;
-    mnl_attr_parse(nlh, sizeof(*ifa), attr_cb, &t);
-    flags = attr_u32(t.a[IFA_FLAGS], ifa->ifa_flags);
+    /* a malformed attribute ends the list: those before it still count */
+    nl_attr_parse(nlh, sizeof(*ifa), a, IFA_MAX);
+    flags = attr_u32(a[IFA_FLAGS], ifa->ifa_flags);
     k.family = ifa->ifa_family;
     k.ifindex = (int32_t)ifa->ifa_index;
     /* IFA_LOCAL is ours on a point-to-point link, where IFA_ADDRESS is the peer */
-    attr_copy(k.addr, t.a[IFA_LOCAL] ? t.a[IFA_LOCAL] : t.a[IFA_ADDRESS]);
+    attr_copy(k.addr, a[IFA_LOCAL] ? a[IFA_LOCAL] : a[IFA_ADDRESS]);
     /* an address still in duplicate address detection cannot be used yet */
     bool present = nlh->nlmsg_type == RTM_NEWADDR && !(flags & (IFA_F_TENTATIVE | IFA_F_DADFAILED));
     if (seen_set(m, &k, present))
@@ -191,23 +183,22 @@ static void on_addr(struct netmon *m, const struct nlmsghdr *nlh)
 
 static void on_route(struct netmon *m, const struct nlmsghdr *nlh)
 {
-    const struct rtmsg *rtm = mnl_nlmsg_get_payload(nlh);
+    const struct rtmsg *rtm = nl_msg_payload(nlh, sizeof(*rtm));
+    const struct nlattr *a[RTA_MAX + 1];
     struct seen k = {.kind = SEEN_ROUTE};
-    struct attrs t = {.max = RTA_MAX};
     uint32_t table;
 
-    if (nlh->nlmsg_len < mnl_nlmsg_size(sizeof(*rtm)) || rtm->rtm_dst_len != 0 ||
-        rtm->rtm_type != RTN_UNICAST)
+    if (!rtm || rtm->rtm_dst_len != 0 || rtm->rtm_type != RTN_UNICAST)
         return;
-    mnl_attr_parse(nlh, sizeof(*rtm), attr_cb, &t);
-    table = attr_u32(t.a[RTA_TABLE], rtm->rtm_table);
+    nl_attr_parse(nlh, sizeof(*rtm), a, RTA_MAX);
+    table = attr_u32(a[RTA_TABLE], rtm->rtm_table);
     if (table != RT_TABLE_MAIN)
         return;
     k.family = rtm->rtm_family;
-    k.ifindex = (int32_t)attr_u32(t.a[RTA_OIF], 0);
-    k.metric = attr_u32(t.a[RTA_PRIORITY], 0);
-    attr_copy(k.addr, t.a[RTA_GATEWAY]);
-    attr_copy(k.src, t.a[RTA_PREFSRC]);
+    k.ifindex = (int32_t)attr_u32(a[RTA_OIF], 0);
+    k.metric = attr_u32(a[RTA_PRIORITY], 0);
+    attr_copy(k.addr, a[RTA_GATEWAY]);
+    attr_copy(k.src, a[RTA_PREFSRC]);
     if (seen_set(m, &k, nlh->nlmsg_type == RTM_NEWROUTE))
         note(m, NETMON_ROUTE);
 }
@@ -225,7 +216,7 @@ static int msg_cb(const struct nlmsghdr *nlh, void *data)
     case RTM_DELROUTE: on_route(m, nlh); break;
     default: break;
     }
-    return MNL_CB_OK;
+    return 1;
 }
 
 /* ---- events -------------------------------------------------------------- */
@@ -260,11 +251,11 @@ static void fire_cb(struct ev_loop *loop, ev_timer *w, int revents)
 
 static void io_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
-    static uint8_t buf[NETMON_BUF];
+    static _Alignas(NLMSG_ALIGNTO) uint8_t buf[NETMON_BUF];
     struct netmon *m = w->data;
 
     for (;;) {
-        ssize_t n = mnl_socket_recvfrom(m->nl, buf, sizeof(buf));
+        ssize_t n = nl_recv(&m->nl, buf, sizeof(buf));
         if (n < 0) {
             if (errno == ENOBUFS) {
                 /* the kernel dropped events: assume the worst */
@@ -276,7 +267,7 @@ static void io_cb(struct ev_loop *loop, ev_io *w, int revents)
                 log_debug("netmon: recv: %s", strerror(errno));
             return;
         }
-        if (mnl_cb_run(buf, (size_t)n, 0, 0, msg_cb, m) < 0 && errno)
+        if (nl_walk(buf, (size_t)n, 0, 0, msg_cb, m) < 0 && errno)
             log_debug("netmon: %s", strerror(errno));
     }
 }
@@ -306,38 +297,34 @@ static void clock_cb(struct ev_loop *loop, ev_timer *w, int revents)
 static void seed(struct netmon *m)
 {
     static const uint16_t what[] = {RTM_GETLINK, RTM_GETADDR, RTM_GETROUTE};
-    static uint8_t buf[NETMON_BUF];
-    struct mnl_socket *nl = mnl_socket_open(NETLINK_ROUTE);
+    static _Alignas(NLMSG_ALIGNTO) uint8_t buf[NETMON_BUF];
+    struct nl_sock nl;
     struct timeval tv = {.tv_sec = 1};
 
-    if (!nl)
+    if (nl_open(&nl, NETLINK_ROUTE, 0, 0) < 0)
         return;
-    if (mnl_socket_bind(nl, 0, MNL_SOCKET_AUTOPID) < 0 ||
-        setsockopt(mnl_socket_get_fd(nl), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) < 0)
+    if (setsockopt(nl.fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) < 0)
         goto out;
     m->seeding = true;
     for (size_t i = 0; i < sizeof(what) / sizeof(what[0]); i++) {
-        struct nlmsghdr *nlh = mnl_nlmsg_put_header(buf);
         unsigned seq = (unsigned)i + 1;
-        nlh->nlmsg_type = what[i];
-        nlh->nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
-        nlh->nlmsg_seq = seq;
+        struct nlmsghdr *nlh =
+            nl_msg_start(buf, sizeof(buf), what[i], NLM_F_REQUEST | NLM_F_DUMP, seq);
         /* every dump request starts with a family byte; a zeroed rtmsg
          * is long enough for each of them */
-        struct rtmsg *rtm = mnl_nlmsg_put_extra_header(nlh, sizeof(*rtm));
+        struct rtmsg *rtm = nl_msg_put(nlh, sizeof(buf), sizeof(*rtm));
         rtm->rtm_family = AF_UNSPEC;
-        if (mnl_socket_sendto(nl, nlh, nlh->nlmsg_len) < 0)
+        if (nl_send(&nl, nlh) < 0)
             break;
         for (;;) {
-            ssize_t n = mnl_socket_recvfrom(nl, buf, sizeof(buf));
-            if (n <= 0 ||
-                mnl_cb_run(buf, (size_t)n, seq, mnl_socket_get_portid(nl), msg_cb, m) <= 0)
+            ssize_t n = nl_recv(&nl, buf, sizeof(buf));
+            if (n <= 0 || nl_walk(buf, (size_t)n, seq, nl.portid, msg_cb, m) <= 0)
                 break;
         }
     }
     m->seeding = false;
 out:
-    mnl_socket_close(nl);
+    nl_close(&nl);
 }
 
 struct netmon *netmon_new(struct ev_loop *loop, netmon_fn fn, void *arg)
@@ -350,17 +337,14 @@ struct netmon *netmon_new(struct ev_loop *loop, netmon_fn fn, void *arg)
     m->loop = loop;
     m->fn = fn;
     m->arg = arg;
-    m->nl = mnl_socket_open2(NETLINK_ROUTE, SOCK_NONBLOCK | SOCK_CLOEXEC);
-    if (!m->nl)
-        goto fail;
     /* subscribed before the dump, so nothing falls between the two */
-    if (mnl_socket_bind(m->nl,
-                        RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR |
-                            RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_ROUTE,
-                        MNL_SOCKET_AUTOPID) < 0)
+    if (nl_open(&m->nl, NETLINK_ROUTE,
+                RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR | RTMGRP_IPV4_ROUTE |
+                    RTMGRP_IPV6_ROUTE,
+                SOCK_NONBLOCK) < 0)
         goto fail;
     seed(m);
-    ev_io_init(&m->io, io_cb, mnl_socket_get_fd(m->nl), EV_READ);
+    ev_io_init(&m->io, io_cb, m->nl.fd, EV_READ);
     ev_init(&m->fire, fire_cb);
     ev_timer_init(&m->clock, clock_cb, NETMON_CLOCK_EVERY_MS / 1000.0,
                   NETMON_CLOCK_EVERY_MS / 1000.0);
@@ -374,8 +358,6 @@ struct netmon *netmon_new(struct ev_loop *loop, netmon_fn fn, void *arg)
     return m;
 fail:
     e = errno;
-    if (m->nl)
-        mnl_socket_close(m->nl);
     free(m);
     errno = e;
     return NULL;
@@ -388,6 +370,6 @@ void netmon_del(struct netmon *m)
     ev_io_stop(m->loop, &m->io);
     ev_timer_stop(m->loop, &m->fire);
     ev_timer_stop(m->loop, &m->clock);
-    mnl_socket_close(m->nl);
+    nl_close(&m->nl);
     free(m);
 }

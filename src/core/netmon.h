@@ -1,6 +1,6 @@
 /* netmon — notices that the network under the upstream connections has
  * changed, so they can be checked before the next query hangs on a dead one:
- *   - rtnetlink (libmnl): a link going up or down, a local address added or
+ *   - rtnetlink (core/nl): a link going up or down, a local address added or
  *     removed, a default route of the main table added, removed or changed;
  *     what is already known (from a dump at start) is not news, so the
  *     periodic refreshes of router advertisements cause nothing;

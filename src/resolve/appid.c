@@ -3,7 +3,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <libmnl/libmnl.h>
 #include <linux/inet_diag.h>
 #include <linux/sock_diag.h>
 #include <netinet/in.h>
@@ -15,6 +14,7 @@
 
 #include "core/err.h"
 #include "core/log.h"
+#include "core/nl.h"
 
 enum {
     CG_BUCKETS = 1024,
@@ -43,8 +43,8 @@ struct proc_slot {
 };
 
 struct appid {
-    struct mnl_socket *nl;
-    unsigned portid, seq;
+    struct nl_sock nl; /* fd -1 until first use */
+    unsigned seq;
     bool nl_failed;
     char cg_mount[256];
     bool cg_mount_known;
@@ -57,12 +57,16 @@ struct appid {
         uint32_t uid;
         int pid;
     } hint[PROC_HINTS];
-    uint8_t nlbuf[8192];
+    _Alignas(NLMSG_ALIGNTO) uint8_t nlbuf[8192];
 };
 
 struct appid *appid_new(void)
 {
-    return calloc(1, sizeof(struct appid));
+    struct appid *a = calloc(1, sizeof(struct appid));
+
+    if (a)
+        a->nl.fd = -1;
+    return a;
 }
 
 static void cg_clear(struct appid *a)
@@ -81,8 +85,7 @@ void appid_del(struct appid *a)
 {
     if (!a)
         return;
-    if (a->nl)
-        mnl_socket_close(a->nl);
+    nl_close(&a->nl);
     cg_clear(a);
     free(a);
 }
@@ -95,47 +98,43 @@ struct diag_result {
     struct appid_info info;
 };
 
-static int diag_attr_cb(const struct nlattr *attr, void *data)
-{
-    struct diag_result *r = data;
-
-    if (mnl_attr_get_type(attr) == INET_DIAG_CGROUP_ID &&
-        mnl_attr_validate(attr, MNL_TYPE_U64) == 0)
-        r->info.cgroup_id = mnl_attr_get_u64(attr);
-    return MNL_CB_OK;
-}
-
 static int diag_msg_cb(const struct nlmsghdr *nlh, void *data)
 {
     struct diag_result *r = data;
-    const struct inet_diag_msg *m;
+    const struct inet_diag_msg *m = nl_msg_payload(nlh, sizeof(*m));
+    const struct nlattr *at[INET_DIAG_MAX + 1];
+    uint64_t id;
 
-    if (mnl_nlmsg_get_payload_len(nlh) < sizeof(*m))
-        return MNL_CB_ERROR;
-    m = mnl_nlmsg_get_payload(nlh);
+    if (!m) {
+        errno = EBADMSG;
+        return -1;
+    }
     r->found = true;
     r->sport = m->id.idiag_sport;
     r->info.uid = m->idiag_uid;
     r->info.inode = m->idiag_inode;
-    return mnl_attr_parse(nlh, sizeof(*m), diag_attr_cb, r) < 0 ? MNL_CB_ERROR : MNL_CB_OK;
+    /* a malformed attribute ends the list, and costs only the cgroup id
+     * when it comes first: the fixed header above is whole */
+    nl_attr_parse(nlh, sizeof(*m), at, INET_DIAG_MAX);
+    /* exactly a u64, or not the attribute we know */
+    if (at[INET_DIAG_CGROUP_ID] && nl_attr_len(at[INET_DIAG_CGROUP_ID]) == sizeof(id)) {
+        memcpy(&id, nl_attr_data(at[INET_DIAG_CGROUP_ID]), sizeof(id));
+        r->info.cgroup_id = id;
+    }
+    return 1;
 }
 
-static int nl_open(struct appid *a)
+static int diag_open(struct appid *a)
 {
-    if (a->nl)
+    if (a->nl.fd >= 0)
         return 0;
     if (a->nl_failed)
         return DV_EIO;
-    a->nl = mnl_socket_open2(NETLINK_SOCK_DIAG, SOCK_CLOEXEC | SOCK_NONBLOCK);
-    if (!a->nl || mnl_socket_bind(a->nl, 0, MNL_SOCKET_AUTOPID) < 0) {
+    if (nl_open(&a->nl, NETLINK_SOCK_DIAG, 0, SOCK_NONBLOCK) < 0) {
         log_warn("appid: cannot open NETLINK_SOCK_DIAG: %s", strerror(errno));
-        if (a->nl)
-            mnl_socket_close(a->nl);
-        a->nl = NULL;
         a->nl_failed = true; /* say it once */
         return DV_EIO;
     }
-    a->portid = mnl_socket_get_portid(a->nl);
     return 0;
 }
 
@@ -177,17 +176,14 @@ int appid_lookup(struct appid *a, bool tcp, const struct net_addr *client,
     ssize_t n;
     int rc;
 
-    if (nl_open(a))
+    if (diag_open(a))
         return DV_EIO;
     unmap(client, &c);
     unmap(server, &s);
     if (c.ss_family != s.ss_family || (c.ss_family != AF_INET && c.ss_family != AF_INET6))
         return DV_EINVAL;
-    nlh = mnl_nlmsg_put_header(a->nlbuf);
-    nlh->nlmsg_type = SOCK_DIAG_BY_FAMILY;
-    nlh->nlmsg_flags = NLM_F_REQUEST;
-    nlh->nlmsg_seq = ++a->seq;
-    req = mnl_nlmsg_put_extra_header(nlh, sizeof(*req));
+    nlh = nl_msg_start(a->nlbuf, sizeof(a->nlbuf), SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST, ++a->seq);
+    req = nl_msg_put(nlh, sizeof(a->nlbuf), sizeof(*req));
     req->sdiag_family = (uint8_t)c.ss_family;
     req->sdiag_protocol = tcp ? IPPROTO_TCP : IPPROTO_UDP;
     req->idiag_states = ~0u;
@@ -204,13 +200,13 @@ int appid_lookup(struct appid *a, bool tcp, const struct net_addr *client,
         put_endpoint(&s, &req->id.idiag_sport, req->id.idiag_src);
         put_endpoint(&c, &req->id.idiag_dport, req->id.idiag_dst);
     }
-    if (mnl_socket_sendto(a->nl, nlh, nlh->nlmsg_len) < 0)
+    if (nl_send(&a->nl, nlh) < 0)
         return DV_EIO;
     /* the kernel answers an exact lookup before sendto returns */
-    n = mnl_socket_recvfrom(a->nl, a->nlbuf, sizeof(a->nlbuf));
+    n = nl_recv(&a->nl, a->nlbuf, sizeof(a->nlbuf));
     if (n < 0)
         return DV_EIO;
-    rc = mnl_cb_run(a->nlbuf, (size_t)n, a->seq, a->portid, diag_msg_cb, &r);
+    rc = nl_walk(a->nlbuf, (size_t)n, a->seq, a->nl.portid, diag_msg_cb, &r);
     if (rc < 0)
         return errno == ENOENT ? DV_EINVAL : DV_EIO;
     /* the socket found must own the client's port, whichever order */
