@@ -187,6 +187,7 @@ struct doq_conn {
     ngtcp2_tstamp timer_at; /* the expiry timer was armed for, while active */
     ev_timer stall;        /* while answers are awaited: has the path died? */
     ngtcp2_tstamp last_rx, waiting_since;
+    ngtcp2_tstamp tx_after_rx; /* the first send since last_rx; 0: none yet */
     ngtcp2_tstamp opened_at;
     bool waiting;
     ngtcp2_path_storage ps;
@@ -723,6 +724,8 @@ static bool doq_conn_send(struct doq_conn *c, const uint8_t *pkt, size_t len, si
         }
         if (doq_sendmsg(c->fd, pkt, len, seg) >= 0) {
             ustats_bytes(c->up->st, 0, len);
+            if (!c->tx_after_rx)
+                c->tx_after_rx = doq_now();
             return true;
         }
         if (errno == EINTR)
@@ -1252,8 +1255,10 @@ static void doq_conn_read_cb(struct ev_loop *loop, ev_io *w, int revents)
             conn_scope_leave(&up->scope);
             return;
         }
-        if (n > 0) /* one clock for the batch: it arrived together */
+        if (n > 0) { /* one clock for the batch: it arrived together */
             c->last_rx = doq_now();
+            c->tx_after_rx = 0;
+        }
         for (int i = 0; i < n; i++) {
             ngtcp2_pkt_info pi = {0};
             /* bigger than we allowed the server to send: not from it */
@@ -1496,13 +1501,28 @@ static void doq_conn_watch_stall(struct doq_conn *c, bool waiting)
     c->waiting = waiting;
 }
 
+/* Whether a datagram (or an error) waits on c's socket: then the server is
+ * not silent, our loop was only late to read it (a slow router CPU, or a
+ * long burst of work, runs this timer before the read in one iteration). */
+static bool doq_conn_rx_waiting(const struct doq_conn *c)
+{
+    uint8_t b;
+
+    return recv(c->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT | MSG_TRUNC) >= 0 ||
+           (errno != EAGAIN && errno != EWOULDBLOCK);
+}
+
+/* Silence counts from our first datagram the server has not answered, and
+ * never from before answers were awaited: time our own loop spent before
+ * sending (a burst of queries on a slow CPU) is not the server's. */
 static void doq_conn_stall_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     struct doq_conn *c = w->data;
     struct doq_up *up = c->up;
-    ngtcp2_tstamp since = c->last_rx > c->waiting_since ? c->last_rx : c->waiting_since;
+    ngtcp2_tstamp since = c->tx_after_rx > c->waiting_since ? c->tx_after_rx : c->waiting_since;
 
-    if (!c->handshake_done || doq_now() < since + DOQ_STALL)
+    if (!c->handshake_done || !c->tx_after_rx || doq_now() < since + DOQ_STALL ||
+        doq_conn_rx_waiting(c))
         return;
     conn_scope_enter(&up->scope);
     log_info("upstream %s: doq connection silent for %llu ms with answers awaited; "
@@ -1666,6 +1686,7 @@ static bool doq_migrate(struct doq_up *up, const char *why)
     c->migrate_failed = false;
     c->moved_early = false;
     c->last_rx = doq_now(); /* the new path gets its own time before a stall */
+    c->tx_after_rx = 0;
     log_info("upstream %s: %s: doq connection %u migrates from %s to %s", u->name, why, c->num,
              from_s, to_s);
     doq_conn_flush(c);

@@ -6,9 +6,11 @@ connection, 0-RTT accepted and rejected, a forced Retry, DoQ error codes
 REQUEST_CANCELLED on timeout, keep-alive under a slow answer, and
 certificate failures."""
 
+import os
 import random
 import select
 import shutil
+import signal
 import socket
 import struct
 import subprocess
@@ -350,6 +352,36 @@ def test_keepalive_holds_slow_answer(doq_peer, dnsveil, tmp_path, pki, knot):
     got = ask(d, "www.test.")
     assert same(got, knot_answer(knot, "www.test.", "A"))
     assert p.stats()["connections"] == 1
+
+
+def test_late_loop_is_not_a_silent_server(doq_peer, dnsveil, tmp_path, pki, knot):
+    """The daemon's own loop falls behind (a slow router CPU; here SIGSTOP
+    for 1.6 s) with an answer awaited: the answer arrives meanwhile and waits
+    in the socket. On resuming, the silence check must not take the late read
+    for a dead server: same connection, one answer, no reconnect."""
+    p = doq_peer(delay=0.4)
+    d = start(dnsveil, tmp_path, pki, p.port, timeout=5000)
+    assert ask(d, "www.test.").rcode() == dns.rcode.NOERROR
+    before = p.stats()
+    q = helpers.make_query("target.test.", "A", qid=0x5151, edns=0)
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        s.settimeout(5.0)
+        s.sendto(q.to_wire(), (d.host, d.port))
+        assert p.wait_stat("streams", before["streams"] + 1, deadline=1.0), p.stats()
+        os.kill(d.proc.pid, signal.SIGSTOP)
+        try:
+            time.sleep(1.6)  # the peer answers at 0.4 s, into the socket
+        finally:
+            os.kill(d.proc.pid, signal.SIGCONT)
+        reply = dns.message.from_wire(s.recv(65535))
+    finally:
+        s.close()
+    assert same(reply, knot_answer(knot, "target.test.", "A"))
+    time.sleep(0.3)
+    assert "silent for" not in d.log_text(), d.log_text()[-2000:]
+    st = p.stats()
+    assert st["connections"] == 1 and st["answers"] == before["answers"] + 1, st
 
 
 def test_connection_loss_retried_on_new_connection(doq_peer, dnsveil, tmp_path, pki, knot):
