@@ -250,7 +250,10 @@ static struct mmsghdr doq_rxmm[DOQ_RX_BATCH];
 static struct iovec doq_rxiov[DOQ_RX_BATCH];
 /* Packets made in one flush collect here and leave in one send with UDP
  * GSO (UDP_SEGMENT: equal datagrams, the last one may be shorter) where
- * the kernel has it; doq_gso_off after a kernel refused it. */
+ * the kernel has it; doq_gso_off after a kernel refused it, or from the
+ * start with DNSVEIL_DISABLE_GSO=1 in the environment, for where the kernel
+ * takes it and the datagrams still come out wrong: qemu-user running a
+ * big-endian build passes UDP_SEGMENT's value to the host unswapped. */
 static uint8_t doq_txbuf[DOQ_GSO_SEGS * 1500];
 static bool doq_gso_off;
 
@@ -1355,6 +1358,8 @@ static int doq_open(struct upstream *u)
 
     if (!up)
         return DV_ENOMEM;
+    if (!doq_gso_off && getenv("DNSVEIL_DISABLE_GSO") && strcmp(getenv("DNSVEIL_DISABLE_GSO"), "0"))
+        doq_gso_off = true;
     up->u = u;
     up->st = &u->stats;
     conn_scope_init(&up->scope, NULL, doq_req_release, doq_up_destroy, up);
