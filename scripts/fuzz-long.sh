@@ -12,7 +12,10 @@
 # milliseconds). Their nice 19 already leaves other work the CPU.
 #
 # Usage: scripts/fuzz-long.sh [TARGET...]   (default: every build/fuzz/fuzz_*)
-#        FUZZ_CPU_SECONDS=3600 FUZZ_JOBS=2 FUZZ_NICE=19
+#        FUZZ_CPU_SECONDS=3600 FUZZ_JOBS=2 FUZZ_NICE=19 FUZZ_OUT=build/fuzz-long
+# FUZZ_OUT outside the checkout (~/.cache/...) keeps the grown corpora for a
+# top-up on a later day; $FUZZ_OUT/progress/TARGET holds a running target's
+# CPU time and last status line, so a run cut short still has its figures.
 # Build first: cmake -S . -B build/fuzz -DDV_FUZZ=ON -DCMAKE_C_COMPILER=clang
 #              -DDV_TESTS=OFF && cmake --build build/fuzz --target fuzz_dns ...
 set -euo pipefail
@@ -21,9 +24,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 CPU_SECONDS=${FUZZ_CPU_SECONDS:-3600}
 JOBS=${FUZZ_JOBS:-2}
 NICE=${FUZZ_NICE:-19}
-OUT=build/fuzz-long
+OUT=${FUZZ_OUT:-build/fuzz-long}
 TICK=$(getconf CLK_TCK)
-mkdir -p "$OUT/artifacts" "$OUT/logs"
+mkdir -p "$OUT/artifacts" "$OUT/logs" "$OUT/progress"
 RESULTS=$OUT/results.md
 if [ ! -s "$RESULTS" ]; then
     printf '| target | CPU time | executions | edges | crashes | date |\n' >"$RESULTS"
@@ -51,6 +54,9 @@ run_one() {   # run_one NAME: one target to its CPU budget, then its row
     pid=$!
     while kill -0 "$pid" 2>/dev/null; do
         used=$(cpu_seconds "$pid")
+        # a run cut short (the machine goes away) still leaves its figures
+        printf '%s %d s CPU, %s\n' "$start" "$used" \
+            "$(grep -o '^#[0-9]*.*cov: [0-9]*' "$log" | tail -n 1 || true)" >"$OUT/progress/$name"
         if [ "$used" -ge "$CPU_SECONDS" ]; then
             kill -INT "$pid" 2>/dev/null || true
             break
