@@ -56,7 +56,7 @@ run_one() {   # run_one NAME: one target to its CPU budget, then its row
         used=$(cpu_seconds "$pid")
         # a run cut short (the machine goes away) still leaves its figures
         printf '%s %d s CPU, %s\n' "$start" "$used" \
-            "$(grep -o '^#[0-9]*.*cov: [0-9]*' "$log" | tail -n 1 || true)" >"$OUT/progress/$name"
+            "$(tail -n 20 "$log" | grep -o '^#[0-9]*.*cov: [0-9]*' | tail -n 1 || true)" >"$OUT/progress/$name"
         if [ "$used" -ge "$CPU_SECONDS" ]; then
             kill -INT "$pid" 2>/dev/null || true
             break
